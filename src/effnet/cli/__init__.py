@@ -1,0 +1,42 @@
+"""`effnet`: one command, one subcommand per workflow. Thin: parse, call the library, print.
+
+Each module in `_COMMANDS` defines `register(subparsers)`, which adds its subcommand(s) and sets `func` to a
+function taking the parsed arguments and returning an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from effnet.errors import EffnetError
+
+_COMMANDS = ["effnet.cli.models", "effnet.cli.demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="effnet", description="EfficientNet and compound scaling for any ConvNet (Tan & Le, ICML 2019)."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _COMMANDS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EffnetError as exc:
+        print(f"effnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"effnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

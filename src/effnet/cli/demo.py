@@ -1,0 +1,61 @@
+"""`effnet demo` (what `make demo` runs): the paper's tables, computed here, and the workflows on real data.
+
+Sections run in order; each is a function printing to stdout.  Later workflows append their own section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+from effnet.experiments.family import COMPOUND_NOTE, compound_rows, model_rows
+from effnet.report import format_table
+
+B0_TO_B7 = [f"efficientnet_b{i}" for i in range(8)]
+
+
+def section_family() -> None:
+    rows = [
+        (r.name, r.resolution, r.params / 1e6, r.paper_params_m, r.macs / 1e9, r.paper_macs_b,
+         f"{100 * (r.macs / 1e9 / r.paper_macs_b - 1):+.1f}%")
+        for r in model_rows(B0_TO_B7)
+    ]
+    print(format_table(["model", "res", "params (M)", "paper (M)", "GMACs", "paper GFLOPs", "diff"], rows,
+                       title="EfficientNet B0-B7 beside the paper's Table 2 (paper 'FLOPs' are multiply-adds)"))
+
+
+def section_compound() -> None:
+    rows = [
+        (r.phi, r.depth, r.width, r.resolution, r.params / 1e6, r.macs / 1e9, r.ratio, r.ideal, r.target)
+        for r in compound_rows()
+    ]
+    print(format_table(
+        ["phi", "depth", "width", "res", "params (M)", "GMACs", "MACs/B0", "d*w^2*r^2", "2^phi"], rows,
+        title="Compound scaling of B0 (Eq. 3, alpha=1.2 beta=1.1 gamma=1.15): measured MACs ratio vs 2^phi",
+    ))
+    print(COMPOUND_NOTE)
+
+
+SECTIONS: list[tuple[str, Callable[[], None]]] = [
+    ("The EfficientNet family", section_family),
+    ("Compound scaling", section_compound),
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the demo (tables from the paper, workflows on real data)")
+    p.add_argument("--only", default=None, help="comma-separated section numbers to run (1-based)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = None if not args.only else {int(s) for s in args.only.split(",")}
+    for i, (title, section) in enumerate(SECTIONS, 1):
+        if chosen and i not in chosen:
+            continue
+        start = time.perf_counter()
+        print(f"\n=== {i}. {title} ===\n", flush=True)
+        section()
+        print(f"\n({time.perf_counter() - start:.1f}s)", flush=True)
+    return 0

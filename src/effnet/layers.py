@@ -1,0 +1,126 @@
+"""Building layers: conv + norm + activation, squeeze-excitation, drop-path, TensorFlow "SAME" padding.
+
+These know nothing about specs; `blocks.py` wires them together from a stage's settings.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    try:
+        cls = _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"activation: got {name!r}, expected one of {sorted(_ACTIVATIONS)}") from None
+    return cls(inplace=True) if name in ("silu", "relu", "relu6", "hardswish") else cls()
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow SAME padding for one spatial dim: (before, after). The extra pixel goes after."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A Conv2d that pads like TensorFlow's SAME: output size ceil(in/stride), asymmetric when needed.
+
+    With stride 1 and an odd kernel SAME is symmetric, so the pad is fixed and no per-call work is done.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, padding=0, **kwargs)
+        k, s = self.kernel_size[0], self.stride[0]
+        self._static = s == 1
+        if self._static:
+            self.padding = ((k - 1) // 2, (k - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._static:
+            return super().forward(x)
+        top, bottom = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return super().forward(x)
+
+
+def make_conv(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False, padding: str = "symmetric"
+) -> nn.Conv2d:
+    if padding == "same":
+        return Conv2dSame(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=bias)
+    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
+
+
+class ConvNormAct(nn.Sequential):
+    """conv → BatchNorm → activation, with readable child names `conv`, `bn`, `act`."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        activation: str | None = "silu",
+        *,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        padding: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        self.conv = make_conv(in_ch, out_ch, kernel, stride, groups, padding=padding)
+        self.bn = nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum)
+        self.act = make_activation(activation) if activation else nn.Identity()
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it: global average → 1x1 reduce (with bias)
+    → activation → 1x1 expand → sigmoid gate on the block's expanded features."""
+
+    def __init__(self, channels: int, reduced: int, activation: str = "silu") -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act = make_activation(activation)
+        self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.mean((2, 3), keepdim=True)
+        scale = self.expand(self.act(self.reduce(scale)))
+        return x * scale.sigmoid()
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (Huang et al. 2016): zero a whole sample's residual branch with probability `rate`,
+    scaling survivors by 1/(1-rate) so the expectation is unchanged."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+class DropPath(nn.Module):
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rate, self.training)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.3f}"

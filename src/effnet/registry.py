@@ -1,0 +1,163 @@
+"""Names → specs → models, and each model's default preprocessing.
+
+`create_model("efficientnet_b3")` and `create_model("path/to/spec.json")` both go spec → `ConvNet`; options
+(`num_classes`, `in_chans`, `drop_rate`, `drop_path_rate`, `padding`) replace the spec's fields before building.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from effnet.families import efficientnet
+from effnet.network import ConvNet
+from effnet.spec import NetSpec, SpecError, load_spec, with_options
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# TF-trained Lite checkpoints take (x·255 − 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] pixels.
+INCEPTION_MEAN = (127 / 255,) * 3
+INCEPTION_STD = (128 / 255,) * 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to feed a model at evaluation: resize the shorter side to resolution / crop_fraction, centre-crop
+    `resolution`, scale to [0, 1], normalise with mean/std."""
+
+    resolution: int
+    crop_fraction: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def default_crop_fraction(resolution: int) -> float:
+    """The TF reference's eval crop: resize to resolution + 32 and centre-crop (CROP_PADDING = 32)."""
+    return resolution / (resolution + 32)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    make_spec: Callable[[], NetSpec]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    family: str
+
+
+_MODELS: dict[str, _Entry] = {}
+
+
+def register_model(
+    name: str,
+    make_spec: Callable[[], NetSpec],
+    *,
+    family: str,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> None:
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = _Entry(make_spec, mean, std, family)
+
+
+def _register_builtin() -> None:
+    for name in efficientnet.VARIANTS:
+        lite = "lite" in name
+        register_model(
+            name,
+            lambda name=name: efficientnet.efficientnet(name),
+            family="efficientnet-lite" if lite else "efficientnet",
+            mean=INCEPTION_MEAN if lite else IMAGENET_MEAN,
+            std=INCEPTION_STD if lite else IMAGENET_STD,
+        )
+
+
+_register_builtin()
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered names (optionally those containing `pattern`), in registration order."""
+    return [n for n in _MODELS if pattern is None or pattern in n]
+
+
+def _is_spec_path(name: str) -> bool:
+    return name.endswith(".json") or Path(name).is_file()
+
+
+def get_spec(name_or_path: str | NetSpec) -> NetSpec:
+    """A registered model's spec, or the spec in a JSON file."""
+    if isinstance(name_or_path, NetSpec):
+        return name_or_path
+    if name_or_path in _MODELS:
+        return _MODELS[name_or_path].make_spec()
+    if _is_spec_path(name_or_path):
+        return load_spec(name_or_path)
+    raise SpecError(_unknown_model_message(name_or_path))
+
+
+def _unknown_model_message(name: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_MODELS), n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `effnet models`"
+    return f"unknown model {name!r} (not a registered name or a .json spec file){hint}"
+
+
+def get_config(name_or_spec: str | NetSpec, resolution: int | None = None) -> ModelConfig:
+    """Default preprocessing; `resolution` overrides the native one (the crop fraction follows it)."""
+    spec = get_spec(name_or_spec)
+    entry = _MODELS.get(spec.name)
+    mean, std = (entry.mean, entry.std) if entry else (IMAGENET_MEAN, IMAGENET_STD)
+    res = resolution or spec.resolution
+    return ModelConfig(res, default_crop_fraction(res), "bicubic", mean, std)
+
+
+def family_of(name: str) -> str:
+    entry = _MODELS.get(name)
+    return entry.family if entry else "custom"
+
+
+def create_model(
+    name_or_path: str | NetSpec,
+    *,
+    pretrained: bool | str = False,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    drop_rate: float | None = None,
+    drop_path_rate: float | None = None,
+    padding: str | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **spec_options: Any,
+) -> nn.Module:
+    """Build a model by registered name, spec-file path or `NetSpec`.
+
+    pretrained: False; True for the bundled weights of the name (Lite0–2); or a path to a `.safetensors` /
+    `.pth` file in effnet's layout.  With pretrained weights and a different `num_classes`, the backbone is
+    loaded and a fresh classifier is made.
+    """
+    spec = get_spec(name_or_path)
+    base_classes = spec.num_classes
+    spec = with_options(
+        spec, in_channels=in_chans, dropout=drop_rate, drop_path_rate=drop_path_rate, padding=padding, **spec_options
+    )
+    if pretrained:
+        from effnet.weights import load_pretrained
+
+        model = ConvNet(with_options(spec, num_classes=base_classes))
+        load_pretrained(model, spec.name if pretrained is True else pretrained)
+        if num_classes is not None and num_classes != base_classes:
+            model.reset_classifier(num_classes)
+            model.spec = with_options(model.spec, num_classes=num_classes)
+    else:
+        model = ConvNet(with_options(spec, num_classes=num_classes))
+    if features_only:
+        from effnet.features import FeatureExtractor
+
+        return FeatureExtractor(model, out_indices)
+    return model
