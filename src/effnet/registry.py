@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from effnet.families import efficientnet
+from effnet.families import efficientnet, mobilenet, resnet
 from effnet.network import ConvNet
 from effnet.spec import NetSpec, SpecError, load_spec, with_options
 
@@ -75,6 +75,9 @@ def _register_builtin() -> None:
             mean=INCEPTION_MEAN if lite else IMAGENET_MEAN,
             std=INCEPTION_STD if lite else IMAGENET_STD,
         )
+    for family, family_specs in (("mobilenet", mobilenet.SPECS), ("resnet", resnet.SPECS)):
+        for name, spec in family_specs.items():
+            register_model(name, lambda spec=spec: spec, family=family)
 
 
 _register_builtin()
