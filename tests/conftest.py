@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from effnet.spec import HeadSpec, NetSpec, StageSpec, StemSpec
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def tiny_spec(**overrides) -> NetSpec:
+    """A 3-stage MBConv net small enough to train in seconds at 32 px."""
+    base = dict(
+        name="tiny",
+        stem=StemSpec(channels=8),
+        stages=(
+            StageSpec("mbconv", 1, 3, 1, 8, expand_ratio=1, se_ratio=0.25),
+            StageSpec("mbconv", 2, 3, 2, 16, expand_ratio=4, se_ratio=0.25),
+            StageSpec("mbconv", 1, 5, 2, 24, expand_ratio=4, se_ratio=0.25),
+        ),
+        head=HeadSpec(channels=64),
+        resolution=32,
+        num_classes=10,
+    )
+    base.update(overrides)
+    return NetSpec(**base)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_spec()
