@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+import effnet
+from effnet.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_models_json_is_machine_readable(capsys):
+    code, out, _ = run(capsys, "models", "--format", "json", "--filter", "lite")
+    rows = json.loads(out)
+    assert code == 0
+    assert [r["name"] for r in rows] == effnet.list_models("lite")
+    lite0 = rows[0]
+    assert lite0["params"] == 4_652_008 and lite0["resolution"] == 224 and 0.38e9 < lite0["macs"] < 0.39e9
+
+
+def test_models_table_shows_paper_figures(capsys):
+    code, out, _ = run(capsys, "models", "--filter", "efficientnet_b0")
+    assert code == 0
+    assert "efficientnet_b0" in out and "0.39" in out and "5.3" in out and "-1.1%" in out
+
+
+def test_info_prints_per_stage_table(capsys):
+    code, out, _ = run(capsys, "info", "efficientnet_b0", "--resolution", "256")
+    assert code == 0
+    assert "at 256x256" in out and "mbconv6+se0.25" in out and "8x8" in out
+
+
+def test_scale_phi_reports_ratio_next_to_two_pow_phi(capsys, tmp_path):
+    path = tmp_path / "b0_phi1.json"
+    code, out, _ = run(capsys, "scale", "efficientnet_b0", "--phi", "1", "-o", str(path))
+    assert code == 0
+    assert "MACs ratio vs base: 2.57" in out and "2^phi = 2.000" in out
+    spec = effnet.load_spec(path)
+    assert spec.resolution == 258 and spec.name == "efficientnet_b0_phi1"
+
+
+def test_scale_explicit_multipliers_json(capsys):
+    code, out, _ = run(capsys, "scale", "efficientnet_b0", "--depth", "2", "--width", "1", "--resolution", "1",
+                       "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["depth"] == 2 and data["two_pow_phi"] is None
+    assert [s["repeats"] for s in data["spec"]["stages"]] == [2, 4, 4, 6, 6, 8, 2]
+
+
+def test_scale_errors_are_one_line(capsys):
+    code, _, err = run(capsys, "scale", "efficientnet_b0", "--depth", "-1")
+    assert code == 2 and err.strip() == "effnet scale: error: depth multiplier: got -1.0, expected a finite number > 0"
+    code, _, err = run(capsys, "info", "efficientnet_b9")
+    assert code == 2 and "unknown model 'efficientnet_b9'" in err and "did you mean" in err
+    with pytest.raises(SystemExit):
+        main(["scale", "efficientnet_b0", "--phi", "1", "--depth", "2"])
+    with pytest.raises(SystemExit):
+        main(["info", "efficientnet_b0", "--resolution", "0"])
