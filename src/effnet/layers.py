@@ -11,8 +11,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+class _SiLUFunction(torch.autograd.Function):
+    """SiLU whose backward keeps only the input: σ(x) is recomputed, so no output or sigmoid is stored and the
+    forward may overwrite nothing the graph needs.  d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return F.silu(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        sig = torch.sigmoid(x)
+        return grad * sig * (1.0 + x * (1.0 - sig))
+
+
+def silu_memory_efficient(x: torch.Tensor) -> torch.Tensor:
+    return _SiLUFunction.apply(x)
+
+
+class MemoryEfficientSiLU(nn.Module):
+    """SiLU for training that saves only its input (`_SiLUFunction`); without autograd it is plain `F.silu`
+    (in place when asked), so inference, export and compile see the stock op."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _SiLUFunction.apply(x)
+        return F.silu(x, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
+    "silu": MemoryEfficientSiLU,
     "relu": nn.ReLU,
     "relu6": nn.ReLU6,
     "hardswish": nn.Hardswish,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from effnet.blocks import BlockContext, make_block
 from effnet.layers import ConvNormAct
@@ -28,9 +29,10 @@ class FeatureInfo:
 
 
 class ConvNet(nn.Module):
-    def __init__(self, spec: NetSpec) -> None:
+    def __init__(self, spec: NetSpec, *, grad_checkpointing: bool = False) -> None:
         super().__init__()
         self.spec = spec
+        self.grad_checkpointing = grad_checkpointing
         self.stem = ConvNormAct(
             spec.in_channels, spec.stem.channels, spec.stem.kernel, spec.stem.stride, activation=spec.stem.activation,
             bn_eps=spec.bn_eps, bn_momentum=spec.bn_momentum, padding=spec.padding,
@@ -77,9 +79,15 @@ class ConvNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled()
         for stage in self.stages:
-            x = stage(x)
+            x = checkpoint(_Recomputed(stage), x, use_reentrant=False) if checkpointing else stage(x)
         return self.head(x)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per stage: keep only each stage's input and recompute the stage in backward
+        (Chen et al. 2016), trading about one extra forward for most of the activation memory."""
+        self.grad_checkpointing = enable
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.pool(x).flatten(1)
@@ -93,6 +101,28 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         if num_classes:
             _init_linear(self.classifier)
+
+
+class _Recomputed:
+    """Calls a stage; on the second call (checkpoint's recompute) BatchNorm running statistics are restored
+    afterwards, so a checkpointed step updates them exactly once, as an ordinary step does."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        self.stage, self.calls = stage, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 1:
+            return self.stage(x)
+        norms = [m for m in self.stage.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [[b.clone() for b in m.buffers()] for m in norms]
+        try:  # checkpoint may stop a recompute early by raising, once it has what backward needs
+            return self.stage(x)
+        finally:
+            with torch.no_grad():
+                for m, buffers in zip(norms, saved):
+                    for b, old in zip(m.buffers(), buffers):
+                        b.copy_(old)
 
 
 def _stage_strides(spec: NetSpec) -> int:

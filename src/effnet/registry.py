@@ -136,13 +136,14 @@ def create_model(
     padding: str | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    grad_checkpointing: bool = False,
     **spec_options: Any,
 ) -> nn.Module:
     """Build a model by registered name, spec-file path or `NetSpec`.
 
     pretrained: False; True for the bundled weights of the name (Lite0–2); or a path to a `.safetensors` /
     `.pth` file in effnet's layout.  With pretrained weights and a different `num_classes`, the backbone is
-    loaded and a fresh classifier is made.
+    loaded and a fresh classifier is made.  grad_checkpointing: recompute each stage in backward to save memory.
     """
     spec = get_spec(name_or_path)
     base_classes = spec.num_classes
@@ -154,11 +155,12 @@ def create_model(
 
         model = ConvNet(with_options(spec, num_classes=base_classes))
         load_pretrained(model, spec.name if pretrained is True else pretrained)
-        if num_classes is not None and num_classes != base_classes:
+        if num_classes is not None and num_classes != model.spec.num_classes:
             model.reset_classifier(num_classes)
             model.spec = with_options(model.spec, num_classes=num_classes)
     else:
         model = ConvNet(with_options(spec, num_classes=num_classes))
+    model.set_grad_checkpointing(grad_checkpointing)
     if features_only:
         from effnet.features import FeatureExtractor
 
