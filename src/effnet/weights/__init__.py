@@ -1,0 +1,256 @@
+"""Reading, checking, converting and writing weights.
+
+`load_pretrained(model, "efficientnet_lite0")` loads the bundled ImageNet weights (`bundled.py`);
+`load_pretrained(model, "file.safetensors" | "file.pth")` loads a file in effnet's layout.  Every load is strict:
+`check_state` compares names and shapes first and raises `WeightsError` with a short list of what does not fit, so
+a model is never left half loaded.
+
+effnet's own files are safetensors with string metadata (`format`, `model`, `padding`, `bn_eps`, `source`,
+`spec`).  Padding and BN eps are part of what weights mean (TF-trained weights need TF-SAME padding; torchvision's
+were trained with eps 1e-5, the TF reference used 1e-3), so `load_pretrained` sets both on the model from the
+metadata and records them in `model.spec`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effnet.layers import Conv2dSame, make_conv
+from effnet.network import ConvNet
+from effnet.spec import PADDINGS, NetSpec
+from effnet.weights.bundled import BUNDLED, has_bundled, load_bundled
+from effnet.weights.convert import SOURCES, from_lukemelas, get_source, meta_model
+from effnet.weights.safe_load import (
+    SAFETENSORS_SUFFIXES,
+    UnsafeCheckpointError,
+    WeightsError,
+    read_pth,
+    read_safetensors,
+    write_safetensors,
+)
+
+State = dict[str, torch.Tensor]
+_LIST_LIMIT = 6
+
+
+# -- files ------------------------------------------------------------------------------------------------------------
+
+
+def load_file(path: str | Path) -> tuple[State, dict[str, str]]:
+    """Tensors and metadata of a `.safetensors` or `.pth`/`.pt`/`.bin` file (the latter read with weights_only)."""
+    path = Path(path)
+    if path.suffix in SAFETENSORS_SUFFIXES:
+        return read_safetensors(path)
+    return read_pth(path), {}
+
+
+def save_file(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path,
+              metadata: Mapping[str, str] | None = None) -> None:
+    """Write a `.safetensors` file; a `ConvNet` also records its spec, padding and BN eps in the metadata."""
+    path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        raise WeightsError(f"{path}: effnet writes .safetensors files; got suffix {path.suffix!r}")
+    meta = {"format": "effnet"}
+    if isinstance(model_or_state, ConvNet):
+        meta.update(spec_metadata(model_or_state.spec))
+    meta.update(metadata or {})
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    write_safetensors(state, path, meta)
+
+
+def spec_metadata(spec: NetSpec) -> dict[str, str]:
+    return {"model": spec.name, "padding": spec.padding, "bn_eps": repr(spec.bn_eps),
+            "spec": spec.to_json(indent=None)}
+
+
+# -- checking and loading -------------------------------------------------------------------------------------------
+
+
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def _listing(items: list[str]) -> str:
+    more = f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else ""
+    return ", ".join(items[:_LIST_LIMIT]) + more
+
+
+def mismatches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Short descriptions of missing, unexpected and wrongly shaped tensors (empty if `state` fits)."""
+    missing = [f"{k} {_shape(v)}" for k, v in expected.items() if k not in state]
+    extra = [f"{k} {_shape(v)}" for k, v in state.items() if k not in expected]
+    wrong = [f"{k}: file {_shape(state[k])}, model {_shape(v)}" for k, v in expected.items()
+             if k in state and _shape(state[k]) != _shape(v)]
+    out = []
+    for label, items in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
+        if items:
+            out.append(f"{len(items)} {label}: {_listing(items)}")
+    return out
+
+
+def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights") -> None:
+    """Raise `WeightsError` listing every name/shape that does not fit `model`; return quietly if all fit."""
+    problems = mismatches(model.state_dict(), state)
+    if problems:
+        name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
+        raise WeightsError(f"{origin} do not fit {name}: " + "; ".join(problems) + ". Nothing was loaded")
+
+
+def _fill_batch_counters(model: nn.Module, state: Mapping[str, torch.Tensor]) -> State:
+    """BN `num_batches_tracked` is bookkeeping some sources (Keras) lack: take the model's own where absent."""
+    out = dict(state)
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.zeros_like(value)
+    return out
+
+
+def _fit_classifier(model: ConvNet, state: Mapping[str, torch.Tensor]) -> None:
+    """A file fine-tuned for N classes loads into a model built for another N: re-make the classifier first."""
+    weight = state.get("classifier.weight")
+    if (weight is None or weight.ndim != 2 or weight.shape[1] != model.num_features
+            or not isinstance(model.classifier, nn.Linear) or weight.shape[0] == model.classifier.out_features):
+        return
+    others = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    if not mismatches(others, {k: v for k, v in state.items() if not k.startswith("classifier.")}):
+        model.reset_classifier(weight.shape[0])
+        model.spec = replace(model.spec, num_classes=weight.shape[0])
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights") -> nn.Module:
+    """Strict load after a full check: either every tensor loads or none does."""
+    state = _fill_batch_counters(model, state)
+    if isinstance(model, ConvNet):
+        _fit_classifier(model, state)
+    check_state(model, state, origin)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def set_padding(model: ConvNet, padding: str) -> None:
+    """Rebuild the model's kxk convs with `padding` ('same' = TF SAME), keeping their weights."""
+    if padding not in PADDINGS:
+        raise WeightsError(f"padding: got {padding!r}, expected one of {PADDINGS}")
+    if model.spec.padding == padding:
+        return
+    for parent in list(model.modules()):
+        for child_name, conv in list(parent.named_children()):
+            if type(conv) not in (nn.Conv2d, Conv2dSame) or conv.kernel_size == (1, 1):
+                continue
+            new = make_conv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.groups,
+                            bias=conv.bias is not None, padding=padding)
+            new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+            new.load_state_dict(conv.state_dict())
+            setattr(parent, child_name, new)
+    model.spec = replace(model.spec, padding=padding)
+
+
+def set_bn_eps(model: ConvNet, eps: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = eps
+    model.spec = replace(model.spec, bn_eps=eps)
+
+
+def _apply_metadata(model: nn.Module, metadata: Mapping[str, str], path: Path) -> None:
+    if not isinstance(model, ConvNet):
+        return
+    if "padding" in metadata:
+        set_padding(model, metadata["padding"])
+    if "bn_eps" in metadata:
+        try:
+            eps = float(metadata["bn_eps"])
+        except ValueError:
+            raise WeightsError(f"{path}: metadata bn_eps: got {metadata['bn_eps']!r}, expected a number") from None
+        set_bn_eps(model, eps)
+
+
+def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
+    """Load bundled weights by model name (Lite0–2), or a `.safetensors` / `.pth` file in effnet's layout."""
+    if isinstance(name_or_path, str) and has_bundled(name_or_path) and not Path(name_or_path).is_file():
+        if not isinstance(model, ConvNet):
+            raise WeightsError(f"bundled weights load into an effnet ConvNet, got {type(model).__name__}")
+        spec = model.spec
+        if spec.padding != "same" or spec.bn_eps != 1e-3:
+            raise WeightsError(f"{name_or_path} weights were trained with TF-SAME padding and BN eps 1e-3; the "
+                               f"model has padding={spec.padding!r}, bn_eps={spec.bn_eps}: keep the registry's spec")
+        state = from_lukemelas(load_bundled(name_or_path), spec)
+        return load_state(model, state, f"bundled {name_or_path} weights")
+    path = Path(name_or_path)
+    if not path.is_file():
+        if str(name_or_path) in _registered_names():
+            raise WeightsError(f"no bundled pretrained weights for {name_or_path!r} (bundled: {', '.join(BUNDLED)}); "
+                               f"convert a checkpoint with `effnet convert` and pass pretrained=PATH")
+        raise WeightsError(f"{path}: no such weights file (expected a .safetensors or .pth path, or one of "
+                           f"{', '.join(BUNDLED)})")
+    state, metadata = load_file(path)
+    _apply_metadata(model, metadata, path)
+    return load_state(model, state, str(path))
+
+
+def _registered_names() -> list[str]:
+    from effnet.registry import list_models
+
+    return list_models()
+
+
+# -- conversion -------------------------------------------------------------------------------------------------------
+
+
+def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec) -> State:
+    """`state` from library `source` in effnet's names, checked against `spec` (raises on any mismatch)."""
+    out = get_source(source).convert(state, spec)
+    expected = meta_model(spec).state_dict()
+    out = {k: v for k, v in out.items()}
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.zeros((), dtype=value.dtype)
+    problems = mismatches(expected, out)
+    if problems:
+        raise WeightsError(f"{source} weights do not fit {spec.name}: " + "; ".join(problems) +
+                           ". Is --model the same variant as the checkpoint? Nothing was written")
+    return out
+
+
+def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *, padding: str | None = None,
+                 bn_eps: float | None = None) -> NetSpec:
+    """Convert checkpoint `src` from library `source` to an effnet `.safetensors` file; returns the spec the
+    weights need (padding and BN eps of the source, or the overrides)."""
+    src_path = Path(src)
+    info = get_source(source)
+    state = info.read(src_path) if info.read else load_file(src_path)[0]
+    converted = convert_state(state, source, spec)
+    spec = replace(spec, padding=padding or info.padding, bn_eps=bn_eps or info.bn_eps)
+    extra = {"source": source, "source_file": src_path.name}
+    if info.preprocessing is not None:
+        extra["preprocessing"] = json.dumps(info.preprocessing(state))
+    save_file(converted, out, {"format": "effnet", **spec_metadata(spec), **extra})
+    return spec
+
+
+# -- labels -----------------------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, index-aligned with the classifiers of ImageNet weights."""
+    text = resources.files("effnet").joinpath("resources/imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != 1000:
+        raise WeightsError(f"effnet/resources/imagenet_classes.txt: {len(names)} names, expected 1000")
+    return names
+
+
+__all__ = [
+    "BUNDLED", "SOURCES", "UnsafeCheckpointError", "WeightsError", "check_state", "convert_file", "convert_state",
+    "imagenet_classes", "load_file", "load_pretrained", "load_state", "mismatches", "save_file", "set_bn_eps",
+    "set_padding",
+]

@@ -1,0 +1,206 @@
+"""Other libraries' EfficientNet state dicts → effnet's names, one mapping function per source.
+
+effnet names (DESIGN.md): ``stem.conv.weight``, ``stages.{i}.{j}.{expand|depthwise|project}.{conv|bn}.*``,
+``stages.{i}.{j}.se.{reduce|expand}.*``, ``head.{conv|bn}.*``, ``classifier.*``; block j of stage i.
+
+Each converter is given the target `NetSpec` (so flat block lists can be split into stages) and returns a new dict.
+A name it cannot place is passed through unchanged, so the strict check in `effnet.weights.check_state` lists it
+as unexpected instead of silently dropping it.  Besides names, the sources differ in what the weights *mean*:
+
+| source | padding | BN eps | notes |
+|---|---|---|---|
+| timm ``efficientnet_b*`` | symmetric | 1e-5 | first stage is a DepthwiseSeparable block (``conv_pw`` = projection) |
+| timm ``tf_efficientnet_b*`` | TF SAME | 1e-3 | ported TF weights |
+| torchvision ``efficientnet_b*`` | symmetric | 1e-5 | ``features.{stage+1}.{j}.block.{k}``: k counts present parts |
+| lukemelas ``efficientnet-pytorch`` | TF SAME | 1e-3 | flat ``_blocks.{n}``; also the bundled Lite files |
+| Keras ``EfficientNetB*`` | TF SAME | 1e-3 | HWIO kernels; see `effnet.weights.keras_h5` |
+
+`SOURCES` records those facts; `effnet.weights.convert_file` writes them into the output file's metadata and
+`load_pretrained` sets padding and eps on the model from it, so converted weights compute what they computed before.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from effnet.network import ConvNet
+from effnet.spec import NetSpec
+from effnet.weights.safe_load import WeightsError
+
+State = dict[str, torch.Tensor]
+
+_MBCONV_PARTS = ("expand", "depthwise", "se", "project")
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Where a block sits and which of its optional parts exist (``parts`` in forward order)."""
+
+    stage: int
+    index: int
+    parts: tuple[str, ...]
+
+    @property
+    def prefix(self) -> str:
+        return f"stages.{self.stage}.{self.index}"
+
+
+def meta_model(spec: NetSpec) -> ConvNet:
+    """The model for `spec` on the meta device: names and shapes without allocating or initialising weights."""
+    with torch.device("meta"):
+        return ConvNet(spec)
+
+
+def block_layouts(spec: NetSpec) -> list[BlockLayout]:
+    """Every block of an MBConv network in order, with the parts it has (expand is absent when expand_ratio 1)."""
+    model = meta_model(spec)
+    layouts = []
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage):
+            if spec.stages[i].kind != "mbconv":
+                raise WeightsError(f"stages[{i}].kind: got {spec.stages[i].kind!r}; the converters handle EfficientNet "
+                                   f"(mbconv) networks only")
+            parts = tuple(p for p in _MBCONV_PARTS if not isinstance(getattr(block, p), nn.Identity))
+            layouts.append(BlockLayout(i, j, parts))
+    return layouts
+
+
+def _rename(state: Mapping[str, torch.Tensor], rename: Callable[[str], str | None]) -> State:
+    out: State = {}
+    for key, value in state.items():
+        new = rename(key)
+        out[key if new is None else new] = value
+    return out
+
+
+def _sub(key: str, table: Mapping[str, str], old_prefix: str, new_prefix: str) -> str | None:
+    """``old_prefix + part + rest`` → ``new_prefix + table[part] + rest`` for the longest matching part."""
+    if not key.startswith(old_prefix):
+        return None
+    rest = key[len(old_prefix):]
+    for part in sorted(table, key=len, reverse=True):
+        if rest.startswith(part + "."):
+            return new_prefix + table[part] + rest[len(part):]
+    return None
+
+
+# -- lukemelas (efficientnet-pytorch) and the bundled Lite files ---------------------------------------------------
+
+_LUKE_TOP = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn",
+             "_fc": "classifier"}
+_LUKE_BLOCK = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
+               "_bn1": "depthwise.bn", "_se_reduce": "se.reduce", "_se_expand": "se.expand",
+               "_project_conv": "project.conv", "_bn2": "project.bn"}
+
+
+def from_lukemelas(state: Mapping[str, torch.Tensor], spec: NetSpec) -> State:
+    """``_blocks.{n}`` (one flat list) → ``stages.{i}.{j}`` by counting the spec's repeats."""
+    layouts = block_layouts(spec)
+    block_re = re.compile(r"_blocks\.(\d+)\.")
+
+    def rename(key: str) -> str | None:
+        m = block_re.match(key)
+        if m is None:
+            return _sub(key, _LUKE_TOP, "", "")
+        n = int(m.group(1))
+        if n >= len(layouts):
+            return None
+        return _sub(key, _LUKE_BLOCK, m.group(0), layouts[n].prefix + ".")
+
+    return _rename(state, rename)
+
+
+# -- timm ------------------------------------------------------------------------------------------------------------
+
+_TIMM_TOP = {"conv_stem": "stem.conv", "bn1": "stem.bn", "conv_head": "head.conv", "bn2": "head.bn",
+             "classifier": "classifier"}
+# InvertedResidual (has conv_pwl) vs DepthwiseSeparableConv (timm's first stage, where conv_pw *projects*).
+_TIMM_IR = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv", "bn2": "depthwise.bn",
+            "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand", "conv_pwl": "project.conv",
+            "bn3": "project.bn"}
+_TIMM_DS = {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn", "se.conv_reduce": "se.reduce",
+            "se.conv_expand": "se.expand", "conv_pw": "project.conv", "bn2": "project.bn"}
+
+
+def from_timm(state: Mapping[str, torch.Tensor], spec: NetSpec) -> State:
+    """timm ``efficientnet_*`` / ``tf_efficientnet_*`` / ``efficientnet_lite*``: ``blocks.{i}.{j}`` = stage i."""
+    block_re = re.compile(r"blocks\.(\d+)\.(\d+)\.")
+    inverted = {m.group(0) for k in state if (m := block_re.match(k)) and k[m.end():].startswith("conv_pwl.")}
+
+    def rename(key: str) -> str | None:
+        m = block_re.match(key)
+        if m is None:
+            return _sub(key, _TIMM_TOP, "", "")
+        table = _TIMM_IR if m.group(0) in inverted else _TIMM_DS
+        return _sub(key, table, m.group(0), f"stages.{m.group(1)}.{m.group(2)}.")
+
+    return _rename(state, rename)
+
+
+# -- torchvision -----------------------------------------------------------------------------------------------------
+
+
+def from_torchvision(state: Mapping[str, torch.Tensor], spec: NetSpec) -> State:
+    """``features.0`` stem, ``features.{i+1}.{j}.block.{k}`` blocks (k counts the parts present, so it shifts
+    when a block has no expansion), ``features.{last}`` head, ``classifier.1`` the linear layer."""
+    parts = {(b.stage, b.index): b.parts for b in block_layouts(spec)}
+    head_index = len(spec.stages) + 1
+    block_re = re.compile(r"features\.(\d+)\.(\d+)\.block\.(\d+)\.(.*)")
+    cna = {"0": "conv", "1": "bn"}  # Conv2dNormActivation children
+    se = {"fc1": "reduce", "fc2": "expand"}
+
+    def rename(key: str) -> str | None:
+        if key.startswith("classifier.1."):
+            return "classifier." + key[len("classifier.1."):]
+        for index, name in ((0, "stem"), (head_index, "head")):
+            prefix = f"features.{index}."
+            if key.startswith(prefix):
+                child, _, param = key[len(prefix):].partition(".")
+                return f"{name}.{cna[child]}.{param}" if child in cna else None
+        m = block_re.match(key)
+        if m is None:
+            return None
+        stage, index, k, rest = int(m.group(1)) - 1, int(m.group(2)), int(m.group(3)), m.group(4)
+        present = parts.get((stage, index))
+        if present is None or k >= len(present):
+            return None
+        part = present[k]
+        child, _, param = rest.partition(".")
+        table = se if part == "se" else cna
+        return f"stages.{stage}.{index}.{part}.{table[child]}.{param}" if child in table else None
+
+    return _rename(state, rename)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A library whose checkpoints effnet converts, and how its weights expect to be run."""
+
+    name: str
+    convert: Callable[[Mapping[str, torch.Tensor], NetSpec], State]
+    padding: str
+    bn_eps: float
+    note: str
+    read: Callable[[Path], State] | None = None  # None: a .pth / .safetensors state dict
+    preprocessing: Callable[[Mapping[str, torch.Tensor]], dict] | None = None  # input normalisation found in the file
+
+
+SOURCES: dict[str, Source] = {
+    "timm": Source("timm", from_timm, "symmetric", 1e-5,
+                   "timm efficientnet_*; for tf_efficientnet_* pass padding 'same' and bn_eps 1e-3"),
+    "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*"),
+    "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet"),
+}
+
+
+def get_source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise WeightsError(f"--from: got {name!r}, expected one of {', '.join(SOURCES)}") from None
