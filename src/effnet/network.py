@@ -75,7 +75,8 @@ class ConvNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(channels, spec.num_classes) if spec.num_classes else nn.Identity()
-        _init_weights(self)
+        if self.stem.conv.weight.device.type != "meta":  # a meta model (for counting) has no values to set
+            _init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

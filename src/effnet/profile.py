@@ -114,4 +114,4 @@ class ModelProfile:
 def profile(spec: NetSpec, resolution: int | None = None) -> ModelProfile:
     model = build_meta(spec)
     res = resolution or spec.resolution
-    return ModelProfile(spec.name, count_params(model), count_macs(spec, res), res)
+    return ModelProfile(spec.name, count_params(model), count_macs(model, res), res)
