@@ -59,8 +59,9 @@ def compound_rows(phis: range = range(8), alpha: float = 1.2, beta: float = 1.1,
 
 
 COMPOUND_NOTE = """\
-Why the measured ratio is above 2^phi at small phi: depth is rounded *up* per stage (round_repeats = ceil).
-B0 has stages of 1, 2, 2, 3, 3, 4, 1 blocks; at d = 1.2 every stage gains a block (1 -> 2, 2 -> 3, 3 -> 4, 4 -> 5),
-so B0's 16 blocks become 23: depth grows 1.44x, not 1.2x. Widths round to multiples of 8 and resolution to whole pixels, and the
-ideal column alpha^phi * beta^(2 phi) * gamma^(2 phi) is itself 1.92^phi, not 2^phi. As phi grows, the rounding
-is a smaller fraction of each stage and the ratio approaches the ideal."""
+Reading the table: Eq. 3 promises MACs x 2^phi only approximately.
+- Above 2^phi at small phi: depth is rounded *up* per stage (round_repeats = ceil). B0's stages have 1, 2, 2, 3, 3,
+  4, 1 blocks; at d = 1.2 each gains one (16 blocks -> 23), so depth grows 1.44x instead of 1.2x. Widths also round
+  to multiples of 8 and the resolution to whole pixels.
+- Below 2^phi at large phi: alpha * beta^2 * gamma^2 = 1.2 * 1.1^2 * 1.15^2 = 1.92, so even the unrounded model
+  grows like 1.92^phi (the d*w^2*r^2 column); the rounding excess shrinks relative to each stage as phi grows."""
