@@ -12,7 +12,7 @@ import sys
 
 from effnet.errors import EffnetError
 
-_COMMANDS = ["effnet.cli.models", "effnet.cli.demo"]
+_COMMANDS = ["effnet.cli.models", "effnet.cli.demo", "effnet.cli.experiments", "effnet.cli.weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:
