@@ -17,12 +17,12 @@ from effnet.weights import (
     BUNDLED,
     UnsafeCheckpointError,
     WeightsError,
+    bundled,
     imagenet_classes,
     load_file,
     load_pretrained,
     save_file,
 )
-from effnet.weights import bundled
 
 LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 
@@ -162,7 +162,8 @@ def test_safetensors_round_trip_keeps_every_tensor_and_the_spec(tmp_path):
     save_file(src, path)
     state, meta = load_file(path)
     assert meta["model"] == "efficientnet_b0" and meta["padding"] == "symmetric"
-    assert all(torch.equal(state[k], v) for k, v in src.state_dict().items()) and state.keys() == src.state_dict().keys()
+    assert state.keys() == src.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in src.state_dict().items())
     dst = effnet.create_model("efficientnet_b0", pretrained=str(path)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -194,8 +195,8 @@ def test_mismatched_file_lists_names_and_loads_nothing(tmp_path):
     with pytest.raises(WeightsError) as err:
         load_pretrained(dst, path)
     message = str(err.value)
-    assert "1 missing: stages.6.0.se.reduce.weight (48, 1152, 1, 1)" in message
-    assert "1 unexpected: extra.weight (2,)" in message
+    assert "missing: stages.6.0.se.reduce.weight (48, 1152, 1, 1)" in message
+    assert "unexpected: extra.weight (2,)" in message
     assert "stem.conv.weight: file (16, 3, 3, 3), model (32, 3, 3, 3)" in message
     assert "Nothing was loaded" in message
     assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())

@@ -27,7 +27,8 @@ from effnet.layers import Conv2dSame, make_conv
 from effnet.network import ConvNet
 from effnet.spec import PADDINGS, NetSpec
 from effnet.weights.bundled import BUNDLED, has_bundled, load_bundled
-from effnet.weights.convert import SOURCES, from_lukemelas, get_source, meta_model
+from effnet.weights.convert import SOURCES, from_lukemelas, get_source
+from effnet.weights.layout import meta_model
 from effnet.weights.safe_load import (
     SAFETENSORS_SUFFIXES,
     UnsafeCheckpointError,
@@ -83,16 +84,31 @@ def _listing(items: list[str]) -> str:
     return ", ".join(items[:_LIST_LIMIT]) + more
 
 
+def _group(key: str) -> str:
+    """The block (``stages.3.1``) or module (``stem.bn``) a tensor belongs to, to keep listings short."""
+    parts = key.split(".")
+    return ".".join(parts[:3]) if parts[0] == "stages" and len(parts) > 3 else ".".join(parts[:-1]) or key
+
+
+def _grouped(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """``name (shape)`` per tensor, or ``block.* (n tensors)`` where a whole group is listed."""
+    groups: dict[str, list[str]] = {}
+    for key in tensors:
+        groups.setdefault(_group(key), []).append(key)
+    return [f"{keys[0]} {_shape(tensors[keys[0]])}" if len(keys) == 1 else f"{group}.* ({len(keys)} tensors)"
+            for group, keys in groups.items()]
+
+
 def mismatches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
     """Short descriptions of missing, unexpected and wrongly shaped tensors (empty if `state` fits)."""
-    missing = [f"{k} {_shape(v)}" for k, v in expected.items() if k not in state]
-    extra = [f"{k} {_shape(v)}" for k, v in state.items() if k not in expected]
+    missing = _grouped({k: v for k, v in expected.items() if k not in state})
+    extra = _grouped({k: v for k, v in state.items() if k not in expected})
     wrong = [f"{k}: file {_shape(state[k])}, model {_shape(v)}" for k, v in expected.items()
              if k in state and _shape(state[k]) != _shape(v)]
     out = []
     for label, items in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong)):
         if items:
-            out.append(f"{len(items)} {label}: {_listing(items)}")
+            out.append(f"{label}: {_listing(items)}")
     return out
 
 
@@ -205,11 +221,19 @@ def _registered_names() -> list[str]:
 # -- conversion -------------------------------------------------------------------------------------------------------
 
 
+def _with_file_classes(spec: NetSpec, state: Mapping[str, torch.Tensor]) -> NetSpec:
+    """A checkpoint fine-tuned for N classes converts to the same model with an N-class classifier."""
+    weight = state.get("classifier.weight")
+    if weight is not None and weight.ndim == 2 and weight.shape[0] != spec.num_classes:
+        return replace(spec, num_classes=int(weight.shape[0]))
+    return spec
+
+
 def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec) -> State:
-    """`state` from library `source` in effnet's names, checked against `spec` (raises on any mismatch)."""
-    out = get_source(source).convert(state, spec)
-    expected = meta_model(spec).state_dict()
-    out = {k: v for k, v in out.items()}
+    """`state` from library `source` in effnet's names, checked against `spec` (raises on any mismatch; the
+    classifier may have any number of classes)."""
+    out = dict(get_source(source).convert(state, spec))
+    expected = meta_model(_with_file_classes(spec, out)).state_dict()
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in out:
             out[key] = torch.zeros((), dtype=value.dtype)
@@ -223,12 +247,12 @@ def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec)
 def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *, padding: str | None = None,
                  bn_eps: float | None = None) -> NetSpec:
     """Convert checkpoint `src` from library `source` to an effnet `.safetensors` file; returns the spec the
-    weights need (padding and BN eps of the source, or the overrides)."""
+    weights need (the source's padding and BN eps unless overridden, the file's class count)."""
     src_path = Path(src)
     info = get_source(source)
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec)
-    spec = replace(spec, padding=padding or info.padding, bn_eps=bn_eps or info.bn_eps)
+    spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding, bn_eps=bn_eps or info.bn_eps)
     extra = {"source": source, "source_file": src_path.name}
     if info.preprocessing is not None:
         extra["preprocessing"] = json.dumps(info.preprocessing(state))

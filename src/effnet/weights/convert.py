@@ -27,48 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from effnet.network import ConvNet
 from effnet.spec import NetSpec
+from effnet.weights.keras_h5 import from_keras, keras_preprocessing, read_keras_h5
+from effnet.weights.layout import State, block_layouts
 from effnet.weights.safe_load import WeightsError
-
-State = dict[str, torch.Tensor]
-
-_MBCONV_PARTS = ("expand", "depthwise", "se", "project")
-
-
-@dataclass(frozen=True)
-class BlockLayout:
-    """Where a block sits and which of its optional parts exist (``parts`` in forward order)."""
-
-    stage: int
-    index: int
-    parts: tuple[str, ...]
-
-    @property
-    def prefix(self) -> str:
-        return f"stages.{self.stage}.{self.index}"
-
-
-def meta_model(spec: NetSpec) -> ConvNet:
-    """The model for `spec` on the meta device: names and shapes without allocating or initialising weights."""
-    with torch.device("meta"):
-        return ConvNet(spec)
-
-
-def block_layouts(spec: NetSpec) -> list[BlockLayout]:
-    """Every block of an MBConv network in order, with the parts it has (expand is absent when expand_ratio 1)."""
-    model = meta_model(spec)
-    layouts = []
-    for i, stage in enumerate(model.stages):
-        for j, block in enumerate(stage):
-            if spec.stages[i].kind != "mbconv":
-                raise WeightsError(f"stages[{i}].kind: got {spec.stages[i].kind!r}; the converters handle EfficientNet "
-                                   f"(mbconv) networks only")
-            parts = tuple(p for p in _MBCONV_PARTS if not isinstance(getattr(block, p), nn.Identity))
-            layouts.append(BlockLayout(i, j, parts))
-    return layouts
 
 
 def _rename(state: Mapping[str, torch.Tensor], rename: Callable[[str], str | None]) -> State:
@@ -196,6 +159,8 @@ SOURCES: dict[str, Source] = {
                    "timm efficientnet_*; for tf_efficientnet_* pass padding 'same' and bn_eps 1e-3"),
     "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*"),
     "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet"),
+    "keras": Source("keras", from_keras, "same", 1e-3, "keras.applications.EfficientNetB* (.weights.h5 or legacy .h5)",
+                    read=read_keras_h5, preprocessing=keras_preprocessing),
 }
 
 
