@@ -1,0 +1,168 @@
+"""`effnet train`, `effnet eval`, `effnet plot`: parse, call `effnet.train`, print."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from effnet.train.config import TrainConfig
+
+_D = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_train(sub)
+    _register_eval(sub)
+    p = sub.add_parser("plot", help="draw loss / accuracy / learning-rate curves of training runs to a PNG")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) written by `effnet train`")
+    p.add_argument("-o", "--out", default=None, help="PNG path (default: RUN_DIR/curves.png)")
+    p.add_argument("--labels", default=None, help="comma-separated legend labels, one per run")
+    p.set_defaults(func=run_plot)
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune with the paper's recipe (works under torchrun)",
+                       description="Train on an image folder (train/ and val/ sub-folders) or on fashion-mnist. "
+                       "Defaults are the paper's recipe; every one can be overridden.")
+    p.add_argument("data", help="'fashion-mnist' or a folder with train/<class>/... and val/<class>/...")
+    p.add_argument("--model", default="efficientnet_b0", help="registered name or spec .json (default %(default)s)")
+    p.add_argument("--resolution", type=int, default=None, help="input size in px (default: the model's)")
+    p.add_argument("--out", default=None, help="run folder for checkpoints and metrics (default: runs/<model>)")
+    g = p.add_argument_group("budget")
+    g.add_argument("--epochs", type=float, default=_D["epochs"], help="epochs (default %(default)s)")
+    g.add_argument("--steps", type=int, default=None, help="optimizer steps instead of epochs")
+    g.add_argument("--batch-size", type=int, default=_D["batch_size"], help="global batch (default %(default)s)")
+    g.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
+    g.add_argument("--val-subset", type=int, default=None, help="validate on a fixed random subset of N images")
+    g = p.add_argument_group("recipe (paper defaults)")
+    g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lr-base x batch/256)")
+    g.add_argument("--lr-base", type=float, default=_D["lr_base"], help="lr per 256 images (default %(default)s)")
+    g.add_argument("--warmup-epochs", type=float, default=_D["warmup_epochs"], help="(default %(default)s)")
+    g.add_argument("--decay-epochs", type=float, default=_D["decay_epochs"], help="(default %(default)s)")
+    g.add_argument("--decay-rate", type=float, default=_D["decay_rate"], help="(default %(default)s)")
+    g.add_argument("--optimizer", choices=["rmsproptf", "sgd"], default=_D["optimizer"])
+    g.add_argument("--rmsprop-decay", type=float, default=_D["rmsprop_decay"], help="(default %(default)s)")
+    g.add_argument("--momentum", type=float, default=_D["momentum"], help="(default %(default)s)")
+    g.add_argument("--eps", type=float, default=_D["eps"], help="RMSProp epsilon (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=_D["weight_decay"], help="(default %(default)s)")
+    g.add_argument("--ema-decay", type=float, default=_D["ema_decay"], help="0 turns EMA off (default %(default)s)")
+    g.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from the first step")
+    g.add_argument("--label-smoothing", type=float, default=_D["label_smoothing"], help="(default %(default)s)")
+    g.add_argument("--dropout", type=float, default=None, help="(default: the variant's)")
+    g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the variant's)")
+    g.add_argument("--augment", choices=["autoaugment", "randaugment", "none"], default=_D["augment"])
+    g.add_argument("--randaugment-n", type=int, default=_D["randaugment_n"])
+    g.add_argument("--randaugment-m", type=int, default=_D["randaugment_m"])
+    g.add_argument("--crop-scale", type=float, nargs=2, default=list(_D["crop_scale"]), metavar=("MIN", "MAX"),
+                   help="random-resized-crop area range (default 0.08 1)")
+    g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    g.add_argument("--eval-crop-fraction", type=float, default=None,
+                   help="eval centre-crop fraction (default: the model's; 1.0 for fashion-mnist)")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="FILE",
+                   help="start from the bundled weights of the model (Lite0-2) or from FILE; new classifier")
+    g.add_argument("--freeze-backbone", action="store_true", help="train only the classifier")
+    g.add_argument("--backbone-lr-scale", type=float, default=1.0, help="backbone lr = lr x this (default 1)")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                   help="continue from the latest checkpoint in --out (or from CKPT)")
+    g.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
+    g.add_argument("--keep-last", type=int, default=_D["keep_last"], help="periodic checkpoints kept (default 3)")
+    g.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--workers", type=int, default=_D["workers"], help="data-loading processes (default 2)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    g.add_argument("--no-channels-last", action="store_true", help="keep the contiguous (NCHW) memory format")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    g.add_argument("--log-every", type=int, default=_D["log_every"], help="steps between steps.jsonl lines")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
+    g.add_argument("--recipe", action="store_true", help="print the effective settings and exit")
+    p.set_defaults(func=run_train)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    model_tag = str(args.model).rsplit("/", 1)[-1].removesuffix(".json")
+    return TrainConfig(
+        model=args.model, data=args.data, out_dir=args.out or f"runs/{model_tag}", resolution=args.resolution,
+        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_base=args.lr_base,
+        warmup_epochs=args.warmup_epochs, decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
+        optimizer=args.optimizer, rmsprop_decay=args.rmsprop_decay, momentum=args.momentum, eps=args.eps,
+        weight_decay=args.weight_decay, ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup,
+        label_smoothing=args.label_smoothing, dropout=args.dropout, drop_path=args.drop_path, augment=args.augment,
+        randaugment_n=args.randaugment_n, randaugment_m=args.randaugment_m, crop_scale=tuple(args.crop_scale),
+        hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
+        pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
+        seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
+        resume=args.resume, strict=args.strict, train_subset=args.train_subset, val_subset=args.val_subset,
+        log_every=args.log_every, progress=not args.no_progress, device=args.device, threads=args.threads,
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from effnet.train import plan_run, recipe_lines, train
+
+    config = config_from_args(args)
+    if args.recipe:
+        plan, name = plan_run(config)
+        for key, value in recipe_lines(config, plan, name):
+            print(f"{key:20s} {value}")
+        return 0
+    result = train(config)
+    if result.run_dir is None or not _is_main():
+        return 0
+    ema = f"; EMA top-1 {result.ema_top1:.2f}% top-5 {result.ema_top5:.2f}%" if result.ema_top1 is not None else ""
+    print(f"done: {result.steps} steps ({result.epochs:.2f} epochs) in {result.wall_s:.0f}s, "
+          f"{result.images_per_s:.0f} img/s; val top-1 {result.top1:.2f}% top-5 {result.top5:.2f}%{ema}; "
+          f"run folder {result.run_dir}")
+    return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5 of a training checkpoint's raw and EMA weights")
+    p.add_argument("checkpoint", help="a checkpoint .pt, or a run folder (its latest checkpoint)")
+    p.add_argument("data", help="'fashion-mnist' (its test split) or a folder (its val/ sub-folder or itself)")
+    p.add_argument("--split", default="val", help="folder sub-directory to evaluate (default val; test for "
+                   "fashion-mnist)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--resolution", type=int, default=None, help="override the checkpoint's resolution")
+    p.add_argument("--crop-fraction", type=float, default=None, help="override the eval centre-crop fraction")
+    p.add_argument("--subset", type=int, default=None, help="evaluate a fixed random subset of N images")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from effnet.train import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
+                            workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
+                            subset=args.subset, strict=args.strict, device=args.device)
+    print(f"{r['checkpoint']} (step {r['step']}) on {r['data']} at {r['resolution']} px")
+    print(f"{'weights':8s} {'top-1':>7s} {'top-5':>7s} {'loss':>7s} {'images':>7s}")
+    for kind in ("raw", "ema"):
+        m = r[kind]
+        if m is not None:
+            print(f"{kind:8s} {m.top1:6.2f}% {m.top5:6.2f}% {m.loss:7.4f} {m.images:7d}")
+    skipped = r["raw"].skipped
+    if skipped:
+        print(f"skipped {skipped} unreadable image(s)")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from effnet.train.plot import plot_runs
+
+    labels = args.labels.split(",") if args.labels else None
+    out = args.out or str(Path(args.run_dirs[0]) / "curves.png")
+    print(plot_runs(args.run_dirs, out, labels))
+    return 0

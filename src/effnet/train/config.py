@@ -1,0 +1,232 @@
+"""`TrainConfig`: every knob of a run, with the paper's recipe (Tan & Le 2019, Sec. 5.2, and the reference code)
+as defaults.  `check_config` rejects bad values before any work starts; `recipe_lines` renders the effective
+settings (`effnet train --recipe`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from effnet.data.transforms import AUGMENTATIONS
+from effnet.errors import EffnetError
+from effnet.spec import NetSpec
+from effnet.train.optim import OPTIMIZERS
+
+MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
+MAX_WARMUP_FRACTION = 0.1
+
+
+class ConfigError(EffnetError, ValueError):
+    """A training setting is out of range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.  Budget: `steps` optimizer steps if set, else `epochs` (may be fractional).
+
+    Recipe defaults (each a field): RMSProp (TF form) decay 0.9, momentum 0.9, ε 1e-3; lr 0.016 × batch/256;
+    5 warm-up epochs (capped at 10% of a shorter budget); ×0.97 every 2.4 epochs; weight decay 1e-5 (not on norms
+    and biases); EMA 0.9999 with warm-up; label smoothing 0.1; dropout and drop-path from the model's variant;
+    AutoAugment; random-resized crop (area 0.08–1) and flip.
+    """
+
+    model: str | NetSpec = "efficientnet_b0"
+    data: str = "fashion-mnist"
+    out_dir: str | None = None
+    resolution: int | None = None
+    epochs: float = 350.0
+    steps: int | None = None
+    batch_size: int = 128
+    lr: float | None = None
+    lr_base: float = 0.016
+    warmup_epochs: float = 5.0
+    decay_epochs: float = 2.4
+    decay_rate: float = 0.97
+    optimizer: str = "rmsproptf"
+    rmsprop_decay: float = 0.9
+    momentum: float = 0.9
+    eps: float = 1e-3
+    weight_decay: float = 1e-5
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    label_smoothing: float = 0.1
+    dropout: float | None = None
+    drop_path: float | None = None
+    augment: str = "autoaugment"
+    randaugment_n: int = 2
+    randaugment_m: int = 9
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: bool = True
+    eval_crop_fraction: float | None = None
+    channels_last: bool = True
+    pretrained: bool | str = False
+    freeze_backbone: bool = False
+    backbone_lr_scale: float = 1.0
+    seed: int = 0
+    workers: int = 2
+    checkpoint_every: int | None = None
+    keep_last: int = 3
+    resume: bool | str = False
+    strict: bool = False
+    train_subset: int | None = None
+    val_subset: int | None = None
+    log_every: int = 20
+    progress: bool = True
+    device: str = "auto"
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if isinstance(self.model, NetSpec):
+            data["model"] = self.model.to_dict()
+        data["crop_scale"] = list(self.crop_scale)
+        return data
+
+
+# Settings that must match between a checkpoint and the run resuming it (others, e.g. workers, may change).
+RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subset", "lr", "lr_base", "optimizer",
+               "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs")
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"{field}: got {value!r}, expected {expected}")
+
+
+def _positive(field: str, value: Any, *, integer: bool = False, zero_ok: bool = False) -> None:
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+    if not ok:
+        _fail(field, value, ("an integer" if integer else "a number") + (" >= 0" if zero_ok else " > 0"))
+
+
+def _fraction(field: str, value: Any, *, high_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    ok = ok and (value < 1 if high_open else value <= 1)
+    if not ok:
+        _fail(field, value, "a number in [0, 1)" if high_open else "a number in [0, 1]")
+
+
+def check_resolution(value: Any, field: str = "resolution") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+        _fail(field, value, f"an integer number of pixels in [{MIN_RESOLUTION}, {MAX_RESOLUTION}] (e.g. 64, 224)")
+    return value
+
+
+def check_config(c: TrainConfig) -> None:
+    """Every numeric field in range; raised before data or model are touched."""
+    if c.resolution is not None:
+        check_resolution(c.resolution)
+    if c.steps is not None:
+        _positive("steps", c.steps, integer=True)
+    else:
+        _positive("epochs", c.epochs)
+    _positive("batch_size", c.batch_size, integer=True)
+    if c.lr is not None:
+        _positive("lr", c.lr)
+    _positive("lr_base", c.lr_base)
+    _positive("warmup_epochs", c.warmup_epochs, zero_ok=True)
+    _positive("decay_epochs", c.decay_epochs)
+    _positive("decay_rate", c.decay_rate)
+    if c.optimizer not in OPTIMIZERS:
+        _fail("optimizer", c.optimizer, f"one of {OPTIMIZERS}")
+    _fraction("rmsprop_decay", c.rmsprop_decay)
+    _fraction("momentum", c.momentum)
+    _positive("eps", c.eps)
+    _positive("weight_decay", c.weight_decay, zero_ok=True)
+    _fraction("ema_decay", c.ema_decay)
+    _fraction("label_smoothing", c.label_smoothing)
+    for name in ("dropout", "drop_path"):
+        if getattr(c, name) is not None:
+            _fraction(name, getattr(c, name))
+    if c.augment not in AUGMENTATIONS:
+        _fail("augment", c.augment, f"one of {AUGMENTATIONS}")
+    _positive("randaugment_n", c.randaugment_n, integer=True, zero_ok=True)
+    _positive("randaugment_m", c.randaugment_m, integer=True, zero_ok=True)
+    lo, hi = c.crop_scale
+    if not (0 < lo <= hi <= 1):
+        _fail("crop_scale", c.crop_scale, "(min, max) area fractions with 0 < min <= max <= 1")
+    if c.eval_crop_fraction is not None and not 0 < c.eval_crop_fraction <= 1:
+        _fail("eval_crop_fraction", c.eval_crop_fraction, "a fraction in (0, 1]")
+    _positive("backbone_lr_scale", c.backbone_lr_scale, zero_ok=True)
+    _positive("workers", c.workers, integer=True, zero_ok=True)
+    if c.checkpoint_every is not None:
+        _positive("checkpoint_every", c.checkpoint_every, integer=True)
+    _positive("keep_last", c.keep_last, integer=True)
+    for name in ("train_subset", "val_subset"):
+        if getattr(c, name) is not None:
+            _positive(name, getattr(c, name), integer=True)
+    _positive("log_every", c.log_every, integer=True)
+    if c.threads is not None:
+        _positive("threads", c.threads, integer=True)
+    if c.device not in ("auto", "cpu") and not c.device.startswith("cuda"):
+        _fail("device", c.device, "'auto', 'cpu' or 'cuda[:N]'")
+    if c.freeze_backbone and c.backbone_lr_scale != 1.0:
+        _fail("backbone_lr_scale", c.backbone_lr_scale, "1.0 with freeze_backbone (a frozen backbone has no lr)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Quantities derived from a config and the data: what the run will actually do."""
+
+    num_classes: int
+    train_images: int
+    val_images: int
+    world_size: int
+    per_rank_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    base_lr: float
+    warmup_steps: int
+    decay_steps: int
+    resolution: int
+    dropout: float
+    drop_path: float
+    eval_crop_fraction: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str, str]]:
+    """(setting, effective value and where it comes from) for `effnet train --recipe` and the run's log."""
+    lr_note = "set" if c.lr is not None else f"{c.lr_base} x {c.batch_size}/256"
+    warm = f"{plan.warmup_steps} steps ({c.warmup_epochs:g} epochs"
+    warm += f", capped at {MAX_WARMUP_FRACTION:.0%} of the budget)" if plan.warmup_steps < round(
+        c.warmup_epochs * plan.steps_per_epoch) else ")"
+    if c.optimizer == "rmsproptf":
+        opt = f"RMSProp, TF form: decay {c.rmsprop_decay}, momentum {c.momentum}, eps {c.eps} inside the sqrt"
+    else:
+        opt = f"SGD, Nesterov momentum {c.momentum}"
+    pre = c.pretrained if isinstance(c.pretrained, str) else ("bundled weights" if c.pretrained else "no (from scratch)")
+    return [
+        ("model", f"{model_name}, {plan.num_classes} classes, {plan.resolution} px"),
+        ("pretrained", str(pre)),
+        ("data", f"{c.data}: {plan.train_images} train / {plan.val_images} val images"),
+        ("budget", f"{plan.total_steps} steps = {plan.total_steps / plan.steps_per_epoch:.3g} epochs of "
+                   f"{plan.steps_per_epoch} steps"),
+        ("batch", f"{c.batch_size} global = {plan.world_size} process(es) x {plan.per_rank_batch}"),
+        ("optimizer", opt),
+        ("learning rate", f"{plan.base_lr:.6g} ({lr_note})"),
+        ("warm-up", f"linear from 0 over {warm}"),
+        ("decay", f"x{c.decay_rate} every {c.decay_epochs:g} epochs ({plan.decay_steps} steps), staircase"),
+        ("weight decay", f"{c.weight_decay:g} on conv/dense weights; none on norm and bias"),
+        ("fine-tuning", "frozen backbone" if c.freeze_backbone else f"backbone lr x{c.backbone_lr_scale:g}"),
+        ("EMA", f"decay {c.ema_decay}" + (", warm-up min(d, (1+n)/(10+n))" if c.ema_warmup else "")
+         if c.ema_decay > 0 else "off"),
+        ("label smoothing", f"{c.label_smoothing:g}"),
+        ("dropout", f"{plan.dropout:g}" + (" (variant)" if c.dropout is None else "")),
+        ("drop-path", f"{plan.drop_path:g}" + (" (variant)" if c.drop_path is None else "")),
+        ("augmentation", {"autoaugment": "AutoAugment (ImageNet policy)",
+                          "randaugment": f"RandAugment n={c.randaugment_n} m={c.randaugment_m}",
+                          "none": "none"}[c.augment]
+         + f"; random-resized crop area {c.crop_scale[0]:g}-{c.crop_scale[1]:g}" + ("; h-flip" if c.hflip else "")),
+        ("eval preprocessing", f"resize to {plan.resolution}/{plan.eval_crop_fraction:.3f}, centre crop "
+                               f"{plan.resolution}, mean {tuple(round(m, 3) for m in plan.mean)}"),
+        ("memory format", "channels_last" if c.channels_last else "contiguous"),
+        ("seed", str(c.seed)),
+    ]
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]

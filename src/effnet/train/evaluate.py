@@ -1,0 +1,130 @@
+"""Top-1 / top-5 of a model on a loader (summed over processes), and `evaluate_checkpoint` for `effnet eval`:
+raw and EMA weights of a training checkpoint, with the model's eval preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from effnet.data import ShardSampler, TransformedSource, check_usable, collate, eval_transform, open_source
+from effnet.data.loader import SubsetSource, subset_indices
+from effnet.errors import EffnetError
+from effnet.network import ConvNet
+from effnet.registry import ModelConfig
+from effnet.spec import NetSpec
+from effnet.train import distributed
+from effnet.train.checkpoint import load_checkpoint
+from effnet.train.config import check_resolution
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    top1: float
+    top5: float
+    loss: float
+    images: int
+    skipped: int
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}top1": self.top1, f"{prefix}top5": self.top5, f"{prefix}loss": self.loss}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device, channels_last: bool = False,
+             strict: bool = False) -> EvalMetrics:
+    """Accuracy in percent; loss is plain cross-entropy (no smoothing).  `model` is put in eval mode."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, top1, top5, images, skipped
+    for images, labels, skipped in loader:
+        if skipped and strict:
+            raise _unreadable_error(skipped[0])
+        sums[4] += len(skipped)
+        if images is None:
+            continue
+        images, labels = images.to(device), labels.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits = model(images).float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top.eq(labels[:, None])
+        sums[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        sums[1] += hit[:, 0].sum().item()
+        sums[2] += hit.any(dim=1).sum().item()
+        sums[3] += len(labels)
+    distributed.all_reduce_sum(sums)
+    model.train(was_training)
+    n = max(sums[3].item(), 1.0)
+    return EvalMetrics(100 * sums[1].item() / n, 100 * sums[2].item() / n, sums[0].item() / n, int(sums[3].item()),
+                       int(sums[4].item()))
+
+
+def _unreadable_error(item: Any) -> EffnetError:
+    from effnet.data import DataError
+
+    return DataError(f"{item.path}: unreadable image ({item.reason}); fix or remove it, or run without --strict "
+                     "to skip and count unreadable images")
+
+
+def eval_loader(source, config: ModelConfig, *, batch_size: int, workers: int, crop_fraction: float | None,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    dataset = TransformedSource(source, eval_transform(config, grayscale=source.grayscale,
+                                                       crop_fraction=crop_fraction))
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), num_replicas=world_size,
+                      rank=rank), num_workers=workers, collate_fn=collate)
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    data: str,
+    *,
+    split: str = "val",
+    batch_size: int = 128,
+    workers: int = 2,
+    resolution: int | None = None,
+    crop_fraction: float | None = None,
+    subset: int | None = None,
+    strict: bool = False,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """{'raw': EvalMetrics, 'ema': EvalMetrics | None, 'checkpoint', 'images', ...} for a training checkpoint
+    (a file, or a run folder: its latest checkpoint)."""
+    state = load_checkpoint(checkpoint)
+    spec = NetSpec.from_dict(state["spec"])
+    classes = tuple(state["classes"])
+    source = open_source(data, split, classes=None if _is_fmnist(data) else classes)
+    if tuple(source.classes) != classes:
+        raise EffnetError(f"{data}: classes {list(source.classes)} differ from the checkpoint's {list(classes)}")
+    check_usable(source, min_classes=1)
+    if subset:
+        idx = subset_indices(len(source), subset, 0)
+        if idx is not None:
+            source = SubsetSource(source, idx)
+    cfg = ModelConfig(**state["preprocess"])
+    if resolution is not None:
+        cfg = ModelConfig(check_resolution(resolution), cfg.crop_fraction, cfg.interpolation, cfg.mean, cfg.std)
+    loader = eval_loader(source, cfg, batch_size=batch_size, workers=workers,
+                         crop_fraction=crop_fraction if crop_fraction is not None else cfg.crop_fraction)
+    dev = torch.device(device)
+    results: dict[str, Any] = {"checkpoint": state["path"], "step": state["step"], "data": source.name,
+                               "resolution": cfg.resolution}
+    for kind, weights in (("raw", state["model"]), ("ema", (state.get("ema") or {}).get("model"))):
+        if weights is None:
+            results[kind] = None
+            continue
+        model = ConvNet(spec)
+        model.load_state_dict(weights)
+        model.to(dev).to(memory_format=torch.channels_last)
+        results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
+    return results
+
+
+def _is_fmnist(data: str) -> bool:
+    from effnet.data import is_fashion_mnist
+
+    return is_fashion_mnist(str(data))
