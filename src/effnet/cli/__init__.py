@@ -12,7 +12,14 @@ import sys
 
 from effnet.errors import EffnetError
 
-_COMMANDS = ["effnet.cli.models", "effnet.cli.demo", "effnet.cli.experiments", "effnet.cli.weights"]
+_COMMANDS = [
+    "effnet.cli.models",
+    "effnet.cli.demo",
+    "effnet.cli.experiments",
+    "effnet.cli.weights",
+    "effnet.cli.predict",
+    "effnet.cli.export",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -82,8 +83,12 @@ def _read_keras3(layers) -> State:
             raise WeightsError(f"Keras layer {name!r}: unknown layer class {kind!r} holding weights")
         for index in sorted(variables, key=int):
             label = names[int(index)] if int(index) < len(names) else index
-            out[f"{name}/{label}"] = torch.from_numpy(variables[index][()].copy()).reshape(variables[index].shape)
+            out[f"{name}/{label}"] = _tensor(variables[index])
     return out
+
+
+def _tensor(dataset) -> torch.Tensor:
+    return torch.from_numpy(np.array(dataset[()], copy=True)).reshape(dataset.shape)
 
 
 def _decode(value) -> str:
@@ -96,7 +101,9 @@ def _read_legacy(root) -> State:
         group = root[layer]
         for weight in map(_decode, group.attrs.get("weight_names", [])):
             variable = weight.rsplit("/", 1)[-1].split(":")[0]
-            out[f"{layer}/{variable}"] = torch.from_numpy(group[weight][()].copy()).reshape(group[weight].shape)
+            if variable == "kernel" and ("dwconv" in layer or "depthwise" in layer):
+                variable = "depthwise_kernel"  # Keras 3's legacy writer calls a depthwise kernel just "kernel"
+            out[f"{layer}/{variable}"] = _tensor(group[weight])
     return out
 
 

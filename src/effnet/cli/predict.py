@@ -1,0 +1,66 @@
+"""`effnet predict`: top-k ImageNet classes for image files or directories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from effnet.errors import EffnetError
+from effnet.predict import classify
+from effnet.registry import create_model, get_config
+from effnet.report import format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with a pretrained or converted model")
+    p.add_argument("model", help="registered name or spec .json")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
+    weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
+    p.add_argument("--top", type=_positive, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=run_predict)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _labels(num_classes: int) -> tuple[str, ...] | None:
+    if num_classes != 1000:
+        return None
+    from effnet.weights import imagenet_classes
+
+    return imagenet_classes()
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
+    config = get_config(model.spec)
+    result = classify(model, config, args.images, labels=_labels(model.spec.num_classes), top=args.top,
+                      batch_size=args.batch_size)
+    if args.format == "json":
+        print(json.dumps({"model": model.spec.name, "predictions": [p.to_dict() for p in result.predictions],
+                          "skipped": [s.__dict__ for s in result.skipped]}, indent=2))
+    else:
+        rows = [(p.image if rank == 1 else "", rank, g.label, round(100 * g.probability, 1))
+                for p in result.predictions for rank, g in enumerate(p.top, 1)]
+        if rows:
+            print(format_table(["image", "rank", "class", "prob %"], rows))
+    for s in result.skipped:
+        print(f"effnet predict: skipped {s.image}: {s.reason}", file=sys.stderr)
+    if not result.predictions:
+        raise EffnetError(f"none of the {len(result.skipped)} input(s) could be read as an image")
+    return 0
+
+
+__all__ = ["register"]

@@ -1,0 +1,128 @@
+"""Classify image files with a model and its own preprocessing (`effnet.transforms.eval_transform`).
+
+Files that cannot be read as images are reported, not fatal: `classify` returns them beside the predictions so a
+caller (the `effnet predict` command) can name them and go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from effnet.errors import EffnetError
+from effnet.registry import ModelConfig
+from effnet.transforms import eval_transform
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageError(EffnetError):
+    """An input file is missing or not a readable image."""
+
+
+@dataclass(frozen=True)
+class Guess:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    top: tuple[Guess, ...]
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "top": [g.__dict__ for g in self.top]}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    image: str
+    reason: str
+
+
+@dataclass
+class Result:
+    predictions: list[Prediction] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """Files as given, and the files of directories (sorted, non-recursive, hidden files left out).
+
+    Inside a directory every regular file is tried, so a corrupt `.jpg` or a stray `.txt` is reported by name
+    rather than ignored; a path that does not exist is reported the same way.
+    """
+    files, skipped = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+        elif item.is_file():
+            files.append(item)
+        else:
+            skipped.append(Skipped(str(item), "no such file or directory"))
+    return files, skipped
+
+
+def load_image(path: Path) -> Image.Image:
+    """An RGB image (grey, palette, CMYK and alpha images are converted); `ImageError` if unreadable."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (format not recognised)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: cannot read image ({exc})") from None
+
+
+def classify(
+    model: nn.Module,
+    config: ModelConfig,
+    inputs: Sequence[str | Path],
+    *,
+    labels: Sequence[str] | None = None,
+    top: int = 5,
+    batch_size: int = 16,
+) -> Result:
+    """Top-`top` classes for each readable image in `inputs` (files or directories), in batches."""
+    files, skipped = collect_images(inputs)
+    result = Result(skipped=skipped)
+    transform = eval_transform(config)
+    model.eval()
+    batch: list[tuple[Path, torch.Tensor]] = []
+    for path in files:
+        try:
+            batch.append((path, transform(load_image(path))))
+        except ImageError as exc:
+            result.skipped.append(Skipped(str(path), str(exc).split(": ", 1)[-1]))
+            continue
+        if len(batch) == batch_size:
+            result.predictions += _run(model, batch, labels, top)
+            batch = []
+    if batch:
+        result.predictions += _run(model, batch, labels, top)
+    return result
+
+
+def _run(model: nn.Module, batch: list[tuple[Path, torch.Tensor]], labels: Sequence[str] | None,
+         top: int) -> list[Prediction]:
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        probs = model(torch.stack([x for _, x in batch]).to(device)).float().softmax(-1).cpu()
+    values, indices = probs.topk(min(top, probs.shape[-1]))
+    out = []
+    for (path, _), vs, ix in zip(batch, values, indices):
+        guesses = tuple(
+            Guess(int(i), labels[int(i)] if labels is not None and int(i) < len(labels) else f"class {int(i)}",
+                  float(v))
+            for v, i in zip(vs, ix)
+        )
+        out.append(Prediction(str(path), guesses))
+    return out

@@ -1,0 +1,65 @@
+"""Export to ONNX (run in onnxruntime) and TorchScript, with parity against eager PyTorch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import effnet
+from effnet.cli import main
+from effnet.export import EXPORTERS, ExportError, export, get_exporter, parity
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, pretrained", [("efficientnet_b0", False), ("efficientnet_lite0", True)])
+def test_onnx_export_matches_eager_in_onnxruntime_with_a_dynamic_batch(tmp_path, name, pretrained):
+    import onnxruntime as ort
+
+    model = effnet.create_model(name, pretrained=pretrained)
+    report = export(model, tmp_path / f"{name}.onnx", "onnx", resolution=128, check_batch=3)
+    assert report.ok and report.runtime == "onnxruntime" and report.batch_checked == 3
+    assert report.relative_error < 1e-4 and report.max_abs_error < 1e-3
+    session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"
+
+
+@pytest.mark.slow
+def test_torchscript_export_matches_eager(tmp_path):
+    model = effnet.create_model("efficientnet_lite0", pretrained=True)
+    report = export(model, tmp_path / "lite0.pt", "torchscript", resolution=96)
+    assert report.ok and report.max_abs_error < 1e-4
+
+
+def test_parity_measures_abs_and_scale_relative_error():
+    eager = np.array([[10.0, -20.0]], dtype=np.float32)
+    assert parity(eager, eager + np.float32(0.002)) == pytest.approx((0.002, 0.0001), rel=1e-3)
+    with pytest.raises(ExportError, match="shape"):
+        parity(eager, eager[:, :1])
+
+
+def test_unknown_format_lists_the_known_ones():
+    with pytest.raises(ExportError, match="expected one of onnx, torchscript"):
+        get_exporter("tflite")
+    assert set(EXPORTERS) >= {"onnx", "torchscript"}
+
+
+def test_disagreeing_export_is_reported(tmp_path, monkeypatch):
+    fmt = EXPORTERS["torchscript"]
+    broken = dataclasses.replace(fmt, runner=lambda path: (lambda x: fmt.runner(path)(x) + 1))
+    monkeypatch.setitem(EXPORTERS, "torchscript", broken)
+    spec = effnet.get_spec("efficientnet_b0")
+    tiny = effnet.ConvNet(effnet.spec.with_options(spec, stages=spec.stages[:2], num_classes=5, resolution=32))
+    with pytest.raises(ExportError, match="differs from eager PyTorch: max abs error 1"):
+        export(tiny, tmp_path / "tiny.pt", "torchscript")
+
+
+@pytest.mark.slow
+def test_export_cli_prints_the_parity_report(tmp_path, capsys):
+    out = tmp_path / "lite0.onnx"
+    code = main(["export", "efficientnet_lite0", "--pretrained", "--format", "onnx", "-o", str(out),
+                 "--resolution", "96"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "parity vs eager PyTorch in onnxruntime" in printed and "relative error" in printed

@@ -1,0 +1,78 @@
+"""`effnet predict` and `effnet.predict.classify` on real photos, corrupt files and non-images."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+import effnet
+from effnet.cli import main
+from effnet.predict import ImageError, classify, load_image
+from effnet.weights import imagenet_classes
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    import skimage.data
+    import sklearn.datasets
+
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(sklearn.datasets.load_sample_image("china.jpg")).save(d / "china.jpg")
+    Image.fromarray(skimage.data.coffee()).save(d / "coffee.png")
+    Image.fromarray(skimage.data.camera()).save(d / "camera_grey.png")  # single channel: converted to RGB
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    (d / "notes.txt").write_text("not an image\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return effnet.create_model("efficientnet_lite0", pretrained=True)
+
+
+def test_classify_batches_a_directory_and_reports_bad_files(photo_dir, lite0):
+    result = classify(lite0, effnet.get_config("efficientnet_lite0"), [photo_dir], labels=imagenet_classes(),
+                      top=3, batch_size=2)
+    by_name = {p.image.rsplit("/", 1)[-1]: p for p in result.predictions}
+    assert sorted(by_name) == ["camera_grey.png", "china.jpg", "coffee.png"]
+    assert by_name["china.jpg"].top[0].label == "palace"
+    assert by_name["coffee.png"].top[0].label == "espresso"
+    assert len(by_name["coffee.png"].top) == 3
+    assert sorted(s.image.rsplit("/", 1)[-1] for s in result.skipped) == ["broken.jpg", "notes.txt"]
+
+
+def test_load_image_names_the_file(photo_dir):
+    with pytest.raises(ImageError, match="notes.txt: not an image file"):
+        load_image(photo_dir / "notes.txt")
+
+
+def test_predict_cli_table_names_skipped_files_and_succeeds(photo_dir, capsys):
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir), "--top", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "palace" in out and "espresso" in out and "prob %" in out
+    assert "skipped" in err and "broken.jpg" in err and "notes.txt: not an image file" in err
+
+
+def test_predict_cli_json(photo_dir, capsys):
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png"), "--top", "1",
+                 "--format", "json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert data["predictions"][0]["top"][0]["label"] == "espresso" and data["skipped"] == []
+
+
+def test_predict_cli_fails_when_no_input_is_an_image(photo_dir, tmp_path, capsys):
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "notes.txt"),
+                 str(tmp_path / "missing.png")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "missing.png: no such file or directory" in err
+    assert "error: none of the 2 input(s) could be read as an image" in err
+
+
+def test_predict_cli_needs_weights(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "efficientnet_lite0", "x.jpg"])
