@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from effnet.spec import NetSpec, SpecError
@@ -141,3 +142,98 @@ def scale_compound(
     """`scale(spec, *compound(phi, alpha, beta, gamma))`: step 2 of the method."""
     m = compound(phi, alpha, beta, gamma)
     return scale(spec, m.depth, m.width, m.resolution, name=name)
+
+
+# -- budget solver -------------------------------------------------------------------------------------------------
+
+DEFAULT_PHI_RANGE = (-3.0, 8.0)
+
+
+@dataclass(frozen=True)
+class PhiSolution:
+    """What `solve_phi` found.  `within_tolerance` False means no φ lands close enough: `below` / `above` are the
+    nearest reachable (φ, cost) on either side of the target (None where the φ range ends first)."""
+
+    target: float
+    tolerance: float
+    phi: float | None
+    spec: NetSpec | None
+    cost: float | None
+    within_tolerance: bool
+    below: tuple[float, float] | None
+    above: tuple[float, float] | None
+    evaluations: int
+
+    @property
+    def relative_error(self) -> float | None:
+        return None if self.cost is None else self.cost / self.target - 1.0
+
+
+def solve_phi(
+    spec: NetSpec,
+    target: float,
+    cost: Callable[[NetSpec], float],
+    *,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    tolerance: float = 0.03,
+    phi_range: tuple[float, float] = DEFAULT_PHI_RANGE,
+    min_step: float = 1e-4,
+) -> PhiSolution:
+    """The φ (continuous) whose *rounded* model `scale_compound(spec, φ, α, β, γ)` costs within `tolerance` of
+    `target`, by bisection on φ.
+
+    `cost` maps a spec to a number that grows with the model (MACs, measured latency); this module never builds
+    one, so it stays free of torch (`effnet.budget` passes torch-side costs).  Rounding makes the cost a step
+    function of φ: bisection keeps cost(lo) < target <= cost(hi) and stops at the first φ within tolerance, or
+    when the bracket is narrower than `min_step`: then the target falls in a jump between two rounded models and
+    the result names both (`below`, `above`).  Costs are cached per rounded spec, so each distinct model is
+    evaluated once (this matters when the cost is a latency measurement).
+    """
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
+        raise SpecError(f"target: got {target!r}, expected a finite number > 0")
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
+        raise SpecError(f"tolerance: got {tolerance!r}, expected a fraction in (0, 1), e.g. 0.03 for 3%")
+    lo, hi = phi_range
+    if not lo < hi:
+        raise SpecError(f"phi_range: got {phi_range!r}, expected (low, high) with low < high")
+    cache: dict[NetSpec, float] = {}
+
+    def evaluate(phi: float) -> tuple[NetSpec, float]:
+        with warnings.catch_warnings():  # the constraint warning is the caller's business, said once
+            warnings.simplefilter("ignore")
+            scaled = scale_compound(spec, phi, alpha, beta, gamma)
+        if scaled not in cache:
+            cache[scaled] = float(cost(scaled))
+        return scaled, cache[scaled]
+
+    def done(phi: float | None, scaled: NetSpec | None, value: float | None, ok: bool, below, above) -> PhiSolution:
+        return PhiSolution(target, tolerance, phi, scaled, value, ok, below, above, len(cache))
+
+    def close(value: float) -> bool:
+        return abs(value / target - 1.0) <= tolerance
+
+    spec_lo, cost_lo = evaluate(lo)
+    if cost_lo >= target:
+        ok = close(cost_lo)
+        return done(lo if ok else None, spec_lo if ok else None, cost_lo if ok else None, ok, None, (lo, cost_lo))
+    spec_hi, cost_hi = evaluate(hi)
+    if cost_hi < target:
+        ok = close(cost_hi)
+        return done(hi if ok else None, spec_hi if ok else None, cost_hi if ok else None, ok, (hi, cost_hi), None)
+    # Invariant: cost(lo) < target <= cost(hi).  Either end may already be close enough.
+    best = min(((lo, spec_lo, cost_lo), (hi, spec_hi, cost_hi)), key=lambda t: abs(t[2] / target - 1.0))
+    while not close(best[2]) and hi - lo > min_step:
+        mid = 0.5 * (lo + hi)
+        spec_mid, cost_mid = evaluate(mid)
+        if close(cost_mid):
+            best = (mid, spec_mid, cost_mid)
+            break
+        if cost_mid < target:
+            lo, cost_lo = mid, cost_mid
+        else:
+            hi, cost_hi = mid, cost_mid
+    if close(best[2]):
+        return done(best[0], best[1], best[2], True, None, None)
+    return done(None, None, None, False, (lo, cost_lo), (hi, cost_hi))

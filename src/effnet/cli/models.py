@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=float, default=None, help="depth multiplier d")
     p.add_argument("--width", type=float, default=None, help="width multiplier w")
     p.add_argument("--resolution", type=float, default=None, help="resolution multiplier r")
+    p.add_argument("--target-macs", type=_macs, default=None, metavar="MACS",
+                   help="solve for the phi whose rounded model has these MACs (e.g. 1.8G, 600M)")
+    p.add_argument("--target-latency", type=_seconds, default=None, metavar="TIME",
+                   help="solve for the phi whose model runs this fast on this machine (e.g. 25ms)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size for --target-latency (default 1)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="relative tolerance of a target (default 0.03 for MACs, 0.05 for latency)")
     p.add_argument("--name", default=None, help="name of the scaled spec")
     p.add_argument("-o", "--output", default=None, help="write the scaled spec to this .json file")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -50,6 +57,42 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+_MAC_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def _number_with_unit(text: str, units: dict[str, float], what: str, example: str) -> float:
+    stripped = text.strip()
+    for unit in sorted(units, key=len, reverse=True):
+        if unit and stripped.upper().endswith(unit.upper()):
+            number, factor = stripped[: -len(unit)], units[unit]
+            break
+    else:
+        number, factor = stripped, units.get("", None)
+    try:
+        value = float(number) * factor if factor is not None else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected {what} > 0 such as {example}, got {text!r}")
+    return value
+
+
+def _macs(text: str) -> float:
+    return _number_with_unit(text, _MAC_UNITS, "a MACs count", "1.8G, 600M or 1.8e9")
+
+
+def _seconds(text: str) -> float:
+    return _number_with_unit(text, _TIME_UNITS, "a time with a unit", "25ms, 0.1s or 800us")
+
+
+def _macs_text(macs: float) -> str:
+    for factor, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if macs >= factor:
+            return f"{macs / factor:.3f} {unit}MACs"
+    return f"{macs:.0f} MACs"
 
 
 def _g(macs: int) -> float:
@@ -100,6 +143,36 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _solve_target(args: argparse.Namespace, base: NetSpec) -> float | None:
+    """φ for --target-macs / --target-latency (None when neither is given); prints what the solver did."""
+    from effnet.budget import solve_for_latency, solve_for_macs
+
+    targets = [t for t in (args.target_macs, args.target_latency) if t is not None]
+    if not targets:
+        return None
+    explicit = (args.phi, args.depth, args.width, args.resolution)
+    if len(targets) > 1 or any(v is not None for v in explicit):
+        raise SystemExit("effnet scale: error: give one of --target-macs / --target-latency, without --phi or "
+                         "--depth/--width/--resolution (the solver finds phi for --alpha/--beta/--gamma)")
+    coefficients = {"alpha": args.alpha, "beta": args.beta, "gamma": args.gamma}
+    if args.target_macs is not None:
+        solution = solve_for_macs(base, args.target_macs, tolerance=args.tolerance or 0.03, **coefficients)
+        show = _macs_text
+    else:
+        print(f"measuring forward latency at batch {args.batch} on this machine ...", flush=True)
+        solution = solve_for_latency(base, args.target_latency, batch=args.batch, tolerance=args.tolerance or 0.05,
+                                     **coefficients)
+        show = lambda v: f"{v * 1e3:.2f} ms"
+    if not solution.within_tolerance:
+        near = [f"phi={phi:.4f} -> {show(cost)}" for phi, cost in filter(None, (solution.below, solution.above))]
+        print(f"no phi lands within {100 * solution.tolerance:g}% of {show(solution.target)} (rounding jumps over it, "
+              f"or it lies outside the phi range); nearest reachable: " + "; ".join(near))
+        raise SystemExit(1)
+    print(f"solved: phi={solution.phi:.4f} gives {show(solution.cost)} for target {show(solution.target)} "
+          f"({100 * solution.relative_error:+.2f}%, {solution.evaluations} models evaluated)")
+    return solution.phi
+
+
 def _multipliers(args: argparse.Namespace) -> tuple[Multipliers, float | None]:
     """The multipliers asked for, and φ when they came from Eq. 3."""
     explicit = (args.depth, args.width, args.resolution)
@@ -116,6 +189,9 @@ def _multipliers(args: argparse.Namespace) -> tuple[Multipliers, float | None]:
 
 def run_scale(args: argparse.Namespace) -> int:
     base = get_spec(args.base)
+    solved = _solve_target(args, base)
+    if solved is not None:
+        args.phi = solved
     m, phi = _multipliers(args)
     scaled = scale(base, m.depth, m.width, m.resolution, name=args.name or _scaled_name(base.name, m, phi))
     base_p, scaled_p = profile(base), profile(scaled)

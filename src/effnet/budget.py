@@ -1,0 +1,103 @@
+"""Budget solving, torch side: the φ of Eq. 3 that fits a MACs or latency budget.
+
+`scaling.solve_phi` does the search on specs with any cost function and never imports torch; here are the two
+costs it is used with: MACs counted by `profile.count_macs` (exact, on the "meta" device) and latency measured on
+this machine (`measure_latency`: median wall time of a forward pass in eval mode, after warm-up).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from effnet.network import ConvNet
+from effnet.profile import count_macs
+from effnet.registry import get_spec
+from effnet.scaling import DEFAULT_PHI_RANGE, PhiSolution, solve_phi
+from effnet.spec import NetSpec, SpecError
+
+
+def solve_for_macs(
+    base: str | NetSpec,
+    target_macs: float,
+    *,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    tolerance: float = 0.03,
+    phi_range: tuple[float, float] = DEFAULT_PHI_RANGE,
+) -> PhiSolution:
+    """φ whose rounded model has `target_macs` multiply-accumulates per image (±tolerance)."""
+    return solve_phi(get_spec(base), target_macs, count_macs, alpha=alpha, beta=beta, gamma=gamma,
+                     tolerance=tolerance, phi_range=phi_range)
+
+
+def measure_latency(
+    spec: NetSpec,
+    *,
+    batch: int = 1,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: str = "cpu",
+    max_seconds: float = 10.0,
+    statistic: str = "min",
+) -> float:
+    """Seconds for one forward pass of `spec`'s model on a random `batch` at the spec's resolution.
+
+    `statistic` "min" (default) is the least disturbed of the timed runs: on a machine whose cores are shared
+    with other work it is far more repeatable than the median, and repeatability is what a bisection needs;
+    "median" gives a typical latency under the current load.  Randomly initialised weights cost the same as
+    trained ones.  Timing stops early after `max_seconds` (at least three timed runs), so a huge candidate does not
+    stall a search.
+    """
+    if statistic not in ("min", "median"):
+        raise SpecError(f"statistic: got {statistic!r}, expected 'min' or 'median'")
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise SpecError(f"latency measurement: got batch={batch}, repeats={repeats}, warmup={warmup}; expected "
+                        "batch >= 1, repeats >= 1, warmup >= 0")
+    model = ConvNet(spec).to(device).eval()
+    x = torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, device=device)
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            if len(times) >= 3 and time.perf_counter() - start > max_seconds:
+                break
+    return min(times) if statistic == "min" else statistics.median(times)
+
+
+def solve_for_latency(
+    base: str | NetSpec,
+    target_seconds: float,
+    *,
+    batch: int = 1,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    tolerance: float = 0.05,
+    phi_range: tuple[float, float] = (-3.0, 4.0),
+    measure: Callable[[NetSpec], float] | None = None,
+) -> PhiSolution:
+    """φ whose rounded model runs one forward pass of `batch` images in `target_seconds` on this machine.
+
+    Measurements are noisy (other processes share the cores), so the default tolerance is 5%, and every distinct
+    rounded model is measured once.  `measure` replaces `measure_latency` (e.g. in tests).
+    """
+    def cost(spec: NetSpec) -> float:
+        return measure(spec) if measure is not None else measure_latency(spec, batch=batch)
+
+    return solve_phi(get_spec(base), target_seconds, cost, alpha=alpha, beta=beta, gamma=gamma,
+                     tolerance=tolerance, phi_range=phi_range)
+
+
+__all__ = ["measure_latency", "solve_for_latency", "solve_for_macs"]
