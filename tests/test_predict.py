@@ -76,3 +76,12 @@ def test_predict_cli_fails_when_no_input_is_an_image(photo_dir, tmp_path, capsys
 def test_predict_cli_needs_weights(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "efficientnet_lite0", "x.jpg"])
+
+
+def test_demo_section_classifies_the_shipped_photos(capsys):
+    from effnet.cli.predict import demo_section
+
+    demo_section()
+    rows = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "espresso" in rows["skimage coffee"].split("%")[0]
+    assert "palace" in rows["sklearn china.jpg"].split("%")[0]

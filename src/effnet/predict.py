@@ -6,7 +6,7 @@ caller (the `effnet predict` command) can name them and go on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +111,21 @@ def classify(
     return result
 
 
-def _run(model: nn.Module, batch: list[tuple[Path, torch.Tensor]], labels: Sequence[str] | None,
+def classify_images(
+    model: nn.Module,
+    config: ModelConfig,
+    images: Mapping[str, Image.Image],
+    *,
+    labels: Sequence[str] | None = None,
+    top: int = 5,
+) -> list[Prediction]:
+    """Top-`top` classes for in-memory images (name → PIL image, converted to RGB here), as one batch."""
+    transform = eval_transform(config)
+    model.eval()
+    return _run(model, [(name, transform(image.convert("RGB"))) for name, image in images.items()], labels, top)
+
+
+def _run(model: nn.Module, batch: list[tuple[str | Path, torch.Tensor]], labels: Sequence[str] | None,
          top: int) -> list[Prediction]:
     device = next(model.parameters()).device
     with torch.inference_mode():

@@ -9,6 +9,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+from effnet.cli.predict import demo_section as section_photos
 from effnet.experiments.family import COMPOUND_NOTE, compound_rows, model_rows
 from effnet.report import format_table
 
@@ -40,6 +41,7 @@ def section_compound() -> None:
 SECTIONS: list[tuple[str, Callable[[], None]]] = [
     ("The EfficientNet family", section_family),
     ("Compound scaling", section_compound),
+    ("Pretrained EfficientNet-Lite0 on real photos", section_photos),
 ]
 
 

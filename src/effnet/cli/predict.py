@@ -7,7 +7,7 @@ import json
 import sys
 
 from effnet.errors import EffnetError
-from effnet.predict import classify
+from effnet.predict import classify, classify_images
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
 
@@ -63,4 +63,39 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+def _demo_photos() -> dict:
+    """Real photos shipped with scikit-image and scikit-learn (no download)."""
+    import skimage.data
+    import sklearn.datasets
+    from PIL import Image
+
+    photos = {f"skimage {n}": getattr(skimage.data, n)() for n in ("coffee", "chelsea", "astronaut", "rocket")}
+    photos.update({f"sklearn {n}": sklearn.datasets.load_sample_image(n) for n in ("china.jpg", "flower.jpg")})
+    return {name: Image.fromarray(array) for name, array in photos.items()}
+
+
+def demo_section() -> None:
+    """`effnet demo`: pretrained EfficientNet-Lite0 (bundled weights) on real photos, top-3 classes each."""
+    from effnet.weights import BUNDLED, WeightsError, imagenet_classes
+
+    try:
+        photos = _demo_photos()
+    except ImportError as exc:
+        print(f"skipped: needs scikit-image and scikit-learn ({exc.name} missing): pip install 'effnet[photos]'")
+        return
+    try:
+        model = create_model("efficientnet_lite0", pretrained=True)
+    except WeightsError as exc:
+        print(f"skipped: {exc}")
+        return
+    info = BUNDLED["efficientnet_lite0"]
+    config = get_config("efficientnet_lite0")
+    print(f"efficientnet_lite0, ImageNet weights from {info.distribution} {info.version} (SHA-256 "
+          f"{info.sha256[:12]}... verified); input {config.resolution}px, mean/std {config.mean[0]:.3f}/"
+          f"{config.std[0]:.3f} (Inception: (x*255-127)/128)")
+    predictions = classify_images(model, config, photos, labels=imagenet_classes(), top=3)
+    rows = [(p.image, *(f"{g.label} {100 * g.probability:.0f}%" for g in p.top)) for p in predictions]
+    print(format_table(["photo", "top-1", "top-2", "top-3"], rows))
+
+
+__all__ = ["demo_section", "register"]
