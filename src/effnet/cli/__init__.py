@@ -19,6 +19,7 @@ _COMMANDS = [
     "effnet.cli.weights",
     "effnet.cli.predict",
     "effnet.cli.export",
+    "effnet.cli.train",
 ]
 
 
