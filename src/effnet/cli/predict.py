@@ -52,10 +52,10 @@ def run_predict(args: argparse.Namespace) -> int:
         print(json.dumps({"model": model.spec.name, "predictions": [p.to_dict() for p in result.predictions],
                           "skipped": [s.__dict__ for s in result.skipped]}, indent=2))
     else:
-        rows = [(p.image if rank == 1 else "", rank, g.label, round(100 * g.probability, 1))
+        rows = [(p.image if rank == 1 else "", rank, f"{100 * g.probability:5.1f}%", g.label)
                 for p in result.predictions for rank, g in enumerate(p.top, 1)]
         if rows:
-            print(format_table(["image", "rank", "class", "prob %"], rows))
+            print(format_table(["image", "rank", "prob", "class"], rows))
     for s in result.skipped:
         print(f"effnet predict: skipped {s.image}: {s.reason}", file=sys.stderr)
     if not result.predictions:
