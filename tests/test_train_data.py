@@ -1,0 +1,110 @@
+"""Bad input and faults: unreadable images skipped and counted (or a stop with --strict), NaN loss stops with the
+last good checkpoint intact, and empty / one-class / missing data or a bad resolution fail before any work."""
+
+import math
+
+import pytest
+import torch
+
+from effnet.data import DataError, FashionMNISTSource, ImageFolderSource
+from effnet.errors import EffnetError
+from effnet.train import ConfigError, TrainConfig, Trainer, TrainingDiverged, train
+from effnet.train import checkpoint as ckpt
+from tests import _train_util as U
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    return U.make_folder(tmp_path / "data", classes=3, per_class=16, val_per_class=2)
+
+
+def _cfg(folder, tmp_path, **kw):
+    spec = U.write_spec(tmp_path / "tiny.json", num_classes=3)
+    return TrainConfig(**U.base_config(folder, spec, tmp_path / "run", **kw))
+
+
+def test_fashion_mnist_reader():
+    try:
+        src = FashionMNISTSource("test")
+    except DataError:
+        pytest.skip("dataset-fashion-mnist is not installed")
+    assert len(src) == 10_000 and len(src.classes) == 10
+    image, label = src.load(0)
+    assert image.shape == (1, 28, 28) and image.dtype == torch.uint8 and 0 <= label < 10
+    assert sorted(set(src.targets)) == list(range(10))
+
+
+def test_missing_fashion_mnist_names_the_apt_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("EFFNET_FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        FashionMNISTSource("train")
+
+
+def test_unreadable_images_are_skipped_and_counted(folder, tmp_path):
+    bad = folder / "train" / "class1" / "005.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (folder / "val" / "class0" / "001.png").write_bytes(b"garbage")
+    result = train(_cfg(folder, tmp_path, epochs=2))
+    assert [h["skipped_train"] for h in result.history] == [1, 1]
+    assert [h["skipped_val"] for h in result.history] == [1, 1]
+    assert result.skipped_images == 2
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+
+
+def test_strict_stops_naming_the_unreadable_file(folder, tmp_path):
+    bad = folder / "train" / "class2" / "003.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match=r"class2/003\.png: unreadable image"):
+        train(_cfg(folder, tmp_path, epochs=1, strict=True))
+
+
+def test_nan_loss_stops_with_last_good_checkpoint_intact(folder, tmp_path):
+    trainer = Trainer(_cfg(folder, tmp_path, steps=12, checkpoint_every=2, keep_last=5))
+    criterion = trainer.criterion
+    trainer.criterion = lambda logits, y: criterion(logits, y) * (math.nan if trainer.step >= 5 else 1.0)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 5 .*step-0000004\.pt"):
+        trainer.fit()
+    trainer.close()
+    saved = ckpt.step_checkpoints(tmp_path / "run")
+    assert [s for s, _ in saved] == [2, 4]
+    state = ckpt.load_checkpoint(saved[-1][1])
+    assert state["step"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "data folder not found"),
+    ("no_train", "no train/ sub-folder"),
+    ("empty", "no images found"),
+    ("one_class", r"images of 1 class\(es\)"),
+])
+def test_bad_dataset_fails_before_any_work(tmp_path, setup, message):
+    data = tmp_path / "data"
+    if setup == "no_train":
+        (data / "val" / "a").mkdir(parents=True)
+    elif setup == "empty":
+        for c in ("a", "b"):
+            (data / "train" / c).mkdir(parents=True)
+    elif setup == "one_class":
+        U.make_folder(data, classes=1, per_class=4)
+    with pytest.raises(EffnetError, match=message):
+        Trainer(_cfg(data, tmp_path, epochs=1))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("resolution", [0, 8, 5000])
+def test_bad_resolution_fails_before_any_work(folder, tmp_path, resolution):
+    with pytest.raises(ConfigError, match="resolution: got"):
+        Trainer(_cfg(folder, tmp_path, resolution=resolution))
+    assert not (tmp_path / "run").exists()
+
+
+def test_val_class_not_in_train_is_an_error(folder, tmp_path):
+    (folder / "val" / "zebra").mkdir()
+    with pytest.raises(DataError, match="zebra"):
+        Trainer(_cfg(folder, tmp_path))
+
+
+def test_image_folder_classes_are_sorted_folder_names(folder):
+    src = ImageFolderSource(folder / "train")
+    assert src.classes == ("class0", "class1", "class2") and len(src) == 48
