@@ -1,0 +1,102 @@
+"""`effnet bench MODEL`: effnet's inference or training paths against timm, torchvision, ONNX Runtime and
+OpenVINO, measured side by side in one run (see `effnet.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from effnet.bench import INFER_PATHS, LOSSY, PEERS, TRAIN_PATHS, TRAIN_PEERS, BenchError, Report, run_bench
+from effnet.report import format_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="images/s, latency, memory and ratios vs timm/torchvision/ORT/OpenVINO")
+    p.add_argument("model", help="registered name or spec .json")
+    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer")
+    p.add_argument("--vs", default=None,
+                   help=f"peers, comma-separated: infer {','.join(PEERS)} (default all); train "
+                        f"{','.join(TRAIN_PEERS)} (default timm); 'none' for none")
+    p.add_argument("--paths", default=None,
+                   help=f"effnet paths: infer {','.join(INFER_PATHS)} (default eager,folded,compile); "
+                        f"train {','.join(TRAIN_PATHS)} (default eager,bf16,checkpoint)")
+    p.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--iters", type=int, default=0, help="calls per round (default: about 0.5 s per round)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate first (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def _list(text: str | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]
+    bad = [t for t in items if t not in allowed]
+    if bad:
+        raise BenchError(f"bench: {what} got {', '.join(bad)}, expected any of {', '.join(allowed)}")
+    return items
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise BenchError(f"bench: --batch got {text!r}, expected positive integers separated by commas, e.g. 1,32")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train = args.mode == "train"
+    peers = _list(args.vs, TRAIN_PEERS if train else PEERS, "--vs")
+    if peers is None:
+        peers = ["timm"] if train else list(PEERS)
+    paths = _list(args.paths, TRAIN_PATHS if train else INFER_PATHS, "--paths")
+    calibration = None
+    if paths and any(p.endswith("int8") for p in paths):
+        from effnet.lossy import calibration_images
+
+        calibration = calibration_images(args.model, 64, args.resolution)
+    log = (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+    report = run_bench(args.model, batches=_batches(args.batch), mode=args.mode, paths=paths, peers=peers,
+                       resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
+                       calibration=calibration, log=log)
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_report(report))
+    return 0
+
+
+def format_report(report: Report) -> str:
+    m = report.machine
+    peers = sorted({r.name for r in report.results if r.peer}, key=lambda n: list(PEERS + TRAIN_PEERS).index(n))
+    headers = ["batch", "path", "img/s", "min-max", "ms/batch", "peak MB"]
+    headers += ["act MB"] if report.mode == "train" else []
+    headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers] + ["note"]
+    rows = []
+    for r in report.results:
+        row = [r.batch, r.name + (" *" if r.name in LOSSY else ""), r.images_per_s,
+               f"{r.images_per_s_min:.3g}-{r.images_per_s_max:.3g}", r.latency_ms, r.peak_mem_mb]
+        row += [r.saved_activations_mb] if report.mode == "train" else []
+        row += [r.gmacs_per_s, 100 * r.ceiling_fraction] + [r.ratios.get(p) for p in peers] + [r.note]
+        rows.append(row)
+    title = (f"{report.model} {report.mode} at {report.resolution}px, {report.macs_per_image / 1e9:.3f} GMACs per "
+             f"image{' (x3 for a training step)' if report.mode == 'train' else ''}; {report.repeats} interleaved "
+             f"rounds, medians; ratios = median of per-round paired ratios")
+    lines = [format_table(headers, rows, title=title),
+             f"machine: {m.cpus} CPUs, {m.isa}; fp32 ceiling {m.fp32_gmacs_ceiling:.0f} GMAC/s ({m.note})",
+             "* lossy path: its accuracy change is measured by `benchmarks/run.py` (top-1 agreement on real photos)"]
+    lines += [f"skipped {s}" for s in report.skipped]
+    return "\n".join(lines)
+
+
+__all__ = ["register"]

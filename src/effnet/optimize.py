@@ -1,0 +1,148 @@
+"""Fast inference paths in PyTorch itself: BatchNorm folded into convolutions, channels_last, torch.compile with
+freezing, bf16 on AMX.
+
+Every path returns a module that computes what the eager fp32 model computes; the fp32 paths agree to ≤ 1e-4
+relative (tests/test_optimize.py), bf16 is lossy and its accuracy change is measured, not assumed
+(`effnet.bench.accuracy_agreement`).  Each path returns a new module; the model passed in is left unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from effnet.errors import EffnetError
+
+
+class OptimizeError(EffnetError, ValueError):
+    """An inference path that cannot be built for this model or machine."""
+
+
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv computing bn(conv(x)) with BN's running statistics:  w' = w·γ/√(σ²+ε),  b' = (b − μ)·γ/√(σ²+ε) + β."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise OptimizeError("fold_batchnorm: BatchNorm has no running statistics (track_running_stats=False); "
+                            "it normalises with batch statistics at inference and cannot be folded")
+    fused = copy.deepcopy(conv)
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
+        torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(scale)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(scale)
+    with torch.no_grad():
+        fused.weight = nn.Parameter(conv.weight.detach() * scale.reshape(-1, 1, 1, 1), requires_grad=False)
+        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+    return fused
+
+
+def fold_all_batchnorms(model: nn.Module) -> int:
+    """Fold, in place, every BatchNorm2d that directly follows a Conv2d in a module with `conv` and `bn`
+    children (effnet's `ConvNormAct`) or in an `nn.Sequential`.  Returns how many were folded."""
+    folded = 0
+    for module in model.modules():
+        conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            module.conv, module.bn = fold_batchnorm(conv, bn), nn.Identity()
+            folded += 1
+        elif isinstance(module, nn.Sequential):
+            names = list(module._modules)
+            for a, b in zip(names, names[1:]):
+                first, second = module._modules[a], module._modules[b]
+                if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+                    module._modules[a], module._modules[b] = fold_batchnorm(first, second), nn.Identity()
+                    folded += 1
+    return folded
+
+
+def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True) -> nn.Module:
+    """An eval-mode copy with BatchNorm folded into the convolutions and weights in channels_last (NHWC), the
+    layout oneDNN's convolutions run natively on CPU.  Feed it any NCHW tensor; the output is identical to
+    `model.eval()(x)` up to float rounding (≤ 1e-4 relative)."""
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    if fold_bn:
+        fold_all_batchnorms(fast)
+    return _ChannelsLast(fast) if channels_last else fast
+
+
+class _ChannelsLast(nn.Module):
+    """Runs the wrapped model with weights and input in channels_last."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def amx_available() -> bool:
+    """Whether this CPU has AMX-BF16 tiles (Sapphire Rapids and later), which make bf16 convolutions fast."""
+    return "amx_bf16" in cpu_flags()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+class _Cast(nn.Module):
+    """Runs a reduced-precision model on float input and returns float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype)).float()
+
+
+def to_bf16(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """A folded (and channels_last) copy with bf16 weights that takes and returns float32.  Lossy: 8 bits of
+    mantissa; fast only with AMX or AVX512-BF16."""
+    fast = optimize_for_inference(model, channels_last=channels_last).to(torch.bfloat16)
+    return _Cast(fast, torch.bfloat16)
+
+
+class _Compiled(nn.Module):
+    """torch.compile'd inference with inductor's freezing: weights become constants, so conv+bias+activation
+    fuse and oneDNN weight prepacking happens once.  Freezing is switched on only around this module's calls."""
+
+    def __init__(self, model: nn.Module, freezing: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.freezing = freezing
+        self.compiled = torch.compile(model, dynamic=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._inductor import config
+
+        with torch.no_grad(), config.patch(freezing=self.freezing):
+            return self.compiled(x)
+
+
+def compile_for_inference(
+    model: nn.Module, *, freezing: bool = True, channels_last: bool = True, dtype: torch.dtype = torch.float32
+) -> nn.Module:
+    """optimize_for_inference + torch.compile (inductor, static shapes, one compile per input shape on first
+    call).  dtype=torch.bfloat16 gives the bf16 AMX path (lossy)."""
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise OptimizeError(f"compile_for_inference: dtype got {dtype}, expected torch.float32 or torch.bfloat16")
+    fast = optimize_for_inference(model, channels_last=channels_last)
+    if dtype is torch.bfloat16:
+        fast = _Cast(fast.to(torch.bfloat16), torch.bfloat16)
+    return _Compiled(fast, freezing)
+
+
+__all__ = [
+    "OptimizeError", "amx_available", "compile_for_inference", "cpu_flags", "fold_all_batchnorms", "fold_batchnorm",
+    "optimize_for_inference", "to_bf16",
+]

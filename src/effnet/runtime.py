@@ -1,0 +1,326 @@
+"""One interface over the inference engines a model can run on: PyTorch, ONNX Runtime and OpenVINO.
+
+    rt = load_runtime(model, "openvino", "int8", calibration=images)   # or "onnxruntime"/"torch"; "fp32"/"bf16"
+    logits = rt(x)                                                     # NCHW float32 in, float32 logits out
+
+A runtime takes an `nn.Module` (exported on the fly into `workdir`) or a file made by `export_onnx` /
+`export_openvino` (`effnet export --format onnx|openvino`).  Precisions: fp32 (≤ 1e-4 relative to eager),
+bf16 (AMX; lossy), int8 (post-training quantization calibrated on real images; lossy).  Lossy paths are
+measured against fp32 on real photos (`effnet.bench.accuracy_agreement`), never assumed.
+
+int8 and the depthwise trap: ONNX Runtime's QDQ with signed int8 activations (S8S8) leaves depthwise convs
+unfused — they fall back to float and B0 runs slower than fp32.  We quantize with unsigned activations and
+signed per-channel weights (U8S8), which its CPU kernels fuse; OpenVINO's int8 comes from NNCF.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from effnet.errors import EffnetError
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class RuntimeUnavailable(EffnetError, ValueError):
+    """A runtime that cannot be made: unknown backend/precision, missing package, unreadable file."""
+
+
+
+
+class Runtime(ABC):
+    """Callable inference engine: `rt(x)` with x an NCHW float tensor (or array) → float32 logits tensor."""
+
+    backend: str
+    precision: str
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        array = x.detach().cpu().float().contiguous().numpy() if isinstance(x, torch.Tensor) else \
+            np.ascontiguousarray(x, dtype=np.float32)
+        return torch.from_numpy(np.asarray(self.run(array), dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, precision={self.precision!r})"
+
+
+def _require(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RuntimeUnavailable(f"the {module!r} package is not installed; install it with "
+                            f"`pip install 'effnet[{extra}]'` (or `pip install {module}`)") from None
+
+
+def _check(backend: str, precision: str) -> None:
+    if backend not in BACKENDS:
+        raise RuntimeUnavailable(f"runtime: got backend {backend!r}, expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise RuntimeUnavailable(f"runtime: got precision {precision!r}, expected one of {', '.join(PRECISIONS)}")
+    if backend == "torch" and precision == "int8":
+        raise RuntimeUnavailable("runtime: int8 runs on onnxruntime or openvino; use --runtime onnxruntime or openvino")
+
+
+def _resolution(model: nn.Module, resolution: int | None) -> int:
+    if resolution:
+        return resolution
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise RuntimeUnavailable("runtime: a model without a spec needs an explicit resolution")
+    return spec.resolution
+
+
+def _in_channels(model: nn.Module) -> int:
+    spec = getattr(model, "spec", None)
+    return spec.in_channels if spec is not None else 3
+
+
+# --- export -------------------------------------------------------------------------------------------------------
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = None, opset: int = 18) -> Path:
+    """ONNX file with a dynamic batch dimension (input `images`, output `logits`), BN left for ORT to fold."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    res = _resolution(model, resolution)
+    x = torch.zeros(2, _in_channels(model), res, res)
+    model = model.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            model, (x,), str(path), input_names=["images"], output_names=["logits"], opset_version=opset,
+            dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            external_data=False,
+        )
+    return path
+
+
+def export_openvino(model: nn.Module, path: str | Path, *, resolution: int | None = None) -> Path:
+    """OpenVINO IR (`path` .xml + .bin beside it), converted from the PyTorch module, dynamic batch."""
+    ov = _require("openvino", "openvino")
+    path = Path(path).with_suffix(".xml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(_to_openvino(model, resolution), str(path))
+    return path
+
+
+def _to_openvino(model: nn.Module, resolution: int | None):
+    ov = _require("openvino", "openvino")
+    res, ch = _resolution(model, resolution), _in_channels(model)
+    with torch.no_grad():
+        converted = ov.convert_model(model.eval(), example_input=torch.zeros(1, ch, res, res),
+                                     input=[ov.PartialShape([-1, ch, res, res])])
+    return converted
+
+
+# --- ONNX Runtime -------------------------------------------------------------------------------------------------
+
+
+class _OnnxRuntime(Runtime):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, precision: str, threads: int | None) -> None:
+        ort = _require("onnxruntime", "export")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.precision, self.path = precision, path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class _Calibration:
+    """ORT's CalibrationDataReader over a float batch, one image at a time."""
+
+    def __init__(self, name: str, images: np.ndarray) -> None:
+        self.name, self.items = name, iter(list(images))
+
+    def get_next(self):
+        item = next(self.items, None)
+        return None if item is None else {self.name: item[None]}
+
+    def rewind(self):  # pragma: no cover - not used by quantize_static's single pass
+        pass
+
+
+def quantize_onnx(src: str | Path, dst: str | Path, calibration: torch.Tensor | np.ndarray) -> Path:
+    """Static int8 QDQ: activations uint8 (per tensor), weights int8 per channel (U8S8), calibrated by
+    MinMax on `calibration` (N×C×H×W real images, preprocessed as at inference)."""
+    _require("onnxruntime", "export")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src), Path(dst)
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
+    quantize_static(
+        str(pre), str(dst), _Calibration("images", images.astype(np.float32)), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+    pre.unlink(missing_ok=True)
+    return dst
+
+
+# --- OpenVINO -----------------------------------------------------------------------------------------------------
+
+
+class _OpenVino(Runtime):
+    """OpenVINO CPU plugin, one compiled model per input shape (static shapes run faster than dynamic ones).
+
+    On AMX/AVX512-BF16 CPUs OpenVINO silently infers in bf16 by default; fp32 pins INFERENCE_PRECISION_HINT=f32."""
+
+    backend = "openvino"
+
+    def __init__(self, ov_model, precision: str, threads: int | None) -> None:
+        ov = _require("openvino", "openvino")
+        self.core, self.model, self.precision = ov.Core(), ov_model, precision
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+        if precision == "fp32":
+            self.config["INFERENCE_PRECISION_HINT"] = "f32"
+        elif precision == "bf16":
+            self.config["INFERENCE_PRECISION_HINT"] = "bf16"
+        self._compiled: dict[tuple[int, ...], object] = {}
+
+    def _for_shape(self, shape: tuple[int, ...]):
+        compiled = self._compiled.get(shape)
+        if compiled is None:
+            ov = _require("openvino", "openvino")
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+            compiled = self._compiled[shape] = self.core.compile_model(model, "CPU", self.config)
+        return compiled
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        compiled = self._for_shape(tuple(x.shape))
+        return compiled(x)[0]
+
+
+def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
+    """int8 with NNCF post-training quantization (per-channel weights, MinMax-style statistics over the
+    calibration images, fast bias correction), returning a new OpenVINO model."""
+    nncf = _require("nncf", "openvino")
+    images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
+    dataset = nncf.Dataset([img[None].astype(np.float32) for img in images])
+    return nncf.quantize(ov_model, dataset, subset_size=len(images))
+
+
+# --- torch --------------------------------------------------------------------------------------------------------
+
+
+class _Torch(Runtime):
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, precision: str, compile: bool) -> None:
+        from effnet.optimize import compile_for_inference, optimize_for_inference, to_bf16
+
+        self.precision = precision
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        if compile:
+            self.module = compile_for_inference(model, dtype=dtype)
+        else:
+            self.module = to_bf16(model) if precision == "bf16" else optimize_for_inference(model)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.__call__(x).numpy()
+
+    def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        with torch.inference_mode():
+            return self.module(x).float()
+
+
+# --- entry point ----------------------------------------------------------------------------------------------------
+
+
+def load_runtime(
+    model: nn.Module | str | Path,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
+    *,
+    calibration: torch.Tensor | np.ndarray | None = None,
+    resolution: int | None = None,
+    threads: int | None = None,
+    workdir: str | Path | None = None,
+    compile: bool = False,
+) -> Runtime:
+    """A runtime for `model` (a module, or an exported .onnx / .xml file) on `backend` at `precision`.
+
+    int8 needs `calibration`: a few dozen real images preprocessed exactly as at inference (see
+    `effnet.bench.calibration_images`); quantizing on noise gives wrong ranges and loses accuracy."""
+    _check(backend, precision)
+    if precision == "int8" and calibration is None:
+        raise RuntimeUnavailable("runtime: int8 needs calibration images (N×C×H×W, preprocessed as at inference); "
+                            "pass calibration=effnet.bench.calibration_images(...)")
+    if isinstance(model, (str, Path)):
+        return _from_file(Path(model), backend, precision, calibration, threads, workdir)
+    if backend == "torch":
+        return _Torch(model, precision, compile)
+    if backend == "openvino":
+        ov_model = _to_openvino(model, resolution)
+        if precision == "int8":
+            ov_model = quantize_openvino(ov_model, calibration)
+        return _OpenVino(ov_model, precision, threads)
+    if precision == "bf16":
+        raise RuntimeUnavailable("runtime: onnxruntime has no bf16 CPU kernels for convolutions; use openvino or torch")
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="effnet-ort-"))
+    path = export_onnx(model, work / "model.onnx", resolution=resolution)
+    if precision == "int8":
+        path = quantize_onnx(path, work / "model.int8.onnx", calibration)
+    return _OnnxRuntime(path, precision, threads)
+
+
+def _from_file(path: Path, backend: str, precision: str, calibration, threads, workdir) -> Runtime:
+    if not path.is_file():
+        raise RuntimeUnavailable(f"runtime: {path}: no such file; make one with `effnet export MODEL --format onnx` "
+                            "or `--format openvino`")
+    if backend == "torch":
+        raise RuntimeUnavailable(f"runtime: {path}: an exported file runs on onnxruntime or openvino, not torch")
+    if backend == "onnxruntime":
+        if path.suffix != ".onnx":
+            raise RuntimeUnavailable(f"runtime: {path}: onnxruntime needs a .onnx file, got {path.suffix!r}")
+        if precision == "bf16":
+            raise RuntimeUnavailable("runtime: onnxruntime has no bf16 CPU kernels for convolutions; use openvino")
+        if precision == "int8":
+            work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="effnet-ort-"))
+            path = quantize_onnx(path, work / (path.stem + ".int8.onnx"), calibration)
+        return _OnnxRuntime(path, precision, threads)
+    ov = _require("openvino", "openvino")
+    if path.suffix not in (".xml", ".onnx"):
+        raise RuntimeUnavailable(f"runtime: {path}: openvino reads .xml (IR) or .onnx, got {path.suffix!r}")
+    ov_model = ov.Core().read_model(str(path))
+    if precision == "int8":
+        ov_model = quantize_openvino(ov_model, calibration)
+    return _OpenVino(ov_model, precision, threads)
+
+
+def available_backends() -> list[str]:
+    """Backends whose packages import here (torch always)."""
+    import importlib.util
+
+    found = ["torch"]
+    for backend, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")):
+        if importlib.util.find_spec(module) is not None:
+            found.append(backend)
+    return found
+
+
+__all__ = [
+    "BACKENDS", "PRECISIONS", "Runtime", "RuntimeUnavailable", "available_backends", "export_onnx",
+    "export_openvino", "load_runtime", "quantize_onnx", "quantize_openvino",
+]
