@@ -18,6 +18,7 @@ _COMMANDS = [
     "effnet.cli.experiments",
     "effnet.cli.weights",
     "effnet.cli.predict",
+    "effnet.cli.bench",
     "effnet.cli.export",
     "effnet.cli.train",
 ]
