@@ -51,13 +51,16 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
             x = [e["epoch_float"] for e in epochs]
             axes[0].plot(x, [e["val_loss"] for e in epochs], "o-", color=colour, label=f"{label} val")
             axes[1].plot(x, [e["val_top1"] for e in epochs], "o-", color=colour, label=f"{label} val top-1")
+            if not steps:
+                axes[2].plot(x, [e["lr"] for e in epochs], "o-", color=colour, label=label)
             if "ema_top1" in epochs[0]:
                 axes[1].plot(x, [e["ema_top1"] for e in epochs], "s--", color=colour, label=f"{label} EMA top-1")
     for ax, title in zip(axes, ("loss (train: label-smoothed)", "accuracy (%)", "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

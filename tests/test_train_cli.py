@@ -1,0 +1,55 @@
+"""`effnet train --recipe`, `effnet train`, `effnet eval`, `effnet plot` end to end on a tiny model."""
+
+import pytest
+
+from effnet.cli import main
+from tests import _train_util as U
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = U.make_folder(root / "data", classes=3, per_class=8, val_per_class=3)
+    spec = U.write_spec(root / "tiny.json", num_classes=3)
+    return root, data, spec
+
+
+def _train_args(data, spec, out):
+    return ["train", str(data), "--model", spec, "--resolution", "32", "--batch-size", "8", "--epochs", "2",
+            "--workers", "0", "--threads", "1", "--no-progress", "--warmup-epochs", "1", "--out", str(out)]
+
+
+def test_recipe_prints_the_effective_paper_settings(setup, capsys):
+    root, data, spec = setup
+    assert main(_train_args(data, spec, root / "r") + ["--recipe", "--batch-size", "512"]) == 2  # too few images
+    assert "batch_size: got 512" in capsys.readouterr().err
+    assert main(_train_args(data, spec, root / "r") + ["--recipe"]) == 0
+    out = capsys.readouterr().out
+    assert "0.0005 (0.016 x 8/256)" in out
+    assert "decay 0.9, momentum 0.9, eps 0.001 inside the sqrt" in out
+    assert "x0.97 every 2.4 epochs" in out and "none on norm and bias" in out
+    assert "decay 0.9999" in out and "AutoAugment" in out and "label smoothing      0.1" in out
+    assert not (root / "r").exists()  # --recipe does no work
+
+
+def test_train_eval_plot(setup, capsys):
+    root, data, spec = setup
+    out = root / "run"
+    assert main(_train_args(data, spec, out)) == 0
+    assert "done: 6 steps (2.00 epochs)" in capsys.readouterr().out
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["eval", str(out), str(data), "--workers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "step 6" in text and "\nraw " in text and "\nema " in text
+    assert main(["plot", str(out)]) == 0
+    png = out / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_is_one_line_and_exit_2(setup, capsys):
+    root, data, spec = setup
+    assert main(_train_args(root / "nowhere", spec, root / "x")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data folder not found" in err
+    assert main(["eval", str(root / "nothing.pt"), str(data)]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
