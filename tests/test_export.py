@@ -21,6 +21,7 @@ def test_onnx_export_matches_eager_in_onnxruntime_with_a_dynamic_batch(tmp_path,
     report = export(model, tmp_path / f"{name}.onnx", "onnx", resolution=128, check_batch=3)
     assert report.ok and report.runtime == "onnxruntime" and report.batch_checked == 3
     assert report.relative_error < 1e-4 and report.max_abs_error < 1e-3
+    assert not (tmp_path / f"{name}.onnx.data").exists()  # weights inside the one file
     session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"
 

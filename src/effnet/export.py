@@ -69,12 +69,15 @@ def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     except ImportError:
         raise ExportError("ONNX export needs onnx and onnxscript: `pip install 'effnet[export]'`") from None
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # One self-contained file, unless the weights approach protobuf's 2 GB limit (EfficientNet-L2): then
+    # torch writes them beside it as PATH.data.
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.5e9
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"],
-                              dynamic_shapes={"x": {0: batch}}, dynamo=True)
+                              dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=external)
     except Exception as exc:  # the exporter raises many types; report it as one line with its log tail
         tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]} {tail}".strip()) from None

@@ -18,8 +18,8 @@ Preprocessing lives *inside* the Keras model (Rescaling 1/255 → Normalization(
 ``weights="imagenet"`` a further Rescaling by 1/sqrt(std) that corrects the stored variance); effnet keeps it
 outside, in `get_config`.  The Normalization layer's mean/variance are recorded in the converted file's metadata
 (``preprocessing``).  Keras also ends with softmax unless built with ``classifier_activation=None``; effnet
-returns logits.  Padding is TF SAME (Keras pads stride-2 convs with ``correct_pad``, the same as SAME for the
-sizes met at 224 px and any size whose feature maps are even at every stride-2 layer), BN eps 1e-3.
+returns logits.  Padding is TF SAME (Keras pads stride-2 convs with ``correct_pad``: SAME when the model has a
+fixed input shape; with ``input_shape=None`` it assumes even sizes, still SAME wherever they are even), BN eps 1e-3.
 """
 
 from __future__ import annotations
