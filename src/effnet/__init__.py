@@ -5,6 +5,7 @@
 
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
+from effnet.optimize import optimize_for_inference
 from effnet.profile import count_macs, count_params, profile, profile_stages
 from effnet.registry import ModelConfig, create_model, get_config, get_spec, list_models, register_model
 from effnet.scaling import Multipliers, compound, round_filters, round_repeats, scale, scale_compound
@@ -15,6 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvNet", "EffnetError", "HeadSpec", "ModelConfig", "Multipliers", "NetSpec", "ScalingRules", "SpecError",
     "StageSpec", "StemSpec", "compound", "count_macs", "count_params", "create_model", "get_config", "get_spec",
-    "list_models", "load_spec", "profile", "profile_stages", "register_model", "round_filters", "round_repeats",
-    "save_spec", "scale", "scale_compound",
+    "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages", "register_model", "round_filters",
+    "round_repeats", "save_spec", "scale", "scale_compound",
 ]

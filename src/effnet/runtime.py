@@ -114,6 +114,16 @@ def export_openvino(model: nn.Module, path: str | Path, *, resolution: int | Non
     return path
 
 
+def save_openvino(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """`effnet.export` entry point: OpenVINO IR at `path` (.xml, weights in the .bin beside it), dynamic batch."""
+    export_openvino(model, path, resolution=example.shape[-1])
+
+
+def openvino_runner(path: Path):
+    """`effnet.export` entry point: numpy batch → numpy logits through OpenVINO in fp32."""
+    return load_runtime(Path(path), "openvino", "fp32").run
+
+
 def _to_openvino(model: nn.Module, resolution: int | None):
     ov = _require("openvino", "openvino")
     res, ch = _resolution(model, resolution), _in_channels(model)
@@ -322,5 +332,5 @@ def available_backends() -> list[str]:
 
 __all__ = [
     "BACKENDS", "PRECISIONS", "Runtime", "RuntimeUnavailable", "available_backends", "export_onnx",
-    "export_openvino", "load_runtime", "quantize_onnx", "quantize_openvino",
+    "export_openvino", "load_runtime", "openvino_runner", "save_openvino", "quantize_onnx", "quantize_openvino",
 ]
