@@ -205,3 +205,23 @@ def test_mismatched_file_lists_names_and_loads_nothing(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="no such weights file"):
         load_pretrained(_tiny(), Path(tmp_path) / "nope.safetensors")
+
+
+def test_bundled_lite0_in_effnet_equals_timm_tf_lite0_given_the_same_weights():
+    """An independent implementation of the architecture (timm's TF-ported Lite0: SAME padding, eps 1e-3, ReLU6)
+    loaded with the bundled weights gives effnet's outputs on a real photo."""
+    import timm
+    from PIL import Image
+
+    from effnet.weights.convert import from_timm
+
+    model = effnet.create_model("efficientnet_lite0", pretrained=True).eval()
+    reference = timm.create_model("tf_efficientnet_lite0").eval()
+    # Put effnet's tensors into timm by inverting the timm converter's renaming (tensor i marks timm name i).
+    timm_names = list(reference.state_dict())
+    renamed = from_timm({k: torch.tensor(i) for i, k in enumerate(timm_names)}, get_spec("efficientnet_lite0"))
+    ours = model.state_dict()
+    reference.load_state_dict({timm_names[int(i)]: ours[effnet_key] for effnet_key, i in renamed.items()})
+    x = eval_transform(get_config("efficientnet_lite0"))(Image.fromarray(_photos()["china"])).unsqueeze(0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
