@@ -225,3 +225,16 @@ def test_bundled_lite0_in_effnet_equals_timm_tf_lite0_given_the_same_weights():
     x = eval_transform(get_config("efficientnet_lite0"))(Image.fromarray(_photos()["china"])).unsqueeze(0)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_failed_load_leaves_padding_and_eps_untouched(tmp_path):
+    src = _tiny(padding="same", bn_eps=1e-5)
+    state = dict(src.state_dict())
+    state.pop("head.conv.weight")
+    path = tmp_path / "bad_same.safetensors"
+    save_file(state, path, {"padding": "same", "bn_eps": "1e-05"})
+    dst = _tiny()
+    with pytest.raises(WeightsError, match="missing: head.conv.weight"):
+        load_pretrained(dst, path)
+    assert dst.spec.padding == "symmetric" and dst.stem.bn.eps == 1e-3
+    assert type(dst.stem.conv) is torch.nn.Conv2d

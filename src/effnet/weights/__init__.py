@@ -112,9 +112,11 @@ def mismatches(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.T
     return out
 
 
-def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights") -> None:
-    """Raise `WeightsError` listing every name/shape that does not fit `model`; return quietly if all fit."""
-    problems = mismatches(model.state_dict(), state)
+def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights",
+                expected: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Raise `WeightsError` listing every name/shape that does not fit `model` (or `expected`, names → tensors
+    of the right shapes); return quietly if all fit."""
+    problems = mismatches(model.state_dict() if expected is None else expected, state)
     if problems:
         name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
         raise WeightsError(f"{origin} do not fit {name}: " + "; ".join(problems) + ". Nothing was loaded")
@@ -129,24 +131,41 @@ def _fill_batch_counters(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     return out
 
 
-def _fit_classifier(model: ConvNet, state: Mapping[str, torch.Tensor]) -> None:
-    """A file fine-tuned for N classes loads into a model built for another N: re-make the classifier first."""
+def _file_classes(model: nn.Module, state: Mapping[str, torch.Tensor]) -> int | None:
+    """The class count of a file's classifier when it differs from the model's (a fine-tuned checkpoint loads into
+    a model built for another count: its classifier is re-made), else None."""
     weight = state.get("classifier.weight")
-    if (weight is None or weight.ndim != 2 or weight.shape[1] != model.num_features
-            or not isinstance(model.classifier, nn.Linear) or weight.shape[0] == model.classifier.out_features):
-        return
-    others = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
-    if not mismatches(others, {k: v for k, v in state.items() if not k.startswith("classifier.")}):
-        model.reset_classifier(weight.shape[0])
-        model.spec = replace(model.spec, num_classes=weight.shape[0])
+    if (not isinstance(model, ConvNet) or not isinstance(model.classifier, nn.Linear) or weight is None
+            or weight.ndim != 2 or weight.shape[1] != model.num_features
+            or weight.shape[0] == model.classifier.out_features):
+        return None
+    return int(weight.shape[0])
 
 
-def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights") -> nn.Module:
-    """Strict load after a full check: either every tensor loads or none does."""
+def _expected(model: nn.Module, classes: int | None) -> dict[str, torch.Tensor]:
+    expected = dict(model.state_dict())
+    if classes is not None:
+        expected["classifier.weight"] = torch.empty(classes, model.num_features, device="meta")
+        expected["classifier.bias"] = torch.empty(classes, device="meta")
+    return expected
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str = "weights",
+               metadata: Mapping[str, str] | None = None) -> nn.Module:
+    """Strict load after a full check: either every tensor loads or none does, and the model is only changed
+    (classifier size, padding and BN eps from `metadata`) once everything is known to fit."""
     state = _fill_batch_counters(model, state)
+    classes = _file_classes(model, state)
+    check_state(model, state, origin, _expected(model, classes))
+    settings = _settings(metadata or {}, origin)
     if isinstance(model, ConvNet):
-        _fit_classifier(model, state)
-    check_state(model, state, origin)
+        if classes is not None:
+            model.reset_classifier(classes)
+            model.spec = replace(model.spec, num_classes=classes)
+        if "padding" in settings:
+            set_padding(model, settings["padding"])
+        if "bn_eps" in settings:
+            set_bn_eps(model, settings["bn_eps"])
     model.load_state_dict(state, strict=True)
     return model
 
@@ -176,17 +195,19 @@ def set_bn_eps(model: ConvNet, eps: float) -> None:
     model.spec = replace(model.spec, bn_eps=eps)
 
 
-def _apply_metadata(model: nn.Module, metadata: Mapping[str, str], path: Path) -> None:
-    if not isinstance(model, ConvNet):
-        return
+def _settings(metadata: Mapping[str, str], origin: str) -> dict:
+    """Padding and BN eps recorded in an effnet file, validated."""
+    settings: dict = {}
     if "padding" in metadata:
-        set_padding(model, metadata["padding"])
+        if metadata["padding"] not in PADDINGS:
+            raise WeightsError(f"{origin}: metadata padding: got {metadata['padding']!r}, expected one of {PADDINGS}")
+        settings["padding"] = metadata["padding"]
     if "bn_eps" in metadata:
         try:
-            eps = float(metadata["bn_eps"])
+            settings["bn_eps"] = float(metadata["bn_eps"])
         except ValueError:
-            raise WeightsError(f"{path}: metadata bn_eps: got {metadata['bn_eps']!r}, expected a number") from None
-        set_bn_eps(model, eps)
+            raise WeightsError(f"{origin}: metadata bn_eps: got {metadata['bn_eps']!r}, expected a number") from None
+    return settings
 
 
 def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
@@ -208,8 +229,7 @@ def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
         raise WeightsError(f"{path}: no such weights file (expected a .safetensors or .pth path, or one of "
                            f"{', '.join(BUNDLED)})")
     state, metadata = load_file(path)
-    _apply_metadata(model, metadata, path)
-    return load_state(model, state, str(path))
+    return load_state(model, state, str(path), metadata)
 
 
 def _registered_names() -> list[str]:
