@@ -54,6 +54,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float | None = None
     drop_path: float | None = None
+    bn_momentum: float | None = None
     augment: str = "autoaugment"
     randaugment_n: int = 2
     randaugment_m: int = 9
@@ -137,7 +138,7 @@ def check_config(c: TrainConfig) -> None:
     _positive("weight_decay", c.weight_decay, zero_ok=True)
     _fraction("ema_decay", c.ema_decay)
     _fraction("label_smoothing", c.label_smoothing)
-    for name in ("dropout", "drop_path"):
+    for name in ("dropout", "drop_path", "bn_momentum"):
         if getattr(c, name) is not None:
             _fraction(name, getattr(c, name))
     if c.augment not in AUGMENTATIONS:
@@ -183,6 +184,7 @@ class Plan:
     resolution: int
     dropout: float
     drop_path: float
+    bn_momentum: float
     eval_crop_fraction: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -211,11 +213,13 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("warm-up", f"linear from 0 over {warm}"),
         ("decay", f"x{c.decay_rate} every {c.decay_epochs:g} epochs ({plan.decay_steps} steps), staircase"),
         ("weight decay", f"{c.weight_decay:g} on conv/dense weights; none on norm and bias"),
-        ("fine-tuning", "frozen backbone" if c.freeze_backbone else f"backbone lr x{c.backbone_lr_scale:g}"),
+        ("fine-tuning", ("frozen backbone" if c.freeze_backbone else f"backbone lr x{c.backbone_lr_scale:g}")
+         + ("; new classifier zero-initialised" if c.pretrained else "")),
         ("EMA", f"decay {c.ema_decay}" + (", warm-up min(d, (1+n)/(10+n))" if c.ema_warmup else "")
          if c.ema_decay > 0 else "off"),
         ("label smoothing", f"{c.label_smoothing:g}"),
         ("dropout", f"{plan.dropout:g}" + (" (variant)" if c.dropout is None else "")),
+        ("BatchNorm momentum", f"{plan.bn_momentum:g}" + (" (model)" if c.bn_momentum is None else "")),
         ("drop-path", f"{plan.drop_path:g}" + (" (variant)" if c.drop_path is None else "")),
         ("augmentation", {"autoaugment": "AutoAugment (ImageNet policy)",
                           "randaugment": f"RandAugment n={c.randaugment_n} m={c.randaugment_m}",

@@ -115,6 +115,7 @@ def _make_plan(c: TrainConfig, spec: NetSpec, train_src, val_src, world_size: in
         base_lr=base_lr, warmup_steps=warmup, decay_steps=sched.decay_steps, resolution=resolution,
         dropout=c.dropout if c.dropout is not None else spec.dropout,
         drop_path=c.drop_path if c.drop_path is not None else spec.drop_path_rate,
+        bn_momentum=c.bn_momentum if c.bn_momentum is not None else spec.bn_momentum,
         eval_crop_fraction=crop, mean=model_cfg.mean, std=model_cfg.std,
     )
 
@@ -192,7 +193,7 @@ class Trainer:
             model = ConvNet(NetSpec.from_dict(resume_state["spec"]))
         else:
             options = dict(num_classes=p.num_classes, drop_rate=p.dropout, drop_path_rate=p.drop_path,
-                           resolution=p.resolution)
+                           resolution=p.resolution, bn_momentum=p.bn_momentum)
             if c.pretrained:
                 try:
                     model = create_model(c.model, pretrained=c.pretrained, **options)
@@ -200,6 +201,11 @@ class Trainer:
                     raise ConfigError(f"pretrained: weights for {spec.name!r} need effnet.weights ({exc})") from None
                 model.spec = with_options(model.spec, **{k: v for k, v in options.items() if k != "drop_rate"},
                                           dropout=p.dropout)
+                # A fresh head starting at zero gives uniform predictions (loss ln C) instead of large random
+                # logits whose gradients would first scramble the pretrained backbone (as in BiT's fine-tuning).
+                if isinstance(model.classifier, nn.Linear):
+                    nn.init.zeros_(model.classifier.weight)
+                    nn.init.zeros_(model.classifier.bias)
             else:
                 model = create_model(c.model, **options)
         if c.freeze_backbone:
