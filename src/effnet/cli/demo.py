@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from effnet.cli.predict import demo_section as section_photos
+from effnet.cli.train import demo_section as section_finetune
 from effnet.experiments.family import COMPOUND_NOTE, compound_rows, model_rows
 from effnet.report import format_table
 
@@ -42,6 +43,7 @@ SECTIONS: list[tuple[str, Callable[[], None]]] = [
     ("The EfficientNet family", section_family),
     ("Compound scaling", section_compound),
     ("Pretrained EfficientNet-Lite0 on real photos", section_photos),
+    ("Fine-tuning Lite0 on Fashion-MNIST", section_finetune),
 ]
 
 
