@@ -3,8 +3,17 @@ paper's training augmentation and the model's eval preprocessing, and determinis
 
 from effnet.data.loader import ResumableSampler, ShardSampler, Skipped, TransformedSource, collate, mix_seed
 from effnet.data.sources import (
-    FASHION_MNIST_CLASSES, DataError, FashionMNISTSource, ImageFolderSource, ImageSource, SourcePair, UnreadableImage,
-    check_usable, is_fashion_mnist, open_source, open_sources,
+    FASHION_MNIST_CLASSES,
+    DataError,
+    FashionMNISTSource,
+    ImageFolderSource,
+    ImageSource,
+    SourcePair,
+    UnreadableImage,
+    check_usable,
+    is_fashion_mnist,
+    open_source,
+    open_sources,
 )
 from effnet.data.transforms import AUGMENTATIONS, GreyToRGB, eval_transform, train_transform
 

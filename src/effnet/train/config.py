@@ -200,7 +200,7 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         opt = f"RMSProp, TF form: decay {c.rmsprop_decay}, momentum {c.momentum}, eps {c.eps} inside the sqrt"
     else:
         opt = f"SGD, Nesterov momentum {c.momentum}"
-    pre = c.pretrained if isinstance(c.pretrained, str) else ("bundled weights" if c.pretrained else "no (from scratch)")
+    pre = c.pretrained if isinstance(c.pretrained, str) else ("bundled" if c.pretrained else "no (from scratch)")
     return [
         ("model", f"{model_name}, {plan.num_classes} classes, {plan.resolution} px"),
         ("pretrained", str(pre)),

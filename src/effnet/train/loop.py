@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from effnet.data import ResumableSampler, TransformedSource, collate, eval_transform, open_sources, train_transform
+from effnet.data import ResumableSampler, TransformedSource, collate, open_sources, train_transform
 from effnet.data.loader import SubsetSource, mix_seed, subset_indices
 from effnet.data.sources import DataError, is_fashion_mnist
 from effnet.errors import EffnetError
@@ -32,10 +32,17 @@ from effnet.spec import NetSpec, with_options
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train.config import (
-    MAX_WARMUP_FRACTION, RESUME_KEYS, ConfigError, Plan, TrainConfig, check_config, check_resolution, recipe_lines,
+    MAX_WARMUP_FRACTION,
+    RESUME_KEYS,
+    ConfigError,
+    Plan,
+    TrainConfig,
+    check_config,
+    check_resolution,
+    recipe_lines,
 )
 from effnet.train.ema import ModelEma
-from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader, evaluate
+from effnet.train.evaluate import _unreadable_error, eval_loader, evaluate
 from effnet.train.optim import make_optimizer, param_groups
 from effnet.train.schedule import make_schedule, scaled_lr
 
@@ -280,7 +287,7 @@ class Trainer:
     def _save(self, best: bool = False) -> None:
         if self.run_dir is None or not self.main:
             return
-        for name, t in [("model", p) for p in self.model.parameters()]:
+        for t in self.model.parameters():
             if not torch.isfinite(t).all():
                 raise self._diverged("a weight is not finite")
         state = self._state()

@@ -38,7 +38,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         runs.append((d, epochs, steps))
     labels = labels or [d.name for d, _, _ in runs]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for (d, epochs, steps), label in zip(runs, labels):
+    for (_, epochs, steps), label in zip(runs, labels):
         colour = None
         if steps:
             (line,) = axes[0].plot([s["epoch"] for s in steps], [s["loss"] for s in steps], alpha=0.5,
