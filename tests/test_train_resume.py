@@ -31,6 +31,7 @@ def _final(out):
     return state
 
 
+@pytest.mark.slow
 def test_kill_9_at_a_random_step_then_resume_equals_uninterrupted_run(folder, tmp_path):
     full = _config(folder, tmp_path, tmp_path / "full")
     done = U.run(full)
