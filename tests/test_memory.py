@@ -1,13 +1,13 @@
 """Training-memory features: the memory-efficient SiLU and per-stage activation checkpointing."""
 
 import torch
-from tests.conftest import tiny_spec
 from torch import nn
 
 import effnet
 from effnet.bench import saved_activation_mb
 from effnet.layers import MemoryEfficientSiLU, make_activation, silu_memory_efficient
 from effnet.network import ConvNet
+from tests.conftest import tiny_spec
 
 
 def test_memory_efficient_silu_gradient_equals_autograd():

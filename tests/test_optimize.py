@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from tests.conftest import tiny_spec
 from torch import nn
 
 import effnet
@@ -15,6 +14,7 @@ from effnet.optimize import (
     optimize_for_inference,
     to_bf16,
 )
+from tests.conftest import tiny_spec
 
 FP32_RTOL = 1e-4
 BF16_RTOL = 5e-2

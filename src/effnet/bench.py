@@ -358,8 +358,8 @@ def run_bench(
         log(f"timing {len(candidates)} candidates, {repeats} rounds x {n} calls (batch {batch})")
         times = _time_rounds(candidates, x, repeats, n)
         for c in candidates:
-            mem = peak_memory_mb(lambda c=c: c.step(x))
-            saved = saved_activation_mb(lambda c=c: c.step(x)) if mode == "train" else None
+            mem = peak_memory_mb(lambda c=c, x=x: c.step(x))
+            saved = saved_activation_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
             results.append(_result(c, batch, times, macs, mach, mem, saved))
     _add_ratios(results)
     return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters)

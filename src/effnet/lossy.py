@@ -60,8 +60,8 @@ def _views(image: np.ndarray, config, count: int, seed: int) -> torch.Tensor:
     tensor = torch.from_numpy(image).permute(2, 0, 1)
     views = [eval_transform(config)(tensor)]
     random_crop = v2.Compose([
-        v2.RandomResizedCrop(config.resolution, scale=(0.2, 1.0), interpolation=interpolation_mode(config.interpolation),
-                             antialias=True),
+        v2.RandomResizedCrop(config.resolution, scale=(0.2, 1.0),
+                             interpolation=interpolation_mode(config.interpolation), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(config.mean), std=list(config.std)),

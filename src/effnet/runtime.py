@@ -15,7 +15,10 @@ signed per-channel weights (U8S8), which its CPU kernels fuse; OpenVINO's int8 c
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -86,6 +89,14 @@ def _in_channels(model: nn.Module) -> int:
     return spec.in_channels if spec is not None else 3
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress to stdout and warn about tracing; keep stdout for the caller's output."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 # --- export -------------------------------------------------------------------------------------------------------
 
 
@@ -96,7 +107,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, resolution: int | None = 
     res = _resolution(model, resolution)
     x = torch.zeros(2, _in_channels(model), res, res)
     model = model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         torch.onnx.export(
             model, (x,), str(path), input_names=["images"], output_names=["logits"], opset_version=opset,
             dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
@@ -110,7 +121,7 @@ def export_openvino(model: nn.Module, path: str | Path, *, resolution: int | Non
     ov = _require("openvino", "openvino")
     path = Path(path).with_suffix(".xml")
     path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(_to_openvino(model, resolution), str(path))
+    ov.save_model(_to_openvino(model, resolution), str(path), compress_to_fp16=False)  # keep fp32 weights
     return path
 
 
@@ -127,7 +138,7 @@ def openvino_runner(path: Path):
 def _to_openvino(model: nn.Module, resolution: int | None):
     ov = _require("openvino", "openvino")
     res, ch = _resolution(model, resolution), _in_channels(model)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         converted = ov.convert_model(model.eval(), example_input=torch.zeros(1, ch, res, res),
                                      input=[ov.PartialShape([-1, ch, res, res])])
     return converted
@@ -176,13 +187,15 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: torch.Tensor | 
 
     src, dst = Path(src), Path(dst)
     pre = dst.with_name(dst.stem + ".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    with _quiet():
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
-    quantize_static(
-        str(pre), str(dst), _Calibration("images", images.astype(np.float32)), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    with _quiet():
+        quantize_static(
+            str(pre), str(dst), _Calibration("images", images.astype(np.float32)), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
     pre.unlink(missing_ok=True)
     return dst
 
@@ -227,7 +240,8 @@ def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
     nncf = _require("nncf", "openvino")
     images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
     dataset = nncf.Dataset([img[None].astype(np.float32) for img in images])
-    return nncf.quantize(ov_model, dataset, subset_size=len(images))
+    with _quiet():
+        return nncf.quantize(ov_model, dataset, subset_size=len(images))
 
 
 # --- torch --------------------------------------------------------------------------------------------------------

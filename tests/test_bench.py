@@ -1,0 +1,73 @@
+"""effnet bench: smoke tests at tiny size, paired ratios, missing peers skipped with a note, bad input."""
+
+import json
+
+import pytest
+
+from effnet.bench import Result, _add_ratios, machine, peak_memory_mb
+from effnet.cli import main
+from effnet.spec import save_spec
+from tests.conftest import tiny_spec
+
+
+@pytest.fixture
+def spec_path(tmp_path):
+    path = tmp_path / "tiny.json"
+    save_spec(tiny_spec(), path)
+    return str(path)
+
+
+def _bench(capsys, *args):
+    code = main(["bench", *args, "--repeats", "2", "--iters", "1", "--warmup", "1", "--quiet"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_infer_json_has_every_path_and_a_ratio_per_peer(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1,2", "--paths", "eager,channels_last,folded",
+                          "--vs", "onnxruntime", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    rows = {(r["name"], r["batch"]): r for r in report["results"]}
+    assert set(rows) == {(p, b) for p in ("eager", "channels_last", "folded", "onnxruntime") for b in (1, 2)}
+    for (name, _), r in rows.items():
+        assert r["images_per_s"] > 0 and r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+        assert r["gmacs_per_s"] > 0 and 0 < r["ceiling_fraction"]
+        assert ("onnxruntime" in r["ratios"]) == (name != "onnxruntime")
+        assert len(r["rounds"]) == 2
+
+
+def test_missing_peer_is_skipped_with_a_note(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1", "--paths", "eager", "--vs", "timm,torchvision")
+    assert code == 0
+    assert "skipped timm: timm has no tiny" in out and "skipped torchvision" in out
+
+
+def test_train_mode_table(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "eager,checkpoint,bf16",
+                          "--vs", "none")
+    assert code == 0
+    assert "train at 32px" in out and "checkpoint" in out and "act MB" in out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--batch", "0"], "--batch"), (["--paths", "warp"], "--paths"), (["--vs", "tensorrt"], "--vs")])
+def test_bad_arguments_exit_2_with_one_line(capsys, spec_path, args, match):
+    code, _, err = _bench(capsys, spec_path, *args)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    def r(name, peer, rounds):
+        return Result(name, peer, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, rounds=rounds)
+
+    path, peer = r("eager", False, [10.0, 20.0, 30.0]), r("timm", True, [5.0, 40.0, 10.0])
+    _add_ratios([path, peer])
+    assert path.ratios == {"timm": 2.0} and path.ratio_ranges["timm"] == (0.5, 3.0)
+    assert peer.ratios == {}
+
+
+def test_machine_ceiling_and_memory_probe():
+    m = machine(threads=2)
+    assert m.threads == 2 and m.fp32_gmacs_ceiling > 0 and m.isa
+    assert peak_memory_mb(lambda: bytearray(64 * 2**20)) >= 0

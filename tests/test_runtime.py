@@ -1,0 +1,110 @@
+"""effnet.runtime: each backend and precision against eager fp32 (fp32 ≤ 1e-4 relative; lossy paths stated)."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from effnet.network import ConvNet
+from effnet.runtime import RuntimeUnavailable, export_onnx, export_openvino, load_runtime
+from tests.conftest import tiny_spec
+from tests.test_optimize import _randomize_bn, _rel
+
+FP32_RTOL = 1e-4
+BF16_RTOL = 5e-2
+INT8_RTOL = 0.25  # int8 on an untrained tiny net with random calibration-like inputs: a sanity bound only
+
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+needs_ov = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return _randomize_bn(ConvNet(tiny_spec()))
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+def _ref(model, x):
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.mark.parametrize("backend", [
+    "torch", pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)])
+def test_fp32_matches_eager(model, x, backend, tmp_path):
+    rt = load_runtime(model, backend, "fp32", workdir=tmp_path)
+    assert rt.backend == backend and rt.precision == "fp32"
+    assert _rel(rt(x), _ref(model, x)) <= FP32_RTOL
+    assert rt(x[:1]).shape == (1, 10)  # batch is dynamic
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("openvino", marks=needs_ov)])
+def test_bf16_close_to_eager(model, x, backend):
+    assert _rel(load_runtime(model, backend, "bf16")(x), _ref(model, x)) <= BF16_RTOL
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)])
+def test_int8_runs_and_stays_near_eager(model, x, backend, tmp_path):
+    calibration = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    rt = load_runtime(model, backend, "int8", calibration=calibration, workdir=tmp_path)
+    assert _rel(rt(x), _ref(model, x)) <= INT8_RTOL
+
+
+@needs_ort
+def test_onnx_file_round_trip(model, x, tmp_path):
+    path = export_onnx(model, tmp_path / "m.onnx")
+    assert _rel(load_runtime(path, "onnxruntime")(x), _ref(model, x)) <= FP32_RTOL
+
+
+@needs_ort
+def test_onnx_int8_is_u8s8_not_the_depthwise_trap(model, tmp_path):
+    """Signed int8 activations leave ORT's depthwise convs unfused (slower than fp32); we quantize U8S8."""
+    import onnx
+
+    rt = load_runtime(model, "onnxruntime", "int8", calibration=torch.randn(8, 3, 32, 32), workdir=tmp_path)
+    graph = onnx.load(str(rt.path)).graph
+    inits = {i.name: i.data_type for i in graph.initializer}
+    zero_points = [n.input[2] for n in graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    activation_types = {inits[z] for z in zero_points if z in inits and not z.endswith("weight_zero_point")}
+    assert onnx.TensorProto.UINT8 in activation_types
+
+
+@needs_ov
+def test_openvino_file_round_trip(model, x, tmp_path):
+    path = export_openvino(model, tmp_path / "m.xml")
+    assert path.with_suffix(".bin").is_file()
+    assert _rel(load_runtime(path, "openvino")(x), _ref(model, x)) <= FP32_RTOL
+
+
+def test_errors_are_effnet_errors(model, tmp_path):
+    with pytest.raises(RuntimeUnavailable, match="backend"):
+        load_runtime(model, "tensorrt")
+    with pytest.raises(RuntimeUnavailable, match="calibration"):
+        load_runtime(model, "openvino", "int8")
+    with pytest.raises(RuntimeUnavailable, match="no such file"):
+        load_runtime(tmp_path / "missing.onnx", "onnxruntime")
+    with pytest.raises(RuntimeUnavailable, match="int8"):
+        load_runtime(model, "torch", "int8", calibration=torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.slow
+@needs_ov
+def test_lossy_paths_measured_on_real_photos_with_pretrained_lite0():
+    """The accuracy change of the lossy paths is measured on real photos, never assumed."""
+    pytest.importorskip("skimage")
+    import effnet
+    from effnet.lossy import calibration_images, measure_agreement, photo_batch
+
+    model = effnet.create_model("efficientnet_lite0", pretrained=True).eval()
+    images = photo_batch("efficientnet_lite0", "evaluation", views_per_photo=2)
+    int8 = load_runtime(model, "openvino", "int8", calibration=calibration_images("efficientnet_lite0", 32))
+    bf16 = load_runtime(model, "openvino", "bf16")
+    results = {a.path: a for a in measure_agreement(model, {"int8": int8, "bf16": bf16}, images)}
+    assert results["bf16"].top1_agreement >= 0.85
+    assert results["int8"].top1_agreement >= 0.8
