@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class _SiLUFunction(torch.autograd.Function):
     """SiLU whose backward keeps only the input: σ(x) is recomputed, so no output or sigmoid is stored and the
     forward may overwrite nothing the graph needs.  d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))."""
