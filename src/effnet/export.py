@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from effnet.errors import EffnetError
+from effnet.runtime import openvino_runner, save_openvino
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -120,6 +121,8 @@ def _torchscript_runner(path: Path) -> Runner:
 EXPORTERS: dict[str, Exporter] = {
     "onnx": Exporter("onnx", ".onnx", "onnxruntime", _save_onnx, _onnx_runner),
     "torchscript": Exporter("torchscript", ".pt", "torch.jit", _save_torchscript, _torchscript_runner),
+    # OpenVINO IR (.xml + .bin), fp32 weights; lives in effnet.runtime with the other OpenVINO code.
+    "openvino": Exporter("openvino", ".xml", "openvino", save_openvino, openvino_runner),
 }
 
 
