@@ -272,7 +272,8 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
     info = get_source(source)
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec)
-    spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding, bn_eps=bn_eps or info.bn_eps)
+    spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
+                   bn_eps=info.bn_eps if bn_eps is None else bn_eps)
     extra = {"source": source, "source_file": src_path.name}
     if info.preprocessing is not None:
         extra["preprocessing"] = json.dumps(info.preprocessing(state))
