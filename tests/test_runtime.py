@@ -108,3 +108,13 @@ def test_lossy_paths_measured_on_real_photos_with_pretrained_lite0():
     results = {a.path: a for a in measure_agreement(model, {"int8": int8, "bf16": bf16}, images)}
     assert results["bf16"].top1_agreement >= 0.85
     assert results["int8"].top1_agreement >= 0.8
+
+
+@needs_ort
+def test_runtime_module_stands_in_for_the_model(model, x):
+    from effnet.runtime import runtime_module
+
+    assert runtime_module(model, "torch", "fp32") is model
+    wrapped = runtime_module(model, "onnxruntime", "fp32")
+    assert next(wrapped.parameters()).device.type == "cpu" and wrapped.spec == model.spec
+    assert _rel(wrapped.eval()(x), _ref(model, x)) <= FP32_RTOL

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from effnet.errors import EffnetError
+from effnet.spec import NetSpec
 
 _COLOUR = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
            "colorwheel", "stereo_motorcycle", "logo")
@@ -75,7 +76,9 @@ def _views(image: np.ndarray, config, count: int, seed: int) -> torch.Tensor:
     return torch.stack(views)
 
 
-def photo_batch(model_name: str, split: str, views_per_photo: int = 16, resolution: int | None = None) -> torch.Tensor:
+def photo_batch(
+    model_name: str | NetSpec, split: str, views_per_photo: int = 16, resolution: int | None = None
+) -> torch.Tensor:
     """Preprocessed views of the `split` ("calibration": even-numbered photos, "evaluation": odd) photos."""
     from effnet.registry import get_config
 
@@ -86,7 +89,7 @@ def photo_batch(model_name: str, split: str, views_per_photo: int = 16, resoluti
     return torch.cat([_views(img, config, views_per_photo, seed=i) for i, (_, img) in enumerate(chosen)])
 
 
-def calibration_images(model_name: str, count: int = 64, resolution: int | None = None) -> torch.Tensor:
+def calibration_images(model_name: str | NetSpec, count: int = 64, resolution: int | None = None) -> torch.Tensor:
     """`count` real-photo views for int8 calibration, disjoint (by photo) from the evaluation views."""
     per_photo = max(1, -(-count // (len(_COLOUR + _GREY) // 2 + 1)))
     return photo_batch(model_name, "calibration", per_photo, resolution)[:count]

@@ -333,6 +333,33 @@ def _from_file(path: Path, backend: str, precision: str, calibration, threads, w
     return _OpenVino(ov_model, precision, threads)
 
 
+class RuntimeModule(nn.Module):
+    """A runtime dressed as an eval-only `nn.Module`, for code written against modules (`effnet predict`)."""
+
+    def __init__(self, runtime: Runtime, spec=None) -> None:
+        super().__init__()
+        self.runtime, self.spec = runtime, spec
+        self._device_marker = nn.Parameter(torch.empty(0), requires_grad=False)  # so parameters() names a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runtime(x)
+
+
+def runtime_module(model: nn.Module, backend: str, precision: str = "fp32") -> nn.Module:
+    """`model` on `backend` at `precision` as a module; int8 is calibrated on real photos (`effnet.lossy`)."""
+    if backend == "torch" and precision == "fp32":
+        return model
+    spec = getattr(model, "spec", None)
+    calibration = None
+    if precision == "int8":
+        from effnet.lossy import calibration_images
+
+        if spec is None:
+            raise RuntimeUnavailable("runtime: int8 calibration needs an effnet model (with a spec)")
+        calibration = calibration_images(spec, 64)
+    return RuntimeModule(load_runtime(model, backend, precision, calibration=calibration), spec)
+
+
 def available_backends() -> list[str]:
     """Backends whose packages import here (torch always)."""
     import importlib.util
@@ -346,5 +373,6 @@ def available_backends() -> list[str]:
 
 __all__ = [
     "BACKENDS", "PRECISIONS", "Runtime", "RuntimeUnavailable", "available_backends", "export_onnx",
-    "export_openvino", "load_runtime", "openvino_runner", "save_openvino", "quantize_onnx", "quantize_openvino",
+    "export_openvino", "load_runtime", "openvino_runner", "runtime_module",
+    "save_openvino", "quantize_onnx", "quantize_openvino",
 ]

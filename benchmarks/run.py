@@ -1,0 +1,118 @@
+"""Speed, memory and accuracy-change benchmarks for docs/RESULTS.md ("Speed and memory"), one command:
+
+    .venv/bin/python benchmarks/run.py            # or: make bench   (about 15 min on 2 shared cores)
+    .venv/bin/python benchmarks/run.py --quick    # a 2-minute smoke run at 64 px
+
+Sections (each prints a table and writes JSON under benchmarks/results/):
+  infer     EfficientNet-B0 at 224, batch 1 and 32: effnet's paths vs timm, torchvision, ONNX Runtime, OpenVINO
+  accuracy  pretrained Lite0: top-1 agreement of every lossy path with eager fp32 on real photos
+  train     B0 at 224 batch 16, and B0 at 32 px batch 128: effnet vs timm (fp32, and bf16 at the same settings)
+
+Every speed is a ratio against peers timed in the same run, interleaved (see effnet.bench): the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from effnet.bench import run_bench
+from effnet.cli.bench import format_report
+
+RESULTS = Path(__file__).parent / "results"
+INFER_PATHS = ("eager", "channels_last", "folded", "compile", "compile-bf16", "openvino-bf16", "openvino-int8",
+               "onnxruntime-int8")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _save(name: str, data: dict, text: str) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"{name}.txt").write_text(text + "\n")
+    print(text + "\n", flush=True)
+
+
+def infer(quick: bool) -> None:
+    from effnet.lossy import calibration_images
+
+    res = 64 if quick else None
+    calibration = calibration_images("efficientnet_b0", 64, res)
+    report = run_bench("efficientnet_b0", batches=(1, 32) if not quick else (1, 4), mode="infer", paths=INFER_PATHS,
+                       peers=("timm", "torchvision", "onnxruntime", "openvino"), resolution=res,
+                       repeats=2 if quick else 5, calibration=calibration, log=log)
+    _save("infer_b0", report.to_dict(), format_report(report))
+
+
+def accuracy(quick: bool) -> None:
+    """Lite0 with its bundled ImageNet weights; evaluation photos are disjoint from the calibration photos."""
+    import effnet
+    from effnet.lossy import calibration_images, measure_agreement, photo_batch
+    from effnet.optimize import compile_for_inference, to_bf16
+    from effnet.report import format_table
+    from effnet.runtime import load_runtime
+
+    name = "efficientnet_lite0"
+    model = effnet.create_model(name, pretrained=True).eval()
+    images = photo_batch(name, "evaluation", views_per_photo=2 if quick else 16)
+    calibration = calibration_images(name, 16 if quick else 64)
+    log(f"accuracy: {len(images)} evaluation views, {len(calibration)} calibration views")
+    paths = {
+        "bf16 (torch eager)": to_bf16(model),
+        "openvino-bf16": load_runtime(model, "openvino", "bf16"),
+        "openvino-int8": load_runtime(model, "openvino", "int8", calibration=calibration),
+        "onnxruntime-int8": load_runtime(model, "onnxruntime", "int8", calibration=calibration),
+        "onnxruntime fp32": load_runtime(model, "onnxruntime", "fp32"),
+        "openvino fp32": load_runtime(model, "openvino", "fp32"),
+    }
+    if not quick:
+        paths["compile-bf16"] = compile_for_inference(model, dtype=torch.bfloat16)
+    rows = measure_agreement(model, paths, images)
+    table = format_table(
+        ["path", "views", "top-1 agree %", "fp32 top-1 in top-5 %", "max |logit err|", "|d top-1| <= pp"],
+        [(a.path, a.images, 100 * a.top1_agreement, 100 * a.top5_contains_fp32_top1, a.max_abs_logit_error,
+          a.bound_top1_change_pp) for a in rows],
+        title=f"{name} (pretrained): lossy paths vs eager fp32 on {len(images)} views of real photos "
+              "(scikit-image/scikit-learn; calibration on other photos)")
+    _save("accuracy_lite0", {"model": name, "views": len(images), "results": [a.__dict__ for a in rows]}, table)
+
+
+def train(quick: bool) -> None:
+    settings = [("train_b0_224_bs16", None, 16), ("train_b0_32_bs128", 32, 128)]
+    if quick:
+        settings = [("train_b0_64_bs4", 64, 4)]
+    for tag, res, batch in settings:
+        report = run_bench("efficientnet_b0", batches=(batch,), mode="train",
+                           paths=("eager", "channels_last", "bf16", "checkpoint", "bf16-checkpoint"),
+                           peers=("timm", "timm-bf16"), resolution=res, repeats=2 if quick else 5, warmup=1,
+                           log=log)
+        _save(tag, report.to_dict(), format_report(report))
+
+
+SECTIONS = {"infer": infer, "accuracy": accuracy, "train": train}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated ({','.join(SECTIONS)})")
+    args = parser.parse_args()
+    start = time.time()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; started {started}\n")
+    for section in args.only.split(","):
+        log(f"section {section}")
+        SECTIONS[section](args.quick)
+    log(f"done in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
