@@ -16,6 +16,7 @@ _COMMANDS = [
     "effnet.cli.models",
     "effnet.cli.demo",
     "effnet.cli.experiments",
+    "effnet.cli.search",
     "effnet.cli.weights",
     "effnet.cli.predict",
     "effnet.cli.bench",

@@ -1,0 +1,123 @@
+"""The α/β/γ grid search (step 1 of compound scaling): each φ=1 model trained for a fixed budget with the project's
+trainer (`effnet.train.train`, called as a library), recorded in a shared Optuna study (`effnet.search.study`).
+
+A search is identified by its base spec, dataset, grid (step, tolerance), φ and training budget: these are stored
+in the study, and a worker joining with different ones is refused, so every trial of a study is comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from effnet.errors import EffnetError
+from effnet.profile import profile
+from effnet.scaling import compound, scale
+from effnet.search.grid import DEFAULT_STEP, Coefficients, coefficient_grid
+from effnet.search.study import open_study, run_worker
+from effnet.spec import NetSpec
+from effnet.scaling import CONSTRAINT_TOLERANCE
+
+SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augment": "none"}
+"""Budget defaults for a trial when the command line gives none (short runs: no augmentation)."""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What makes a search: base, data, grid, φ and the per-trial training budget (`effnet.train.TrainConfig`
+    fields).  `threads` and `loader_workers` only change speed, so they are not part of a study's identity."""
+
+    base: NetSpec
+    base_ref: str
+    dataset: str = "fashion-mnist"
+    step: float = DEFAULT_STEP
+    tolerance: float = CONSTRAINT_TOLERANCE
+    phi: float = 1.0
+    train: dict[str, Any] = field(default_factory=lambda: dict(SEARCH_TRAIN_DEFAULTS))
+    threads: int | None = None
+    loader_workers: int = 0
+
+    def grid(self) -> tuple[Coefficients, ...]:
+        return coefficient_grid(self.step, self.tolerance)
+
+    def identity(self) -> dict[str, Any]:
+        return {"base": self.base.to_dict(), "dataset": self.dataset, "step": self.step,
+                "tolerance": self.tolerance, "phi": self.phi, "train": dict(sorted(self.train.items()))}
+
+
+def trial_spec(base: NetSpec, c: Coefficients, phi: float = 1.0, num_classes: int | None = None) -> NetSpec:
+    """The candidate model: `base` scaled by d = α^φ, w = β^φ, r = γ^φ (Eq. 3)."""
+    m = compound(phi, c.alpha, c.beta, c.gamma) if abs(c.product - 2) <= CONSTRAINT_TOLERANCE else _quiet(phi, c)
+    spec = scale(base, m.depth, m.width, m.resolution,
+                 name=f"{base.name}_a{c.alpha:g}_b{c.beta:g}_g{c.gamma:g}")
+    return replace(spec, num_classes=num_classes) if num_classes else spec
+
+
+def _quiet(phi: float, c: Coefficients):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compound(phi, c.alpha, c.beta, c.gamma)
+
+
+def make_evaluator(config: SearchConfig) -> Callable[[Coefficients], tuple[float, dict[str, Any]]]:
+    """`evaluate(c) -> (top-1 %, attributes)`: build the φ model of `c`, train it, and measure it."""
+    from effnet.data import open_sources
+    from effnet.train import TrainConfig, train
+
+    num_classes = len(open_sources(config.dataset).train.classes)
+
+    def evaluate(c: Coefficients) -> tuple[float, dict[str, Any]]:
+        spec = trial_spec(config.base, c, config.phi, num_classes)
+        p = profile(spec)
+        result = train(TrainConfig(model=spec, data=config.dataset, out_dir=None, progress=False,
+                                   workers=config.loader_workers, threads=config.threads, **config.train))
+        attrs = {
+            "macs": p.macs, "params": p.params, "resolution": spec.resolution,
+            "repeats": [s.repeats for s in spec.stages], "top1": result.top1, "top5": result.top5,
+            "ema_top1": result.ema_top1, "val_loss": result.val_loss, "train_loss": result.train_loss,
+            "train_wall_s": result.wall_s, "images_per_s": result.images_per_s, "steps": result.steps,
+            "num_classes": num_classes,
+        }
+        return float(result.top1), attrs
+
+    return evaluate
+
+
+def study_name_for(config: SearchConfig) -> str:
+    return f"coefficients-{config.base.name}-{config.dataset.replace('/', '_')}"
+
+
+def run_worker_process(config: SearchConfig, storage: str | None, study_name: str, *, heartbeat_s: float = 10.0,
+                       grace_s: float = 60.0, poll_s: float = 5.0, log: Callable[[str], None] = print):
+    """One worker: join (or create) the study and train grid points until the whole grid is done."""
+    from effnet.train import TrainingDiverged
+
+    grid = config.grid()
+    study = open_study(storage, study_name, grid, config.identity())
+    summary = run_worker(study, grid, make_evaluator(config), heartbeat_s=heartbeat_s, grace_s=grace_s,
+                         poll_s=poll_s, log=log, error_types=(TrainingDiverged,))
+    return study, summary
+
+
+def spawn_workers(argv: Sequence[str], jobs: int) -> list[int]:
+    """Run `effnet <argv>` (one worker each) in `jobs` child processes and wait; returns their exit codes."""
+    if jobs < 1:
+        raise EffnetError(f"--jobs: got {jobs}, expected at least 1")
+    env = dict(os.environ)
+    children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
+    try:
+        return [child.wait() for child in children]
+    except KeyboardInterrupt:
+        for child in children:
+            child.send_signal(2)
+        return [child.wait() for child in children]
+
+
+__all__ = ["SEARCH_TRAIN_DEFAULTS", "SearchConfig", "make_evaluator", "run_worker_process", "spawn_workers",
+           "study_name_for", "trial_spec"]

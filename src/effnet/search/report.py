@@ -1,0 +1,127 @@
+"""A finished (or partial) coefficient search as a table, the best (α, β, γ), a plot and the `effnet scale` command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from effnet.search.grid import TARGET_PRODUCT, Coefficients
+from effnet.search.study import PARAM
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    trial: int
+    coefficients: Coefficients
+    top1: float
+    ema_top1: float | None
+    macs: int
+    params: int
+    resolution: int
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.coefficients
+        return {"trial": self.trial, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "product": c.product,
+                "top1": self.top1, "ema_top1": self.ema_top1, "macs": self.macs, "params": self.params,
+                "resolution": self.resolution, "wall_s": self.wall_s}
+
+
+def search_rows(study: optuna.Study) -> list[SearchRow]:
+    """Completed trials, best first (accuracy, then fewer MACs)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        rows.append(SearchRow(t.number, Coefficients.from_label(t.params[PARAM]), float(t.value),
+                              a.get("ema_top1"), int(a.get("macs", 0)), int(a.get("params", 0)),
+                              int(a.get("resolution", 0)), float(a.get("trial_wall_s", 0.0))))
+    return sorted(rows, key=lambda r: (-r.top1, r.macs, r.trial))
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        if t.state == TrialState.FAIL:
+            key += f" ({t.user_attrs.get('fail_reason', 'error')})"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def table_rows(rows: list[SearchRow], base_macs: int | None = None) -> list[tuple]:
+    """Cells as fixed-width text, so columns of numbers line up (`format_table` left-aligns text)."""
+    out = []
+    for r in rows:
+        c = r.coefficients
+        out.append((f"{c.alpha:5.2f}", f"{c.beta:4.2f}", f"{c.gamma:5.2f}", f"{c.product:9.3f}", f"{r.resolution:3d}",
+                    f"{r.params / 1e6:10.3f}", f"{r.macs / 1e6:6.2f}",
+                    f"{r.macs / base_macs:6.2f}" if base_macs else "     -", f"{r.top1:7.2f}",
+                    f"{r.ema_top1:11.2f}" if r.ema_top1 is not None else "          -", f"{r.wall_s:6.0f}",
+                    f"{r.trial:5d}"))
+    return out
+
+
+TABLE_HEADERS = ["alpha", "beta", "gamma", "a*b^2*g^2", "res", "params (M)", "MMACs", "x base", "top-1 %",
+                 "EMA top-1 %", "wall s", "trial"]
+
+
+def scale_command(base_ref: str, best: Coefficients, phi: float = 1.0) -> str:
+    return f"effnet scale {base_ref} --phi {phi:g} --alpha {best.alpha:g} --beta {best.beta:g} --gamma {best.gamma:g}"
+
+
+def plot_search(rows: list[SearchRow], path: str | Path, *, title: str, base_macs: int | None = None) -> Path:
+    """Left: accuracy vs MACs of every φ=1 model (best marked).  Right: the constraint surface α·β²·γ² = 2 in
+    (α, β, γ) space with every trained grid point on it, coloured by accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path = Path(path)
+    fig = plt.figure(figsize=(13, 5.5))
+    ax = fig.add_subplot(1, 2, 1)
+    acc = np.array([r.top1 for r in rows])
+    macs = np.array([r.macs / 1e6 for r in rows])
+    sc = ax.scatter(macs, acc, c=acc, cmap="viridis", s=40, edgecolors="k", linewidths=0.3)
+    best = rows[0]
+    ax.scatter([best.macs / 1e6], [best.top1], marker="*", s=300, c="red", edgecolors="k", zorder=3,
+               label=f"best: α={best.coefficients.alpha:g} β={best.coefficients.beta:g} γ={best.coefficients.gamma:g}")
+    if base_macs:
+        ax.axvline(base_macs / 1e6, color="grey", ls=":", lw=1, label=f"baseline ({base_macs / 1e6:.2f} MMACs)")
+        ax.axvline(TARGET_PRODUCT * base_macs / 1e6, color="grey", ls="--", lw=1, label="2 x baseline")
+    ax.set_xlabel("MMACs of the φ=1 model")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("accuracy vs MACs")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+
+    ax3 = fig.add_subplot(1, 2, 2, projection="3d")
+    b, g = np.meshgrid(np.linspace(1.0, 1.45, 30), np.linspace(1.0, 1.45, 30))
+    a = TARGET_PRODUCT / (b**2 * g**2)
+    a[a < 1.0] = np.nan
+    ax3.plot_surface(b, g, a, alpha=0.18, color="tab:blue", linewidth=0)
+    bs = [r.coefficients.beta for r in rows]
+    gs = [r.coefficients.gamma for r in rows]
+    as_ = [r.coefficients.alpha for r in rows]
+    ax3.scatter(bs, gs, as_, c=acc, cmap="viridis", s=35, edgecolors="k", linewidths=0.3, depthshade=False)
+    ax3.scatter([best.coefficients.beta], [best.coefficients.gamma], [best.coefficients.alpha], marker="*", s=250,
+                c="red", depthshade=False)
+    ax3.set_xlabel("β (width)")
+    ax3.set_ylabel("γ (resolution)")
+    ax3.set_zlabel("α (depth)")
+    ax3.set_title("grid on the constraint surface α·β²·γ² = 2")
+    fig.colorbar(sc, ax=[ax, ax3], shrink=0.8, label="top-1 %")
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["SearchRow", "TABLE_HEADERS", "plot_search", "scale_command", "search_rows", "table_rows",
+           "trial_counts"]

@@ -1,0 +1,339 @@
+"""A grid of (α, β, γ) as one Optuna study that many processes (or machines) work on together.
+
+How each grid point is trained exactly once, even when a worker is killed:
+
+- **Assignment.** The study's sampler is Optuna's `GridSampler` over one categorical parameter, the grid point's
+  label, with a fixed seed, so every process holds the same grid.  Trial numbers are unique in the storage and
+  `GridSampler` gives trial k < N grid point k; later trials get a point nobody has started.
+- **Claim.** A worker takes work through `study.optimize(n_trials=1)`: Optuna pops a WAITING trial atomically (one
+  process wins) or creates a new one.  Inside the objective, before any training, the worker checks the point's
+  other trials: if one already completed (or failed with an error of its own), or a live one has a lower number,
+  this trial is a duplicate from a race and is PRUNED at once.  The lowest-numbered live trial always wins.
+- **Leases.** The claiming worker writes host, pid and a heartbeat timestamp into the trial's user attributes and
+  refreshes the heartbeat from a thread.  A RUNNING trial is *stale* when its worker's process is gone (same host)
+  or its heartbeat is older than the grace period (any host).  Any worker that sees a stale trial marks it FAIL
+  (`fail_reason` "stale"; the storage lets exactly one process do so) and adds a WAITING copy for the same grid
+  point (like Optuna's `RetryFailedTrialCallback`), which the next free worker picks up.  Optuna's own heartbeat
+  is not used because `JournalStorage` has none; this works the same on SQLite/PostgreSQL and on journal files.
+- **Reconcile.** A point whose trials all failed for stale/interrupted reasons and has no live copy (the recovering
+  worker died between the two steps) gets a new copy; a race here makes a duplicate, which the claim check prunes.
+- **Done.** When every point has a COMPLETE trial (or an error FAIL: a diverged model is a result, not retried),
+  every worker returns.  Workers with nothing left to claim wait while others still run, so a killed worker's
+  point is never left behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from effnet.errors import EffnetError
+from effnet.search.grid import Coefficients
+
+PARAM = "point"
+CONFIG_ATTR = "effnet_search"
+LIVE = (TrialState.WAITING, TrialState.RUNNING)
+
+
+class SearchError(EffnetError):
+    """The study cannot be opened or joined (bad storage, or a different grid/budget than the one it holds)."""
+
+
+def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
+    """An RDB URL (``sqlite:///search.db``, ``postgresql://...``) or a path to a journal file (anything else)."""
+    if storage is None:
+        return None
+    if "://" in storage:
+        engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # SQLAlchemy raises many kinds; say which URL failed
+            raise SearchError(f"--storage {storage!r}: cannot open the database ({exc})") from None
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    folder = os.path.dirname(os.path.abspath(storage))
+    if not os.path.isdir(folder):
+        raise SearchError(f"--storage {storage!r}: folder {folder} does not exist; create it or give an RDB URL")
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def _sampler(labels: Sequence[str]) -> optuna.samplers.GridSampler:
+    """Seeded, so every process shuffles the grid the same way (grid_id k means the same point everywhere)."""
+    return optuna.samplers.GridSampler({PARAM: list(labels)}, seed=0)
+
+
+def open_study(storage: str | None, study_name: str, grid: Sequence[Coefficients], config: dict[str, Any]):
+    """Create the study, or join it after checking it holds the same grid and budget (`config`)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = make_storage(storage)
+    study = optuna.create_study(storage=backend, study_name=study_name, direction="maximize",
+                                sampler=_sampler([c.label for c in grid]), load_if_exists=True)
+    wanted = json.loads(json.dumps(config))
+    held = study.user_attrs.get(CONFIG_ATTR)
+    if held is None:
+        study.set_user_attr(CONFIG_ATTR, wanted)
+        held = study.user_attrs.get(CONFIG_ATTR, wanted)
+    if held != wanted:
+        diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
+        details = "; ".join(f"{k}: study has {held.get(k)!r}, got {wanted.get(k)!r}" for k in diff[:4])
+        raise SearchError(f"study {study_name!r} in {storage} was made with other settings ({details}); rerun with "
+                          "the original options, or use another --study name")
+    return study
+
+
+# -- leases ------------------------------------------------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _point(trial: optuna.trial.FrozenTrial, labels: Sequence[str]) -> str | None:
+    if PARAM in trial.params:
+        return trial.params[PARAM]
+    fixed = trial.system_attrs.get("fixed_params", {})
+    if PARAM in fixed:
+        return fixed[PARAM]
+    grid_id = trial.system_attrs.get("grid_id")
+    return None if grid_id is None else _shuffled(labels)[grid_id]
+
+
+@functools.lru_cache(maxsize=8)
+def _shuffled_order(labels: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(g[0] for g in _sampler(labels)._all_grids)
+
+
+def _shuffled(labels: Sequence[str]) -> tuple[str, ...]:
+    """The grid in `GridSampler`'s own (seeded, shuffled) order: grid_id indexes this list."""
+    return _shuffled_order(tuple(labels))
+
+
+@dataclass
+class GridStatus:
+    """Where a study stands, per grid point."""
+
+    total: int
+    complete: int = 0
+    errors: int = 0
+    running: int = 0
+    waiting: int = 0
+    unstarted: int = 0
+    recovered: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.complete + self.errors == self.total
+
+    @property
+    def claimable(self) -> bool:
+        return self.waiting > 0 or self.unstarted > 0
+
+
+def _is_stale(t: optuna.trial.FrozenTrial, grace_s: float, now: float) -> bool:
+    attrs = t.user_attrs
+    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
+        if not _pid_alive(attrs["pid"]):
+            return True
+    beat = attrs.get("heartbeat")
+    if beat is None and t.datetime_start is not None:
+        beat = t.datetime_start.timestamp()
+    return beat is not None and now - beat > grace_s
+
+
+def _requeue(study: optuna.Study, point: str, reason: str, number: int | None) -> None:
+    study.enqueue_trial({PARAM: point}, user_attrs={"retry_of": number, "retry_reason": reason})
+
+
+def survey(study: optuna.Study, labels: Sequence[str], grace_s: float) -> GridStatus:
+    """Recover stale trials and lost points, then count the grid points by state."""
+    storage, now = study._storage, time.time()
+    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    status = GridStatus(total=len(labels))
+    for t in trials:
+        if t.state == TrialState.RUNNING and _is_stale(t, grace_s, now):
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
+                if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                    point = _point(t, labels)
+                    if point is not None:
+                        _requeue(study, point, "stale", t.number)
+                    status.recovered.append(t.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker recovered it, or it just finished
+    if status.recovered:
+        trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    by_point: dict[str, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        point = _point(t, labels)
+        if point is not None:
+            by_point.setdefault(point, []).append(t)
+    for label in labels:
+        ts = by_point.get(label, [])
+        states = {t.state for t in ts}
+        if TrialState.COMPLETE in states:
+            status.complete += 1
+        elif any(t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error" for t in ts):
+            status.errors += 1
+        elif TrialState.RUNNING in states:
+            status.running += 1
+        elif TrialState.WAITING in states:
+            status.waiting += 1
+        elif not ts:
+            status.unstarted += 1
+        else:  # only stale/interrupted/duplicate failures and no live copy: the recovering worker died mid-way
+            _requeue(study, label, "lost", max(t.number for t in ts))
+            status.waiting += 1
+    return status
+
+
+class _Heartbeat:
+    """Refreshes the trial's `heartbeat` user attribute every `interval` seconds until stopped."""
+
+    def __init__(self, storage, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.lost = True  # another worker declared this trial stale; its result will be discarded
+                return
+            except Exception:  # a transient storage error: try again at the next beat
+                continue
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+class _Duplicate(Exception):
+    pass
+
+
+@dataclass
+class WorkerSummary:
+    trained: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)
+    status: GridStatus | None = None
+
+
+def run_worker(
+    study: optuna.Study,
+    grid: Sequence[Coefficients],
+    evaluate: Callable[[Coefficients], tuple[float, dict[str, Any]]],
+    *,
+    heartbeat_s: float = 10.0,
+    grace_s: float = 60.0,
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+    error_types: tuple[type[BaseException], ...] = (EffnetError,),
+) -> WorkerSummary:
+    """Train grid points until every point of the study is done; returns what this worker did.
+
+    `evaluate(coefficients) -> (objective, attributes)`; errors of `error_types` (a diverged model, say) are that
+    point's result: the trial fails with `fail_reason` "error" and is not retried.  A KeyboardInterrupt fails the
+    running trial with reason "interrupted", queues it again for the next worker, and propagates.
+    """
+    labels = [c.label for c in grid]
+    summary = WorkerSummary()
+    storage, me = study._storage, {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def objective(trial: optuna.Trial) -> float:
+        for key, value in me.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("heartbeat", time.time())
+        label = trial.suggest_categorical(PARAM, labels)
+        c = Coefficients.from_label(label)
+        for key, value in (("alpha", c.alpha), ("beta", c.beta), ("gamma", c.gamma), ("product", c.product)):
+            trial.set_user_attr(key, value)
+        taken_by = _taken_by(study, trial.number, label, labels)
+        if taken_by is not None:
+            trial.set_user_attr("fail_reason", "duplicate")
+            trial.set_user_attr("duplicate_of", taken_by)
+            summary.duplicates.append(trial.number)
+            log(f"trial {trial.number}: {label} is already taken by trial {taken_by}; pruned")
+            raise optuna.TrialPruned()
+        with _Heartbeat(storage, trial._trial_id, heartbeat_s) as beat:
+            log(f"trial {trial.number}: {label} (product {c.product:.3f}) ...")
+            start = time.perf_counter()
+            try:
+                value, attrs = evaluate(c)
+            except error_types as exc:
+                trial.set_user_attr("fail_reason", "error")
+                trial.set_user_attr("error", str(exc))
+                summary.errors.append(trial.number)
+                log(f"trial {trial.number}: {label} failed: {exc}")
+                raise
+            except KeyboardInterrupt:
+                trial.set_user_attr("fail_reason", "interrupted")
+                _requeue(study, label, "interrupted", trial.number)
+                raise
+            wall = time.perf_counter() - start
+        if beat.lost:
+            log(f"trial {trial.number}: declared stale by another worker while running; result discarded")
+            raise _Duplicate()
+        for key, v in attrs.items():
+            trial.set_user_attr(key, v)
+        trial.set_user_attr("trial_wall_s", wall)
+        summary.trained.append(trial.number)
+        log(f"trial {trial.number}: {label} -> {value:.2f} ({wall:.0f}s)")
+        return value
+
+    while True:
+        status = survey(study, labels, grace_s)
+        summary.recovered += status.recovered
+        for number in status.recovered:
+            log(f"trial {number}: its worker is gone; queued its grid point again")
+        if status.done:
+            summary.status = status
+            return summary
+        if not status.claimable:
+            time.sleep(poll_s)  # the rest is running elsewhere; wait for it (or for it to go stale)
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=error_types + (_Duplicate,))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # our trial was declared stale and finished by another worker meanwhile
+
+
+def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str]) -> int | None:
+    """The trial that owns grid point `label` if not trial `number`: one already done with it, or a live one with
+    a lower number (the lowest-numbered live trial of a point always wins a race)."""
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        if t.number == number or _point(t, labels) != label:
+            continue
+        done = t.state == TrialState.COMPLETE or (
+            t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error")
+        if done or (t.state in LIVE and t.number < number):
+            return t.number
+    return None
+
+
+__all__ = ["CONFIG_ATTR", "GridStatus", "PARAM", "SearchError", "WorkerSummary", "make_storage", "open_study",
+           "run_worker", "survey"]

@@ -1,0 +1,256 @@
+"""The α/β/γ grid search: the grid, the shared study (claims, duplicates, stale trials), and a real 2-process search
+on a tiny budget in which one worker is killed mid-trial and restarted."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from effnet.cli import main
+from effnet.scaling import scale_compound
+from effnet.search.coefficients import trial_spec
+from effnet.search.grid import Coefficients, GridError, coefficient_grid
+from effnet.search.study import PARAM, SearchError, open_study, run_worker
+from effnet.spec import save_spec
+from tests.conftest import tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- the grid ------------------------------------------------------------------------------------------------------
+
+def test_grid_points_meet_the_constraint():
+    grid = coefficient_grid()
+    assert len(grid) == 111 and len(set(grid)) == len(grid)
+    for c in grid:
+        assert min(c.alpha, c.beta, c.gamma) >= 1.0 and abs(c.product - 2.0) <= 0.1 + 1e-12
+        for v in (c.alpha, c.beta, c.gamma):
+            assert abs(v * 20 - round(v * 20)) < 1e-9  # on the 0.05 grid, exactly
+    assert Coefficients(1.2, 1.1, 1.15) in grid  # the paper's B0 result
+    assert Coefficients(2.0, 1.0, 1.0) in grid and Coefficients(1.0, 1.0, 1.4) in grid
+
+
+def test_grid_step_and_tolerance():
+    assert len(coefficient_grid(0.2, 0.2)) == 8
+    assert all(abs(c.product - 2) <= 0.02 + 1e-12 for c in coefficient_grid(0.05, 0.02))
+    with pytest.raises(GridError, match="no \\(alpha"):
+        coefficient_grid(0.3, 0.01)
+    with pytest.raises(GridError, match="grid step"):
+        coefficient_grid(0.0)
+
+
+def test_labels_round_trip():
+    c = Coefficients(1.2, 1.1, 1.15)
+    assert Coefficients.from_label(c.label) == c
+    with pytest.raises(GridError):
+        Coefficients.from_label("alpha=1.2")
+
+
+def test_trial_model_is_eq3_at_phi_1():
+    base = tiny_spec()
+    c = Coefficients(1.2, 1.1, 1.15)
+    spec = trial_spec(base, c, 1.0, num_classes=10)
+    ref = scale_compound(base, 1.0, 1.2, 1.1, 1.15)
+    assert spec.stages == ref.stages and spec.resolution == ref.resolution == 37 and spec.num_classes == 10
+
+
+# -- the shared study, with a stand-in for training (no torch work) ------------------------------------------------
+
+GRID = coefficient_grid(0.2, 0.2)
+
+
+def _fake(c: Coefficients):
+    return 100 * c.beta - c.alpha, {"macs": int(1e6 * c.product), "params": 1000, "resolution": 16}
+
+
+def _complete_per_point(study):
+    counts = {c.label: 0 for c in GRID}
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        counts[t.params[PARAM]] += 1
+    return counts
+
+
+def test_every_point_once_and_races_pruned(tmp_path):
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    # a duplicate claim, as a race between two workers would make: the lower-numbered trial must win
+    study.enqueue_trial({PARAM: GRID[3].label})
+    study.enqueue_trial({PARAM: GRID[3].label})
+    summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    assert set(_complete_per_point(study).values()) == {1}
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[1] in pruned
+    assert all(t.user_attrs["fail_reason"] == "duplicate" for t in pruned)  # pruned before any training
+    assert summary.duplicates == [t.number for t in pruned] and len(summary.trained) == len(GRID)
+    # a second run over a finished grid trains nothing
+    again = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    assert again.trained == [] and again.status.done
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_dead_workers_trial_is_requeued(tmp_path):
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    trial = study.ask()  # claims grid point of trial 0, as a worker does ...
+    label = trial.suggest_categorical(PARAM, [c.label for c in GRID])
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", _dead_pid())  # ... whose process then dies
+    trial.set_user_attr("heartbeat", time.time())
+    summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=60, poll_s=0.1, log=lambda m: None)
+    assert summary.recovered == [trial.number]
+    dead = study.trials[trial.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"] == "stale"
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params[PARAM] == label
+    assert set(_complete_per_point(study).values()) == {1}
+
+
+def test_a_silent_remote_worker_is_requeued_after_the_grace_period(tmp_path):
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    trial = study.ask()
+    trial.suggest_categorical(PARAM, [c.label for c in GRID])
+    trial.set_user_attr("host", "another-machine")
+    trial.set_user_attr("pid", 1)
+    trial.set_user_attr("heartbeat", time.time() - 120)
+    summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=60, poll_s=0.1, log=lambda m: None)
+    assert summary.recovered == [trial.number] and set(_complete_per_point(study).values()) == {1}
+
+
+def test_a_diverged_point_is_a_result_not_retried(tmp_path):
+    from effnet.errors import EffnetError
+
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+
+    def sometimes(c):
+        if c == GRID[0]:
+            raise EffnetError("loss is nan")
+        return _fake(c)
+
+    summary = run_worker(study, GRID, sometimes, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None,
+                         error_types=(EffnetError,))
+    assert len(summary.errors) == 1 and summary.status.done and summary.status.errors == 1
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert [t.user_attrs["error"] for t in failed] == ["loss is nan"]
+
+
+def test_joining_with_other_settings_is_refused(tmp_path):
+    path = str(tmp_path / "s.journal")
+    open_study(path, "s", GRID, {"epochs": 1})
+    with pytest.raises(SearchError, match="epochs: study has 1, got 2"):
+        open_study(path, "s", GRID, {"epochs": 2})
+
+
+def test_sqlite_storage_works(tmp_path):
+    study = open_study(f"sqlite:///{tmp_path}/s.db", "s", GRID, {"k": 1})
+    run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    assert set(_complete_per_point(study).values()) == {1}
+
+
+def test_bad_storage_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(SearchError, match="does not exist"):
+        open_study(str(tmp_path / "nope" / "s.journal"), "s", GRID, {})
+
+
+# -- the real thing: 2 processes, real Fashion-MNIST, the project's trainer, one worker killed ---------------------
+
+def _search_argv(spec_path: Path, storage: Path) -> list[str]:
+    return ["search", "coefficients", "--base", str(spec_path), "--dataset", "fashion-mnist", "--step", "0.2",
+            "--tolerance", "0.2", "--steps", "6", "--batch-size", "16", "--train-subset", "96", "--val-subset", "32",
+            "--storage", str(storage), "--study", "t", "--threads", "1", "--heartbeat", "0.5", "--grace", "20",
+            "--poll", "0.5"]
+
+
+def _worker(argv: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.Popen([sys.executable, "-m", "effnet", *argv, "--no-report"], cwd=ROOT, env=env,
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_two_workers_one_killed_every_point_trained_once(tmp_path):
+    spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
+    save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
+    argv = _search_argv(spec_path, storage)
+    a, b = _worker(argv, tmp_path / "a.log"), _worker(argv, tmp_path / "b.log")
+    victim = None
+    try:
+        deadline = time.time() + 240
+        while victim is None and time.time() < deadline and a.poll() is None:
+            time.sleep(0.2)
+            if not storage.exists():
+                continue
+            study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
+                optuna.storages.journal.JournalFileBackend(str(storage))))
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == a.pid]
+            if running:
+                a.kill()  # SIGKILL in the middle of a trial: no cleanup runs
+                a.wait()
+                victim = running[0].number
+        assert victim is not None, (tmp_path / "a.log").read_text()[-2000:]
+        a = _worker(argv, tmp_path / "a2.log")  # restart it
+        assert a.wait(timeout=300) == 0, (tmp_path / "a2.log").read_text()[-3000:]
+        assert b.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()[-3000:]
+    finally:
+        for p in (a, b):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(storage))))
+    assert set(_complete_per_point(study).values()) == {1}  # all 8 points, each exactly once
+    killed = study.trials[victim]
+    assert killed.state in (TrialState.FAIL, TrialState.COMPLETE)
+    if killed.state == TrialState.FAIL:  # (COMPLETE only if the kill landed after the result was stored)
+        assert killed.user_attrs["fail_reason"] == "stale"
+        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim]
+        assert [t.state for t in retries] == [TrialState.COMPLETE]
+    pids = {t.user_attrs["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert len(pids) >= 2  # both workers trained
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert t.user_attrs["steps"] == 6 and t.user_attrs["macs"] > 0 and 0 <= t.value <= 100
+
+    # the finished grid: table, best, plot, command
+    out_json = tmp_path / "report.json"
+    code = subprocess.run([sys.executable, "-m", "effnet", *argv, "--report-only", "--format", "json"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), stdout=out_json.open("w")).returncode
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    assert len(report["rows"]) == 8 and report["command"].startswith(f"effnet scale {spec_path} --phi 1 --alpha ")
+
+
+def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeypatch):
+    """The report of a finished study (trained here with the stand-in), through the real CLI."""
+    spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
+    save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
+    argv = _search_argv(spec_path, storage)
+    from effnet.cli.search import _config
+    from effnet.cli import build_parser
+
+    config = _config(build_parser().parse_args(argv))
+    study = open_study(str(storage), "t", config.grid(), config.identity())
+    run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    plot = tmp_path / "grid.png"
+    assert main([*argv, "--report-only", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "8 of 8 grid points trained" in out and "best: alpha=1, beta=1.4, gamma=1" in out
+    assert f"effnet scale {spec_path} --phi 1 --alpha 1 --beta 1.4 --gamma 1" in out
+    assert plot.stat().st_size > 10_000
+
+
+def test_cli_list_grid_and_bad_options(capsys):
+    assert main(["search", "coefficients", "--base", "efficientnet_b0", "--list-grid"]) == 0
+    assert "111 grid points (step 0.05" in capsys.readouterr().out
+    assert main(["search", "coefficients", "--base", "efficientnet_b0", "--set", "model=x", "--list-grid"]) == 2
+    assert "--set 'model=x'" in capsys.readouterr().err
+    assert main(["search", "coefficients", "--base", "efficientnet_b0", "--step", "0.3", "--tolerance", "0.01",
+                 "--list-grid"]) == 2
