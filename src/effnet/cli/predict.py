@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=_positive, default=5, help="classes to show per image (default 5)")
     p.add_argument("--batch-size", type=_positive, default=16)
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                   help="inference engine (effnet.runtime; default torch)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="bf16 (AMX) and int8 (calibrated on real photos) are lossy; see docs/RESULTS.md")
     p.set_defaults(func=run_predict)
 
 
@@ -46,6 +50,10 @@ def _labels(num_classes: int) -> tuple[str, ...] | None:
 def run_predict(args: argparse.Namespace) -> int:
     model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
     config = get_config(model.spec)
+    if args.runtime != "torch" or args.precision != "fp32":
+        from effnet.runtime import runtime_module
+
+        model = runtime_module(model, args.runtime, args.precision)
     result = classify(model, config, args.images, labels=_labels(model.spec.num_classes), top=args.top,
                       batch_size=args.batch_size)
     if args.format == "json":
