@@ -90,7 +90,7 @@ def test_cli_unreachable_target_names_nearest_values(capsys):
 
 
 def test_cli_target_latency(capsys, monkeypatch):
-    monkeypatch.setattr(budget, "measure_latency", lambda s, batch: count_macs(s) / 1e9 * 0.04 * batch)
+    monkeypatch.setattr(budget, "measure_latency", lambda s, batch, threads: count_macs(s) / 1e9 * 0.04 * batch)
     assert main(["scale", "mobilenet_v2", "--target-latency", "25ms", "--batch", "1"]) == 0
     out = capsys.readouterr().out
     assert "solved: phi=" in out and "for target 25.00 ms" in out

@@ -44,6 +44,7 @@ def measure_latency(
     device: str = "cpu",
     max_seconds: float = 10.0,
     statistic: str = "min",
+    threads: int | None = None,
 ) -> float:
     """Seconds for one forward pass of `spec`'s model on a random `batch` at the spec's resolution.
 
@@ -51,13 +52,27 @@ def measure_latency(
     with other work it is far more repeatable than the median, and repeatability is what a bisection needs;
     "median" gives a typical latency under the current load.  Randomly initialised weights cost the same as
     trained ones.  Timing stops early after `max_seconds` (at least three timed runs), so a huge candidate does not
-    stall a search.
+    stall a search.  `threads` sets torch's intra-op threads for the measurement (on a loaded machine one thread is
+    often faster and far steadier than several competing for busy cores).
     """
     if statistic not in ("min", "median"):
         raise SpecError(f"statistic: got {statistic!r}, expected 'min' or 'median'")
     if batch < 1 or repeats < 1 or warmup < 0:
         raise SpecError(f"latency measurement: got batch={batch}, repeats={repeats}, warmup={warmup}; expected "
                         "batch >= 1, repeats >= 1, warmup >= 0")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise SpecError(f"threads: got {threads}, expected at least 1")
+        torch.set_num_threads(threads)
+    try:
+        return _timed(spec, batch, repeats, warmup, device, max_seconds, statistic)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed(spec: NetSpec, batch: int, repeats: int, warmup: int, device: str, max_seconds: float,
+           statistic: str) -> float:
     model = ConvNet(spec).to(device).eval()
     x = torch.randn(batch, spec.in_channels, spec.resolution, spec.resolution, device=device)
     times: list[float] = []
@@ -86,6 +101,7 @@ def solve_for_latency(
     gamma: float = 1.15,
     tolerance: float = 0.05,
     phi_range: tuple[float, float] = (-3.0, 4.0),
+    threads: int | None = None,
     measure: Callable[[NetSpec], float] | None = None,
 ) -> PhiSolution:
     """φ whose rounded model runs one forward pass of `batch` images in `target_seconds` on this machine.
@@ -94,7 +110,7 @@ def solve_for_latency(
     rounded model is measured once.  `measure` replaces `measure_latency` (e.g. in tests).
     """
     def cost(spec: NetSpec) -> float:
-        return measure(spec) if measure is not None else measure_latency(spec, batch=batch)
+        return measure(spec) if measure is not None else measure_latency(spec, batch=batch, threads=threads)
 
     return solve_phi(get_spec(base), target_seconds, cost, alpha=alpha, beta=beta, gamma=gamma,
                      tolerance=tolerance, phi_range=phi_range)

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target-latency", type=_seconds, default=None, metavar="TIME",
                    help="solve for the phi whose model runs this fast on this machine (e.g. 25ms)")
     p.add_argument("--batch", type=_positive_int, default=1, help="batch size for --target-latency (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads while measuring --target-latency (default: torch's setting)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="relative tolerance of a target (default 0.03 for MACs, 0.05 for latency)")
     p.add_argument("--name", default=None, help="name of the scaled spec")
@@ -161,7 +163,7 @@ def _solve_target(args: argparse.Namespace, base: NetSpec) -> float | None:
     else:
         print(f"measuring forward latency at batch {args.batch} on this machine ...", flush=True)
         solution = solve_for_latency(base, args.target_latency, batch=args.batch, tolerance=args.tolerance or 0.05,
-                                     **coefficients)
+                                     threads=args.threads, **coefficients)
         show = lambda v: f"{v * 1e3:.2f} ms"
     if not solution.within_tolerance:
         near = [f"phi={phi:.4f} -> {show(cost)}" for phi, cost in filter(None, (solution.below, solution.above))]
