@@ -233,8 +233,8 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
     spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
     save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
     argv = _search_argv(spec_path, storage)
-    from effnet.cli.search import _config
     from effnet.cli import build_parser
+    from effnet.cli.search import _config
 
     config = _config(build_parser().parse_args(argv))
     study = open_study(str(storage), "t", config.grid(), config.identity())

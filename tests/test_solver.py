@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from tests.conftest import tiny_spec
 from effnet import budget
 from effnet.budget import measure_latency, solve_for_latency, solve_for_macs
 from effnet.cli import main
 from effnet.profile import count_macs
 from effnet.scaling import scale_compound, solve_phi
 from effnet.spec import SpecError
+from tests.conftest import tiny_spec
 
 
 @pytest.mark.parametrize(("base", "target"), [("efficientnet_b0", 1.8e9), ("mobilenet_v2", 0.6e9),

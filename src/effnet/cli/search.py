@@ -81,9 +81,9 @@ def _parse_set(items: list[str]) -> dict:
 
 def _config(args: argparse.Namespace):
     from effnet.registry import get_spec
+    from effnet.scaling import CONSTRAINT_TOLERANCE
     from effnet.search.coefficients import SEARCH_TRAIN_DEFAULTS, SearchConfig
     from effnet.search.grid import DEFAULT_STEP
-    from effnet.scaling import CONSTRAINT_TOLERANCE
     from effnet.train import TrainConfig, check_config
 
     train = dict(SEARCH_TRAIN_DEFAULTS)
@@ -154,7 +154,12 @@ def run_coefficients(args: argparse.Namespace) -> int:
 def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
     from effnet.search.report import (
-        TABLE_HEADERS, plot_search, scale_command, search_rows, table_rows, trial_counts,
+        TABLE_HEADERS,
+        plot_search,
+        scale_command,
+        search_rows,
+        table_rows,
+        trial_counts,
     )
     from effnet.search.study import open_study
 
@@ -163,11 +168,10 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs
     if args.format == "json":
+        command = scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None
         print(json.dumps({"study": study_name, "storage": storage, "grid_points": len(grid),
                           "counts": trial_counts(study), "base_macs": base_macs,
-                          "rows": [r.to_dict() for r in rows],
-                          "command": scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None},
-                         indent=2))
+                          "rows": [r.to_dict() for r in rows], "command": command}, indent=2))
         return 0
     print(format_table(TABLE_HEADERS, table_rows(rows, base_macs),
                        title=f"alpha/beta/gamma grid search of {config.base.name} at phi={config.phi:g} on "

@@ -16,11 +16,10 @@ from typing import Any
 
 from effnet.errors import EffnetError
 from effnet.profile import profile
-from effnet.scaling import compound, scale
+from effnet.scaling import CONSTRAINT_TOLERANCE, compound, scale
 from effnet.search.grid import DEFAULT_STEP, Coefficients, coefficient_grid
 from effnet.search.study import open_study, run_worker
 from effnet.spec import NetSpec
-from effnet.scaling import CONSTRAINT_TOLERANCE
 
 SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augment": "none"}
 """Budget defaults for a trial when the command line gives none (short runs: no augmentation)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import socket
 import threading
