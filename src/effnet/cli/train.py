@@ -139,12 +139,17 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", type=int, default=None, help="evaluate a fixed random subset of N images")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from effnet.train import evaluate_checkpoint
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     r = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
                             workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
                             subset=args.subset, strict=args.strict, device=args.device)
