@@ -79,6 +79,8 @@ class Machine:
     fp32_gmacs_ceiling: float
     amx: bool
     note: str
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    omp_wait_policy: str = ""
 
 
 def machine(threads: int | None = None) -> Machine:
@@ -97,8 +99,10 @@ def machine(threads: int | None = None) -> Machine:
     ghz = ghz or 2.0
     ceiling = threads * 2 * lanes * ghz  # 2 FMA ports per core
     amx = "amx_bf16" in flags
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return Machine(os.cpu_count() or 1, threads, isa + ("+amx" if amx else ""), ghz, ceiling, amx,
-                   f"{threads} threads x 2 FMA x {lanes} fp32 lanes x {ghz:.2f} GHz (clock as /proc/cpuinfo reports)")
+                   f"{threads} threads x 2 FMA x {lanes} fp32 lanes x {ghz:.2f} GHz (clock as /proc/cpuinfo reports)",
+                   tuple(round(v, 2) for v in load), os.environ.get("OMP_WAIT_POLICY", ""))
 
 
 # --- memory -------------------------------------------------------------------------------------------------------

@@ -235,13 +235,13 @@ class _OpenVino(Runtime):
 
 
 def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
-    """int8 with NNCF post-training quantization (per-channel weights, MinMax-style statistics over the
-    calibration images, fast bias correction), returning a new OpenVINO model."""
+    """int8 with NNCF post-training quantization (per-channel weights, statistics over the calibration images,
+    fast bias correction), returning a new OpenVINO model."""
     nncf = _require("nncf", "openvino")
     images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
     dataset = nncf.Dataset([img[None].astype(np.float32) for img in images])
-    with _quiet():
-        return nncf.quantize(ov_model, dataset, subset_size=len(images))
+    with _quiet():  # MIXED: asymmetric activations (SiLU outputs go below zero), symmetric per-channel weights
+        return nncf.quantize(ov_model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED)
 
 
 # --- torch --------------------------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ from effnet.report import format_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="images/s, latency, memory and ratios vs timm/torchvision/ORT/OpenVINO")
+    p = sub.add_parser(
+        "bench", help="images/s, latency, memory and ratios vs timm/torchvision/ORT/OpenVINO",
+        epilog="On a shared machine run with OMP_WAIT_POLICY=PASSIVE in the environment: with OpenMP's default "
+               "active waiting torch's threads lose a scheduler tick at every barrier when a core is taken.")
     p.add_argument("model", help="registered name or spec .json")
     p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
     p.add_argument("--mode", choices=("infer", "train"), default="infer")
@@ -93,7 +96,9 @@ def format_report(report: Report) -> str:
              f"image{' (x3 for a training step)' if report.mode == 'train' else ''}; {report.repeats} interleaved "
              f"rounds, medians; ratios = median of per-round paired ratios")
     lines = [format_table(headers, rows, title=title),
-             f"machine: {m.cpus} CPUs, {m.isa}; fp32 ceiling {m.fp32_gmacs_ceiling:.0f} GMAC/s ({m.note})",
+             f"machine: {m.cpus} CPUs, {m.isa}; fp32 ceiling {m.fp32_gmacs_ceiling:.0f} GMAC/s ({m.note}); "
+             f"load average {m.load_average[0]:.1f} at start (shared machine: compare ratios, not absolutes); "
+             f"OMP_WAIT_POLICY={m.omp_wait_policy or 'unset'}",
              "* lossy path: its accuracy change is measured by `benchmarks/run.py` (top-1 agreement on real photos)"]
     lines += [f"skipped {s}" for s in report.skipped]
     return "\n".join(lines)
