@@ -317,7 +317,7 @@ def run_bench(
 ) -> Report:
     """Build every path and peer, warm them up, time them interleaved, and compute paired ratios.
 
-    iters=0 picks the number of calls per round from the warm-up so each round lasts about 0.5 s."""
+    iters=0 picks the calls per round from one timed call each: ~0.5 s of the fastest, ≤ ~1.5 s of the slowest."""
     from effnet.profile import count_macs
     from effnet.registry import get_spec
 
@@ -358,7 +358,8 @@ def run_bench(
             for _ in range(warmup):
                 c.step(x)
         per_call = [_timed(c, x) for c in candidates]
-        n = iters or max(1, min(50, int(0.5 / max(min(per_call), 1e-4))))
+        # about 0.5 s of the fastest candidate per round, but no more than ~1.5 s of the slowest
+        n = iters or max(1, min(50, int(0.5 / max(min(per_call), 1e-4)), int(1.5 / max(per_call))))
         log(f"timing {len(candidates)} candidates, {repeats} rounds x {n} calls (batch {batch})")
         times = _time_rounds(candidates, x, repeats, n)
         for c in candidates:
