@@ -104,11 +104,61 @@ def train(quick: bool) -> None:
 SECTIONS = {"infer": infer, "accuracy": accuracy, "train": train}
 
 
+def _md(headers: list[str], rows: list[list]) -> str:
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def markdown() -> str:
+    """The saved results as the markdown tables of docs/RESULTS.md."""
+    out = []
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "results" in data and "machine" in data:
+            peers = [p for p in ("timm", "torchvision", "onnxruntime", "openvino", "timm-bf16")
+                     if any(r["name"] == p for r in data["results"])]
+            headers = ["batch", "path", "img/s (min-max)", "ms/batch", "peak MB"]
+            headers += ["saved act. MB"] if data["mode"] == "train" else []
+            headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers]
+            rows = []
+            for r in data["results"]:
+                row = [r["batch"], r["name"] + (f" ({r['note']})" if r["note"] else ""),
+                       f"{r['images_per_s']:.3g} ({r['images_per_s_min']:.3g}-{r['images_per_s_max']:.3g})",
+                       r["latency_ms"], r["peak_mem_mb"]]
+                row += [r["saved_activations_mb"]] if data["mode"] == "train" else []
+                row += [r["gmacs_per_s"], 100 * r["ceiling_fraction"]]
+                row += [None if p == r["name"] else r["ratios"].get(p) for p in peers]
+                rows.append(row)
+            m = data["machine"]
+            out.append(f"**{path.stem}** ({data['model']} {data['mode']} at {data['resolution']}px, "
+                       f"{data['repeats']} rounds; load average {m['load_average'][0]:.1f} on {m['cpus']} CPUs; "
+                       f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n" + _md(headers, rows))
+        else:
+            rows = [[a["path"], a["images"], 100 * a["top1_agreement"], 100 * a["top5_contains_fp32_top1"],
+                     a["max_abs_logit_error"], a["confident_images"], 100 * a["confident_top1_agreement"]]
+                    for a in data["results"]]
+            out.append(f"**{path.stem}** ({data['model']}, pretrained; {data['views']} views)\n\n" + _md(
+                ["path", "views", "top-1 agreement %", "fp32 top-1 in top-5 %", "max abs logit error",
+                 "confident views", "agreement % (confident)"], rows))
+    return "\n\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated ({','.join(SECTIONS)})")
+    parser.add_argument("--markdown", action="store_true", help="print the saved results as markdown and stop")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown())
+        return 0
     start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
