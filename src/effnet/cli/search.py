@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields, replace
 
@@ -136,8 +137,9 @@ def run_coefficients(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise EffnetError(f"--jobs: got {args.jobs}, expected at least 1")
     if not args.report_only:
-        print(f"study {study_name!r} in {storage}: {len(grid)} grid points, phi={config.phi:g}, budget per point "
-              f"{json.dumps(config.train, sort_keys=True)}", flush=True)
+        if not os.environ.get("EFFNET_SEARCH_CHILD"):
+            print(f"study {study_name!r} in {storage}: {len(grid)} grid points, phi={config.phi:g}, budget per point "
+                  f"{json.dumps(config.train, sort_keys=True)}", flush=True)
         if args.jobs > 1:
             codes = spawn_workers(_child_argv(args, storage, study_name), args.jobs)
             if any(codes):

@@ -108,7 +108,7 @@ def spawn_workers(argv: Sequence[str], jobs: int) -> list[int]:
     """Run `effnet <argv>` (one worker each) in `jobs` child processes and wait; returns their exit codes."""
     if jobs < 1:
         raise EffnetError(f"--jobs: got {jobs}, expected at least 1")
-    env = dict(os.environ)
+    env = dict(os.environ, EFFNET_SEARCH_CHILD="1")  # children leave the header and the report to the parent
     children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
     try:
         return [child.wait() for child in children]
