@@ -22,29 +22,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from effnet.data import ResumableSampler, TransformedSource, collate, open_sources, train_transform
-from effnet.data.loader import SubsetSource, mix_seed, subset_indices
-from effnet.data.sources import DataError, is_fashion_mnist
+from effnet.data import ResumableSampler, TransformedSource, collate, train_transform
+from effnet.data.loader import mix_seed
+from effnet.data.sources import DataError
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
 from effnet.registry import create_model, get_config, get_spec
 from effnet.spec import NetSpec, with_options
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
-from effnet.train.config import (
-    MAX_WARMUP_FRACTION,
-    RESUME_KEYS,
-    ConfigError,
-    Plan,
-    TrainConfig,
-    check_config,
-    check_resolution,
-    recipe_lines,
-)
+from effnet.train.config import RESUME_KEYS, ConfigError, TrainConfig, check_config, recipe_lines
 from effnet.train.ema import ModelEma
 from effnet.train.evaluate import _unreadable_error, eval_loader, evaluate
 from effnet.train.optim import make_optimizer, param_groups
-from effnet.train.schedule import make_schedule, scaled_lr
+from effnet.train.plan import make_plan, open_data
+from effnet.train.schedule import make_schedule
 
 
 class TrainingDiverged(EffnetError, RuntimeError):
@@ -82,51 +74,6 @@ def train(config: TrainConfig) -> TrainResult:
         trainer.close()
 
 
-def plan_run(config: TrainConfig) -> tuple[Plan, str]:
-    """The effective settings without training (for `--recipe`): reads the data index, builds no model."""
-    check_config(config)
-    spec = get_spec(config.model)
-    sources = open_sources(config.data)
-    train_src, val_src = _subsets(config, sources.train, sources.val)
-    return _make_plan(config, spec, train_src, val_src, world_size=1), spec.name
-
-
-def _subsets(c: TrainConfig, train_src, val_src):
-    for name, size in (("train", c.train_subset), ("val", c.val_subset)):
-        src = train_src if name == "train" else val_src
-        idx = subset_indices(len(src), size, c.seed)
-        if idx is not None:
-            src = SubsetSource(src, idx)
-        train_src, val_src = (src, val_src) if name == "train" else (train_src, src)
-    return train_src, val_src
-
-
-def _make_plan(c: TrainConfig, spec: NetSpec, train_src, val_src, world_size: int) -> Plan:
-    resolution = check_resolution(c.resolution if c.resolution is not None else spec.resolution)
-    if c.batch_size % world_size:
-        raise ConfigError(f"batch_size: got {c.batch_size}, expected a multiple of the {world_size} processes")
-    per_rank = c.batch_size // world_size
-    steps_per_epoch = (len(train_src) // world_size) // per_rank
-    if steps_per_epoch < 1:
-        raise ConfigError(f"batch_size: got {c.batch_size}, expected at most the {len(train_src)} training images")
-    total = c.steps if c.steps is not None else max(1, int(round(c.epochs * steps_per_epoch)))
-    base_lr = c.lr if c.lr is not None else scaled_lr(c.lr_base, c.batch_size)
-    sched = make_schedule(base_lr=base_lr, steps_per_epoch=steps_per_epoch, warmup_epochs=c.warmup_epochs,
-                          decay_epochs=c.decay_epochs, decay_rate=c.decay_rate)
-    warmup = min(sched.warmup_steps, int(MAX_WARMUP_FRACTION * total))
-    model_cfg = get_config(spec, resolution)
-    crop = c.eval_crop_fraction or (1.0 if is_fashion_mnist(c.data) else model_cfg.crop_fraction)
-    return Plan(
-        num_classes=len(train_src.classes), train_images=len(train_src), val_images=len(val_src),
-        world_size=world_size, per_rank_batch=per_rank, steps_per_epoch=steps_per_epoch, total_steps=total,
-        base_lr=base_lr, warmup_steps=warmup, decay_steps=sched.decay_steps, resolution=resolution,
-        dropout=c.dropout if c.dropout is not None else spec.dropout,
-        drop_path=c.drop_path if c.drop_path is not None else spec.drop_path_rate,
-        bn_momentum=c.bn_momentum if c.bn_momentum is not None else spec.bn_momentum,
-        eval_crop_fraction=crop, mean=model_cfg.mean, std=model_cfg.std,
-    )
-
-
 class Trainer:
     """Holds one run's state.  `Trainer(config).fit()` is `train(config)`; the pieces are methods so that a
     reader can follow one step (`_step`), one epoch (`_run_epoch`) and the checkpoint contents (`_state`)."""
@@ -138,12 +85,11 @@ class Trainer:
             torch.set_num_threads(c.threads)  # on a shared CPU, fewer threads than cores is often faster
         self.run_dir = Path(c.out_dir) if c.out_dir else None
         spec = get_spec(c.model)
-        sources = open_sources(c.data)
-        self.train_src, self.val_src = _subsets(c, sources.train, sources.val)
+        self.train_src, self.val_src = open_data(c)
         resume_state = self._find_resume()
         self.dist = distributed.setup(c.device)
         self.main = self.dist.is_main
-        self.plan = p = _make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size)
+        self.plan = p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size)
         self.spec_name = spec.name
         self.schedule = replace(
             make_schedule(base_lr=p.base_lr, steps_per_epoch=p.steps_per_epoch, warmup_epochs=c.warmup_epochs,

@@ -1,0 +1,57 @@
+"""What a run will do, derived from its config and data before any model is built: the `Plan`."""
+
+from __future__ import annotations
+
+from effnet.data import ImageSource, open_sources
+from effnet.data.loader import SubsetSource, subset_indices
+from effnet.data.sources import is_fashion_mnist
+from effnet.registry import get_config, get_spec
+from effnet.spec import NetSpec
+from effnet.train.config import MAX_WARMUP_FRACTION, ConfigError, Plan, TrainConfig, check_config, check_resolution
+from effnet.train.schedule import make_schedule, scaled_lr
+
+
+def plan_run(config: TrainConfig) -> tuple[Plan, str]:
+    """The effective settings without training (for `--recipe`): reads the data index, builds no model."""
+    check_config(config)
+    spec = get_spec(config.model)
+    train_src, val_src = open_data(config)
+    return make_plan(config, spec, train_src, val_src, world_size=1), spec.name
+
+
+def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource]:
+    """The train and val sources of `c.data`, checked, each cut to its fixed random subset if one is asked."""
+    sources = open_sources(c.data)
+    return _subset(sources.train, c.train_subset, c.seed), _subset(sources.val, c.val_subset, c.seed)
+
+
+def _subset(source: ImageSource, size: int | None, seed: int) -> ImageSource:
+    idx = subset_indices(len(source), size, seed)
+    return source if idx is None else SubsetSource(source, idx)
+
+
+def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: ImageSource, world_size: int) -> Plan:
+    """Steps per epoch, total steps, lr, warm-up, dropout… for this config, data and number of processes."""
+    resolution = check_resolution(c.resolution if c.resolution is not None else spec.resolution)
+    if c.batch_size % world_size:
+        raise ConfigError(f"batch_size: got {c.batch_size}, expected a multiple of the {world_size} processes")
+    per_rank = c.batch_size // world_size
+    steps_per_epoch = (len(train_src) // world_size) // per_rank
+    if steps_per_epoch < 1:
+        raise ConfigError(f"batch_size: got {c.batch_size}, expected at most the {len(train_src)} training images")
+    total = c.steps if c.steps is not None else max(1, int(round(c.epochs * steps_per_epoch)))
+    base_lr = c.lr if c.lr is not None else scaled_lr(c.lr_base, c.batch_size)
+    sched = make_schedule(base_lr=base_lr, steps_per_epoch=steps_per_epoch, warmup_epochs=c.warmup_epochs,
+                          decay_epochs=c.decay_epochs, decay_rate=c.decay_rate)
+    warmup = min(sched.warmup_steps, int(MAX_WARMUP_FRACTION * total))
+    model_cfg = get_config(spec, resolution)
+    crop = c.eval_crop_fraction or (1.0 if is_fashion_mnist(c.data) else model_cfg.crop_fraction)
+    return Plan(
+        num_classes=len(train_src.classes), train_images=len(train_src), val_images=len(val_src),
+        world_size=world_size, per_rank_batch=per_rank, steps_per_epoch=steps_per_epoch, total_steps=total,
+        base_lr=base_lr, warmup_steps=warmup, decay_steps=sched.decay_steps, resolution=resolution,
+        dropout=c.dropout if c.dropout is not None else spec.dropout,
+        drop_path=c.drop_path if c.drop_path is not None else spec.drop_path_rate,
+        bn_momentum=c.bn_momentum if c.bn_momentum is not None else spec.bn_momentum,
+        eval_crop_fraction=crop, mean=model_cfg.mean, std=model_cfg.std,
+    )
