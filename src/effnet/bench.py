@@ -23,15 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.optimize import compile_for_inference, cpu_flags, optimize_for_inference, to_bf16
+from effnet.optimize import (
+    compile_for_inference,
+    cpu_flags,
+    fuse_bn_silu_for_training,
+    optimize_for_inference,
+    to_bf16,
+)
 from effnet.spec import NetSpec, with_options
 
 INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-bf16", "onnxruntime-int8",
                "openvino-bf16", "openvino-int8")
-TRAIN_PATHS = ("eager", "channels_last", "bf16", "checkpoint", "bf16-checkpoint")
+TRAIN_PATHS = ("eager", "channels_last", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
 PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
 TRAIN_PEERS = ("timm", "torchvision", "timm-bf16")
-LOSSY = {"bf16", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
+LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
 _TORCHVISION = {f"efficientnet_b{i}" for i in range(8)}
 
 
@@ -254,8 +260,11 @@ def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> 
     """One training step (forward, backward, SGD update) of an effnet path (TRAIN_PATHS) or a peer."""
     if path in TRAIN_PATHS:
         model = _effnet_model(spec or model_name, grad_checkpointing="checkpoint" in path)
+        if path == "bf16-fused":
+            fuse_bn_silu_for_training(model)
         bf16 = path.startswith("bf16")
         notes = {"eager": "fp32", "channels_last": "fp32 channels_last", "bf16": "bf16 autocast, channels_last",
+                 "bf16-fused": "bf16, channels_last, BN+SiLU saving only BN input",
                  "checkpoint": "fp32, per-stage checkpointing", "bf16-checkpoint": "bf16, channels_last, checkpointing"}
         return Candidate(path, _train_step(model, bf16=bf16, channels_last=bf16 or path == "channels_last"),
                          note=notes[path])

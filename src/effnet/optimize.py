@@ -1,5 +1,5 @@
 """Fast inference paths in PyTorch itself: BatchNorm folded into convolutions, channels_last, torch.compile with
-freezing, bf16 on AMX.
+freezing, bf16 on AMX; and for training, BN+SiLU that keeps one activation fewer (`fuse_bn_silu_for_training`).
 
 Every path returns a module that computes what the eager fp32 model computes; the fp32 paths agree to ≤ 1e-4
 relative (tests/test_optimize.py), bf16 is lossy and its accuracy change is measured, not assumed
@@ -142,7 +142,71 @@ def compile_for_inference(
     return _Compiled(fast, freezing)
 
 
+
+
+# --- training memory: BatchNorm + SiLU that keeps only the BN input -----------------------------------------------
+
+
+class _BatchNormSiLU(torch.autograd.Function):
+    """silu(batch_norm(x)) in training mode, saving x and the batch statistics only: the normalised tensor (what
+    SiLU would save) is recomputed in backward.  One activation-sized tensor fewer per conv-BN-SiLU."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True,
+                                                           momentum, eps)
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.eps = eps
+        return torch.nn.functional.silu(y, inplace=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        shape = (1, -1, 1, 1)
+        y = (x - mean.view(shape)) * (invstd * weight).view(shape) + bias.view(shape)
+        sig = torch.sigmoid(y)
+        dy = (grad * sig * (1.0 + y * (1.0 - sig))).to(x.dtype)
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(dy, x, weight, None, None, mean, invstd, True,
+                                                               ctx.eps, [True, True, True])
+        return gx, gw, gb, None, None, None, None
+
+
+def _conv_bn_silu_forward(self, x: torch.Tensor) -> torch.Tensor:
+    bn = self.bn
+    if not (self.training and torch.is_grad_enabled() and isinstance(bn, nn.BatchNorm2d) and bn.affine
+            and bn.running_mean is not None):
+        return nn.Sequential.forward(self, x)
+    bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return _BatchNormSiLU.apply(self.conv(x), bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps)
+
+
+def fuse_bn_silu_for_training(model: nn.Module) -> int:
+    """In place: every effnet conv-BN-SiLU (`ConvNormAct`) computes BN+SiLU with `_BatchNormSiLU` when training.
+    Parameters, buffers and state-dict keys are unchanged; eval and no-grad forwards are the stock ones.
+    Returns how many modules were switched."""
+    from effnet.layers import ConvNormAct, MemoryEfficientSiLU
+
+    switched = 0
+    for module in model.modules():
+        if (type(module) is ConvNormAct and isinstance(module.bn, nn.BatchNorm2d)
+                and isinstance(module.act, (MemoryEfficientSiLU, nn.SiLU)) and len(module) == 3):
+            module.__class__ = _FusedConvNormAct
+            switched += 1
+    return switched
+
+
+def _fused_class():
+    from effnet.layers import ConvNormAct
+
+    return type("FusedConvNormAct", (ConvNormAct,), {"forward": _conv_bn_silu_forward,
+                                                     "__module__": __name__})
+
+
+_FusedConvNormAct = _fused_class()
+
+
 __all__ = [
     "OptimizeError", "amx_available", "compile_for_inference", "cpu_flags", "fold_all_batchnorms", "fold_batchnorm",
-    "optimize_for_inference", "to_bf16",
+    "fuse_bn_silu_for_training", "optimize_for_inference", "to_bf16",
 ]
