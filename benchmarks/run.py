@@ -95,7 +95,7 @@ def train(quick: bool) -> None:
         settings = [("train_b0_64_bs4", 64, 4)]
     for tag, res, batch in settings:
         report = run_bench("efficientnet_b0", batches=(batch,), mode="train",
-                           paths=("eager", "bf16", "checkpoint", "bf16-checkpoint"),
+                           paths=("eager", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint"),
                            peers=("timm", "timm-bf16"), resolution=res, repeats=2 if quick else 5, warmup=1,
                            log=log)
         _save(tag, report.to_dict(), format_report(report))
