@@ -1,6 +1,6 @@
 """Speed, memory and accuracy-change benchmarks for docs/RESULTS.md ("Speed and memory"), one command:
 
-    .venv/bin/python benchmarks/run.py            # or: make bench   (about 15 min on 2 shared cores)
+    .venv/bin/python benchmarks/run.py            # or: make bench   (15-20 min on 2 shared cores)
     .venv/bin/python benchmarks/run.py --quick    # a 2-minute smoke run at 64 px
 
 Sections (each prints a table and writes JSON under benchmarks/results/):
@@ -31,8 +31,9 @@ from effnet.bench import run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-INFER_PATHS = ("eager", "channels_last", "folded", "compile", "compile-bf16", "openvino-bf16", "openvino-int8",
-               "onnxruntime-int8")
+# channels_last alone and compile-bf16 are left out of the full run to keep it near 15 minutes (each compile costs
+# a minute or two per batch size on this machine); `effnet bench --paths ...` runs them.
+INFER_PATHS = ("eager", "folded", "compile", "bf16", "openvino-bf16", "openvino-int8", "onnxruntime-int8")
 
 
 def log(message: str) -> None:
@@ -53,7 +54,7 @@ def infer(quick: bool) -> None:
     calibration = calibration_images("efficientnet_b0", 64, res)
     report = run_bench("efficientnet_b0", batches=(1, 32) if not quick else (1, 4), mode="infer", paths=INFER_PATHS,
                        peers=("timm", "torchvision", "onnxruntime", "openvino"), resolution=res,
-                       repeats=2 if quick else 5, calibration=calibration, log=log)
+                       repeats=2 if quick else 4, calibration=calibration, log=log)
     _save("infer_b0", report.to_dict(), format_report(report))
 
 
@@ -67,7 +68,7 @@ def accuracy(quick: bool) -> None:
 
     name = "efficientnet_lite0"
     model = effnet.create_model(name, pretrained=True).eval()
-    images = photo_batch(name, "evaluation", views_per_photo=2 if quick else 16)
+    images = photo_batch(name, "evaluation", views_per_photo=2 if quick else 10)
     calibration = calibration_images(name, 16 if quick else 64)
     log(f"accuracy: {len(images)} evaluation views, {len(calibration)} calibration views")
     paths = {
@@ -96,7 +97,7 @@ def train(quick: bool) -> None:
     for tag, res, batch in settings:
         report = run_bench("efficientnet_b0", batches=(batch,), mode="train",
                            paths=("eager", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint"),
-                           peers=("timm", "timm-bf16"), resolution=res, repeats=2 if quick else 5, warmup=1,
+                           peers=("timm", "timm-bf16"), resolution=res, repeats=2 if quick else 4, warmup=1,
                            log=log)
         _save(tag, report.to_dict(), format_report(report))
 
