@@ -332,6 +332,9 @@ def run_bench(
 
     if mode not in ("infer", "train"):
         raise BenchError(f"bench: --mode got {mode!r}, expected infer or train")
+    if repeats < 1 or iters < 0 or warmup < 0:
+        raise BenchError(f"bench: --repeats got {repeats}, --iters {iters}, --warmup {warmup}; expected repeats >= 1 "
+                         "and iters, warmup >= 0")
     if not batches or any(b < 1 for b in batches):
         raise BenchError(f"bench: --batch got {list(batches)}, expected positive integers such as 1,32")
     spec = get_spec(model_name)
