@@ -9,6 +9,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+from effnet.cli.experiments import demo_section as section_table3
 from effnet.cli.predict import demo_section as section_photos
 from effnet.cli.train import demo_section as section_finetune
 from effnet.experiments.family import COMPOUND_NOTE, compound_rows, model_rows
@@ -44,6 +45,7 @@ SECTIONS: list[tuple[str, Callable[[], None]]] = [
     ("Compound scaling", section_compound),
     ("Pretrained EfficientNet-Lite0 on real photos", section_photos),
     ("Fine-tuning Lite0 on Fashion-MNIST", section_finetune),
+    ("Scaling any ConvNet: Table 3 and the budget solver", section_table3),
 ]
 
 

@@ -47,4 +47,14 @@ def run_table3(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register"]
+def demo_section() -> None:
+    """`effnet demo`: Table 3 computed, and the budget solver on B0 (MACs only: latency depends on the machine)."""
+    from effnet.budget import solve_for_macs
+
+    run_table3(argparse.Namespace(format="table"))
+    sol = solve_for_macs("efficientnet_b0", 1.8e9)
+    print(f"\nBudget solver: `effnet scale efficientnet_b0 --target-macs 1.8G` -> phi={sol.phi:.4f}, "
+          f"{sol.cost / 1e9:.3f} GMACs ({100 * sol.relative_error:+.2f}%, {sol.evaluations} models evaluated)")
+
+
+__all__ = ["demo_section", "register"]
