@@ -64,3 +64,52 @@ def test_export_cli_prints_the_parity_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "parity vs eager PyTorch in onnxruntime" in printed and "relative error" in printed
+
+
+def _tiny():
+    spec = effnet.get_spec("efficientnet_b0")
+    return effnet.ConvNet(effnet.spec.with_options(spec, stages=spec.stages[:2], num_classes=5, resolution=32))
+
+
+def test_export_cli_missing_output_directory_is_one_line(tmp_path, capsys):
+    out = tmp_path / "nonexist" / "x.pt"
+    code = main(["export", "efficientnet_b0", "--format", "torchscript", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"directory {out.parent} does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag, value", [("--resolution", "-3"), ("--resolution", "0"), ("--resolution", "x"),
+                                         ("--tolerance", "-1"), ("--tolerance", "nan"), ("--tolerance", "0"),
+                                         ("--tolerance", "inf")])
+def test_export_cli_rejects_bad_numbers(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "efficientnet_b0", "--format", "torchscript", "-o", str(tmp_path / "x.pt"), flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: expected a" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"resolution": 0}, "resolution: got 0"),
+                                           ({"resolution": -3}, "resolution: got -3"),
+                                           ({"tolerance": float("nan")}, "tolerance: got nan"),
+                                           ({"tolerance": -1.0}, "tolerance: got -1")])
+def test_export_library_rejects_bad_numbers(tmp_path, kwargs, match):
+    with pytest.raises(ExportError, match=match):
+        export(_tiny(), tmp_path / "tiny.pt", "torchscript", **kwargs)
+    assert not (tmp_path / "tiny.pt").exists()
+
+
+def test_export_save_errors_become_export_errors(tmp_path, monkeypatch):
+    def failing_save(model, example, path):
+        raise RuntimeError("File tiny.pt cannot be opened.\nmore detail")
+
+    monkeypatch.setitem(EXPORTERS, "torchscript", dataclasses.replace(EXPORTERS["torchscript"], save=failing_save))
+    with pytest.raises(ExportError, match=r"tiny.pt: torchscript export failed: RuntimeError: File tiny.pt cannot be "
+                                          r"opened.$"):
+        export(_tiny(), tmp_path / "tiny.pt", "torchscript")
+
+
+def test_export_into_a_directory_path_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="it is a directory"):
+        export(_tiny(), tmp_path, "torchscript")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +142,16 @@ def parity(eager: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
     return max_abs, max_abs / max(float(np.max(np.abs(eager))), 1e-12)
 
 
+def _check_output(path: Path) -> Path:
+    """`path` if it can be written (its directory exists, it is not a directory), checked before exporting."""
+    if not path.parent.is_dir():
+        what = "is not a directory" if path.parent.exists() else "does not exist"
+        raise ExportError(f"{path}: cannot write: directory {path.parent} {what}; create it or choose another -o path")
+    if path.is_dir():
+        raise ExportError(f"{path}: cannot write: it is a directory; give a file path")
+    return path
+
+
 def export(
     model: nn.Module,
     path: str | Path,
@@ -156,16 +167,26 @@ def export(
     Raises `ExportError` when the relative error exceeds `tolerance` (the file is left in place for inspection).
     """
     exporter = get_exporter(fmt)
-    path = Path(path)
+    path = _check_output(Path(path))
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0):
+        raise ExportError(f"resolution: got {resolution!r}, expected a positive integer (or None: the model's own)")
+    if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance <= 0:
+        raise ExportError(f"tolerance: got {tolerance!r}, expected a finite positive number")
     spec = getattr(model, "spec", None)
-    res = resolution or (spec.resolution if spec is not None else 224)
+    res = resolution if resolution is not None else (spec.resolution if spec is not None else 224)
     channels = spec.in_channels if spec is not None else 3
     model = model.eval().cpu().float()
     g = torch.Generator().manual_seed(seed)
     example = torch.randn(1, channels, res, res, generator=g)
     batch = torch.randn(check_batch, channels, res, res, generator=g)
     with torch.no_grad():
-        exporter.save(model, example, path)
+        try:
+            exporter.save(model, example, path)
+        except ExportError:
+            raise
+        except (OSError, RuntimeError) as exc:
+            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise ExportError(f"{path}: {fmt} export failed: {type(exc).__name__}: {message}") from None
         eager = model(batch).numpy()
     exported = exporter.runner(path)(batch.numpy())
     max_abs, rel = parity(eager, np.asarray(exported))
