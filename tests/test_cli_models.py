@@ -24,7 +24,8 @@ def test_models_json_is_machine_readable(capsys):
 def test_models_table_shows_paper_figures(capsys):
     code, out, _ = run(capsys, "models", "--filter", "efficientnet_b0")
     assert code == 0
-    assert "efficientnet_b0" in out and "0.39" in out and "5.3" in out and "-1.1%" in out
+    row = next(line for line in out.splitlines() if line.startswith("efficientnet_b0 "))
+    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%"]
 
 
 def test_info_prints_per_stage_table(capsys):
@@ -55,7 +56,33 @@ def test_scale_errors_are_one_line(capsys):
     assert code == 2 and err.strip() == "effnet scale: error: depth multiplier: got -1.0, expected a finite number > 0"
     code, _, err = run(capsys, "info", "efficientnet_b9")
     assert code == 2 and "unknown model 'efficientnet_b9'" in err and "did you mean" in err
-    with pytest.raises(SystemExit):
-        main(["scale", "efficientnet_b0", "--phi", "1", "--depth", "2"])
-    with pytest.raises(SystemExit):
+    code, _, err = run(capsys, "scale", "efficientnet_b0", "--phi", "1", "--depth", "2")
+    assert code == 2 and "give either --phi" in err and "not both" in err
+    code, _, err = run(capsys, "scale", "efficientnet_b0")
+    assert code == 2 and "nothing to scale" in err
+    code, _, err = run(capsys, "scale", "efficientnet_b0", "--phi", "5000")
+    assert code == 2 and "multipliers out of range" in err
+    with pytest.raises(SystemExit) as exit_:
         main(["info", "efficientnet_b0", "--resolution", "0"])
+    assert exit_.value.code == 2
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_constraint_warning_is_one_line(capsys):
+    code, _, err = run(capsys, "scale", "efficientnet_b0", "--phi", "1", "--alpha", "2")
+    assert code == 0
+    assert err.strip() == ("effnet scale: warning: alpha*beta^2*gamma^2 = 3.200, far from the paper's constraint of 2: "
+                           "phi=1.0 will not mean 2^phi times the MACs")
+
+
+def test_models_filter_without_match_is_an_error(capsys):
+    code, out, err = run(capsys, "models", "--filter", "zzz")
+    assert code == 2 and out == "" and "no registered model name contains 'zzz'" in err
+
+
+@pytest.mark.parametrize(("only", "message"), [("x", "expected comma-separated section numbers"),
+                                                ("1,99", "no section [99]")])
+def test_demo_rejects_unknown_sections(capsys, only, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--only", only])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -24,3 +24,10 @@ def test_note_facts_hold():
 def test_model_rows_carry_paper_figures():
     (row,) = model_rows(["efficientnet_b3"])
     assert (row.paper_params_m, row.paper_macs_b) == (12.0, 1.8) and row.params == 12_233_232
+
+
+def test_macs_vs_paper_is_signed_percent():
+    (row,) = model_rows(["efficientnet_b0"])
+    assert row.macs_vs_paper == "-1.1%"
+    (lite,) = model_rows(["efficientnet_lite0"])
+    assert lite.macs_vs_paper is None

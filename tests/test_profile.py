@@ -40,3 +40,9 @@ def test_macs_grow_with_resolution_squared(tiny):
 def test_model_without_spec_needs_resolution():
     with pytest.raises(ValueError, match="explicit resolution"):
         count_macs(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+
+
+def test_eval_resize_is_resolution_plus_32_at_every_size():
+    from effnet.transforms import resize_size
+
+    assert all(resize_size(effnet.get_config("efficientnet_b0", r)) == r + 32 for r in range(8, 1200))

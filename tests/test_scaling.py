@@ -1,4 +1,5 @@
 import math
+import re
 import warnings
 
 import pytest
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from effnet.families.efficientnet import EFFICIENTNET_B0, EFFICIENTNET_LITE0
 from effnet.scaling import compound, round_filters, round_repeats, scale, scale_compound
-from effnet.spec import BLOCK_KINDS, HeadSpec, NetSpec, SpecError, StageSpec, StemSpec
+from effnet.spec import BLOCK_KINDS, HeadSpec, NetSpec, ScalingRules, SpecError, StageSpec, StemSpec
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,44 @@ def test_scale_never_crashes_keeps_divisibility_and_repeats(spec, depth, width, 
     for a, b in zip(spec.stages, out.stages):
         assert b.repeats == max(1, math.ceil(a.repeats * depth))
     out.validate()  # the result is itself a valid spec
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(width=1e308), "width multiplier 1e+308: channels 16 would become inf, above the limit of 65,536"),
+        (dict(depth=5000), "depth multiplier 5000: repeats 1 would become 5e+03, above the limit of 1,000"),
+        (dict(resolution=1e6), "resolution multiplier 1e+06: resolution 224 would become 2.24e+08"),
+    ],
+)
+def test_absurd_multipliers_fail_at_once_with_the_limit(kwargs, message):
+    with pytest.raises(SpecError, match=re.escape(message)):
+        scale(EFFICIENTNET_B0, **kwargs)
+
+
+@pytest.mark.parametrize("phi", [5000, -5000])
+def test_overflowing_phi_is_a_clear_error(phi):
+    with pytest.raises(SpecError, match=rf"phi={phi} with alpha=1.2, beta=1.1, gamma=1.15 gives multipliers out of"):
+        compound(phi)
+
+
+_rules = st.builds(ScalingRules, divisor=st.sampled_from([1, 4, 8, 16]), fix_stem=st.booleans(),
+                   fix_head=st.booleans(), fix_first_last_repeats=st.booleans())
+_se_stage = st.builds(
+    StageSpec, kind=st.just("mbconv"), repeats=st.integers(1, 6), kernel=st.sampled_from([3, 5]),
+    stride=st.sampled_from([1, 2]), out_channels=st.integers(1, 512), expand_ratio=st.sampled_from([1, 4, 6]),
+    se_ratio=st.sampled_from([0.0, 0.25, 0.5]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stages=st.lists(_se_stage, min_size=2, max_size=6), rules=_rules, depth=_multiplier, width=_multiplier)
+def test_scale_honours_the_specs_rules(stages, rules, depth, width):
+    spec = NetSpec(name="r", stages=tuple(stages), scaling=rules, stem=StemSpec(channels=32))
+    out = scale(spec, depth, width)
+    assert all(s.out_channels % rules.divisor == 0 and s.se_ratio == a.se_ratio for s, a in zip(out.stages, stages))
+    assert (out.stem == spec.stem) if rules.fix_stem else out.stem.channels % rules.divisor == 0
+    assert (out.head == spec.head) if rules.fix_head else out.head.channels % rules.divisor == 0
+    if rules.fix_first_last_repeats:
+        assert (out.stages[0].repeats, out.stages[-1].repeats) == (stages[0].repeats, stages[-1].repeats)
+    assert all(b.repeats >= a.repeats if depth >= 1 else b.repeats >= 1 for a, b in zip(stages, out.stages))

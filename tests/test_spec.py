@@ -96,3 +96,30 @@ def test_specs_are_frozen(tiny):
         tiny.resolution = 64  # type: ignore[misc]
     assert isinstance(tiny.stages, tuple)
     assert isinstance(NetSpec(name="x", stages=[StageSpec("mbconv", 1, 3, 1, 8)]).stages, tuple)
+
+
+def test_stem_kernel_must_be_odd():
+    data = json.loads(tiny_spec().to_json())
+    data["stem"]["kernel"] = 4
+    with pytest.raises(SpecError, match=r"stem.kernel: got 4, expected an odd kernel size"):
+        NetSpec.from_dict(data)
+
+
+@pytest.mark.parametrize("kind", ["bottleneck", "separable"])
+def test_se_only_on_mbconv_stages(kind):
+    data = json.loads(tiny_spec().to_json())
+    data["stages"][1].update(kind=kind, se_ratio=0.25)
+    with pytest.raises(SpecError, match=rf"stages\[1\].se_ratio: got 0.25, expected 0 for a '{kind}' stage"):
+        NetSpec.from_dict(data)
+
+
+def test_binary_file_is_not_taken_for_a_spec(tmp_path):
+    binary = tmp_path / "weights.pth"
+    binary.write_bytes(b"\x80\x02\xff\xfe binary")
+    with pytest.raises(SpecError, match=r"weights\.pth: not a JSON spec \(the file is not UTF-8 text\)"):
+        effnet.create_model(str(binary))
+
+
+def test_out_indices_without_features_only_is_an_error():
+    with pytest.raises(effnet.EffnetError, match="out_indices selects feature maps and needs features_only=True"):
+        effnet.create_model("efficientnet_b0", out_indices=(1, 2))

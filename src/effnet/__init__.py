@@ -16,6 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvNet", "EffnetError", "HeadSpec", "ModelConfig", "Multipliers", "NetSpec", "ScalingRules", "SpecError",
     "StageSpec", "StemSpec", "compound", "count_macs", "count_params", "create_model", "get_config", "get_spec",
-    "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages", "register_model", "round_filters",
-    "round_repeats", "save_spec", "scale", "scale_compound",
+    "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages", "register_model",
+    "round_filters", "round_repeats", "save_spec", "scale", "scale_compound",
 ]

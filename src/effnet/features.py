@@ -24,10 +24,7 @@ class FeatureIndexError(EffnetError, IndexError):
 
 def feature_levels(model: ConvNet) -> list[FeatureInfo]:
     """One `FeatureInfo` per reduction, the last module at that reduction, shallowest first."""
-    by_reduction: dict[int, FeatureInfo] = {}
-    for info in model.feature_info:
-        by_reduction[info.reduction] = info
-    return sorted(by_reduction.values(), key=lambda info: info.reduction)
+    return list(model.feature_info)
 
 
 class FeatureExtractor(nn.Module):

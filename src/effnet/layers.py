@@ -97,7 +97,8 @@ class Conv2dSame(nn.Conv2d):
 
 
 def make_conv(
-    in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False, padding: str = "symmetric"
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False,
+    padding: str = "symmetric",
 ) -> nn.Conv2d:
     if padding == "same":
         return Conv2dSame(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=bias)

@@ -29,6 +29,8 @@ class FeatureInfo:
 
 
 class ConvNet(nn.Module):
+    """The model of a `NetSpec`. `feature_info` lists one feature map per reduction: the last module at it."""
+
     def __init__(self, spec: NetSpec, *, grad_checkpointing: bool = False) -> None:
         super().__init__()
         self.spec = spec
@@ -43,7 +45,7 @@ class ConvNet(nn.Module):
         self.stages = nn.ModuleList()
         self.feature_info: list[FeatureInfo] = []
         channels, reduction, block_index = spec.stem.channels, spec.total_stride // _stage_strides(spec), 0
-        if reduction > 1:
+        if reduction > 1 and spec.stages[0].stride > 1:  # else the first stage's output replaces it at this stride
             self.feature_info.append(FeatureInfo("stem", channels, reduction))
         for i, stage in enumerate(spec.stages):
             blocks = []
@@ -124,6 +126,12 @@ class _Recomputed:
                 for m, buffers in zip(norms, saved):
                     for b, old in zip(m.buffers(), buffers):
                         b.copy_(old)
+
+
+def build_meta(spec: NetSpec) -> ConvNet:
+    """The model of `spec` on the meta device: names, shapes and MACs without storage or initialisation."""
+    with torch.device("meta"):
+        return ConvNet(spec)
 
 
 def _stage_strides(spec: NetSpec) -> int:

@@ -13,18 +13,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effnet.network import ConvNet
+from effnet.network import build_meta
 from effnet.spec import NetSpec
 
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def build_meta(spec: NetSpec) -> ConvNet:
-    """The model of `spec` with no storage: for counting, not running."""
-    with torch.device("meta"):
-        return ConvNet(spec)
 
 
 def _counted_macs(fn, *args) -> tuple[int, torch.Tensor]:
@@ -85,7 +79,8 @@ def profile_stages(spec: NetSpec, resolution: int | None = None) -> list[StagePr
     def add(name: str, op: str, kernel: int | None, repeats: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         macs, out = _counted_macs(module, x)
         shape = tuple(out.shape[-2:]) if out.ndim == 4 else (1, 1)
-        rows.append(StageProfile(name, op, kernel, repeats, x.shape[1], out.shape[1], shape, count_params(module), macs))
+        params = count_params(module)
+        rows.append(StageProfile(name, op, kernel, repeats, x.shape[1], out.shape[1], shape, params, macs))
         return out
 
     stem_op = f"conv{spec.stem.kernel}x{spec.stem.kernel}" + ("+maxpool" if spec.stem.max_pool else "")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from effnet.errors import EffnetError
 from effnet.families import efficientnet, mobilenet, resnet
 from effnet.network import ConvNet
 from effnet.spec import NetSpec, SpecError, load_spec, with_options
@@ -89,7 +90,7 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def _is_spec_path(name: str) -> bool:
-    return name.endswith(".json") or Path(name).is_file()
+    return name.endswith(".json") or Path(name).is_file()  # an existing file that is not JSON gets a clear error
 
 
 def get_spec(name_or_path: str | NetSpec) -> NetSpec:
@@ -145,6 +146,8 @@ def create_model(
     `.pth` file in effnet's layout.  With pretrained weights and a different `num_classes`, the backbone is
     loaded and a fresh classifier is made.  grad_checkpointing: recompute each stage in backward to save memory.
     """
+    if out_indices is not None and not features_only:
+        raise EffnetError("out_indices selects feature maps and needs features_only=True")
     spec = get_spec(name_or_path)
     base_classes = spec.num_classes
     spec = with_options(

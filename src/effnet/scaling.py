@@ -21,6 +21,12 @@ from effnet.spec import NetSpec, SpecError
 CONSTRAINT_TOLERANCE = 0.1
 """`compound` warns when α·β²·γ² is further than this from 2 (the paper's constraint)."""
 
+# Far beyond any real model (L2 has 5,504 head channels, 800 px, 12 blocks a stage), yet small enough that a typo
+# such as --phi 500 fails at once instead of building a model of millions of blocks.
+MAX_CHANNELS = 65_536
+MAX_REPEATS = 1_000
+MAX_RESOLUTION = 16_384
+
 
 @dataclass(frozen=True)
 class Multipliers:
@@ -46,11 +52,19 @@ def _check_multiplier(name: str, value: object) -> None:
         raise SpecError(f"{name} multiplier: got {value!r}, expected a finite number > 0")
 
 
+def _check_scaled(what: str, base: float, multiplier_name: str, multiplier: float, limit: int) -> float:
+    _check_multiplier(multiplier_name, multiplier)
+    scaled = base * multiplier
+    if not math.isfinite(scaled) or scaled > limit:
+        raise SpecError(f"{multiplier_name} multiplier {multiplier:g}: {what} {base:g} would become {scaled:.3g}, "
+                        f"above the limit of {limit:,}; use a smaller multiplier")
+    return scaled
+
+
 def round_filters(channels: float, width: float = 1.0, divisor: int = 8) -> int:
     """Scale a channel count by `width` and round to a multiple of `divisor`, never dropping below 90% of the
     scaled value (TF reference `round_filters`; timm `round_channels`)."""
-    _check_multiplier("width", width)
-    scaled = channels * width
+    scaled = _check_scaled("channels", channels, "width", width, MAX_CHANNELS)
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * scaled:
         rounded += divisor
@@ -59,14 +73,12 @@ def round_filters(channels: float, width: float = 1.0, divisor: int = 8) -> int:
 
 def round_repeats(repeats: int, depth: float = 1.0) -> int:
     """Scale a stage's block count by `depth`, rounding up (TF reference `round_repeats`)."""
-    _check_multiplier("depth", depth)
-    return max(1, int(math.ceil(repeats * depth)))
+    return max(1, int(math.ceil(_check_scaled("repeats", repeats, "depth", depth, MAX_REPEATS))))
 
 
 def round_resolution(resolution: int, multiplier: float = 1.0) -> int:
     """Scale an input size by `multiplier`, rounding to the nearest pixel."""
-    _check_multiplier("resolution", multiplier)
-    return max(8, int(round(resolution * multiplier)))
+    return max(8, int(round(_check_scaled("resolution", resolution, "resolution", multiplier, MAX_RESOLUTION))))
 
 
 def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15) -> Multipliers:
@@ -86,7 +98,11 @@ def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1
             f"phi={phi} will not mean 2^phi times the MACs",
             stacklevel=2,
         )
-    return Multipliers(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
+    try:
+        return Multipliers(depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
+    except (OverflowError, SpecError):
+        raise SpecError(f"phi={phi:g} with alpha={alpha:g}, beta={beta:g}, gamma={gamma:g} gives multipliers out of "
+                        "range (overflow or zero); use |phi| of at most a few tens") from None
 
 
 def scale(

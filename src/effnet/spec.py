@@ -55,6 +55,13 @@ def _check_number(path: str, value: Any, low: float, high: float, *, low_open: b
         _fail(path, value, f"a finite number in {bracket}{low}, {high}]")
 
 
+def _check_kernel(path: str, value: Any) -> None:
+    """Odd sizes only: "symmetric" and TF "same" padding agree on the output size only for odd kernels."""
+    _check_int(path, value, 1)
+    if value % 2 == 0:
+        _fail(path, value, "an odd kernel size (1, 3, 5, 7, ...)")
+
+
 def _check_choice(path: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         _fail(path, value, "one of " + ", ".join(repr(c) for c in choices))
@@ -72,7 +79,7 @@ class StemSpec:
 
     def validate(self, path: str = "stem") -> None:
         _check_int(f"{path}.channels", self.channels, 1)
-        _check_int(f"{path}.kernel", self.kernel, 1)
+        _check_kernel(f"{path}.kernel", self.kernel)
         _check_int(f"{path}.stride", self.stride, 1)
         _check_choice(f"{path}.activation", self.activation, ACTIVATIONS)
         if not isinstance(self.max_pool, bool):
@@ -95,9 +102,7 @@ class StageSpec:
     def validate(self, path: str) -> None:
         _check_choice(f"{path}.kind", self.kind, BLOCK_KINDS)
         _check_int(f"{path}.repeats", self.repeats, 1)
-        _check_int(f"{path}.kernel", self.kernel, 1)
-        if self.kernel % 2 == 0:
-            _fail(f"{path}.kernel", self.kernel, "an odd kernel size (1, 3, 5, 7, ...)")
+        _check_kernel(f"{path}.kernel", self.kernel)
         _check_int(f"{path}.stride", self.stride, 1)
         if self.stride > 2:
             _fail(f"{path}.stride", self.stride, "1 or 2")
@@ -105,8 +110,8 @@ class StageSpec:
         _check_number(f"{path}.expand_ratio", self.expand_ratio, 0.0, 64.0, low_open=True)
         _check_number(f"{path}.se_ratio", self.se_ratio, 0.0, 1.0)
         _check_choice(f"{path}.activation", self.activation, ACTIVATIONS)
-        if self.kind == "separable" and self.se_ratio:
-            _fail(f"{path}.se_ratio", self.se_ratio, "0 for a 'separable' stage (MobileNetV1 blocks have no SE)")
+        if self.kind != "mbconv" and self.se_ratio:
+            _fail(f"{path}.se_ratio", self.se_ratio, f"0 for a {self.kind!r} stage (only 'mbconv' blocks have SE)")
 
 
 @dataclass(frozen=True)
@@ -266,9 +271,12 @@ def load_spec(path: str | Path) -> NetSpec:
     """Read a spec from a JSON file; errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a JSON spec (the file is not UTF-8 text); pass a registered model name "
+                        "(see `effnet models`) or a .json spec file") from None
     try:
         return NetSpec.from_json(text)
     except SpecError as exc:

@@ -27,9 +27,15 @@ def interpolation_mode(name: str) -> v2.InterpolationMode:
         raise ValueError(f"interpolation: got {name!r}, expected one of {sorted(_INTERPOLATION)}") from None
 
 
+def resize_size(config: ModelConfig) -> int:
+    """Shorter side before the centre crop: floor(resolution / crop_fraction), as timm does; the small epsilon
+    keeps float error from losing a pixel (res / (res / (res + 32)) must give res + 32, not res + 31)."""
+    return int(math.floor(config.resolution / config.crop_fraction + 1e-6))
+
+
 def eval_transform(config: ModelConfig) -> v2.Compose:
     """PIL image or uint8 tensor (C, H, W) → normalised float tensor (3, res, res)."""
-    resize = int(math.floor(config.resolution / config.crop_fraction))
+    resize = resize_size(config)
     return v2.Compose([
         v2.ToImage(),
         v2.Resize(resize, interpolation=interpolation_mode(config.interpolation), antialias=True),

@@ -20,8 +20,7 @@ B0_TO_B7 = [f"efficientnet_b{i}" for i in range(8)]
 
 def section_family() -> None:
     rows = [
-        (r.name, r.resolution, r.params / 1e6, r.paper_params_m, r.macs / 1e9, r.paper_macs_b,
-         f"{100 * (r.macs / 1e9 / r.paper_macs_b - 1):+.1f}%")
+        (r.name, r.resolution, r.params / 1e6, r.paper_params_m, r.macs / 1e9, r.paper_macs_b, r.macs_vs_paper)
         for r in model_rows(B0_TO_B7)
     ]
     print(format_table(["model", "res", "params (M)", "paper (M)", "GMACs", "paper GFLOPs", "diff"], rows,
@@ -49,16 +48,28 @@ SECTIONS: list[tuple[str, Callable[[], None]]] = [
 ]
 
 
+def _section_numbers(text: str) -> set[int]:
+    try:
+        chosen = {int(part) for part in text.split(",")}
+    except ValueError:
+        message = f"expected comma-separated section numbers such as 1,2; got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    outside = sorted(n for n in chosen if not 1 <= n <= len(SECTIONS))
+    if outside:
+        raise argparse.ArgumentTypeError(f"no section {outside}: the demo has sections 1-{len(SECTIONS)}")
+    return chosen
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the demo (tables from the paper, workflows on real data)")
-    p.add_argument("--only", default=None, help="comma-separated section numbers to run (1-based)")
+    p.add_argument("--only", type=_section_numbers, default=None,
+                   help=f"comma-separated section numbers to run, 1-{len(SECTIONS)}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    chosen = None if not args.only else {int(s) for s in args.only.split(",")}
     for i, (title, section) in enumerate(SECTIONS, 1):
-        if chosen and i not in chosen:
+        if args.only and i not in args.only:
             continue
         start = time.perf_counter()
         print(f"\n=== {i}. {title} ===\n", flush=True)

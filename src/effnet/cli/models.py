@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-
+from effnet.errors import EffnetError
 from effnet.experiments.family import model_rows
 from effnet.profile import profile, profile_stages
-from effnet.registry import get_spec
+from effnet.registry import get_spec, list_models
 from effnet.report import format_table
 from effnet.scaling import Multipliers, compound, scale
 from effnet.spec import NetSpec, save_spec
@@ -104,16 +104,15 @@ def _g(macs: int) -> float:
 def run_models(args: argparse.Namespace) -> int:
     names = None
     if args.filter:
-        from effnet.registry import list_models
-
         names = list_models(args.filter)
+        if not names:
+            raise EffnetError(f"no registered model name contains {args.filter!r}; `effnet models` lists them all")
     rows = model_rows(names)
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return 0
     table = [
-        (r.name, r.resolution, r.params / 1e6, r.paper_params_m, _g(r.macs), r.paper_macs_b,
-         None if r.paper_macs_b is None else f"{100 * (_g(r.macs) / r.paper_macs_b - 1):+.1f}%")
+        (r.name, r.resolution, r.params / 1e6, r.paper_params_m, _g(r.macs), r.paper_macs_b, r.macs_vs_paper)
         for r in rows
     ]
     print(format_table(["model", "res", "params (M)", "paper (M)", "GMACs", "paper GMACs", "MACs vs paper"], table))
@@ -154,8 +153,8 @@ def _solve_target(args: argparse.Namespace, base: NetSpec) -> float | None:
         return None
     explicit = (args.phi, args.depth, args.width, args.resolution)
     if len(targets) > 1 or any(v is not None for v in explicit):
-        raise SystemExit("effnet scale: error: give one of --target-macs / --target-latency, without --phi or "
-                         "--depth/--width/--resolution (the solver finds phi for --alpha/--beta/--gamma)")
+        raise EffnetError("give one of --target-macs / --target-latency, without --phi or "
+                          "--depth/--width/--resolution (the solver finds phi for --alpha/--beta/--gamma)")
     coefficients = {"alpha": args.alpha, "beta": args.beta, "gamma": args.gamma}
     if args.target_macs is not None:
         solution = solve_for_macs(base, args.target_macs, tolerance=args.tolerance or 0.03, **coefficients)
@@ -180,11 +179,12 @@ def _multipliers(args: argparse.Namespace) -> tuple[Multipliers, float | None]:
     explicit = (args.depth, args.width, args.resolution)
     if args.phi is not None:
         if any(v is not None for v in explicit):
-            raise SystemExit("effnet scale: error: give either --phi (with --alpha/--beta/--gamma) or "
-                             "--depth/--width/--resolution, not both")
+            raise EffnetError("give either --phi (with --alpha/--beta/--gamma) or --depth/--width/--resolution, "
+                              "not both")
         return compound(args.phi, args.alpha, args.beta, args.gamma), args.phi
     if all(v is None for v in explicit):
-        raise SystemExit("effnet scale: error: nothing to scale: give --phi P, or any of --depth/--width/--resolution")
+        raise EffnetError("nothing to scale: give --phi P, --target-macs/--target-latency, or any of "
+                          "--depth/--width/--resolution")
     d, w, r = (1.0 if v is None else v for v in explicit)
     return Multipliers(d, w, r), None
 

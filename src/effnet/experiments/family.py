@@ -22,10 +22,15 @@ class ModelRow:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def macs_vs_paper(self) -> str | None:
+        """Our MACs against Table 2's, as a signed percentage ("-1.1%"), or None where the paper has no figure."""
+        return None if self.paper_macs_b is None else f"{100 * (self.macs / 1e9 / self.paper_macs_b - 1):+.1f}%"
+
 
 def model_rows(names: list[str] | None = None) -> list[ModelRow]:
     rows = []
-    for name in names or list_models():
+    for name in list_models() if names is None else names:
         p: ModelProfile = profile(get_spec(name))
         paper = PAPER_TABLE2.get(name, (None, None))
         rows.append(ModelRow(name, p.params, p.macs, p.resolution, *paper))
@@ -45,7 +50,9 @@ class CompoundRow:
     target: float  # 2^φ
 
 
-def compound_rows(phis: range = range(8), alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15) -> list[CompoundRow]:
+def compound_rows(
+    phis: range = range(8), alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15
+) -> list[CompoundRow]:
     """B0 scaled by Eq. 3 for each φ: what rounding does to the 2^φ promise."""
     base_macs = profile(EFFICIENTNET_B0).macs
     rows = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from effnet.network import ConvNet
+from effnet.network import build_meta as meta_model  # re-exported for the converters
 from effnet.spec import NetSpec
 from effnet.weights.safe_load import WeightsError
 
@@ -31,12 +31,6 @@ class BlockLayout:
     @property
     def prefix(self) -> str:
         return f"stages.{self.stage}.{self.index}"
-
-
-def meta_model(spec: NetSpec) -> ConvNet:
-    """The model for `spec` on the meta device: names and shapes without allocating or initialising weights."""
-    with torch.device("meta"):
-        return ConvNet(spec)
 
 
 def block_layouts(spec: NetSpec) -> list[BlockLayout]:
