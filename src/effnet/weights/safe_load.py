@@ -78,12 +78,44 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     return tensors, metadata
 
 
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """Only the string metadata of a `.safetensors` file (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable .safetensors file ({exc})") from None
+
+
+def check_writable(path: str | Path) -> Path:
+    """`path` if its directory exists and is a directory; else `WeightsError` naming it (checked before any work)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise WeightsError(f"{path}: cannot write: directory {parent} {what}; create it or choose another -o path")
+    if path.is_dir():
+        raise WeightsError(f"{path}: cannot write: it is a directory; give a file path ending in .safetensors")
+    return path
+
+
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    path = check_writable(path)
     # safetensors refuses tensors that share memory or are not contiguous; copies are cheap at this size.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    save_file(tensors, str(path), metadata=dict(metadata or {}))
+    try:
+        save_file(tensors, str(path), metadata=dict(metadata or {}))
+    except (SafetensorError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: cannot write the .safetensors file ({message})") from None
 
 
 def _unwrap(obj: object, path: Path) -> Mapping:
