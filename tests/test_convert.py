@@ -12,7 +12,7 @@ from torch import nn
 import effnet
 from effnet.cli import main
 from effnet.registry import get_spec
-from effnet.weights import WeightsError, convert_file, convert_state, load_file
+from effnet.weights import WeightsError, convert_file, convert_state, file_preprocessing, load_file
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -30,8 +30,9 @@ def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def _convert_and_load(tmp_path: Path, source_model: nn.Module, source: str, name: str, **overrides) -> nn.Module:
-    src = tmp_path / "source.pth"
+def _convert_and_load(tmp_path: Path, source_model: nn.Module, source: str, name: str, filename: str = "source.pth",
+                      **overrides) -> nn.Module:
+    src = tmp_path / filename
     torch.save(source_model.state_dict(), src)
     out = tmp_path / "converted.safetensors"
     convert_file(src, source, get_spec(name), out, **overrides)
@@ -51,20 +52,25 @@ def _check(source_model: nn.Module, model: nn.Module, size: tuple[int, int] = (6
 # -- timm -------------------------------------------------------------------------------------------------------------
 
 
-def test_timm_efficientnet_b0_matches(tmp_path):
+B_VARIANTS = [f"efficientnet_b{i}" for i in range(4)] + [
+    pytest.param(f"efficientnet_b{i}", marks=pytest.mark.slow) for i in range(4, 8)]
+
+
+@pytest.mark.parametrize("name", B_VARIANTS)
+def test_timm_efficientnet_b_variants_match(tmp_path, name):
     import timm
 
-    source = _randomize(timm.create_model("efficientnet_b0"))
-    model = _convert_and_load(tmp_path, source, "timm", "efficientnet_b0")
+    source = _randomize(timm.create_model(name))
+    model = _convert_and_load(tmp_path, source, "timm", name)
     assert model.spec.padding == "symmetric" and model.spec.bn_eps == 1e-5
     _check(source, model)
 
 
-def test_timm_tf_efficientnet_b0_with_same_padding_matches_at_odd_sizes(tmp_path):
+def test_timm_tf_efficientnet_b0_matches_at_odd_sizes(tmp_path):
     import timm
 
     source = _randomize(timm.create_model("tf_efficientnet_b0"))
-    model = _convert_and_load(tmp_path, source, "timm", "efficientnet_b0", padding="same", bn_eps=1e-3)
+    model = _convert_and_load(tmp_path, source, "timm-tf", "efficientnet_b0", "tf_efficientnet_b0.pth")
     assert model.spec.padding == "same" and model.stem.bn.eps == 1e-3
     _check(source, model, (67, 81))
 
@@ -73,36 +79,121 @@ def test_timm_tf_efficientnet_lite0_matches_effnet_lite0(tmp_path):
     import timm
 
     source = _randomize(timm.create_model("tf_efficientnet_lite0"))
-    model = _convert_and_load(tmp_path, source, "timm", "efficientnet_lite0", padding="same", bn_eps=1e-3)
+    model = _convert_and_load(tmp_path, source, "timm-tf", "efficientnet_lite0", "tf_efficientnet_lite0.pth")
     _check(source, model, (75, 64))
 
 
-@pytest.mark.slow
-def test_timm_efficientnet_b2_scaled_variant_matches(tmp_path):
+def test_timm_source_refuses_a_tf_checkpoint_and_points_to_timm_tf(tmp_path):
     import timm
 
-    source = _randomize(timm.create_model("efficientnet_b2"))
-    _check(source, _convert_and_load(tmp_path, source, "timm", "efficientnet_b2"))
+    src = tmp_path / "tf_efficientnet_b0.pth"
+    torch.save(timm.create_model("tf_efficientnet_b0").state_dict(), src)
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(WeightsError, match="use --from timm-tf"):
+        convert_file(src, "timm", get_spec("efficientnet_b0"), out)
+    with pytest.raises(WeightsError, match="use --from timm-tf"):  # one flag alone is not enough
+        convert_file(src, "timm", get_spec("efficientnet_b0"), out, padding="same")
+    assert not out.exists()
+    # Both flags given: the user has said what the weights need.
+    spec = convert_file(src, "timm", get_spec("efficientnet_b0"), out, padding="same", bn_eps=1e-3)
+    assert spec.padding == "same" and spec.bn_eps == 1e-3
+
+
+def test_convert_cli_from_timm_on_a_tf_file_is_one_line(tmp_path, capsys):
+    import timm
+
+    src = tmp_path / "tf_efficientnet_b0.pth"
+    torch.save(timm.create_model("tf_efficientnet_b0").state_dict(), src)
+    code = main(["convert", str(src), "--from", "timm", "--model", "efficientnet_b0", "-o",
+                 str(tmp_path / "x.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--from timm-tf" in err
+
+
+@pytest.mark.parametrize("source, timm_name, effnet_name", [
+    ("timm", "efficientnet_b0", "efficientnet_b0"),
+    ("timm", "efficientnet_lite0", "efficientnet_lite0"),
+    ("timm-tf", "tf_efficientnet_b0", "efficientnet_b0"),
+    ("timm-tf", "tf_efficientnet_lite0", "efficientnet_lite0"),
+    ("timm-tf", "tf_efficientnet_b0.ap_in1k", "efficientnet_b0"),
+])
+def test_timm_conversions_record_timms_pretrained_normalisation(tmp_path, source, timm_name, effnet_name):
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(timm_name)
+    src = tmp_path / f"{timm_name}.pth"
+    torch.save(timm.create_model(timm_name.split(".")[0]).state_dict(), src)
+    out = tmp_path / "out.safetensors"
+    convert_file(src, source, get_spec(effnet_name), out)
+    pre = file_preprocessing(out)
+    assert pre["mean"] == pytest.approx(cfg.mean) and pre["std"] == pytest.approx(cfg.std)
+    assert pre["interpolation"] == cfg.interpolation
+
+
+def test_converted_timm_lite0_predicts_with_imagenet_normalisation(tmp_path, capsys):
+    """timm's non-TF efficientnet_lite0 was trained on ImageNet mean/std, not the Lite name's Inception values."""
+    import timm
+
+    from effnet.predict import model_config
+    from effnet.registry import IMAGENET_MEAN, IMAGENET_STD
+
+    src = tmp_path / "efficientnet_lite0.pth"
+    torch.save(timm.create_model("efficientnet_lite0").state_dict(), src)
+    out = tmp_path / "lite0.safetensors"
+    assert main(["convert", str(src), "--from", "timm", "--model", "efficientnet_lite0", "-o", str(out)]) == 0
+    assert "mean=0.485/0.456/0.406" in capsys.readouterr().out
+    config = model_config("efficientnet_lite0", out)
+    assert config.mean == pytest.approx(IMAGENET_MEAN) and config.std == pytest.approx(IMAGENET_STD)
+    assert effnet.get_config("efficientnet_lite0").mean != config.mean
+
+
+def test_convert_cli_preprocessing_overrides(tmp_path):
+    import torchvision
+
+    src = tmp_path / "tv.pth"
+    torch.save(torchvision.models.efficientnet_b0().state_dict(), src)
+    out = tmp_path / "tv.safetensors"
+    assert main(["convert", str(src), "--from", "torchvision", "--model", "efficientnet_b0", "-o", str(out),
+                 "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25", "--interpolation", "bilinear",
+                 "--crop-fraction", "0.9"]) == 0
+    assert file_preprocessing(out) == {"mean": (0.5,) * 3, "std": (0.25,) * 3, "interpolation": "bilinear",
+                                       "crop_fraction": 0.9}
+
+
+@pytest.mark.parametrize("args", [["--std", "0", "1", "1"], ["--std", "nan", "1", "1"], ["--crop-fraction", "1.5"],
+                                  ["--bn-eps", "-1"], ["--mean", "1", "2"]])
+def test_convert_cli_rejects_bad_preprocessing_values(tmp_path, args):
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", str(tmp_path / "x.pth"), "--from", "torchvision", "--model", "efficientnet_b0", "-o",
+              str(tmp_path / "x.safetensors"), *args])
+    assert exit_.value.code == 2
+
+
+def test_bad_preprocessing_metadata_is_a_weights_error(tmp_path):
+    import json
+
+    from effnet.weights import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"x": torch.zeros(1)}, path, {"preprocessing": json.dumps({"mean": [0, 0, 0], "std": [1, 0, 1]})})
+    with pytest.raises(WeightsError, match="std: got"):
+        file_preprocessing(path)
 
 
 # -- torchvision ------------------------------------------------------------------------------------------------------
 
 
-def test_torchvision_efficientnet_b0_matches(tmp_path):
+@pytest.mark.parametrize("name", B_VARIANTS)
+def test_torchvision_efficientnet_b_variants_match(tmp_path, name):
     import torchvision
 
-    source = _randomize(torchvision.models.efficientnet_b0())
-    model = _convert_and_load(tmp_path, source, "torchvision", "efficientnet_b0")
+    source = _randomize(getattr(torchvision.models, name)())
+    model = _convert_and_load(tmp_path, source, "torchvision", name)
     assert model.spec.bn_eps == 1e-5  # torchvision's EfficientNet V1 uses BatchNorm2d's default eps
     _check(source, model)
-
-
-@pytest.mark.slow
-def test_torchvision_efficientnet_b3_scaled_variant_matches(tmp_path):
-    import torchvision
-
-    source = _randomize(torchvision.models.efficientnet_b3())
-    _check(source, _convert_and_load(tmp_path, source, "torchvision", "efficientnet_b3"))
+    pre = file_preprocessing(tmp_path / "converted.safetensors")
+    assert pre["mean"] == pytest.approx((0.485, 0.456, 0.406)) and pre["std"] == pytest.approx((0.229, 0.224, 0.225))
 
 
 # -- lukemelas --------------------------------------------------------------------------------------------------------
@@ -115,6 +206,17 @@ def test_lukemelas_efficientnet_b0_matches(tmp_path):
     model = _convert_and_load(tmp_path, source, "lukemelas", "efficientnet_b0")
     assert model.spec.padding == "same" and model.spec.bn_eps == 1e-3
     _check(source, model)
+    assert file_preprocessing(tmp_path / "converted.safetensors")["mean"] == pytest.approx((0.485, 0.456, 0.406))
+
+
+def test_bundled_lite_file_converted_as_lukemelas_keeps_inception_normalisation(tmp_path):
+    from effnet.weights.bundled import bundled_path
+
+    out = tmp_path / "lite0.safetensors"
+    convert_file(bundled_path("efficientnet_lite0"), "lukemelas", get_spec("efficientnet_lite0"), out)
+    pre = file_preprocessing(out)
+    assert pre["mean"] == pytest.approx((127 / 255,) * 3) and pre["std"] == pytest.approx((128 / 255,) * 3)
+    assert pre["mean"] == pytest.approx(effnet.get_config("efficientnet_lite0").mean)
 
 
 @pytest.mark.slow
@@ -166,6 +268,7 @@ def test_keras_efficientnet_b0_weights_h5_matches(keras_b0, tmp_path):
     convert_file(path, "keras", get_spec("efficientnet_b0"), out)
     _, meta = load_file(out)
     assert meta["source"] == "keras" and '"mean": [0.0, 0.0, 0.0]' in meta["preprocessing"]
+    assert file_preprocessing(out) == {"mean": (0.0,) * 3, "std": (1.0,) * 3}  # untrained Normalization layer
     model = effnet.create_model("efficientnet_b0", pretrained=str(out)).eval()
     assert model.spec.padding == "same" and model.spec.bn_eps == 1e-3
     _keras_check(keras_model, model)
@@ -228,6 +331,33 @@ def test_convert_cli_reports_a_mismatch_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("effnet convert: error: torchvision weights do not fit efficientnet_b0")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("output", ["nonexist/o.safetensors", "file.txt/o.safetensors"])
+def test_convert_cli_unwritable_output_is_one_line(tmp_path, capsys, output):
+    import torchvision
+
+    src = tmp_path / "tv.pth"
+    torch.save(torchvision.models.efficientnet_b0().state_dict(), src)
+    (tmp_path / "file.txt").write_text("x")
+    out = tmp_path / output
+    assert main(["convert", str(src), "--from", "torchvision", "--model", "efficientnet_b0", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{out}: cannot write: directory {out.parent}" in err
+
+
+def test_write_errors_are_weights_errors(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from effnet.weights import save_file
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
+    with pytest.raises(WeightsError, match=r"x.safetensors: cannot write the .safetensors file \(.*No space left"):
+        save_file({"x": torch.zeros(1)}, tmp_path / "x.safetensors")
 
 
 def test_fine_tuned_checkpoint_keeps_its_class_count(tmp_path):

@@ -6,14 +6,16 @@
 a model is never left half loaded.
 
 effnet's own files are safetensors with string metadata (`format`, `model`, `padding`, `bn_eps`, `source`,
-`spec`).  Padding and BN eps are part of what weights mean (TF-trained weights need TF-SAME padding; torchvision's
-were trained with eps 1e-5, the TF reference used 1e-3), so `load_pretrained` sets both on the model from the
-metadata and records them in `model.spec`.
+`spec`, and for converted files `preprocessing`: the input mean/std the weights were trained with, read by
+`preprocessing_config`).  Padding and BN eps are part of what weights mean (TF-trained weights need TF-SAME
+padding; torchvision's were trained with eps 1e-5, the TF reference used 1e-3), so `load_pretrained` sets both on
+the model from the metadata and records them in `model.spec`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import lru_cache
@@ -33,8 +35,10 @@ from effnet.weights.safe_load import (
     SAFETENSORS_SUFFIXES,
     UnsafeCheckpointError,
     WeightsError,
+    check_writable,
     read_pth,
     read_safetensors,
+    read_safetensors_metadata,
     write_safetensors,
 )
 
@@ -265,20 +269,89 @@ def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec)
 
 
 def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *, padding: str | None = None,
-                 bn_eps: float | None = None) -> NetSpec:
+                 bn_eps: float | None = None, preprocessing: Mapping | None = None) -> NetSpec:
     """Convert checkpoint `src` from library `source` to an effnet `.safetensors` file; returns the spec the
-    weights need (the source's padding and BN eps unless overridden, the file's class count)."""
+    weights need (the source's padding and BN eps unless overridden, the file's class count).
+
+    The file's ``preprocessing`` metadata is the source's convention (`Source.preprocessing`) with the keys of
+    `preprocessing` (mean, std, interpolation, crop_fraction) replacing it."""
     src_path = Path(src)
+    out = check_writable(out)
     info = get_source(source)
+    if source == "timm" and src_path.name.startswith("tf_") and (padding is None or bn_eps is None):
+        raise WeightsError(
+            f"{src_path}: looks like a timm tf_efficientnet_* checkpoint (ported TF weights: TF-SAME padding, BN eps "
+            f"1e-3), but --from timm assumes symmetric padding and eps 1e-5; use --from timm-tf (or pass both "
+            f"--padding and --bn-eps if the file really is a non-TF timm model)")
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec)
     spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
                    bn_eps=info.bn_eps if bn_eps is None else bn_eps)
+    pre = {**info.preprocessing(state, spec, src_path), **(preprocessing or {})}
     extra = {"source": source, "source_file": src_path.name}
-    if info.preprocessing is not None:
-        extra["preprocessing"] = json.dumps(info.preprocessing(state))
+    if pre:
+        _parse_preprocessing(pre, f"{source} preprocessing")  # validate before writing
+        extra["preprocessing"] = json.dumps(pre)
     save_file(converted, out, {"format": "effnet", **spec_metadata(spec), **extra})
     return spec
+
+
+# -- preprocessing ------------------------------------------------------------------------------------------------
+
+
+def _parse_preprocessing(pre: Mapping, origin: str) -> dict:
+    """mean/std (3 finite numbers; std > 0), interpolation and crop_fraction, validated; unknown keys ignored."""
+    from effnet.transforms import interpolation_mode
+
+    out: dict = {}
+    for key in ("mean", "std"):
+        if key not in pre:
+            continue
+        value = pre[key]
+        if (not isinstance(value, (list, tuple)) or len(value) != 3
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+                or (key == "std" and min(value) <= 0)):
+            need = "3 positive finite numbers" if key == "std" else "3 finite numbers"
+            raise WeightsError(f"{origin}: {key}: got {value!r}, expected {need}")
+        out[key] = tuple(float(v) for v in value)
+    if "interpolation" in pre:
+        try:
+            interpolation_mode(pre["interpolation"])
+        except (ValueError, TypeError) as exc:
+            raise WeightsError(f"{origin}: {exc}") from None
+        out["interpolation"] = pre["interpolation"]
+    if "crop_fraction" in pre:
+        value = pre["crop_fraction"]
+        if not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise WeightsError(f"{origin}: crop_fraction: got {value!r}, expected a number in (0, 1]")
+        out["crop_fraction"] = float(value)
+    return out
+
+
+def file_preprocessing(path: str | Path) -> dict | None:
+    """The validated ``preprocessing`` metadata of an effnet `.safetensors` file (mean, std, and interpolation /
+    crop_fraction where recorded), or None for a file without it (a `.pth`, or a file saved by `save_file`)."""
+    path = Path(path)
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        return None
+    text = read_safetensors_metadata(path).get("preprocessing")
+    if not text:
+        return None
+    try:
+        pre = json.loads(text)
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: metadata preprocessing is not JSON ({text[:80]!r})") from None
+    if not isinstance(pre, dict):
+        raise WeightsError(f"{path}: metadata preprocessing: expected a JSON object, got {text[:80]!r}")
+    return _parse_preprocessing(pre, f"{path}: metadata preprocessing") or None
+
+
+def preprocessing_config(path: str | Path, config):
+    """`config` (a `ModelConfig`, usually `get_config(model)`) with the mean/std/interpolation/crop fraction the
+    weights file `path` records, or None if it records none: the weights' own normalisation wins over the one
+    the registry gives the model name."""
+    pre = file_preprocessing(path)
+    return None if pre is None else replace(config, **pre)
 
 
 # -- labels -----------------------------------------------------------------------------------------------------------
@@ -296,6 +369,6 @@ def imagenet_classes() -> tuple[str, ...]:
 
 __all__ = [
     "BUNDLED", "SOURCES", "UnsafeCheckpointError", "WeightsError", "check_state", "convert_file", "convert_state",
-    "imagenet_classes", "load_file", "load_pretrained", "load_state", "mismatches", "save_file", "set_bn_eps",
-    "set_padding",
+    "file_preprocessing", "imagenet_classes", "load_file", "load_pretrained", "load_state", "mismatches",
+    "preprocessing_config", "save_file", "set_bn_eps", "set_padding",
 ]

@@ -10,13 +10,19 @@ as unexpected instead of silently dropping it.  Besides names, the sources diffe
 | source | padding | BN eps | notes |
 |---|---|---|---|
 | timm ``efficientnet_b*`` | symmetric | 1e-5 | first stage is a DepthwiseSeparable block (``conv_pw`` = projection) |
-| timm ``tf_efficientnet_b*`` | TF SAME | 1e-3 | ported TF weights |
+| timm ``tf_efficientnet_b*`` (``--from timm-tf``) | TF SAME | 1e-3 | ported TF weights; same names as timm |
 | torchvision ``efficientnet_b*`` | symmetric | 1e-5 | ``features.{stage+1}.{j}.block.{k}``: k counts present parts |
 | lukemelas ``efficientnet-pytorch`` | TF SAME | 1e-3 | flat ``_blocks.{n}``; also the bundled Lite files |
 | Keras ``EfficientNetB*`` | TF SAME | 1e-3 | HWIO kernels; see `effnet.weights.keras_h5` |
 
 `SOURCES` records those facts; `effnet.weights.convert_file` writes them into the output file's metadata and
 `load_pretrained` sets padding and eps on the model from it, so converted weights compute what they computed before.
+
+Input normalisation also belongs to the weights, not to the model name: timm's ``efficientnet_lite0`` was trained
+on ImageNet mean/std while the TF Lite checkpoints take (x·255 − 127) / 128.  Each source's `preprocessing` gives
+the convention of its checkpoints (timm's pretrained cfgs; torchvision's and efficientnet-pytorch's ImageNet
+mean/std; the Lite files' Inception values; Keras' own Normalization layer), recorded as ``preprocessing`` metadata
+and applied by `effnet.weights.preprocessing_config` ahead of the registry's `get_config`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from effnet.registry import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from effnet.spec import NetSpec
 from effnet.weights.keras_h5 import from_keras, keras_preprocessing, read_keras_h5
 from effnet.weights.layout import State, block_layouts
@@ -141,6 +148,47 @@ def from_torchvision(state: Mapping[str, torch.Tensor], spec: NetSpec) -> State:
     return _rename(state, rename)
 
 
+Preprocessing = dict  # {"mean": [r, g, b], "std": [r, g, b], optionally "interpolation", "crop_fraction"}
+
+
+def _is_lite(spec: NetSpec, src: Path) -> bool:
+    return "lite" in spec.name or "lite" in src.name
+
+
+def _imagenet(**extra) -> Callable[[Mapping[str, torch.Tensor], NetSpec, Path], Preprocessing]:
+    return lambda state, spec, src: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **extra}
+
+
+def _timm_tf(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Preprocessing:
+    """timm's pretrained cfgs: ``tf_efficientnet_lite*`` 0.5/0.5, ``tf_efficientnet_b*`` ImageNet mean/std (but
+    the AdvProp ``.ap_in1k`` weights 0.5/0.5: pass --mean/--std), bicubic."""
+    half = [0.5, 0.5, 0.5]
+    if _is_lite(spec, src) or ".ap_" in src.name or "_ap." in src.name:
+        return {"mean": half, "std": half, "interpolation": "bicubic"}
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "interpolation": "bicubic"}
+
+
+def _lukemelas(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Preprocessing:
+    """efficientnet-pytorch's B0-B7: ImageNet mean/std; Lite files in its layout (the bundled ones): Inception."""
+    if _is_lite(spec, src):
+        return {"mean": list(INCEPTION_MEAN), "std": list(INCEPTION_STD)}
+    return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+
+
+def _keras(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Preprocessing:
+    found = keras_preprocessing(state)
+    if not found:
+        return {}
+    mean, variance = found["mean"], found["variance"]
+    if all(abs(v - s) < 1e-4 for v, s in zip(variance, IMAGENET_STD)):
+        # keras.applications' ImageNet weights store ImageNet's *std* as the variance and follow the layer with
+        # Rescaling(1/sqrt(std)): together (x - mean) / std.
+        std = list(variance)
+    else:
+        std = [max(v, 0.0) ** 0.5 or 1e-3 for v in variance]
+    return {"mean": list(mean), "std": std, "keras_normalization": found}
+
+
 @dataclass(frozen=True)
 class Source:
     """A library whose checkpoints effnet converts, and how its weights expect to be run."""
@@ -150,17 +198,23 @@ class Source:
     padding: str
     bn_eps: float
     note: str
+    # Input normalisation the source's checkpoints were trained with (state, target spec, source file).
+    preprocessing: Callable[[Mapping[str, torch.Tensor], NetSpec, Path], Preprocessing]
     read: Callable[[Path], State] | None = None  # None: a .pth / .safetensors state dict
-    preprocessing: Callable[[Mapping[str, torch.Tensor]], dict] | None = None  # input normalisation found in the file
 
 
 SOURCES: dict[str, Source] = {
     "timm": Source("timm", from_timm, "symmetric", 1e-5,
-                   "timm efficientnet_*; for tf_efficientnet_* pass padding 'same' and bn_eps 1e-3"),
-    "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*"),
-    "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet"),
+                   "timm efficientnet_* / efficientnet_lite* (for tf_efficientnet_* use timm-tf)",
+                   _imagenet(interpolation="bicubic")),
+    "timm-tf": Source("timm-tf", from_timm, "same", 1e-3,
+                      "timm tf_efficientnet_* / tf_efficientnet_lite* (ported TF weights)", _timm_tf),
+    "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*",
+                          _imagenet()),
+    "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet",
+                        _lukemelas),
     "keras": Source("keras", from_keras, "same", 1e-3, "keras.applications.EfficientNetB* (.weights.h5 or legacy .h5)",
-                    read=read_keras_h5, preprocessing=keras_preprocessing),
+                    _keras, read=read_keras_h5),
 }
 
 
