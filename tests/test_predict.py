@@ -86,3 +86,64 @@ def test_demo_section_classifies_the_shipped_photos(capsys):
     rows = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "espresso" in rows["skimage coffee"].split("%")[0]
     assert "palace" in rows["sklearn china.jpg"].split("%")[0]
+
+
+def test_predict_cli_names_an_empty_directory(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("x")
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(empty)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"error: {empty}: directory holds no files" in err and "none of the 0" not in err
+
+
+def test_empty_directory_among_other_inputs_is_reported_by_name(photo_dir, tmp_path, lite0):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = classify(lite0, effnet.get_config("efficientnet_lite0"), [empty, photo_dir / "coffee.png"], top=1)
+    assert [p.image.rsplit("/", 1)[-1] for p in result.predictions] == ["coffee.png"]
+    assert [(s.image, s.reason.split(" (")[0]) for s in result.skipped] == [(str(empty), "directory holds no files")]
+
+
+def _lite0_file_with_imagenet_preprocessing(tmp_path):
+    """The bundled Lite0 weights saved as if converted from a timm non-TF checkpoint (ImageNet mean/std)."""
+    import json
+
+    from effnet.weights import save_file
+
+    path = tmp_path / "lite0_imagenet.safetensors"
+    model = effnet.create_model("efficientnet_lite0", pretrained=True)
+    pre = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear"}
+    save_file(model, path, {"source": "timm", "preprocessing": json.dumps(pre)})
+    return path
+
+
+def test_model_config_takes_the_weights_files_normalisation(tmp_path):
+    from effnet.predict import model_config
+
+    path = _lite0_file_with_imagenet_preprocessing(tmp_path)
+    registry = effnet.get_config("efficientnet_lite0")
+    config = model_config("efficientnet_lite0", path)
+    assert registry.mean[0] == pytest.approx(127 / 255)  # the model name alone says Inception
+    assert config.mean == (0.485, 0.456, 0.406) and config.std == (0.229, 0.224, 0.225)
+    assert config.interpolation == "bilinear" and config.resolution == registry.resolution
+    assert model_config("efficientnet_lite0") == registry
+
+
+def test_predict_cli_normalises_with_the_weights_files_preprocessing(tmp_path, photo_dir, monkeypatch, capsys):
+    import effnet.cli.predict as cli_predict
+
+    seen = []
+    real = cli_predict.classify
+
+    def spy(model, config, *args, **kwargs):
+        seen.append(config)
+        return real(model, config, *args, **kwargs)
+
+    monkeypatch.setattr(cli_predict, "classify", spy)
+    path = _lite0_file_with_imagenet_preprocessing(tmp_path)
+    assert main(["predict", "efficientnet_lite0", "--weights", str(path), str(photo_dir / "coffee.png")]) == 0
+    assert main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png")]) == 0
+    assert seen[0].mean == (0.485, 0.456, 0.406) and seen[0].std == (0.229, 0.224, 0.225)
+    assert seen[1].mean == pytest.approx((127 / 255,) * 3)  # bundled weights: the registry's Inception values

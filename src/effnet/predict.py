@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.registry import ModelConfig
+from effnet.registry import ModelConfig, get_config
 from effnet.transforms import eval_transform
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -53,16 +53,33 @@ class Result:
     skipped: list[Skipped] = field(default_factory=list)
 
 
+def model_config(model_or_spec, weights: str | Path | None = None) -> ModelConfig:
+    """The eval preprocessing for a model (name, spec or `ConvNet`): the registry's `get_config`, with the
+    normalisation recorded in the weights file `weights` (converted files record their source's) taking
+    precedence, since it belongs to the weights, not to the model name."""
+    spec = getattr(model_or_spec, "spec", model_or_spec)
+    config = get_config(spec)
+    if weights is None:
+        return config
+    from effnet.weights import preprocessing_config
+
+    return preprocessing_config(weights, config) or config
+
+
 def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
     """Files as given, and the files of directories (sorted, non-recursive, hidden files left out).
 
     Inside a directory every regular file is tried, so a corrupt `.jpg` or a stray `.txt` is reported by name
-    rather than ignored; a path that does not exist is reported the same way.
+    rather than ignored; a path that does not exist, or a directory with no files, is reported the same way.
     """
     files, skipped = [], []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not found:
+                skipped.append(Skipped(str(item), "directory holds no files (hidden files and subdirectories are "
+                                                  "not read)"))
+            files += found
         elif item.is_file():
             files.append(item)
         else:

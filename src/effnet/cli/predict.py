@@ -7,7 +7,7 @@ import json
 import sys
 
 from effnet.errors import EffnetError
-from effnet.predict import classify, classify_images
+from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
 
@@ -49,7 +49,7 @@ def _labels(num_classes: int) -> tuple[str, ...] | None:
 
 def run_predict(args: argparse.Namespace) -> int:
     model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
-    config = get_config(model.spec)
+    config = model_config(model.spec, None if args.pretrained else args.weights)
     if args.runtime != "torch" or args.precision != "fp32":
         from effnet.runtime import runtime_module
 
@@ -64,6 +64,9 @@ def run_predict(args: argparse.Namespace) -> int:
                 for p in result.predictions for rank, g in enumerate(p.top, 1)]
         if rows:
             print(format_table(["image", "rank", "prob", "class"], rows))
+    if not result.predictions and len(result.skipped) == 1:
+        only = result.skipped[0]
+        raise EffnetError(f"{only.image}: {only.reason}; no image to classify")
     for s in result.skipped:
         print(f"effnet predict: skipped {s.image}: {s.reason}", file=sys.stderr)
     if not result.predictions:
