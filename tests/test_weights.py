@@ -238,3 +238,19 @@ def test_failed_load_leaves_padding_and_eps_untouched(tmp_path):
         load_pretrained(dst, path)
     assert dst.spec.padding == "symmetric" and dst.stem.bn.eps == 1e-3
     assert type(dst.stem.conv) is torch.nn.Conv2d
+
+
+def test_preprocessing_config_is_none_without_recorded_preprocessing(tmp_path):
+    from effnet.weights import preprocessing_config, save_file
+
+    config = get_config("efficientnet_lite0")
+    plain = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(1)}, plain)
+    pth = tmp_path / "plain.pth"
+    torch.save({"x": torch.zeros(1)}, pth)
+    assert preprocessing_config(plain, config) is None and preprocessing_config(pth, config) is None
+    with_pre = tmp_path / "pre.safetensors"
+    save_file({"x": torch.zeros(1)}, with_pre, {"preprocessing": '{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}'})
+    got = preprocessing_config(with_pre, config)
+    assert got.mean == (0.5,) * 3 and got.std == (0.5,) * 3 and got.resolution == config.resolution
+    assert got.crop_fraction == config.crop_fraction and got.interpolation == config.interpolation
