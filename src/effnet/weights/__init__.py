@@ -286,7 +286,7 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec)
     spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
-                   bn_eps=info.bn_eps if bn_eps is None else bn_eps)
+                   bn_eps=info.eps_for(spec) if bn_eps is None else bn_eps)
     pre = {**info.preprocessing(state, spec, src_path), **(preprocessing or {})}
     extra = {"source": source, "source_file": src_path.name}
     if pre:

@@ -11,7 +11,7 @@ as unexpected instead of silently dropping it.  Besides names, the sources diffe
 |---|---|---|---|
 | timm ``efficientnet_b*`` | symmetric | 1e-5 | first stage is a DepthwiseSeparable block (``conv_pw`` = projection) |
 | timm ``tf_efficientnet_b*`` (``--from timm-tf``) | TF SAME | 1e-3 | ported TF weights; same names as timm |
-| torchvision ``efficientnet_b*`` | symmetric | 1e-5 | ``features.{stage+1}.{j}.block.{k}``: k counts present parts |
+| torchvision ``efficientnet_b*`` | symmetric | 1e-5 (B5-B7: 1e-3) | ``features.{i+1}.{j}.block.{k}``: k counts parts |
 | lukemelas ``efficientnet-pytorch`` | TF SAME | 1e-3 | flat ``_blocks.{n}``; also the bundled Lite files |
 | Keras ``EfficientNetB*`` | TF SAME | 1e-3 | HWIO kernels; see `effnet.weights.keras_h5` |
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -201,6 +201,10 @@ class Source:
     # Input normalisation the source's checkpoints were trained with (state, target spec, source file).
     preprocessing: Callable[[Mapping[str, torch.Tensor], NetSpec, Path], Preprocessing]
     read: Callable[[Path], State] | None = None  # None: a .pth / .safetensors state dict
+    bn_eps_by_model: Mapping[str, float] = field(default_factory=dict)  # variants built with another eps
+
+    def eps_for(self, spec: NetSpec) -> float:
+        return self.bn_eps_by_model.get(spec.name, self.bn_eps)
 
 
 SOURCES: dict[str, Source] = {
@@ -209,8 +213,9 @@ SOURCES: dict[str, Source] = {
                    _imagenet(interpolation="bicubic")),
     "timm-tf": Source("timm-tf", from_timm, "same", 1e-3,
                       "timm tf_efficientnet_* / tf_efficientnet_lite* (ported TF weights)", _timm_tf),
+    # torchvision builds B5-B7 with BatchNorm2d(eps=1e-3) (their weights were ported from TF), B0-B4 with 1e-5.
     "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*",
-                          _imagenet()),
+                          _imagenet(), bn_eps_by_model={f"efficientnet_b{i}": 1e-3 for i in (5, 6, 7)}),
     "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet",
                         _lukemelas),
     "keras": Source("keras", from_keras, "same", 1e-3, "keras.applications.EfficientNetB* (.weights.h5 or legacy .h5)",
