@@ -47,3 +47,16 @@ def test_lower_backbone_lr_scales_only_the_backbone_groups(tmp_path):
     assert lrs["classifier/decay"] == trainer.schedule(2)
     assert abs(lrs["backbone/decay"] - 0.1 * lrs["classifier/decay"]) < 1e-12
     trainer.close()
+
+
+def test_fine_tuning_normalises_with_the_weights_files_preprocessing(tmp_path):
+    import json
+
+    data, spec_path, source, _ = _setup(tmp_path)
+    weights = tmp_path / "recorded.safetensors"
+    save_file(source, weights, metadata={"preprocessing": json.dumps({"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]})})
+    cfg = U.base_config(data, spec_path, tmp_path / "run", pretrained=str(weights), epochs=1)
+    trainer = Trainer(TrainConfig(**cfg))
+    assert (trainer.plan.mean, trainer.plan.std) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert trainer._model_config().mean == (0.1, 0.2, 0.3)
+    trainer.close()

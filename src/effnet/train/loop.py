@@ -172,7 +172,7 @@ class Trainer:
     def _model_config(self):
         p = self.plan
         cfg = get_config(self.model.spec, p.resolution)
-        return replace(cfg, crop_fraction=p.eval_crop_fraction)
+        return replace(cfg, crop_fraction=p.eval_crop_fraction, mean=p.mean, std=p.std)
 
     def _train_loader(self) -> tuple[DataLoader, ResumableSampler]:
         c = self.c

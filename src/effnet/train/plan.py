@@ -9,6 +9,7 @@ from effnet.registry import get_config, get_spec
 from effnet.spec import NetSpec
 from effnet.train.config import MAX_WARMUP_FRACTION, ConfigError, Plan, TrainConfig, check_config, check_resolution
 from effnet.train.schedule import make_schedule, scaled_lr
+from effnet.weights import preprocessing_config
 
 
 def plan_run(config: TrainConfig) -> tuple[Plan, str]:
@@ -45,6 +46,8 @@ def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: Im
                           decay_epochs=c.decay_epochs, decay_rate=c.decay_rate)
     warmup = min(sched.warmup_steps, int(MAX_WARMUP_FRACTION * total))
     model_cfg = get_config(spec, resolution)
+    if isinstance(c.pretrained, str):  # a weights file records the normalisation its weights were trained with
+        model_cfg = preprocessing_config(c.pretrained, model_cfg) or model_cfg
     crop = c.eval_crop_fraction or (1.0 if is_fashion_mnist(c.data) else model_cfg.crop_fraction)
     return Plan(
         num_classes=len(train_src.classes), train_images=len(train_src), val_images=len(val_src),
