@@ -54,7 +54,8 @@ def test_fine_tuning_normalises_with_the_weights_files_preprocessing(tmp_path):
 
     data, spec_path, source, _ = _setup(tmp_path)
     weights = tmp_path / "recorded.safetensors"
-    save_file(source, weights, metadata={"preprocessing": json.dumps({"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]})})
+    recorded = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    save_file(source, weights, metadata={"preprocessing": json.dumps(recorded)})
     cfg = U.base_config(data, spec_path, tmp_path / "run", pretrained=str(weights), epochs=1)
     trainer = Trainer(TrainConfig(**cfg))
     assert (trainer.plan.mean, trainer.plan.std) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
+from effnet.cli._args import positive_float, positive_int
 from effnet.export import EXPORTERS, export
 from effnet.registry import create_model
 
@@ -18,31 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
     p.add_argument("--format", required=True, choices=list(EXPORTERS), help="output format")
     p.add_argument("-o", "--output", required=True, help="output file")
-    p.add_argument("--resolution", type=_positive_int, default=None, help="input size (default: the model's own)")
-    p.add_argument("--tolerance", type=_positive_float, default=1e-4,
+    p.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the model's own)")
+    p.add_argument("--tolerance", type=positive_float, default=1e-4,
                    help="largest accepted relative error, a finite positive number (default 1e-4)")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
     p.set_defaults(func=run_export)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from effnet.cli._args import positive_int
 from effnet.errors import EffnetError
 from effnet.experiments.family import model_rows
 from effnet.profile import profile, profile_stages
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="per-stage table of a model or spec file")
     p.add_argument("model", help="registered name or path to a spec .json")
-    p.add_argument("--resolution", type=_positive_int, default=None)
+    p.add_argument("--resolution", type=positive_int, default=None)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--spec", action="store_true", help="print the spec as JSON instead")
     p.set_defaults(func=run_info)
@@ -40,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="solve for the phi whose rounded model has these MACs (e.g. 1.8G, 600M)")
     p.add_argument("--target-latency", type=_seconds, default=None, metavar="TIME",
                    help="solve for the phi whose model runs this fast on this machine (e.g. 25ms)")
-    p.add_argument("--batch", type=_positive_int, default=1, help="batch size for --target-latency (default 1)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size for --target-latency (default 1)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads while measuring --target-latency (default: torch's setting)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="relative tolerance of a target (default 0.03 for MACs, 0.05 for latency)")
@@ -51,14 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_scale)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 _MAC_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from effnet.cli._args import positive_int
 from effnet.errors import EffnetError
 from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
     weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
-    p.add_argument("--top", type=_positive, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--batch-size", type=_positive, default=16)
+    p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
                    help="inference engine (effnet.runtime; default torch)")
@@ -29,14 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _labels(num_classes: int) -> tuple[str, ...] | None:

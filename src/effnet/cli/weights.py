@@ -6,6 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
+from effnet.cli._args import positive_float
 from effnet.registry import get_spec
 from effnet.weights import SOURCES, WeightsError, convert_file
 
@@ -23,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="effnet model the weights are for (name or spec .json)")
     p.add_argument("-o", "--output", required=True, help="output .safetensors path")
     p.add_argument("--padding", choices=("same", "symmetric"), default=None, help="override the source's padding")
-    p.add_argument("--bn-eps", type=_positive_float, default=None, help="override the source's BatchNorm eps")
+    p.add_argument("--bn-eps", type=positive_float, default=None, help="override the source's BatchNorm eps")
     p.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), default=None,
                    help="override the input mean the weights expect (on [0, 1] pixels)")
-    p.add_argument("--std", type=_positive_float, nargs=3, metavar=("R", "G", "B"), default=None,
+    p.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"), default=None,
                    help="override the input std the weights expect (on [0, 1] pixels)")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), default=None,
                    help="record the resize interpolation the weights were evaluated with")
@@ -35,18 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_convert)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
 
 
 def _fraction(text: str) -> float:
-    value = _positive_float(text)
+    value = positive_float(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return value
