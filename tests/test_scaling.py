@@ -16,7 +16,8 @@ from effnet.spec import BLOCK_KINDS, HeadSpec, NetSpec, ScalingRules, SpecError,
     [
         (32, 1.0, 32), (32, 1.1, 32), (16, 1.1, 16), (24, 1.1, 24), (40, 1.1, 48), (1280, 1.1, 1408),
         (32, 1.4, 48), (40, 1.4, 56), (112, 1.4, 160), (32, 2.0, 64), (1280, 4.3, 5504),
-        (10, 1.0, 16), (9, 1.0, 16), (3, 1.0, 8), (44, 1.0, 48),  # never below the divisor; never below 90% of the value
+        # never below the divisor; never below 90% of the value
+        (10, 1.0, 16), (9, 1.0, 16), (3, 1.0, 8), (44, 1.0, 48),
     ],
 )
 def test_round_filters_matches_reference_rule(channels, width, expected):
