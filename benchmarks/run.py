@@ -6,6 +6,7 @@
 Sections (each prints a table and writes JSON under benchmarks/results/):
   infer     EfficientNet-B0 at 224, batch 1 and 32: effnet's paths vs timm, torchvision, ONNX Runtime, OpenVINO
   accuracy  pretrained Lite0: top-1 agreement of every lossy path with eager fp32 on real photos
+  accuracy_fmnist  the Fashion-MNIST fine-tuned Lite0: test top-1 under every path, change vs eager fp32
   train     B0 at 224 batch 16, and B0 at 32 px batch 128: effnet vs timm (fp32, and bf16 at the same settings)
 
 Every speed is a ratio against peers timed in the same run, interleaved (see effnet.bench): the machine is shared.
@@ -90,6 +91,40 @@ def accuracy(quick: bool) -> None:
     _save("accuracy_lite0", {"model": name, "views": len(images), "results": [a.__dict__ for a in rows]}, table)
 
 
+FMNIST_RUN = Path(os.environ.get("EFFNET_FMNIST_RUN", "runs/fmnist_lite0_pretrained_64"))
+FMNIST_PATHS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+                ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+
+
+def accuracy_fmnist(quick: bool) -> None:
+    """The Fashion-MNIST fine-tuned Lite0 (docs/RESULTS.md "Training") on the 10 000 test images under every path:
+    real labels, so the top-1 change is measured directly.  int8 calibrates on 64 train-split images."""
+    from effnet.report import format_table
+    from effnet.train import evaluate_checkpoint
+
+    if not FMNIST_RUN.is_dir():
+        log(f"accuracy_fmnist: skipped, no run folder {FMNIST_RUN}; make it with the 64 px fine-tuning command in "
+            "docs/RESULTS.md 'Training' (or set EFFNET_FMNIST_RUN)")
+        return
+    rows, results = [], []
+    for backend, precision in FMNIST_PATHS:
+        log(f"accuracy_fmnist: {backend} {precision}")
+        r = evaluate_checkpoint(str(FMNIST_RUN), "fashion-mnist", split="test", subset=500 if quick else None,
+                                workers=1, runtime=backend, precision=precision)
+        results.append({"runtime": backend, "precision": precision, "images": r["raw"].images,
+                        "raw_top1": r["raw"].top1, "ema_top1": r["ema"].top1 if r["ema"] else None})
+    base = results[0]
+    for res in results:
+        res["raw_delta_pp"] = res["raw_top1"] - base["raw_top1"]
+        res["ema_delta_pp"] = None if res["ema_top1"] is None else res["ema_top1"] - base["ema_top1"]
+        rows.append((f"{res['runtime']} {res['precision']}", res["images"], res["raw_top1"], res["raw_delta_pp"],
+                     res["ema_top1"], res["ema_delta_pp"]))
+    table = format_table(["path", "test images", "top-1 %", "change pp", "EMA top-1 %", "EMA change pp"], rows,
+                         title=f"{FMNIST_RUN.name}: Fashion-MNIST test top-1 under each inference path "
+                               "(change vs eager torch fp32)")
+    _save("accuracy_fmnist", {"model": FMNIST_RUN.name, "kind": "labelled", "results": results}, table)
+
+
 def train(quick: bool) -> None:
     settings = [("train_b0_224_bs16", None, 16), ("train_b0_32_bs128", 32, 128)]
     if quick:
@@ -102,7 +137,7 @@ def train(quick: bool) -> None:
         _save(tag, report.to_dict(), format_report(report))
 
 
-SECTIONS = {"infer": infer, "accuracy": accuracy, "train": train}
+SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "train": train}
 
 
 def _md(headers: list[str], rows: list[list]) -> str:
@@ -141,6 +176,11 @@ def markdown() -> str:
             out.append(f"**{path.stem}** ({data['model']} {data['mode']} at {data['resolution']}px, "
                        f"{data['repeats']} rounds; load average {m['load_average'][0]:.1f} on {m['cpus']} CPUs; "
                        f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n" + _md(headers, rows))
+        elif data.get("kind") == "labelled":
+            rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
+                     r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]
+            out.append(f"**{path.stem}** ({data['model']}, Fashion-MNIST test set)\n\n" + _md(
+                ["path", "test images", "top-1 %", "change pp", "EMA top-1 %", "EMA change pp"], rows))
         else:
             rows = [[a["path"], a["images"], 100 * a["top1_agreement"], 100 * a["top5_contains_fp32_top1"],
                      a["max_abs_logit_error"], a["confident_images"], 100 * a["confident_top1_agreement"]]

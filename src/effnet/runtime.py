@@ -36,8 +36,6 @@ class RuntimeUnavailable(EffnetError, ValueError):
     """A runtime that cannot be made: unknown backend/precision, missing package, unreadable file."""
 
 
-
-
 class Runtime(ABC):
     """Callable inference engine: `rt(x)` with x an NCHW float tensor (or array) → float32 logits tensor."""
 
@@ -66,7 +64,8 @@ def _require(module: str, extra: str):
                             f"`pip install 'effnet[{extra}]'` (or `pip install {module}`)") from None
 
 
-def _check(backend: str, precision: str) -> None:
+def check_runtime(backend: str, precision: str) -> None:
+    """Raise `RuntimeUnavailable` for an unknown backend or precision, or a pair no engine runs."""
     if backend not in BACKENDS:
         raise RuntimeUnavailable(f"runtime: got backend {backend!r}, expected one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
@@ -237,6 +236,10 @@ class _OpenVino(Runtime):
 def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
     """int8 with NNCF post-training quantization (per-channel weights, statistics over the calibration images,
     fast bias correction), returning a new OpenVINO model."""
+    import logging
+
+    # nncf probes torch's C++-extension toolchain on import, which logs a CUDA_HOME warning on CPU-only machines.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     nncf = _require("nncf", "openvino")
     images = calibration.numpy() if isinstance(calibration, torch.Tensor) else np.asarray(calibration)
     dataset = nncf.Dataset([img[None].astype(np.float32) for img in images])
@@ -287,7 +290,7 @@ def load_runtime(
 
     int8 needs `calibration`: a few dozen real images preprocessed exactly as at inference (see
     `effnet.bench.calibration_images`); quantizing on noise gives wrong ranges and loses accuracy."""
-    _check(backend, precision)
+    check_runtime(backend, precision)
     if precision == "int8" and calibration is None:
         raise RuntimeUnavailable("runtime: int8 needs calibration images (N×C×H×W, preprocessed as at inference); "
                             "pass calibration=effnet.bench.calibration_images(...)")
@@ -372,7 +375,7 @@ def available_backends() -> list[str]:
 
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "Runtime", "RuntimeUnavailable", "available_backends", "export_onnx",
+    "BACKENDS", "PRECISIONS", "Runtime", "RuntimeModule", "RuntimeUnavailable", "available_backends", "check_runtime", "export_onnx",
     "export_openvino", "load_runtime", "openvino_runner", "runtime_module",
     "save_openvino", "quantize_onnx", "quantize_openvino",
 ]

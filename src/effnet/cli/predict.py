@@ -10,6 +10,7 @@ from effnet.cli._args import positive_int
 from effnet.errors import EffnetError
 from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
+from effnet.runtime import BACKENDS, PRECISIONS
 from effnet.report import format_table
 
 
@@ -23,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+    p.add_argument("--runtime", choices=BACKENDS, default="torch",
                    help="inference engine (effnet.runtime; default torch)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16 (AMX) and int8 (calibrated on real photos) are lossy; see docs/RESULTS.md")
     p.set_defaults(func=run_predict)
 

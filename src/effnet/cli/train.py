@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from effnet.cli._args import positive_int
+from effnet.runtime import BACKENDS, PRECISIONS
 from effnet.train.config import TrainConfig
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
@@ -140,6 +142,12 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    g = p.add_argument_group("inference engine (accuracy of the fast and lossy paths)")
+    g.add_argument("--runtime", choices=BACKENDS, default="torch", help="engine (default %(default)s: eager PyTorch)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32, bf16 (AMX) or int8 (post-training quantization); default %(default)s")
+    g.add_argument("--calibration", type=positive_int, default=64, metavar="N",
+                   help="int8: calibrate on N train-split images (default %(default)s)")
     p.set_defaults(func=run_eval)
 
 
@@ -152,8 +160,12 @@ def run_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     r = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
                             workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
-                            subset=args.subset, strict=args.strict, device=args.device)
+                            subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
+                            precision=args.precision, calibration=args.calibration)
     print(f"{r['checkpoint']} (step {r['step']}) on {r['data']} at {r['resolution']} px")
+    if (args.runtime, args.precision) != ("torch", "fp32"):
+        calibrated = f", calibrated on {r['calibration_images']} train-split images" if args.precision == "int8" else ""
+        print(f"runtime: {args.runtime} {args.precision}{calibrated}")
     print(f"{'weights':8s} {'top-1':>7s} {'top-5':>7s} {'loss':>7s} {'images':>7s}")
     for kind in ("raw", "ema"):
         m = r[kind]

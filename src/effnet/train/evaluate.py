@@ -1,5 +1,6 @@
 """Top-1 / top-5 of a model on a loader (summed over processes), and `evaluate_checkpoint` for `effnet eval`:
-raw and EMA weights of a training checkpoint, with the model's eval preprocessing."""
+raw and EMA weights of a training checkpoint, with the model's eval preprocessing, in eager PyTorch or on any
+`effnet.runtime` backend and precision (the lossy ones int8-calibrated on images of the data's own train split)."""
 
 from __future__ import annotations
 
@@ -91,9 +92,20 @@ def evaluate_checkpoint(
     subset: int | None = None,
     strict: bool = False,
     device: str = "cpu",
+    runtime: str = "torch",
+    precision: str = "fp32",
+    calibration: int = 64,
 ) -> dict[str, Any]:
     """{'raw': EvalMetrics, 'ema': EvalMetrics | None, 'checkpoint', 'images', ...} for a training checkpoint
-    (a file, or a run folder: its latest checkpoint)."""
+    (a file, or a run folder: its latest checkpoint).
+
+    `runtime`/`precision` pick an `effnet.runtime` engine (torch fp32 is eager PyTorch).  int8 is calibrated on
+    `calibration` images drawn (fixed seed) from the train split of `data` — never from the images evaluated."""
+    from effnet.runtime import check_runtime
+
+    check_runtime(runtime, precision)
+    if calibration < 1:
+        raise EffnetError(f"evaluate: calibration got {calibration}, expected a positive number of images")
     state = load_checkpoint(checkpoint)
     spec = NetSpec.from_dict(state["spec"])
     classes = tuple(state["classes"])
@@ -108,11 +120,15 @@ def evaluate_checkpoint(
     cfg = ModelConfig(**state["preprocess"])
     if resolution is not None:
         cfg = ModelConfig(check_resolution(resolution), cfg.crop_fraction, cfg.interpolation, cfg.mean, cfg.std)
-    loader = eval_loader(source, cfg, batch_size=batch_size, workers=workers,
-                         crop_fraction=crop_fraction if crop_fraction is not None else cfg.crop_fraction)
+    crop = crop_fraction if crop_fraction is not None else cfg.crop_fraction
+    loader = eval_loader(source, cfg, batch_size=batch_size, workers=workers, crop_fraction=crop)
     dev = torch.device(device)
     results: dict[str, Any] = {"checkpoint": state["path"], "step": state["step"], "data": source.name,
-                               "resolution": cfg.resolution}
+                               "resolution": cfg.resolution, "runtime": runtime, "precision": precision}
+    calibration_batch = None
+    if precision == "int8":
+        calibration_batch = calibration_images(data, classes, cfg, calibration, crop_fraction=crop)
+        results["calibration_images"] = len(calibration_batch)
     for kind, weights in (("raw", state["model"]), ("ema", (state.get("ema") or {}).get("model"))):
         if weights is None:
             results[kind] = None
@@ -120,8 +136,29 @@ def evaluate_checkpoint(
         model = ConvNet(spec)
         model.load_state_dict(weights)
         model.to(dev).to(memory_format=torch.channels_last)
+        if (runtime, precision) != ("torch", "fp32"):
+            from effnet.runtime import RuntimeModule, load_runtime
+
+            model = RuntimeModule(load_runtime(model.eval(), runtime, precision, calibration=calibration_batch,
+                                               resolution=cfg.resolution), spec)
         results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
     return results
+
+
+def calibration_images(data: str, classes: tuple[str, ...], config: ModelConfig, count: int, *,
+                       crop_fraction: float, seed: int = 0) -> torch.Tensor:
+    """`count` images of `data`'s train split (a fixed random subset), preprocessed exactly as for evaluation:
+    the int8 calibration set for a model trained on `data`."""
+    source = open_source(data, "train", classes=None if _is_fmnist(data) else classes)
+    check_usable(source, min_classes=1)
+    idx = subset_indices(len(source), count, seed)
+    if idx is not None:
+        source = SubsetSource(source, idx)
+    loader = eval_loader(source, config, batch_size=count, workers=0, crop_fraction=crop_fraction)
+    batches = [images for images, _, _ in loader if images is not None]
+    if not batches:
+        raise EffnetError(f"{data}: none of the {count} calibration images of the train split could be read")
+    return torch.cat(batches)
 
 
 def _is_fmnist(data: str) -> bool:
