@@ -53,3 +53,26 @@ def test_bad_input_is_one_line_and_exit_2(setup, capsys):
     assert err.count("\n") == 1 and "data folder not found" in err
     assert main(["eval", str(root / "nothing.pt"), str(data)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_eval_on_other_runtimes(setup, capsys):
+    """fp32 engines reproduce eager's accuracy; int8 calibrates on the train split (24 images here, fewer than the
+    64 asked for) and reports it."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from effnet.train import evaluate_checkpoint
+
+    root, data, spec = setup
+    out = root / "run_rt"
+    assert main(_train_args(data, spec, out)) == 0
+    capsys.readouterr()
+    eager = evaluate_checkpoint(str(out), str(data), workers=0)
+    onnx = evaluate_checkpoint(str(out), str(data), workers=0, runtime="onnxruntime")
+    for kind in ("raw", "ema"):
+        assert onnx[kind].top1 == eager[kind].top1
+        assert onnx[kind].loss == pytest.approx(eager[kind].loss, rel=1e-4, abs=1e-5)
+    assert main(["eval", str(out), str(data), "--workers", "0", "--runtime", "openvino", "--precision", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert "runtime: openvino int8, calibrated on 24 train-split images" in text and "\nema " in text
+    assert main(["eval", str(out), str(data), "--runtime", "torch", "--precision", "int8"]) == 2
+    assert "int8 runs on onnxruntime or openvino" in capsys.readouterr().err
