@@ -96,3 +96,11 @@ def test_fused_bn_silu_gives_equal_gradients_statistics_and_less_saved_memory():
     assert saved_activation_mb(step(fused)) < 0.85 * saved_activation_mb(step(plain))
     with torch.no_grad():
         torch.testing.assert_close(fused.eval()(x), plain.eval()(x))
+
+
+def test_memory_efficient_silu_double_backward_equals_autograd():
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(silu_memory_efficient, (x,))
+    (g1,) = torch.autograd.grad(silu_memory_efficient(x).sum(), x, create_graph=True)
+    (ref,) = torch.autograd.grad(torch.nn.functional.silu(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(torch.autograd.grad(g1.sum(), x)[0], torch.autograd.grad(ref.sum(), x)[0])

@@ -13,8 +13,11 @@ from torch import nn
 
 
 class _SiLUFunction(torch.autograd.Function):
-    """SiLU whose backward keeps only the input: σ(x) is recomputed, so no output or sigmoid is stored and the
-    forward may overwrite nothing the graph needs.  d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))."""
+    """SiLU whose backward keeps only the input: σ(x) is recomputed, so no output or sigmoid is stored.
+    d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x))), computed by ATen's fused `silu_backward` kernel in one pass.
+
+    Unlike `nn.SiLU(inplace=True)` after BatchNorm (timm's choice), which makes autograd clone the input it
+    overwrites, this writes a new output and saves the input itself: one memory pass instead of two, same memory."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
@@ -24,8 +27,10 @@ class _SiLUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        sig = torch.sigmoid(x)
-        return grad * sig * (1.0 + x * (1.0 - sig))
+        if torch.is_grad_enabled():  # create_graph=True (double backward): the differentiable form
+            sig = torch.sigmoid(x)
+            return grad * sig * (1.0 + x * (1.0 - sig))
+        return torch.ops.aten.silu_backward(grad, x)
 
 
 def silu_memory_efficient(x: torch.Tensor) -> torch.Tensor:
