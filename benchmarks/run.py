@@ -131,8 +131,9 @@ def train(quick: bool) -> None:
         settings = [("train_b0_64_bs4", 64, 4)]
     for tag, res, batch in settings:
         report = run_bench("efficientnet_b0", batches=(batch,), mode="train",
-                           paths=("eager", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint"),
-                           peers=("timm", "timm-bf16"), resolution=res, repeats=2 if quick else 4, warmup=1,
+                           paths=("eager", "channels_last", "bf16", "checkpoint", "bf16-checkpoint"),
+                           peers=("timm", "timm-channels_last", "timm-bf16"), resolution=res,
+                           repeats=2 if quick else 4, warmup=1,
                            log=log)
         _save(tag, report.to_dict(), format_report(report))
 
@@ -158,7 +159,8 @@ def markdown() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if "results" in data and "machine" in data:
-            peers = [p for p in ("timm", "torchvision", "onnxruntime", "openvino", "timm-bf16")
+            peers = [p for p in ("timm", "torchvision", "onnxruntime", "openvino", "timm-channels_last",
+                                 "timm-bf16")
                      if any(r["name"] == p for r in data["results"])]
             headers = ["batch", "path", "img/s (min-max)", "ms/batch", "peak MB"]
             headers += ["saved act. MB"] if data["mode"] == "train" else []

@@ -36,7 +36,7 @@ INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-b
                "openvino-bf16", "openvino-int8")
 TRAIN_PATHS = ("eager", "channels_last", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
 PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
-TRAIN_PEERS = ("timm", "torchvision", "timm-bf16")
+TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
 LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
 _TORCHVISION = {f"efficientnet_b{i}" for i in range(8)}
 
@@ -272,9 +272,9 @@ def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> 
         peer = peer_model(path, model_name)
         if peer is None:
             raise _Missing(f"{path.split('-')[0]} has no {model_name}")
-        bf16 = path.endswith("bf16")
-        return Candidate(path, _train_step(peer, bf16=bf16, channels_last=bf16), peer=True,
-                         note="bf16 autocast, channels_last" if bf16 else "fp32")
+        bf16, channels_last = path.endswith("bf16"), path.endswith(("bf16", "channels_last"))
+        note = "bf16 autocast, channels_last" if bf16 else "fp32 channels_last" if channels_last else "fp32"
+        return Candidate(path, _train_step(peer, bf16=bf16, channels_last=channels_last), peer=True, note=note)
     raise BenchError(f"bench: unknown train path {path!r}; expected one of {', '.join(TRAIN_PATHS + TRAIN_PEERS)}")
 
 

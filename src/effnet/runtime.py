@@ -375,7 +375,7 @@ def available_backends() -> list[str]:
 
 
 __all__ = [
-    "BACKENDS", "PRECISIONS", "Runtime", "RuntimeModule", "RuntimeUnavailable", "available_backends", "check_runtime", "export_onnx",
-    "export_openvino", "load_runtime", "openvino_runner", "runtime_module",
-    "save_openvino", "quantize_onnx", "quantize_openvino",
+    "BACKENDS", "PRECISIONS", "Runtime", "RuntimeModule", "RuntimeUnavailable", "available_backends", "check_runtime",
+    "export_onnx", "export_openvino", "load_runtime", "openvino_runner", "quantize_onnx", "quantize_openvino",
+    "runtime_module", "save_openvino",
 ]

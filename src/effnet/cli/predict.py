@@ -10,8 +10,8 @@ from effnet.cli._args import positive_int
 from effnet.errors import EffnetError
 from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
-from effnet.runtime import BACKENDS, PRECISIONS
 from effnet.report import format_table
+from effnet.runtime import BACKENDS, PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
