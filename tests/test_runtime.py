@@ -118,3 +118,15 @@ def test_runtime_module_stands_in_for_the_model(model, x):
     wrapped = runtime_module(model, "onnxruntime", "fp32")
     assert next(wrapped.parameters()).device.type == "cpu" and wrapped.spec == model.spec
     assert _rel(wrapped.eval()(x), _ref(model, x)) <= FP32_RTOL
+
+
+@needs_ov
+def test_openvino_streams_split_the_batch_and_match_eager(model):
+    """An even batch runs as one slice per thread on parallel streams; odd batches as one request; both are the
+    eager result in fp32, in order."""
+    rt = load_runtime(model, "openvino", "fp32", threads=2)
+    for n in (4, 3):
+        x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        assert _rel(rt(x), _ref(model, x)) <= FP32_RTOL
+    assert list(rt._streams) == [(2, 3, 32, 32)]
+    assert (3, 3, 32, 32) in rt._compiled and (4, 3, 32, 32) not in rt._compiled
