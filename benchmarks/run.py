@@ -25,6 +25,7 @@ from pathlib import Path
 # parallel-region barrier whenever another process holds a core: B0 bs1 ran at ~2 img/s instead of ~10 here.
 # Passive waiting must be chosen before torch loads libgomp.  ONNX Runtime and OpenVINO use their own pools.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the op-class profile (section ops) stays quiet on CPU-only machines
 
 import torch  # noqa: E402
 
@@ -125,6 +126,119 @@ def accuracy_fmnist(quick: bool) -> None:
     _save("accuracy_fmnist", {"model": FMNIST_RUN.name, "kind": "labelled", "results": results}, table)
 
 
+OTHER_OPS = "other (SE, SiLU, pool, adds, ...)"
+
+
+def _conv_kind(weight_shape) -> str:
+    """Op class of a convolution from its weight shape (out, in per group, kh, kw)."""
+    if len(weight_shape) != 4:
+        return OTHER_OPS
+    if weight_shape[2] == 1:
+        return "pointwise 1x1 conv"
+    return "depthwise conv" if weight_shape[1] == 1 else "full conv (stem)"
+
+
+def _conv_macs(model, x: torch.Tensor) -> dict[str, float]:
+    """MACs per batch of each convolution class (the SE blocks' 1x1 products run as matrix products: 'other')."""
+    macs: dict[str, float] = {}
+
+    def count(module, _inputs, output):
+        kind = _conv_kind(module.weight.shape)
+        macs[kind] = macs.get(kind, 0.0) + output.numel() * module.weight[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return macs
+
+
+def _torch_op_times(model, x: torch.Tensor, iters: int) -> dict[str, float]:
+    """ms per batch by op class, from the profiler's self-CPU times."""
+    from torch.profiler import profile
+
+    with torch.inference_mode():
+        model(x)
+        with profile(record_shapes=True) as prof:
+            for _ in range(iters):
+                model(x)
+    times: dict[str, float] = {}
+    for event in prof.events():
+        if not event.name.startswith("aten::") or event.self_cpu_time_total <= 0:
+            continue
+        kind = _conv_kind(event.input_shapes[1]) if event.name == "aten::mkldnn_convolution" else OTHER_OPS
+        times[kind] = times.get(kind, 0.0) + event.self_cpu_time_total / 1000 / iters
+    return times
+
+
+def _ort_op_times(events: list[dict], runs: int) -> dict[str, float]:
+    """ms per batch by op class from an ONNX Runtime profile (Conv, FusedConv and NchwcConv nodes by weight shape)."""
+    times: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        args = event.get("args", {})
+        kind = OTHER_OPS
+        if "Conv" in args.get("op_name", ""):
+            shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+            kind = _conv_kind(shapes[1]) if len(shapes) > 1 else OTHER_OPS
+        times[kind] = times.get(kind, 0.0) + event["dur"] / 1000 / runs
+    return times
+
+
+def ops(quick: bool) -> None:
+    """Where the fp32 time goes: torch's best eager path (folded, channels_last) against ONNX Runtime, by op
+    class, at B0 224 batch 32 (quick: 64 px batch 4)."""
+    import tempfile
+
+    import onnxruntime
+
+    import effnet
+    from effnet.optimize import optimize_for_inference
+    from effnet.report import format_table
+    from effnet.runtime import export_onnx
+
+    res, batch, iters = (64, 4, 2) if quick else (224, 32, 3)
+    model = effnet.create_model("efficientnet_b0").eval()
+    x = torch.randn(batch, 3, res, res)
+    fast = optimize_for_inference(model)
+    macs = _conv_macs(fast, x)
+    torch_times = _torch_op_times(fast, x, iters)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, Path(tmp) / "b0.onnx", resolution=res)
+        options = onnxruntime.SessionOptions()
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "ort")
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        for _ in range(iters + 1):  # the first run is the warm-up: dropped below
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    run_events = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    first_end = run_events[0]["ts"] + run_events[0]["dur"]
+    ort_times = _ort_op_times([e for e in events if e.get("ts", 0) > first_end], iters)
+    ort_total = sum(e["dur"] for e in run_events[1:]) / 1000 / iters
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for _ in range(iters):
+            fast(x)
+        torch_total = (time.perf_counter() - start) * 1000 / iters
+    kinds = sorted(set(torch_times) | set(ort_times), key=lambda k: -torch_times.get(k, 0.0))
+    rows = []
+    for kind in kinds:
+        t, o, m = torch_times.get(kind), ort_times.get(kind), macs.get(kind)
+        rows.append((kind, t, o, None if not (t and o) else t / o, None if not (m and t) else m / t / 1e6,
+                     None if not (m and o) else m / o / 1e6))
+    rows.append(("whole forward (wall)", torch_total, ort_total, torch_total / ort_total, None, None))
+    table = format_table(["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"],
+                         rows, title=f"efficientnet_b0 fp32 at {res}px batch {batch}: torch (BN folded, channels_last, "
+                                     "oneDNN) vs ONNX Runtime, time per batch by op class (profilers)")
+    _save("ops_b0", {"model": "efficientnet_b0", "kind": "ops", "resolution": res, "batch": batch,
+                     "rows": [dict(zip(["op", "torch_ms", "ort_ms", "ratio", "torch_gmacs", "ort_gmacs"], r))
+                              for r in rows]}, table)
+
+
 def train(quick: bool) -> None:
     settings = [("train_b0_224_bs16", None, 16), ("train_b0_32_bs128", 32, 128)]
     if quick:
@@ -138,7 +252,7 @@ def train(quick: bool) -> None:
         _save(tag, report.to_dict(), format_report(report))
 
 
-SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "train": train}
+SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train}
 
 
 def _md(headers: list[str], rows: list[list]) -> str:
@@ -178,6 +292,12 @@ def markdown() -> str:
             out.append(f"**{path.stem}** ({data['model']} {data['mode']} at {data['resolution']}px, "
                        f"{data['repeats']} rounds; load average {m['load_average'][0]:.1f} on {m['cpus']} CPUs; "
                        f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n" + _md(headers, rows))
+        elif data.get("kind") == "ops":
+            rows = [[r["op"], r["torch_ms"], r["ort_ms"], r["ratio"], r["torch_gmacs"], r["ort_gmacs"]]
+                    for r in data["rows"]]
+            out.append(f"**{path.stem}** ({data['model']} fp32 at {data['resolution']}px, batch {data['batch']}; "
+                       "time per batch by op class)\n\n" + _md(
+                           ["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"], rows))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]

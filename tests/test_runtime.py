@@ -130,3 +130,16 @@ def test_openvino_streams_split_the_batch_and_match_eager(model):
         assert _rel(rt(x), _ref(model, x)) <= FP32_RTOL
     assert list(rt._streams) == [(2, 3, 32, 32)]
     assert (3, 3, 32, 32) in rt._compiled and (4, 3, 32, 32) not in rt._compiled
+
+
+def test_bundled_photos_by_name():
+    pytest.importorskip("skimage")
+    from effnet.errors import EffnetError
+    from effnet.lossy import PHOTO_NAMES, photos
+
+    chosen = photos(["sklearn_flower", "camera"])
+    assert [name for name, _ in chosen] == ["camera", "sklearn_flower"]  # PHOTO_NAMES order
+    assert all(img.dtype.name == "uint8" and img.ndim == 3 and img.shape[2] == 3 for _, img in chosen)
+    assert len(PHOTO_NAMES) == 22
+    with pytest.raises(EffnetError, match="unknown photo"):
+        photos(["lena"])

@@ -33,14 +33,9 @@ def _tiny(**options) -> effnet.ConvNet:
 
 
 def _photos() -> dict:
-    import skimage.data
-    import sklearn.datasets
+    from effnet.lossy import photos
 
-    return {
-        "china": sklearn.datasets.load_sample_image("china.jpg"),
-        "coffee": skimage.data.coffee(),
-        "chelsea": skimage.data.chelsea(),
-    }
+    return {name.removeprefix("sklearn_"): image for name, image in photos(["sklearn_china", "coffee", "chelsea"])}
 
 
 def _top5(model: torch.nn.Module, name: str) -> dict[str, list[str]]:

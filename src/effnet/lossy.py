@@ -13,7 +13,7 @@ that view's correctness cannot differ, so |Δ top-1| ≤ 100 % − agreement.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,16 +31,27 @@ class PhotosUnavailable(EffnetError, ImportError):
     """scikit-image / scikit-learn are not installed."""
 
 
-def photos() -> list[tuple[str, np.ndarray]]:
-    """(name, H×W×3 uint8) for every bundled photo, in a fixed order."""
+_SKLEARN = ("china", "flower")
+PHOTO_NAMES = _COLOUR + _GREY + tuple(f"sklearn_{n}" for n in _SKLEARN)
+
+
+def photos(names: Iterable[str] | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, H×W×3 uint8) for every bundled photo (or those in `names`, see PHOTO_NAMES), in a fixed order."""
+    wanted = PHOTO_NAMES if names is None else tuple(names)
+    unknown = sorted(set(wanted) - set(PHOTO_NAMES))
+    if unknown:
+        raise EffnetError(f"photos: unknown photo(s) {unknown}; expected names from {list(PHOTO_NAMES)}")
     try:
         import skimage.data as data
-        from sklearn.datasets import load_sample_images
+        from sklearn.datasets import load_sample_image
     except ImportError:
         raise PhotosUnavailable("real photos need scikit-image and scikit-learn: pip install 'effnet[photos]'") \
             from None
     out = []
-    for name in _COLOUR + _GREY:
+    for name in (n for n in PHOTO_NAMES if n in wanted):
+        if name.startswith("sklearn_"):
+            out.append((name, load_sample_image(name.removeprefix("sklearn_") + ".jpg")))
+            continue
         image = getattr(data, name)()
         image = image[0] if isinstance(image, tuple) else image
         if image.dtype != np.uint8:
@@ -48,8 +59,6 @@ def photos() -> list[tuple[str, np.ndarray]]:
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         out.append((name, np.ascontiguousarray(image[..., :3])))
-    sample = load_sample_images()
-    out += [(f"sklearn_{n.rsplit('.', 1)[0]}", img) for n, img in zip(sample.filenames, sample.images)]
     return out
 
 
@@ -140,5 +149,5 @@ def measure_agreement(
     return [agreement(reference, run(fn), name) for name, fn in paths.items()]
 
 
-__all__ = ["Agreement", "PhotosUnavailable", "agreement", "calibration_images", "measure_agreement", "photo_batch",
-           "photos"]
+__all__ = ["PHOTO_NAMES", "Agreement", "PhotosUnavailable", "agreement", "calibration_images", "measure_agreement",
+           "photo_batch", "photos"]

@@ -68,25 +68,30 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEMO_PHOTOS = {"coffee": "skimage coffee", "chelsea": "skimage chelsea", "astronaut": "skimage astronaut",
+                "rocket": "skimage rocket", "sklearn_china": "sklearn china.jpg",
+                "sklearn_flower": "sklearn flower.jpg"}
+
+
 def _demo_photos() -> dict:
-    """Real photos shipped with scikit-image and scikit-learn (no download)."""
-    import skimage.data
-    import sklearn.datasets
+    """Six of the real photos shipped with scikit-image and scikit-learn (`effnet.lossy.photos`; no download)."""
     from PIL import Image
 
-    photos = {f"skimage {n}": getattr(skimage.data, n)() for n in ("coffee", "chelsea", "astronaut", "rocket")}
-    photos.update({f"sklearn {n}": sklearn.datasets.load_sample_image(n) for n in ("china.jpg", "flower.jpg")})
-    return {name: Image.fromarray(array) for name, array in photos.items()}
+    from effnet.lossy import photos
+
+    loaded = dict(photos(_DEMO_PHOTOS))
+    return {label: Image.fromarray(loaded[name]) for name, label in _DEMO_PHOTOS.items()}
 
 
 def demo_section() -> None:
     """`effnet demo`: pretrained EfficientNet-Lite0 (bundled weights) on real photos, top-3 classes each."""
+    from effnet.lossy import PhotosUnavailable
     from effnet.weights import BUNDLED, WeightsError, imagenet_classes
 
     try:
         photos = _demo_photos()
-    except ImportError as exc:
-        print(f"skipped: needs scikit-image and scikit-learn ({exc.name} missing): pip install 'effnet[photos]'")
+    except PhotosUnavailable as exc:
+        print(f"skipped: {exc}")
         return
     try:
         model = create_model("efficientnet_lite0", pretrained=True)
