@@ -138,20 +138,36 @@ def _conv_kind(weight_shape) -> str:
     return "depthwise conv" if weight_shape[1] == 1 else "full conv (stem)"
 
 
-def _conv_macs(model, x: torch.Tensor) -> dict[str, float]:
-    """MACs per batch of each convolution class (the SE blocks' 1x1 products run as matrix products: 'other')."""
+def _conv_macs(model, x: torch.Tensor) -> tuple[dict[str, float], float]:
+    """MACs per batch of each convolution class (the SE blocks' 1x1 products run as matrix products: 'other'),
+    and the bytes per image every convolution must read (its input) and write (its output) in fp32."""
     macs: dict[str, float] = {}
+    elements = [0]
 
-    def count(module, _inputs, output):
+    def count(module, inputs, output):
         kind = _conv_kind(module.weight.shape)
         macs[kind] = macs.get(kind, 0.0) + output.numel() * module.weight[0].numel()
+        elements[0] += inputs[0].numel() + output.numel()
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.inference_mode():
         model(x)
     for hook in hooks:
         hook.remove()
-    return macs
+    return macs, 4.0 * elements[0] / x.shape[0]
+
+
+def _memory_bandwidth() -> float:
+    """Bytes/s of a 256 MB copy (read + write) on torch's threads, median of 8: the DRAM roofline's slope."""
+    src = torch.randn(64 * 1024 * 1024)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(8):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * 4 * src.numel() / sorted(times)[len(times) // 2]
 
 
 def _torch_op_times(model, x: torch.Tensor, iters: int) -> dict[str, float]:
@@ -203,7 +219,7 @@ def ops(quick: bool) -> None:
     model = effnet.create_model("efficientnet_b0").eval()
     x = torch.randn(batch, 3, res, res)
     fast = optimize_for_inference(model)
-    macs = _conv_macs(fast, x)
+    macs, bytes_per_image = _conv_macs(fast, x)
     torch_times = _torch_op_times(fast, x, iters)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "b0.onnx", resolution=res)
@@ -231,12 +247,26 @@ def ops(quick: bool) -> None:
         rows.append((kind, t, o, None if not (t and o) else t / o, None if not (m and t) else m / t / 1e6,
                      None if not (m and o) else m / o / 1e6))
     rows.append(("whole forward (wall)", torch_total, ort_total, torch_total / ort_total, None, None))
+    bandwidth = _memory_bandwidth()
+    roofline = bandwidth / bytes_per_image  # images/s if every conv streams its input and output through DRAM once
+    roof = {"bytes_per_image": bytes_per_image, "bandwidth_gb_s": bandwidth / 1e9, "roofline_images_per_s": roofline,
+            "torch_images_per_s": 1000 * batch / torch_total, "ort_images_per_s": 1000 * batch / ort_total}
     table = format_table(["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"],
                          rows, title=f"efficientnet_b0 fp32 at {res}px batch {batch}: torch (BN folded, channels_last, "
                                      "oneDNN) vs ONNX Runtime, time per batch by op class (profilers)")
-    _save("ops_b0", {"model": "efficientnet_b0", "kind": "ops", "resolution": res, "batch": batch,
+    table += "\n" + _roofline_note(roof)
+    _save("ops_b0", {"model": "efficientnet_b0", "kind": "ops", "resolution": res, "batch": batch, **roof,
                      "rows": [dict(zip(["op", "torch_ms", "ort_ms", "ratio", "torch_gmacs", "ort_gmacs"], r))
                               for r in rows]}, table)
+
+
+def _roofline_note(roof: dict) -> str:
+    limit = roof["roofline_images_per_s"]
+    torch_ips, ort_ips = roof["torch_images_per_s"], roof["ort_images_per_s"]
+    return (f"memory roofline: the convolutions read and write {roof['bytes_per_image'] / 1e6:.1f} MB per image in "
+            f"fp32; a 256 MB copy ran at {roof['bandwidth_gb_s']:.1f} GB/s, so a layer-by-layer fp32 forward whose "
+            f"activations stream through DRAM cannot exceed {limit:.0f} img/s.  Measured: torch {torch_ips:.0f} img/s "
+            f"({100 * torch_ips / limit:.0f} %), ONNX Runtime {ort_ips:.0f} img/s ({100 * ort_ips / limit:.0f} %).")
 
 
 def train(quick: bool) -> None:
@@ -297,7 +327,8 @@ def markdown() -> str:
                     for r in data["rows"]]
             out.append(f"**{path.stem}** ({data['model']} fp32 at {data['resolution']}px, batch {data['batch']}; "
                        "time per batch by op class)\n\n" + _md(
-                           ["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"], rows))
+                           ["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"], rows)
+                       + "\n\n" + _roofline_note(data))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]

@@ -1,5 +1,6 @@
 """Training-memory features: the memory-efficient SiLU and per-stage activation checkpointing."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -78,7 +79,8 @@ def test_checkpointing_model_infers_like_the_plain_one():
         torch.testing.assert_close(ckpt(x), plain(x))
 
 
-def test_fused_bn_silu_gives_equal_gradients_statistics_and_less_saved_memory():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fused_bn_silu_gives_equal_gradients_statistics_and_less_saved_memory(memory_format):
     from effnet.optimize import fuse_bn_silu_for_training
 
     spec = tiny_spec(drop_path_rate=0.0)
@@ -86,7 +88,8 @@ def test_fused_bn_silu_gives_equal_gradients_statistics_and_less_saved_memory():
     fused.load_state_dict(plain.state_dict())
     assert fuse_bn_silu_for_training(fused) > 0
     assert list(fused.state_dict()) == list(plain.state_dict())
-    x = torch.randn(4, 3, 32, 32)
+    plain, fused = plain.to(memory_format=memory_format), fused.to(memory_format=memory_format)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=memory_format)
     g1, g2 = _grads(plain, x), _grads(fused, x)
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], rtol=1e-4, atol=1e-6, msg=name)

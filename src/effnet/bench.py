@@ -34,7 +34,7 @@ from effnet.spec import NetSpec, with_options
 
 INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-bf16", "onnxruntime-int8",
                "openvino-bf16", "openvino-int8")
-TRAIN_PATHS = ("eager", "channels_last", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
+TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
 PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
 TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
 LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
@@ -260,13 +260,14 @@ def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> 
     """One training step (forward, backward, SGD update) of an effnet path (TRAIN_PATHS) or a peer."""
     if path in TRAIN_PATHS:
         model = _effnet_model(spec or model_name, grad_checkpointing="checkpoint" in path)
-        if path == "bf16-fused":
+        if path.endswith("-fused"):
             fuse_bn_silu_for_training(model)
         bf16 = path.startswith("bf16")
         notes = {"eager": "fp32", "channels_last": "fp32 channels_last", "bf16": "bf16 autocast, channels_last",
+                 "channels_last-fused": "fp32 channels_last, BN+SiLU saving only BN input",
                  "bf16-fused": "bf16, channels_last, BN+SiLU saving only BN input",
                  "checkpoint": "fp32, per-stage checkpointing", "bf16-checkpoint": "bf16, channels_last, checkpointing"}
-        return Candidate(path, _train_step(model, bf16=bf16, channels_last=bf16 or path == "channels_last"),
+        return Candidate(path, _train_step(model, bf16=bf16, channels_last=bf16 or path.startswith("channels_last")),
                          note=notes[path])
     if path in TRAIN_PEERS:
         peer = peer_model(path, model_name)

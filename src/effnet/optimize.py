@@ -163,9 +163,12 @@ class _BatchNormSiLU(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         shape = (1, -1, 1, 1)
-        y = (x - mean.view(shape)) * (invstd * weight).view(shape) + bias.view(shape)
-        sig = torch.sigmoid(y)
-        dy = (grad * sig * (1.0 + y * (1.0 - sig))).to(x.dtype)
+        scale = invstd * weight
+        # y = (x − μ)·γ/σ + β recomputed in one pass (addcmul keeps x's memory format), then ATen's fused SiLU
+        # backward: one extra pass over x against the stock BN → SiLU pair, one saved activation fewer.
+        y = torch.addcmul((bias - mean * scale).view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
+        dy = torch.ops.aten.silu_backward(grad.to(x.dtype), y)
+        del y
         gx, gw, gb = torch.ops.aten.native_batch_norm_backward(dy, x, weight, None, None, mean, invstd, True,
                                                                ctx.eps, [True, True, True])
         return gx, gw, gb, None, None, None, None
