@@ -275,7 +275,8 @@ def train(quick: bool) -> None:
         settings = [("train_b0_64_bs4", 64, 4)]
     for tag, res, batch in settings:
         report = run_bench("efficientnet_b0", batches=(batch,), mode="train",
-                           paths=("eager", "channels_last", "bf16", "checkpoint", "bf16-checkpoint"),
+                           paths=("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16",
+                                  "bf16-checkpoint"),
                            peers=("timm", "timm-channels_last", "timm-bf16"), resolution=res,
                            repeats=2 if quick else 4, warmup=1,
                            log=log)
@@ -307,14 +308,14 @@ def markdown() -> str:
                                  "timm-bf16")
                      if any(r["name"] == p for r in data["results"])]
             headers = ["batch", "path", "img/s (min-max)", "ms/batch", "peak MB"]
-            headers += ["saved act. MB"] if data["mode"] == "train" else []
+            headers += ["peak tensor MB", "saved act. MB"] if data["mode"] == "train" else []
             headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers]
             rows = []
             for r in data["results"]:
                 row = [r["batch"], r["name"] + (f" ({r['note']})" if r["note"] else ""),
                        f"{r['images_per_s']:.3g} ({r['images_per_s_min']:.3g}-{r['images_per_s_max']:.3g})",
                        r["latency_ms"], r["peak_mem_mb"]]
-                row += [r["saved_activations_mb"]] if data["mode"] == "train" else []
+                row += [r.get("peak_tensor_mb"), r["saved_activations_mb"]] if data["mode"] == "train" else []
                 row += [r["gmacs_per_s"], 100 * r["ceiling_fraction"]]
                 row += [None if p == r["name"] else r["ratios"].get(p) for p in peers]
                 rows.append(row)

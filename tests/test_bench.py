@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from effnet.bench import Result, _add_ratios, machine, peak_memory_mb
 from effnet.cli import main
@@ -71,3 +72,19 @@ def test_machine_ceiling_and_memory_probe():
     m = machine(threads=2)
     assert m.threads == 2 and m.fp32_gmacs_ceiling > 0 and m.isa
     assert peak_memory_mb(lambda: bytearray(64 * 2**20)) >= 0
+
+
+def test_peak_tensor_mb_counts_live_tensors_not_allocator_memory():
+    from effnet.bench import peak_tensor_mb
+
+    keep = torch.ones(2**20)  # 4 MiB live before: not counted
+
+    def step():
+        a = torch.ones(2 * 2**20)  # 8 MiB
+        b = torch.ones(2**20)  # 4 MiB while a is live: peak 12 MiB
+        del a, b
+        return torch.ones(2**19)  # 2 MiB after the peak
+
+    peak = peak_tensor_mb(step)
+    assert peak is not None and 11.9 < peak < 12.5
+    assert keep.numel() == 2**20

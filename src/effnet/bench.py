@@ -4,7 +4,9 @@ A shared 2-core machine makes absolute times meaningless, so every number here i
 each candidate is built and warmed up, then `repeats` rounds run every candidate in turn (rotating the order each
 round), and a path's ratio to a peer is the median over rounds of the *paired* per-round ratio.  Throughput is
 reported as the median and min–max over rounds.  Peak memory is the rise in resident memory (VmHWM) during one
-call, after `malloc_trim` has returned freed memory to the OS; train mode also counts the bytes autograd saves.
+call, after `malloc_trim` has returned freed memory to the OS ("peak MB": what the OS sees, including freed memory
+the C allocator keeps); train mode also reports the peak of live tensor bytes ("tensor MB": what the step needs,
+from the profiler's allocation events) and the bytes autograd saves for backward ("act MB").
 
 Ceiling: the fp32 FMA peak of the cores in use (2 FMA ports × 16 fp32 lanes per cycle with AVX-512, 8 with AVX2,
 at the clock /proc/cpuinfo reports); bf16/int8 paths on AMX can exceed it, and their fraction says so.
@@ -34,7 +36,8 @@ from effnet.spec import NetSpec, with_options
 
 INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-bf16", "onnxruntime-int8",
                "openvino-bf16", "openvino-int8")
-TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
+TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16", "bf16-fused",
+               "checkpoint", "bf16-checkpoint")
 PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
 TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
 LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
@@ -70,6 +73,7 @@ class Result:
     gmacs_per_s: float
     ceiling_fraction: float
     saved_activations_mb: float | None = None
+    peak_tensor_mb: float | None = None
     rounds: list[float] = field(default_factory=list)
     ratios: dict[str, float] = field(default_factory=dict)
     ratio_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -144,6 +148,30 @@ def peak_memory_mb(fn: Callable[[], object]) -> float:
         return 0.0
     fn()
     return max(0, _status_kb("VmHWM") - before) / 1024
+
+
+def peak_tensor_mb(fn: Callable[[], object]) -> float | None:
+    """Peak of live CPU tensor bytes allocated during fn() above what was live before, in MB, from the profiler's
+    allocation events: what the step needs, without the C allocator's retained free memory that VmHWM includes
+    (glibc keeps freed blocks under its mmap threshold in the heap).  None if the profiler gives no events."""
+    from torch.autograd import DeviceType
+    from torch.profiler import profile
+
+    with profile(profile_memory=True) as prof:
+        fn()
+    try:
+        events = prof.profiler.kineto_results.events()
+    except AttributeError:  # pragma: no cover - a torch without kineto results
+        return None
+    changes = sorted((e.start_ns(), e.nbytes()) for e in events
+                     if e.name() == "[memory]" and e.device_type() == DeviceType.CPU)
+    if not changes:
+        return None
+    live = peak = 0
+    for _, nbytes in changes:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def saved_activation_mb(step: Callable[[], object]) -> float:
@@ -265,6 +293,7 @@ def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> 
         bf16 = path.startswith("bf16")
         notes = {"eager": "fp32", "channels_last": "fp32 channels_last", "bf16": "bf16 autocast, channels_last",
                  "channels_last-fused": "fp32 channels_last, BN+SiLU saving only BN input",
+                 "channels_last-checkpoint": "fp32 channels_last, per-stage checkpointing",
                  "bf16-fused": "bf16, channels_last, BN+SiLU saving only BN input",
                  "checkpoint": "fp32, per-stage checkpointing", "bf16-checkpoint": "bf16, channels_last, checkpointing"}
         return Candidate(path, _train_step(model, bf16=bf16, channels_last=bf16 or path.startswith("channels_last")),
@@ -378,7 +407,8 @@ def run_bench(
         for c in candidates:
             mem = peak_memory_mb(lambda c=c, x=x: c.step(x))
             saved = saved_activation_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
-            results.append(_result(c, batch, times, macs, mach, mem, saved))
+            tensors = peak_tensor_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
+            results.append(_result(c, batch, times, macs, mach, mem, saved, tensors))
     _add_ratios(results)
     return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters)
 
@@ -390,13 +420,13 @@ def _timed(c: Candidate, x: torch.Tensor) -> float:
 
 
 def _result(c: Candidate, batch: int, times: dict[str, list[float]], macs: int, mach: Machine, mem: float,
-            saved: float | None) -> Result:
+            saved: float | None, tensors: float | None) -> Result:
     t = times[c.name]
     ips = [batch / s for s in t]
     med = statistics.median(ips)
     gmacs = med * macs / 1e9
     return Result(c.name, c.peer, batch, med, min(ips), max(ips), 1000 * statistics.median(t), 1000 * min(t),
-                  1000 * max(t), mem, gmacs, gmacs / mach.fp32_gmacs_ceiling, saved, ips, note=c.note)
+                  1000 * max(t), mem, gmacs, gmacs / mach.fp32_gmacs_ceiling, saved, tensors, ips, note=c.note)
 
 
 def _add_ratios(results: list[Result]) -> None:
@@ -414,6 +444,6 @@ def _add_ratios(results: list[Result]) -> None:
 
 __all__ = [
     "INFER_PATHS", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "Machine", "Report", "Result",
-    "infer_candidate", "machine", "peak_memory_mb", "peer_model", "run_bench", "saved_activation_mb",
+    "infer_candidate", "machine", "peak_memory_mb", "peak_tensor_mb", "peer_model", "run_bench", "saved_activation_mb",
     "train_candidate",
 ]

@@ -83,13 +83,13 @@ def format_report(report: Report) -> str:
     m = report.machine
     peers = sorted({r.name for r in report.results if r.peer}, key=lambda n: list(PEERS + TRAIN_PEERS).index(n))
     headers = ["batch", "path", "img/s", "min-max", "ms/batch", "peak MB"]
-    headers += ["act MB"] if report.mode == "train" else []
+    headers += ["tensor MB", "act MB"] if report.mode == "train" else []
     headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers] + ["note"]
     rows = []
     for r in report.results:
         row = [r.batch, r.name + (" *" if r.name in LOSSY else ""), r.images_per_s,
                f"{r.images_per_s_min:.3g}-{r.images_per_s_max:.3g}", r.latency_ms, r.peak_mem_mb]
-        row += [r.saved_activations_mb] if report.mode == "train" else []
+        row += [r.peak_tensor_mb, r.saved_activations_mb] if report.mode == "train" else []
         row += [r.gmacs_per_s, 100 * r.ceiling_fraction] + [r.ratios.get(p) for p in peers] + [r.note]
         rows.append(row)
     title = (f"{report.model} {report.mode} at {report.resolution}px, {report.macs_per_image / 1e9:.3f} GMACs per "
