@@ -278,8 +278,7 @@ def train(quick: bool) -> None:
                            paths=("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16",
                                   "bf16-checkpoint"),
                            peers=("timm", "timm-channels_last", "timm-bf16"), resolution=res,
-                           repeats=2 if quick else 4, warmup=1,
-                           log=log)
+                           repeats=2 if quick else 4, warmup=1, isolate_memory=True, log=log)
         _save(tag, report.to_dict(), format_report(report))
 
 

@@ -51,6 +51,19 @@ def test_train_mode_table(capsys, spec_path):
     assert "train at 32px" in out and "checkpoint" in out and "act MB" in out
 
 
+def test_train_memory_in_own_process_via_json(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "eager,checkpoint",
+                          "--vs", "none", "--isolate-memory", "--format", "json", "--repeats", "1")
+    assert code == 0
+    report = json.loads(out)
+    assert report["memory_isolated"] is True
+    rows = {r["name"]: r for r in report["results"]}
+    assert all(r["peak_tensor_mb"] > 0 and r["peak_mem_mb"] >= 0 for r in rows.values())
+    assert rows["checkpoint"]["peak_tensor_mb"] < rows["eager"]["peak_tensor_mb"]
+    code, _, err = _bench(capsys, spec_path, "--isolate-memory")
+    assert code == 2 and "--mode train" in err
+
+
 @pytest.mark.parametrize("args,match", [
     (["--batch", "0"], "--batch"), (["--paths", "warp"], "--paths"), (["--vs", "tensorrt"], "--vs")])
 def test_bad_arguments_exit_2_with_one_line(capsys, spec_path, args, match):

@@ -15,7 +15,11 @@ at the clock /proc/cpuinfo reports); bf16/int8 paths on AMX can exceed it, and t
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -174,6 +178,38 @@ def peak_tensor_mb(fn: Callable[[], object]) -> float | None:
     return peak / 2**20
 
 
+_ISOLATED_TRAIN_MEMORY = r"""
+import json, sys
+import torch
+from effnet.bench import peak_memory_mb, peak_tensor_mb, train_candidate
+from effnet.spec import NetSpec
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+spec = NetSpec.from_dict(args["spec"])
+candidate = train_candidate(args["model"], args["path"], spec=spec)
+x = torch.randn(args["batch"], spec.in_channels, spec.resolution, spec.resolution)
+for _ in range(2):
+    candidate.step(x)
+print(json.dumps([peak_memory_mb(lambda: candidate.step(x)), peak_tensor_mb(lambda: candidate.step(x))]))
+"""
+
+
+def isolated_train_memory(model_name: str, path: str, spec: NetSpec, batch: int) -> tuple[float, float | None]:
+    """(peak MB, tensor MB) of one training step of `path`, measured in a fresh Python process after two warm-up
+    steps.  In one shared process the C allocator's heap keeps the other candidates' freed memory and fragments,
+    so the resident peak depends on what ran before; a process of its own is what a user's training run sees."""
+    args = json.dumps({"model": model_name, "path": path, "spec": spec.to_dict(), "batch": batch,
+                       "threads": torch.get_num_threads()})
+    env = dict(os.environ, KINETO_LOG_LEVEL="5")
+    proc = subprocess.run([sys.executable, "-c", _ISOLATED_TRAIN_MEMORY, args], capture_output=True, text=True,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"bench: measuring {path}'s memory in its own process failed: {last}")
+    rss, tensors = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rss, tensors
+
+
 def saved_activation_mb(step: Callable[[], object]) -> float:
     """Bytes autograd keeps for backward during one training step (distinct storages), in MB."""
     seen: dict[int, int] = {}
@@ -322,6 +358,7 @@ class Report:
     skipped: list[str]
     repeats: int
     iters: int
+    memory_isolated: bool = False  # peak MB / tensor MB measured in a fresh process per candidate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -352,11 +389,14 @@ def run_bench(
     iters: int = 0,
     warmup: int = 2,
     calibration: torch.Tensor | None = None,
+    isolate_memory: bool = False,
     log: Callable[[str], None] = lambda _s: None,
 ) -> Report:
     """Build every path and peer, warm them up, time them interleaved, and compute paired ratios.
 
-    iters=0 picks the calls per round from one timed call each: ~0.5 s of the fastest, ≤ ~1.5 s of the slowest."""
+    iters=0 picks the calls per round from one timed call each: ~0.5 s of the fastest, ≤ ~1.5 s of the slowest.
+    isolate_memory (train mode) measures each candidate's memory in a process of its own
+    (`isolated_train_memory`)."""
     from effnet.profile import count_macs
     from effnet.registry import get_spec
 
@@ -367,6 +407,8 @@ def run_bench(
                          "and iters, warmup >= 0")
     if not batches or any(b < 1 for b in batches):
         raise BenchError(f"bench: --batch got {list(batches)}, expected positive integers such as 1,32")
+    if isolate_memory and mode != "train":
+        raise BenchError("bench: --isolate-memory measures training steps; use it with --mode train")
     spec = get_spec(model_name)
     res = resolution or spec.resolution
     spec = with_options(spec, resolution=res)
@@ -405,12 +447,16 @@ def run_bench(
         log(f"timing {len(candidates)} candidates, {repeats} rounds x {n} calls (batch {batch})")
         times = _time_rounds(candidates, x, repeats, n)
         for c in candidates:
-            mem = peak_memory_mb(lambda c=c, x=x: c.step(x))
             saved = saved_activation_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
-            tensors = peak_tensor_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
+            if isolate_memory:
+                log(f"memory of {c.name} in its own process")
+                mem, tensors = isolated_train_memory(model_name, c.name, spec, batch)
+            else:
+                mem = peak_memory_mb(lambda c=c, x=x: c.step(x))
+                tensors = peak_tensor_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
             results.append(_result(c, batch, times, macs, mach, mem, saved, tensors))
     _add_ratios(results)
-    return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters)
+    return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters, isolate_memory)
 
 
 def _timed(c: Candidate, x: torch.Tensor) -> float:
@@ -444,6 +490,6 @@ def _add_ratios(results: list[Result]) -> None:
 
 __all__ = [
     "INFER_PATHS", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "Machine", "Report", "Result",
-    "infer_candidate", "machine", "peak_memory_mb", "peak_tensor_mb", "peer_model", "run_bench", "saved_activation_mb",
-    "train_candidate",
+    "infer_candidate", "isolated_train_memory", "machine", "peak_memory_mb", "peak_tensor_mb", "peer_model",
+    "run_bench", "saved_activation_mb", "train_candidate",
 ]

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=0, help="calls per round (default: about 0.5 s per round)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate first (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
+    p.add_argument("--isolate-memory", action="store_true",
+                   help="train mode: measure each candidate's peak memory in a fresh process (slower, truer)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     report = run_bench(args.model, batches=_batches(args.batch), mode=args.mode, paths=paths, peers=peers,
                        resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
-                       calibration=calibration, log=log)
+                       calibration=calibration, isolate_memory=args.isolate_memory, log=log)
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_report(report))
     return 0
 
@@ -100,6 +102,8 @@ def format_report(report: Report) -> str:
              f"load average {m.load_average[0]:.1f} at start (shared machine: compare ratios, not absolutes); "
              f"OMP_WAIT_POLICY={m.omp_wait_policy or 'unset'}",
              "* lossy path: its accuracy change is measured by `benchmarks/run.py` (top-1 agreement on real photos)"]
+    if report.memory_isolated:
+        lines.append("peak MB and tensor MB: one training step in a fresh process per candidate")
     lines += [f"skipped {s}" for s in report.skipped]
     return "\n".join(lines)
 
