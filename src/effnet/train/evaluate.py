@@ -104,6 +104,8 @@ def evaluate_checkpoint(
     from effnet.runtime import check_runtime
 
     check_runtime(runtime, precision)
+    if runtime != "torch" and torch.device(device).type != "cpu":
+        raise EffnetError(f"evaluate: --runtime {runtime} runs on the CPU; got --device {device}")
     if calibration < 1:
         raise EffnetError(f"evaluate: calibration got {calibration}, expected a positive number of images")
     state = load_checkpoint(checkpoint)
