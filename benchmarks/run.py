@@ -127,6 +127,9 @@ def accuracy_fmnist(quick: bool) -> None:
 
 
 OTHER_OPS = "other (SE, SiLU, pool, adds, ...)"
+OPS_HEADERS = ["op class", "torch fp32 ms", "onnxruntime fp32 ms", "torch/ort", "torch GMAC/s", "ort GMAC/s",
+               "openvino bf16 ms", "openvino bf16 GMAC/s"]
+OPS_KEYS = ["op", "torch_ms", "ort_ms", "ratio", "torch_gmacs", "ort_gmacs", "ov_bf16_ms", "ov_bf16_gmacs"]
 
 
 def _conv_kind(weight_shape) -> str:
@@ -203,6 +206,33 @@ def _ort_op_times(events: list[dict], runs: int) -> dict[str, float]:
     return times
 
 
+def _openvino_op_times(model, x: torch.Tensor, iters: int) -> dict[str, float]:
+    """ms per batch by op class of OpenVINO bf16 (AMX), from its per-node performance counters."""
+    import openvino
+
+    from effnet.runtime import _to_openvino
+
+    ov_model = _to_openvino(model, x.shape[-1])
+    ov_model.reshape({ov_model.inputs[0]: openvino.PartialShape(list(x.shape))})
+    compiled = openvino.Core().compile_model(ov_model, "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "INFERENCE_PRECISION_HINT": "bf16", "PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    request.infer(x.numpy())
+    times: dict[str, float] = {}
+    for _ in range(iters):
+        request.infer(x.numpy())
+        for node in request.get_profiling_info():
+            if node.node_type == "GroupConvolution":
+                kind = "depthwise conv"
+            elif node.node_type == "Convolution":
+                kind = "pointwise 1x1 conv" if "1x1" in node.exec_type else "full conv (stem)"
+            else:
+                kind = OTHER_OPS
+            times[kind] = times.get(kind, 0.0) + node.real_time.total_seconds() * 1000 / iters
+    return times
+
+
 def ops(quick: bool) -> None:
     """Where the fp32 time goes: torch's best eager path (folded, channels_last) against ONNX Runtime, by op
     class, at B0 224 batch 32 (quick: 64 px batch 4)."""
@@ -240,24 +270,25 @@ def ops(quick: bool) -> None:
         for _ in range(iters):
             fast(x)
         torch_total = (time.perf_counter() - start) * 1000 / iters
+    ov_times = _openvino_op_times(model, x, iters)
     kinds = sorted(set(torch_times) | set(ort_times), key=lambda k: -torch_times.get(k, 0.0))
     rows = []
     for kind in kinds:
-        t, o, m = torch_times.get(kind), ort_times.get(kind), macs.get(kind)
+        t, o, m, v = torch_times.get(kind), ort_times.get(kind), macs.get(kind), ov_times.get(kind)
         rows.append((kind, t, o, None if not (t and o) else t / o, None if not (m and t) else m / t / 1e6,
-                     None if not (m and o) else m / o / 1e6))
-    rows.append(("whole forward (wall)", torch_total, ort_total, torch_total / ort_total, None, None))
+                     None if not (m and o) else m / o / 1e6, v, None if not (m and v) else m / v / 1e6))
+    rows.append(("whole forward", torch_total, ort_total, torch_total / ort_total, None, None,
+                 sum(ov_times.values()), None))
     bandwidth = _memory_bandwidth()
     roofline = bandwidth / bytes_per_image  # images/s if every conv streams its input and output through DRAM once
     roof = {"bytes_per_image": bytes_per_image, "bandwidth_gb_s": bandwidth / 1e9, "roofline_images_per_s": roofline,
             "torch_images_per_s": 1000 * batch / torch_total, "ort_images_per_s": 1000 * batch / ort_total}
-    table = format_table(["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"],
-                         rows, title=f"efficientnet_b0 fp32 at {res}px batch {batch}: torch (BN folded, channels_last, "
-                                     "oneDNN) vs ONNX Runtime, time per batch by op class (profilers)")
+    table = format_table(OPS_HEADERS, rows, title=f"efficientnet_b0 at {res}px batch {batch}: torch fp32 (BN folded, "
+                         "channels_last, oneDNN) vs ONNX Runtime fp32 and OpenVINO bf16, time per batch by op class "
+                         "(profilers; whole forward: wall time for torch, session time for ONNX Runtime)")
     table += "\n" + _roofline_note(roof)
     _save("ops_b0", {"model": "efficientnet_b0", "kind": "ops", "resolution": res, "batch": batch, **roof,
-                     "rows": [dict(zip(["op", "torch_ms", "ort_ms", "ratio", "torch_gmacs", "ort_gmacs"], r))
-                              for r in rows]}, table)
+                     "rows": [dict(zip(OPS_KEYS, r)) for r in rows]}, table)
 
 
 def _roofline_note(roof: dict) -> str:
@@ -323,12 +354,9 @@ def markdown() -> str:
                        f"{data['repeats']} rounds; load average {m['load_average'][0]:.1f} on {m['cpus']} CPUs; "
                        f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n" + _md(headers, rows))
         elif data.get("kind") == "ops":
-            rows = [[r["op"], r["torch_ms"], r["ort_ms"], r["ratio"], r["torch_gmacs"], r["ort_gmacs"]]
-                    for r in data["rows"]]
-            out.append(f"**{path.stem}** ({data['model']} fp32 at {data['resolution']}px, batch {data['batch']}; "
-                       "time per batch by op class)\n\n" + _md(
-                           ["op class", "torch ms", "onnxruntime ms", "torch/ort", "torch GMAC/s", "ort GMAC/s"], rows)
-                       + "\n\n" + _roofline_note(data))
+            rows = [[r.get(k) for k in OPS_KEYS] for r in data["rows"]]
+            out.append(f"**{path.stem}** ({data['model']} at {data['resolution']}px, batch {data['batch']}; "
+                       "time per batch by op class)\n\n" + _md(OPS_HEADERS, rows) + "\n\n" + _roofline_note(data))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]

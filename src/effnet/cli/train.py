@@ -77,6 +77,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=int, default=_D["workers"], help="data-loading processes (default 2)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     g.add_argument("--no-channels-last", action="store_true", help="keep the contiguous (NCHW) memory format")
+    g.add_argument("--no-fused-bn-silu", action="store_true",
+                   help="stock BN and SiLU modules (default: fused, saving only BN's input for backward)")
     g.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     g.add_argument("--log-every", type=int, default=_D["log_every"], help="steps between steps.jsonl lines")
     g.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
@@ -96,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         bn_momentum=args.bn_momentum, augment=args.augment,
         randaugment_n=args.randaugment_n, randaugment_m=args.randaugment_m, crop_scale=tuple(args.crop_scale),
         hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
+        fused_bn_silu=not args.no_fused_bn_silu,
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
         resume=args.resume, strict=args.strict, train_subset=args.train_subset, val_subset=args.val_subset,

@@ -62,6 +62,7 @@ class TrainConfig:
     hflip: bool = True
     eval_crop_fraction: float | None = None
     channels_last: bool = True
+    fused_bn_silu: bool = True  # BN+SiLU keeps only BN's input for backward (effnet.optimize.fuse_bn_silu_for_training)
     pretrained: bool | str = False
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0
@@ -228,6 +229,8 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("eval preprocessing", f"resize to {plan.resolution}/{plan.eval_crop_fraction:.3f}, centre crop "
                                f"{plan.resolution}, mean {tuple(round(m, 3) for m in plan.mean)}"),
         ("memory format", "channels_last" if c.channels_last else "contiguous"),
+        ("BN+SiLU", "fused: saves only BN's input for backward (same gradients, ~27 % fewer saved activations)"
+         if c.fused_bn_silu else "stock modules"),
         ("seed", str(c.seed)),
     ]
 

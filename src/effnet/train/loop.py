@@ -27,6 +27,7 @@ from effnet.data.loader import mix_seed
 from effnet.data.sources import DataError
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
+from effnet.optimize import fuse_bn_silu_for_training
 from effnet.registry import create_model, get_config, get_spec
 from effnet.spec import NetSpec, with_options
 from effnet.train import checkpoint as ckpt
@@ -164,6 +165,8 @@ class Trainer:
         if c.freeze_backbone:
             for name, param in model.named_parameters():
                 param.requires_grad_(name.startswith("classifier."))
+        if c.fused_bn_silu:
+            fuse_bn_silu_for_training(model)
         model.to(self.device)
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
