@@ -107,3 +107,16 @@ def test_memory_efficient_silu_double_backward_equals_autograd():
     (g1,) = torch.autograd.grad(silu_memory_efficient(x).sum(), x, create_graph=True)
     (ref,) = torch.autograd.grad(torch.nn.functional.silu(x).sum(), x, create_graph=True)
     torch.testing.assert_close(torch.autograd.grad(g1.sum(), x)[0], torch.autograd.grad(ref.sum(), x)[0])
+
+
+def test_fused_bn_silu_respects_a_frozen_batchnorm():
+    """A BN put in eval mode inside a training model (a frozen backbone) keeps its statistics, fused or not."""
+    from effnet.optimize import fuse_bn_silu_for_training
+
+    model = ConvNet(tiny_spec()).train()
+    fuse_bn_silu_for_training(model)
+    model.stem.bn.eval()
+    before = model.stem.bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert torch.equal(model.stem.bn.running_mean, before)
+    assert int(model.stages[0][0].depthwise.bn.num_batches_tracked) == 1  # a training BN still updates

@@ -176,7 +176,7 @@ class _BatchNormSiLU(torch.autograd.Function):
 
 def _conv_bn_silu_forward(self, x: torch.Tensor) -> torch.Tensor:
     bn = self.bn
-    if not (self.training and torch.is_grad_enabled() and isinstance(bn, nn.BatchNorm2d) and bn.affine
+    if not (isinstance(bn, nn.BatchNorm2d) and bn.training and torch.is_grad_enabled() and bn.affine
             and bn.running_mean is not None):
         return nn.Sequential.forward(self, x)
     bn.num_batches_tracked.add_(1)
