@@ -58,7 +58,7 @@ def test_train_memory_in_own_process_via_json(capsys, spec_path):
     report = json.loads(out)
     assert report["memory_isolated"] is True
     rows = {r["name"]: r for r in report["results"]}
-    assert all(r["peak_tensor_mb"] > 0 and r["peak_mem_mb"] >= 0 for r in rows.values())
+    assert all(r["peak_tensor_mb"] > 0 for r in rows.values())
     assert rows["checkpoint"]["peak_tensor_mb"] < rows["eager"]["peak_tensor_mb"]
     code, _, err = _bench(capsys, spec_path, "--isolate-memory")
     assert code == 2 and "--mode train" in err

@@ -134,12 +134,23 @@ def test_openvino_streams_split_the_batch_and_match_eager(model):
 
 def test_bundled_photos_by_name():
     pytest.importorskip("skimage")
+    pytest.importorskip("sklearn")
     from effnet.errors import EffnetError
     from effnet.lossy import PHOTO_NAMES, photos
 
     chosen = photos(["sklearn_flower", "camera"])
     assert [name for name, _ in chosen] == ["camera", "sklearn_flower"]  # PHOTO_NAMES order
     assert all(img.dtype.name == "uint8" and img.ndim == 3 and img.shape[2] == 3 for _, img in chosen)
-    assert len(PHOTO_NAMES) == 22
+    assert len(PHOTO_NAMES) == 22 and [name for name, _ in photos("camera")] == ["camera"]
     with pytest.raises(EffnetError, match="unknown photo"):
         photos(["lena"])
+
+
+@needs_ort
+def test_onnxruntime_leaves_no_temporary_files(model, x, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rt = load_runtime(model, "onnxruntime", "int8", calibration=torch.randn(8, 3, 32, 32))
+    assert rt(x).shape == (3, 10)  # the session keeps the model after its files are gone
+    assert list(tmp_path.iterdir()) == []

@@ -60,6 +60,7 @@ def test_eval_on_other_runtimes(setup, capsys):
     64 asked for) and reports it."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
     from effnet.train import evaluate_checkpoint
 
     root, data, spec = setup
@@ -76,3 +77,6 @@ def test_eval_on_other_runtimes(setup, capsys):
     assert "runtime: openvino int8, calibrated on 24 train-split images" in text and "\nema " in text
     assert main(["eval", str(out), str(data), "--runtime", "torch", "--precision", "int8"]) == 2
     assert "int8 runs on onnxruntime or openvino" in capsys.readouterr().err
+    assert main(["eval", str(out), str(data), "--runtime", "onnxruntime", "--precision", "int8", "--split",
+                 "train"]) == 2
+    assert "int8 calibrates on the train split" in capsys.readouterr().err

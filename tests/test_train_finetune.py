@@ -61,3 +61,17 @@ def test_fine_tuning_normalises_with_the_weights_files_preprocessing(tmp_path):
     assert (trainer.plan.mean, trainer.plan.std) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
     assert trainer._model_config().mean == (0.1, 0.2, 0.3)
     trainer.close()
+
+
+def test_trainer_fuses_bn_silu_by_default_and_the_flag_turns_it_off(tmp_path):
+    from effnet.optimize import _FusedConvNormAct
+    from effnet.train.config import recipe_lines
+
+    data, spec_path, _, _ = _setup(tmp_path)
+    for fused in (True, False):
+        config = TrainConfig(**U.base_config(data, spec_path, None, fused_bn_silu=fused))
+        trainer = Trainer(config)
+        kinds = {type(m) for m in trainer.model.modules()}
+        assert (_FusedConvNormAct in kinds) is fused
+        line = dict(recipe_lines(config, trainer.plan, "tiny"))["BN+SiLU"]
+        assert line.startswith("fused") is fused

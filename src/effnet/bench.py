@@ -203,10 +203,13 @@ def isolated_train_memory(model_name: str, path: str, spec: NetSpec, batch: int)
     env = dict(os.environ, KINETO_LOG_LEVEL="5")
     proc = subprocess.run([sys.executable, "-c", _ISOLATED_TRAIN_MEMORY, args], capture_output=True, text=True,
                           env=env, check=False)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BenchError(f"bench: measuring {path}'s memory in its own process failed: {last}")
-    rss, tensors = json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    try:
+        if proc.returncode != 0 or not lines:
+            raise ValueError((proc.stderr.strip().splitlines() or ["no output"])[-1])
+        rss, tensors = json.loads(lines[-1])
+    except ValueError as exc:  # includes json.JSONDecodeError and a wrong number of values
+        raise BenchError(f"bench: measuring {path}'s memory in its own process failed: {exc}") from None
     return rss, tensors
 
 

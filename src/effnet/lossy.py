@@ -35,9 +35,9 @@ _SKLEARN = ("china", "flower")
 PHOTO_NAMES = _COLOUR + _GREY + tuple(f"sklearn_{n}" for n in _SKLEARN)
 
 
-def photos(names: Iterable[str] | None = None) -> list[tuple[str, np.ndarray]]:
+def photos(names: str | Iterable[str] | None = None) -> list[tuple[str, np.ndarray]]:
     """(name, H×W×3 uint8) for every bundled photo (or those in `names`, see PHOTO_NAMES), in a fixed order."""
-    wanted = PHOTO_NAMES if names is None else tuple(names)
+    wanted = PHOTO_NAMES if names is None else (names,) if isinstance(names, str) else tuple(names)
     unknown = sorted(set(wanted) - set(PHOTO_NAMES))
     if unknown:
         raise EffnetError(f"photos: unknown photo(s) {unknown}; expected names from {list(PHOTO_NAMES)}")
@@ -50,7 +50,7 @@ def photos(names: Iterable[str] | None = None) -> list[tuple[str, np.ndarray]]:
     out = []
     for name in (n for n in PHOTO_NAMES if n in wanted):
         if name.startswith("sklearn_"):
-            out.append((name, load_sample_image(name.removeprefix("sklearn_") + ".jpg")))
+            out.append((name, load_sample_image(name.removeprefix("sklearn_") + ".jpg").copy()))  # writable
             continue
         image = getattr(data, name)()
         image = image[0] if isinstance(image, tuple) else image

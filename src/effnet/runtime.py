@@ -72,6 +72,8 @@ def check_runtime(backend: str, precision: str) -> None:
         raise RuntimeUnavailable(f"runtime: got precision {precision!r}, expected one of {', '.join(PRECISIONS)}")
     if backend == "torch" and precision == "int8":
         raise RuntimeUnavailable("runtime: int8 runs on onnxruntime or openvino; use --runtime onnxruntime or openvino")
+    if backend == "onnxruntime" and precision == "bf16":
+        raise RuntimeUnavailable("runtime: onnxruntime has no bf16 CPU kernels for convolutions; use openvino or torch")
 
 
 def _resolution(model: nn.Module, resolution: int | None) -> int:
@@ -206,8 +208,8 @@ class _OpenVino(Runtime):
     """OpenVINO CPU plugin, one compiled model per input shape (static shapes run faster than dynamic ones).
 
     A batch that splits evenly over the threads runs as that many single-threaded streams, one slice each, in
-    parallel (OpenVINO's THROUGHPUT mode): no barrier between threads inside each layer.  B0 bf16 at batch 32 ran
-    1.81× ONNX Runtime fp32 this way against 1.43× as one two-threaded request (docs/RESULTS.md).  Batch 1, or a
+    parallel (OpenVINO's THROUGHPUT mode): no barrier between threads inside each layer (B0 bf16 at batch 32:
+    1.64× ONNX Runtime fp32 in benchmarks/results/infer_b0.txt, 1.48× before this split).  Batch 1, or a
     batch that does not split evenly, runs as one request on all threads (LATENCY mode).
 
     On AMX/AVX512-BF16 CPUs OpenVINO silently infers in bf16 by default; fp32 pins INFERENCE_PRECISION_HINT=f32."""
@@ -223,24 +225,26 @@ class _OpenVino(Runtime):
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
         elif precision == "bf16":
             self.config["INFERENCE_PRECISION_HINT"] = "bf16"
-        self._compiled: dict[tuple[int, ...], object] = {}
-        self._streams: dict[tuple[int, ...], list] = {}
+        self._compiled: dict[tuple[int, ...], object] = {}  # LATENCY mode, one request on all threads
+        self._streams: dict[tuple[int, ...], list] = {}  # THROUGHPUT mode: one request per single-threaded stream
 
-    def _for_shape(self, shape: tuple[int, ...], config: dict | None = None):
+    def _compile(self, shape: tuple[int, ...], config: dict):
+        ov = _require("openvino", "openvino")
+        model = self.model.clone()
+        model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
+        return self.core.compile_model(model, "CPU", config)
+
+    def _for_shape(self, shape: tuple[int, ...]):
         compiled = self._compiled.get(shape)
         if compiled is None:
-            ov = _require("openvino", "openvino")
-            model = self.model.clone()
-            model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
-            compiled = self._compiled[shape] = self.core.compile_model(model, "CPU", config or self.config)
+            compiled = self._compiled[shape] = self._compile(shape, self.config)
         return compiled
 
     def _stream_requests(self, shape: tuple[int, ...]) -> list:
         """`self.threads` infer requests of one model compiled with as many single-threaded streams."""
         requests = self._streams.get(shape)
         if requests is None:
-            config = dict(self.config, PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.threads)
-            compiled = self._for_shape(shape, config)
+            compiled = self._compile(shape, dict(self.config, PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.threads))
             requests = self._streams[shape] = [compiled.create_infer_request() for _ in range(self.threads)]
         return requests
 
@@ -327,13 +331,21 @@ def load_runtime(
         if precision == "int8":
             ov_model = quantize_openvino(ov_model, calibration)
         return _OpenVino(ov_model, precision, threads)
-    if precision == "bf16":
-        raise RuntimeUnavailable("runtime: onnxruntime has no bf16 CPU kernels for convolutions; use openvino or torch")
-    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="effnet-ort-"))
-    path = export_onnx(model, work / "model.onnx", resolution=resolution)
-    if precision == "int8":
-        path = quantize_onnx(path, work / "model.int8.onnx", calibration)
-    return _OnnxRuntime(path, precision, threads)
+    with _workdir(workdir) as work:
+        path = export_onnx(model, work / "model.onnx", resolution=resolution)
+        if precision == "int8":
+            path = quantize_onnx(path, work / "model.int8.onnx", calibration)
+        return _OnnxRuntime(path, precision, threads)  # the session holds the model: the files may go
+
+
+@contextlib.contextmanager
+def _workdir(workdir: str | Path | None):
+    """`workdir` (kept), or a temporary folder removed afterwards."""
+    if workdir:
+        yield Path(workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="effnet-ort-") as tmp:
+        yield Path(tmp)
 
 
 def _from_file(path: Path, backend: str, precision: str, calibration, threads, workdir) -> Runtime:
@@ -345,12 +357,11 @@ def _from_file(path: Path, backend: str, precision: str, calibration, threads, w
     if backend == "onnxruntime":
         if path.suffix != ".onnx":
             raise RuntimeUnavailable(f"runtime: {path}: onnxruntime needs a .onnx file, got {path.suffix!r}")
-        if precision == "bf16":
-            raise RuntimeUnavailable("runtime: onnxruntime has no bf16 CPU kernels for convolutions; use openvino")
-        if precision == "int8":
-            work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="effnet-ort-"))
-            path = quantize_onnx(path, work / (path.stem + ".int8.onnx"), calibration)
-        return _OnnxRuntime(path, precision, threads)
+        if precision != "int8":
+            return _OnnxRuntime(path, precision, threads)
+        with _workdir(workdir) as work:
+            return _OnnxRuntime(quantize_onnx(path, work / (path.stem + ".int8.onnx"), calibration), precision,
+                                threads)
     ov = _require("openvino", "openvino")
     if path.suffix not in (".xml", ".onnx"):
         raise RuntimeUnavailable(f"runtime: {path}: openvino reads .xml (IR) or .onnx, got {path.suffix!r}")

@@ -89,7 +89,7 @@ class TrainConfig:
 
 # Settings that must match between a checkpoint and the run resuming it (others, e.g. workers, may change).
 RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subset", "lr", "lr_base", "optimizer",
-               "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs")
+               "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs", "fused_bn_silu")
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
@@ -229,8 +229,8 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("eval preprocessing", f"resize to {plan.resolution}/{plan.eval_crop_fraction:.3f}, centre crop "
                                f"{plan.resolution}, mean {tuple(round(m, 3) for m in plan.mean)}"),
         ("memory format", "channels_last" if c.channels_last else "contiguous"),
-        ("BN+SiLU", "fused: saves only BN's input for backward (same gradients, ~27 % fewer saved activations)"
-         if c.fused_bn_silu else "stock modules"),
+        ("BN+SiLU", "fused where SiLU follows BN: saves only BN's input for backward (same gradients; no effect "
+                    "on ReLU/ReLU6 models such as Lite)" if c.fused_bn_silu else "stock modules"),
         ("seed", str(c.seed)),
     ]
 

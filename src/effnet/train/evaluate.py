@@ -108,6 +108,9 @@ def evaluate_checkpoint(
         raise EffnetError(f"evaluate: --runtime {runtime} runs on the CPU; got --device {device}")
     if calibration < 1:
         raise EffnetError(f"evaluate: calibration got {calibration}, expected a positive number of images")
+    if precision == "int8" and split == "train":
+        raise EffnetError("evaluate: int8 calibrates on the train split; evaluating that split would judge the "
+                          "quantization on its own calibration images — evaluate val or test")
     state = load_checkpoint(checkpoint)
     spec = NetSpec.from_dict(state["spec"])
     classes = tuple(state["classes"])
@@ -151,8 +154,13 @@ def calibration_images(data: str, classes: tuple[str, ...], config: ModelConfig,
                        crop_fraction: float, seed: int = 0) -> torch.Tensor:
     """`count` images of `data`'s train split (a fixed random subset), preprocessed exactly as for evaluation:
     the int8 calibration set for a model trained on `data`."""
-    source = open_source(data, "train", classes=None if _is_fmnist(data) else classes)
-    check_usable(source, min_classes=1)
+    from effnet.data import DataError
+
+    try:
+        source = open_source(data, "train", classes=None if _is_fmnist(data) else classes)
+        check_usable(source, min_classes=1)
+    except DataError as exc:
+        raise DataError(f"int8 calibration draws images from the train split: {exc}") from None
     idx = subset_indices(len(source), count, seed)
     if idx is not None:
         source = SubsetSource(source, idx)
