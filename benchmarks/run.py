@@ -1,7 +1,7 @@
 """Speed, memory and accuracy-change benchmarks for docs/RESULTS.md ("Speed and memory"), one command:
 
     .venv/bin/python benchmarks/run.py            # or: make bench   (15-20 min on 2 shared cores)
-    .venv/bin/python benchmarks/run.py --quick    # a 2-minute smoke run at 64 px
+    .venv/bin/python benchmarks/run.py --quick    # a few-minute smoke run at 64 px (writes results/quick/)
 
 Sections (each prints a table and writes JSON under benchmarks/results/):
   infer     EfficientNet-B0 at 224, batch 1 and 32: effnet's paths vs timm, torchvision, ONNX Runtime, OpenVINO
@@ -33,6 +33,7 @@ from effnet.bench import run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+QUICK_RESULTS = RESULTS / "quick"  # --quick writes here, so a smoke run never replaces the recorded results
 # channels_last alone and compile-bf16 are left out of the full run to keep it near 15 minutes (each compile costs
 # a minute or two per batch size on this machine); `effnet bench --paths ...` runs them.
 INFER_PATHS = ("eager", "folded", "compile", "bf16", "openvino-bf16", "openvino-int8", "onnxruntime-int8")
@@ -42,10 +43,13 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+_out = RESULTS
+
+
 def _save(name: str, data: dict, text: str) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / f"{name}.txt").write_text(text + "\n")
+    _out.mkdir(parents=True, exist_ok=True)
+    (_out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (_out / f"{name}.txt").write_text(text + "\n")
     print(text + "\n", flush=True)
 
 
@@ -381,6 +385,11 @@ def main() -> int:
     if args.markdown:
         print(markdown())
         return 0
+    global _out
+    _out = QUICK_RESULTS if args.quick else RESULTS
+    unknown = [name for name in args.only.split(",") if name not in SECTIONS]
+    if unknown:
+        parser.error(f"--only: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
     start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
