@@ -127,3 +127,9 @@ class SubsetSource(ImageSource):
 
     def load(self, index: int) -> tuple[Any, int]:
         return self.base.load(self.indices[index])
+
+
+def fixed_subset(source: ImageSource, size: int | None, seed: int) -> ImageSource:
+    """`source` cut to its fixed random subset of `size` images (`subset_indices`), or `source` itself."""
+    idx = subset_indices(len(source), size, seed)
+    return source if idx is None else SubsetSource(source, idx)

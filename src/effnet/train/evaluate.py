@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from effnet.data import ShardSampler, TransformedSource, check_usable, collate, eval_transform, open_source
-from effnet.data.loader import SubsetSource, subset_indices
+from effnet.data.loader import fixed_subset
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
 from effnet.registry import ModelConfig
@@ -119,9 +119,7 @@ def evaluate_checkpoint(
         raise EffnetError(f"{data}: classes {list(source.classes)} differ from the checkpoint's {list(classes)}")
     check_usable(source, min_classes=1)
     if subset:
-        idx = subset_indices(len(source), subset, 0)
-        if idx is not None:
-            source = SubsetSource(source, idx)
+        source = fixed_subset(source, subset, 0)
     cfg = ModelConfig(**state["preprocess"])
     if resolution is not None:
         cfg = ModelConfig(check_resolution(resolution), cfg.crop_fraction, cfg.interpolation, cfg.mean, cfg.std)
@@ -132,7 +130,7 @@ def evaluate_checkpoint(
                                "resolution": cfg.resolution, "runtime": runtime, "precision": precision}
     calibration_batch = None
     if precision == "int8":
-        calibration_batch = calibration_images(data, classes, cfg, calibration, crop_fraction=crop)
+        calibration_batch = train_split_calibration(data, classes, cfg, calibration, crop_fraction=crop)
         results["calibration_images"] = len(calibration_batch)
     for kind, weights in (("raw", state["model"]), ("ema", (state.get("ema") or {}).get("model"))):
         if weights is None:
@@ -150,7 +148,7 @@ def evaluate_checkpoint(
     return results
 
 
-def calibration_images(data: str, classes: tuple[str, ...], config: ModelConfig, count: int, *,
+def train_split_calibration(data: str, classes: tuple[str, ...], config: ModelConfig, count: int, *,
                        crop_fraction: float, seed: int = 0) -> torch.Tensor:
     """`count` images of `data`'s train split (a fixed random subset), preprocessed exactly as for evaluation:
     the int8 calibration set for a model trained on `data`."""
@@ -161,10 +159,8 @@ def calibration_images(data: str, classes: tuple[str, ...], config: ModelConfig,
         check_usable(source, min_classes=1)
     except DataError as exc:
         raise DataError(f"int8 calibration draws images from the train split: {exc}") from None
-    idx = subset_indices(len(source), count, seed)
-    if idx is not None:
-        source = SubsetSource(source, idx)
-    loader = eval_loader(source, config, batch_size=count, workers=0, crop_fraction=crop_fraction)
+    loader = eval_loader(fixed_subset(source, count, seed), config, batch_size=count, workers=0,
+                         crop_fraction=crop_fraction)
     batches = [images for images, _, _ in loader if images is not None]
     if not batches:
         raise EffnetError(f"{data}: none of the {count} calibration images of the train split could be read")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from effnet.data import ImageSource, open_sources
-from effnet.data.loader import SubsetSource, subset_indices
+from effnet.data.loader import fixed_subset
 from effnet.data.sources import is_fashion_mnist
 from effnet.registry import get_config, get_spec
 from effnet.spec import NetSpec
@@ -23,12 +23,7 @@ def plan_run(config: TrainConfig) -> tuple[Plan, str]:
 def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource]:
     """The train and val sources of `c.data`, checked, each cut to its fixed random subset if one is asked."""
     sources = open_sources(c.data)
-    return _subset(sources.train, c.train_subset, c.seed), _subset(sources.val, c.val_subset, c.seed)
-
-
-def _subset(source: ImageSource, size: int | None, seed: int) -> ImageSource:
-    idx = subset_indices(len(source), size, seed)
-    return source if idx is None else SubsetSource(source, idx)
+    return fixed_subset(sources.train, c.train_subset, c.seed), fixed_subset(sources.val, c.val_subset, c.seed)
 
 
 def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: ImageSource, world_size: int) -> Plan:
