@@ -149,7 +149,7 @@ def evaluate_checkpoint(
 
 
 def train_split_calibration(data: str, classes: tuple[str, ...], config: ModelConfig, count: int, *,
-                       crop_fraction: float, seed: int = 0) -> torch.Tensor:
+                            crop_fraction: float, seed: int = 0) -> torch.Tensor:
     """`count` images of `data`'s train split (a fixed random subset), preprocessed exactly as for evaluation:
     the int8 calibration set for a model trained on `data`."""
     from effnet.data import DataError
