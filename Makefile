@@ -7,12 +7,12 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup data lint bench clean
+.PHONY: demo test setup data postgres lint bench clean
 
 demo: setup data
 	$(VENV)/bin/effnet demo
 
-test: setup data
+test: setup data postgres
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -33,6 +33,11 @@ data: $(FASHION_MNIST)
 $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
+
+# PostgreSQL's server, for the test of a search shared through a database (the test starts its own cluster).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y -q postgresql || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

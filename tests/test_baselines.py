@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from effnet.families.mobilenet import MOBILENET_V1, MOBILENET_V2
-from effnet.families.resnet import RESNET50
+from effnet.families.resnet import RESNET50, RESNET101, RESNET152
 from effnet.profile import build_meta, count_params
 from effnet.registry import create_model, family_of, get_spec
 from effnet.scaling import scale
@@ -19,7 +19,8 @@ from effnet.weights.torchvision_baselines import (
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("mobilenet_v1", 4_231_976), ("mobilenet_v2", 3_504_872), ("resnet50", 25_557_032)],
+    [("mobilenet_v1", 4_231_976), ("mobilenet_v2", 3_504_872), ("resnet50", 25_557_032),
+     ("resnet101", 44_549_160), ("resnet152", 60_192_808)],
 )
 def test_parameter_counts_equal_the_standard_models(name, params):
     assert count_params(build_meta(get_spec(name))) == params
@@ -29,6 +30,17 @@ def test_registered_with_their_families():
     assert (family_of("mobilenet_v1"), family_of("mobilenet_v2"), family_of("resnet50")) == (
         "mobilenet", "mobilenet", "resnet")
     assert get_spec("resnet50") is RESNET50 and get_spec("mobilenet_v2") is MOBILENET_V2
+    assert (family_of("resnet101"), family_of("resnet152")) == ("resnet", "resnet")
+    assert get_spec("resnet101") is RESNET101 and get_spec("resnet152") is RESNET152
+
+
+def test_deeper_resnets_differ_from_resnet50_only_in_block_counts():
+    assert [s.repeats for s in RESNET101.stages] == [3, 4, 23, 3]
+    assert [s.repeats for s in RESNET152.stages] == [3, 8, 36, 3]
+    for deep in (RESNET101, RESNET152):
+        assert [s.repeats for s in deep.stages] != [s.repeats for s in RESNET50.stages]
+        same = lambda spec: [(s.kind, s.stride, s.out_channels, s.expand_ratio) for s in spec.stages]
+        assert same(deep) == same(RESNET50) and (deep.stem, deep.head) == (RESNET50.stem, RESNET50.head)
 
 
 def _randomise_norms(model: torch.nn.Module) -> None:
@@ -45,7 +57,8 @@ def _randomise_norms(model: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize(
     ("name", "make_torchvision"),
-    [("mobilenet_v2", torchvision.models.mobilenet_v2), ("resnet50", torchvision.models.resnet50)],
+    [("mobilenet_v2", torchvision.models.mobilenet_v2), ("resnet50", torchvision.models.resnet50),
+     ("resnet101", torchvision.models.resnet101), ("resnet152", torchvision.models.resnet152)],
 )
 def test_output_equals_torchvision_after_weight_mapping(name, make_torchvision):
     theirs = make_torchvision().eval()

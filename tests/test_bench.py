@@ -101,3 +101,35 @@ def test_peak_tensor_mb_counts_live_tensors_not_allocator_memory():
     peak = peak_tensor_mb(step)
     assert peak is not None and 11.9 < peak < 12.5
     assert keep.numel() == 2**20
+
+
+def test_a_failing_candidate_gets_its_row_and_the_others_are_measured(capsys, spec_path, monkeypatch):
+    import effnet.bench as bench
+
+    def broken_compile(model, dtype=None):
+        def run(x):  # compiles at the first call, as torch.compile does: fails there
+            raise RuntimeError("InductorError: OSError: /tmp/torchinductor/ab/cd.so: file too short\n  (traceback)")
+        return run
+
+    def broken_fold(model, fold_bn=True):
+        raise RuntimeError("cannot fold this model")
+
+    monkeypatch.setattr(bench, "compile_for_inference", broken_compile)
+    monkeypatch.setattr(bench, "optimize_for_inference", broken_fold)
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1,2", "--paths", "eager,folded,compile", "--vs", "none",
+                          "--format", "json")
+    assert code == 1  # something failed; bad input stays 2
+    report = json.loads(out)
+    assert {(r["name"], r["batch"], r["status"]) for r in report["results"]} == {("eager", 1, "measured"),
+                                                                                 ("eager", 2, "measured")}
+    failed = {f["name"]: f for f in report["failed"]}
+    assert failed["folded"] == {"name": "folded", "peer": False, "stage": "build", "batch": None,
+                                "reason": "RuntimeError: cannot fold this model", "status": "failed"}
+    assert failed["compile"]["stage"] == "warm-up" and failed["compile"]["batch"] == 1
+    assert failed["compile"]["reason"] == ("RuntimeError: InductorError: OSError: /tmp/torchinductor/ab/cd.so: file "
+                                           "too short")
+
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1", "--paths", "eager,compile", "--vs", "none")
+    assert code == 1
+    row = next(line for line in out.splitlines() if " compile " in f" {line} ")
+    assert "failed at warm-up, batch 1: RuntimeError: InductorError: OSError" in row

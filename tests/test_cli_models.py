@@ -25,7 +25,7 @@ def test_models_table_shows_paper_figures(capsys):
     code, out, _ = run(capsys, "models", "--filter", "efficientnet_b0")
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("efficientnet_b0 "))
-    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%"]
+    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%", "6.75"]
 
 
 def test_info_prints_per_stage_table(capsys):

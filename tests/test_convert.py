@@ -330,7 +330,7 @@ def test_convert_cli_reports_a_mismatch_as_one_line(tmp_path, capsys):
     out = tmp_path / "x.safetensors"
     assert main(["convert", str(src), "--from", "torchvision", "--model", "efficientnet_b0", "-o", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("effnet convert: error: torchvision weights do not fit efficientnet_b0")
+    assert err.startswith(f"effnet convert: error: {src}: torchvision weights do not fit efficientnet_b0")
     assert not out.exists()
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import effnet
-from effnet.profile import count_macs, profile, profile_stages
+from effnet.profile import count_activations, count_macs, profile, profile_stages
 
 from .conftest import tiny_spec
 
@@ -46,3 +46,32 @@ def test_eval_resize_is_resolution_plus_32_at_every_size():
     from effnet.transforms import resize_size
 
     assert all(resize_size(effnet.get_config("efficientnet_b0", r)) == r + 32 for r in range(8, 1200))
+
+
+def test_activations_equal_a_hand_count(tiny):
+    """Output elements of every conv and matrix product of the tiny net at 32 px (SE reduces to se_ratio x the
+    block's input channels)."""
+    stem = 8 * 16 * 16
+    stage0 = 8 * 16 * 16 + (2 + 8) + 8 * 16 * 16  # depthwise, SE reduce + expand, project
+    stage1 = (32 * 16 * 16 + 32 * 8 * 8 + (2 + 32) + 16 * 8 * 8) + (64 * 8 * 8 + 64 * 8 * 8 + (4 + 64) + 16 * 8 * 8)
+    stage2 = 64 * 8 * 8 + 64 * 4 * 4 + (4 + 64) + 24 * 4 * 4
+    head, classifier = 64 * 4 * 4, 10
+    rows = {r.name: r.activations for r in profile_stages(tiny)}
+    assert rows == {"stem": stem, "stages.0": stage0, "stages.1": stage1, "stages.2": stage2, "head": head,
+                    "classifier": classifier}
+    assert count_activations(tiny) == profile(tiny).activations == sum(rows.values()) == 33_342
+
+
+def test_activations_on_a_real_model_equal_the_meta_count(tiny):
+    model = effnet.ConvNet(tiny)
+    assert count_activations(model) == count_activations(tiny)
+    pooled = (2 + 8) + (2 + 32) + (4 + 64) + (4 + 64) + 10  # SE and classifier outputs do not grow with the image
+    assert count_activations(tiny, 64) == 4 * (count_activations(tiny) - pooled) + pooled
+    with pytest.raises(ValueError, match="count_activations: a model without a spec"):
+        count_activations(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+
+
+def test_activations_of_b0_and_resnet50_match_dollar_et_al():
+    """Dollár, Singh & Girshick (CVPR 2021), Table 2: EfficientNet-B0 6.7M activations, ResNet-50 11.1M."""
+    assert round(profile(effnet.get_spec("efficientnet_b0")).activations / 1e6, 1) == 6.7
+    assert round(count_activations(effnet.get_spec("resnet50")) / 1e6, 1) == 11.1

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from effnet.cli import main
 from effnet.scaling import scale_compound
-from effnet.search.coefficients import trial_spec
+from effnet.search.coefficients import open_coefficient_study, trial_spec
 from effnet.search.grid import Coefficients, GridError, coefficient_grid
 from effnet.search.study import PARAM, SearchError, open_study, run_worker
 from effnet.spec import save_spec
@@ -188,8 +188,11 @@ def test_two_workers_one_killed_every_point_trained_once(tmp_path):
             time.sleep(0.2)
             if not storage.exists():
                 continue
-            study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
-                optuna.storages.journal.JournalFileBackend(str(storage))))
+            try:
+                study = optuna.load_study(study_name="t", storage=optuna.storages.JournalStorage(
+                    optuna.storages.journal.JournalFileBackend(str(storage))))
+            except KeyError:  # the journal exists but the study is not written to it yet
+                continue
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == a.pid]
             if running:
                 a.kill()  # SIGKILL in the middle of a trial: no cleanup runs
@@ -237,7 +240,7 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
     from effnet.cli.search import _config
 
     config = _config(build_parser().parse_args(argv))
-    study = open_study(str(storage), "t", config.grid(), config.identity())
+    study = open_coefficient_study(str(storage), "t", config)
     run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
     plot = tmp_path / "grid.png"
     assert main([*argv, "--report-only", "--plot", str(plot)]) == 0
@@ -245,6 +248,25 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
     assert "8 of 8 grid points trained" in out and "best: alpha=1, beta=1.4, gamma=1" in out
     assert f"effnet scale {spec_path} --phi 1 --alpha 1 --beta 1.4 --gamma 1" in out
     assert plot.stat().st_size > 10_000
+
+
+def test_a_study_scored_on_test_images_is_not_reported(tmp_path, capsys):
+    """A study whose trials carry no validation mark (made before trials were scored on held-out training images)
+    is refused with one line, by the report and by the workers, rather than read as a validation search."""
+    spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
+    save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
+    argv = _search_argv(spec_path, storage)
+    from effnet.cli import build_parser
+    from effnet.cli.search import _config
+
+    config = _config(build_parser().parse_args(argv))
+    study = open_study(str(storage), "t", config.grid(), config.identity())  # as an earlier effnet made it
+    run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    assert main([*argv, "--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "scored on test images" in err[0] and "--storage" in err[0]
+    with pytest.raises(SearchError, match="scored on test images"):
+        open_coefficient_study(str(storage), "t", config)
 
 
 def test_cli_list_grid_and_bad_options(capsys):

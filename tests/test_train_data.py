@@ -1,6 +1,7 @@
 """Bad input and faults: unreadable images skipped and counted (or a stop with --strict), NaN loss stops with the
 last good checkpoint intact, and empty / one-class / missing data or a bad resolution fail before any work."""
 
+import json
 import math
 
 import pytest
@@ -67,6 +68,8 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(folder, tmp_path):
     trainer.close()
     saved = ckpt.step_checkpoints(tmp_path / "run")
     assert [s for s, _ in saved] == [2, 4]
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["state"], record["steps_done"]) == ("diverged", 4)
     state = ckpt.load_checkpoint(saved[-1][1])
     assert state["step"] == 4
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())

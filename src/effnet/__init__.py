@@ -3,6 +3,7 @@
     spec (data) ──► scale(spec, depth, width, resolution) ──► ConvNet(spec) ──► nn.Module
 """
 
+from effnet.cam import cam
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
 from effnet.optimize import optimize_for_inference
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvNet", "EffnetError", "HeadSpec", "ModelConfig", "Multipliers", "NetSpec", "ScalingRules", "SpecError",
-    "StageSpec", "StemSpec", "compound", "count_macs", "count_params", "create_model", "get_config", "get_spec",
+    "StageSpec", "StemSpec", "cam", "compound", "count_macs", "count_params", "create_model", "get_config", "get_spec",
     "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages", "register_model",
     "round_filters", "round_repeats", "save_spec", "scale", "scale_compound",
 ]

@@ -8,6 +8,9 @@ call, after `malloc_trim` has returned freed memory to the OS ("peak MB": what t
 the C allocator keeps); train mode also reports the peak of live tensor bytes ("tensor MB": what the step needs,
 from the profiler's allocation events) and the bytes autograd saves for backward ("act MB").
 
+A candidate that fails to build, compile or run (a missing compiler, a broken inductor cache, an engine error) is
+reported as a `Failure` row with the first line of its reason, and the others are still measured.
+
 Ceiling: the fp32 FMA peak of the cores in use (2 FMA ports × 16 fp32 lanes per cycle with AVX-512, 8 with AVX2,
 at the clock /proc/cpuinfo reports); bf16/int8 paths on AMX can exceed it, and their fraction says so.
 """
@@ -23,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +86,20 @@ class Result:
     ratios: dict[str, float] = field(default_factory=dict)
     ratio_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     note: str = ""
+    status: str = "measured"
+
+
+@dataclass
+class Failure:
+    """A candidate that could not be measured: at which stage (build, warm-up, timing, memory), for which batch
+    (None: at build, so for all), and the first line of the reason."""
+
+    name: str
+    peer: bool
+    stage: str
+    reason: str
+    batch: int | None = None
+    status: str = "failed"
 
 
 @dataclass
@@ -362,20 +380,48 @@ class Report:
     repeats: int
     iters: int
     memory_isolated: bool = False  # peak MB / tensor MB measured in a fresh process per candidate
+    failed: list[Failure] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _time_rounds(candidates: list[Candidate], x: torch.Tensor, repeats: int, iters: int) -> dict[str, list[float]]:
-    """Seconds per batch for each candidate in each round; the order rotates every round."""
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _attempt(c: Candidate, stage: str, batch: int, failed: list[Failure], fn: Callable[[], object]) -> bool:
+    """Run `fn`; a candidate's own failure becomes its Failure row instead of ending the benchmark."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - any failure of one candidate is reported, and the others go on
+        failed.append(Failure(c.name, c.peer, stage, _reason(exc), batch))
+        return False
+    return True
+
+
+def _time_rounds(candidates: list[Candidate], x: torch.Tensor, repeats: int, iters: int,
+                 failed: list[Failure] | None = None) -> dict[str, list[float]]:
+    """Seconds per batch for each candidate in each round; the order rotates every round.  With `failed`, a
+    candidate that raises is dropped (its Failure recorded) and the others go on."""
     times: dict[str, list[float]] = {c.name: [] for c in candidates}
+    live = list(candidates)
     for r in range(repeats):
-        order = candidates[r % len(candidates):] + candidates[:r % len(candidates)]
+        order = live[r % len(live):] + live[:r % len(live)] if live else []
         for c in order:
             start = time.perf_counter()
-            for _ in range(iters):
-                c.step(x)
+
+            def calls(c: Candidate = c) -> None:
+                for _ in range(iters):
+                    c.step(x)
+
+            if failed is None:
+                calls()
+            elif not _attempt(c, "timing", len(x), failed, calls):
+                live.remove(c)
+                del times[c.name]
+                continue
             times[c.name].append((time.perf_counter() - start) / iters)
     return times
 
@@ -425,6 +471,7 @@ def run_bench(
         (lambda p: train_candidate(model_name, p, spec))
     results: list[Result] = []
     skipped: list[str] = []
+    failed: list[Failure] = []
     candidates: list[Candidate] = []
     for p in list(paths) + list(peers):
         try:
@@ -438,28 +485,64 @@ def run_bench(
             if p not in PEERS + TRAIN_PEERS:
                 raise
             skipped.append(f"{p}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot be built is its row; the rest go on
+            failed.append(Failure(p, p in PEERS + TRAIN_PEERS, "build", _reason(exc)))
+            log(f"{p} failed to build: {_reason(exc)}")
     for batch in batches:
+        gone = {f.name for f in failed}  # a candidate that failed once is not tried again
         x = torch.randn(batch, spec.in_channels, res, res)
-        log(f"warming up (batch {batch})")
-        for c in candidates:
-            for _ in range(warmup):
-                c.step(x)
-        per_call = [_timed(c, x) for c in candidates]
-        # about 0.5 s of the fastest candidate per round, but no more than ~1.5 s of the slowest
-        n = iters or max(1, min(50, int(0.5 / max(min(per_call), 1e-4)), int(1.5 / max(per_call))))
-        log(f"timing {len(candidates)} candidates, {repeats} rounds x {n} calls (batch {batch})")
-        times = _time_rounds(candidates, x, repeats, n)
-        for c in candidates:
-            saved = saved_activation_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
-            if isolate_memory:
-                log(f"memory of {c.name} in its own process")
-                mem, tensors = isolated_train_memory(model_name, c.name, spec, batch)
-            else:
-                mem = peak_memory_mb(lambda c=c, x=x: c.step(x))
-                tensors = peak_tensor_mb(lambda c=c, x=x: c.step(x)) if mode == "train" else None
-            results.append(_result(c, batch, times, macs, mach, mem, saved, tensors))
+        results += _bench_batch([c for c in candidates if c.name not in gone], x, warmup=warmup, repeats=repeats,
+                                iters=iters, failed=failed, log=log,
+                                measure=partial(_measure, mode=mode, isolate=isolate_memory, model_name=model_name,
+                                                spec=spec, log=log),
+                                result=partial(_result, macs=macs, mach=mach))
+    for f in failed:
+        log(f"{f.name} failed ({f.stage}{'' if f.batch is None else f', batch {f.batch}'}): {f.reason}")
     _add_ratios(results)
-    return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters, isolate_memory)
+    return Report(model_name, mode, res, macs, mach, results, sorted(set(skipped)), repeats, iters, isolate_memory,
+                  failed)
+
+
+def _bench_batch(candidates: list[Candidate], x: torch.Tensor, *, warmup: int, repeats: int, iters: int,
+                 failed: list[Failure], log: Callable[[str], None], measure: Callable[..., dict],
+                 result: Callable[..., Result]) -> list[Result]:
+    """Warm up, time and measure `candidates` on batch `x`; each one that raises is left out with its Failure."""
+    batch = len(x)
+    log(f"warming up (batch {batch})")
+    per_call: dict[str, float] = {}
+
+    def warm(c: Candidate) -> None:
+        for _ in range(warmup):
+            c.step(x)
+        per_call[c.name] = _timed(c, x)
+
+    live = [c for c in candidates if _attempt(c, "warm-up", batch, failed, partial(warm, c))]
+    if not live:
+        return []
+    # about 0.5 s of the fastest candidate per round, but no more than ~1.5 s of the slowest
+    fastest, slowest = min(per_call.values()), max(per_call.values())
+    n = iters or max(1, min(50, int(0.5 / max(fastest, 1e-4)), int(1.5 / slowest)))
+    log(f"timing {len(live)} candidates, {repeats} rounds x {n} calls (batch {batch})")
+    times = _time_rounds(live, x, repeats, n, failed)
+    results = []
+    for c in (c for c in live if c.name in times):
+        memory: dict[str, float | None] = {}
+        if _attempt(c, "memory", batch, failed, lambda c=c, m=memory: m.update(measure(c, x))):
+            results.append(result(c, batch, times, **memory))
+    return results
+
+
+def _measure(c: Candidate, x: torch.Tensor, *, mode: str, isolate: bool, model_name: str, spec: NetSpec,
+             log: Callable[[str], None]) -> dict[str, float | None]:
+    """Peak memory of one call (and, training, the live-tensor peak and the activations saved for backward)."""
+    saved = saved_activation_mb(lambda: c.step(x)) if mode == "train" else None
+    if isolate:
+        log(f"memory of {c.name} in its own process")
+        mem, tensors = isolated_train_memory(model_name, c.name, spec, len(x))
+    else:
+        mem = peak_memory_mb(lambda: c.step(x))
+        tensors = peak_tensor_mb(lambda: c.step(x)) if mode == "train" else None
+    return {"mem": mem, "saved": saved, "tensors": tensors}
 
 
 def _timed(c: Candidate, x: torch.Tensor) -> float:
@@ -468,7 +551,7 @@ def _timed(c: Candidate, x: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def _result(c: Candidate, batch: int, times: dict[str, list[float]], macs: int, mach: Machine, mem: float,
+def _result(c: Candidate, batch: int, times: dict[str, list[float]], *, macs: int, mach: Machine, mem: float,
             saved: float | None, tensors: float | None) -> Result:
     t = times[c.name]
     ips = [batch / s for s in t]
@@ -492,7 +575,8 @@ def _add_ratios(results: list[Result]) -> None:
 
 
 __all__ = [
-    "INFER_PATHS", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "Machine", "Report", "Result",
+    "INFER_PATHS", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "Failure", "Machine", "Report",
+    "Result",
     "infer_candidate", "isolated_train_memory", "machine", "peak_memory_mb", "peak_tensor_mb", "peer_model",
     "run_bench", "saved_activation_mb", "train_candidate",
 ]

@@ -1,8 +1,10 @@
-"""Budget solving, torch side: the φ of Eq. 3 that fits a MACs or latency budget.
+"""Budget solving, torch side: the φ of Eq. 3, or the nominal multiplier s of any scaling strategy, that fits a
+MACs or latency budget.
 
-`scaling.solve_phi` does the search on specs with any cost function and never imports torch; here are the two
-costs it is used with: MACs counted by `profile.count_macs` (exact, on the "meta" device) and latency measured on
-this machine (`measure_latency`: median wall time of a forward pass in eval mode, after warm-up).
+`scaling.solve_phi` / `scaling.solve_scale` do the search on specs with any cost function and never import torch;
+here are the two costs they are used with: MACs counted by `profile.count_macs` (exact, on the "meta" device) and
+latency measured on this machine (`measure_latency`: min or median wall time of a forward pass in eval mode, after
+warm-up).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import torch
 from effnet.network import ConvNet
 from effnet.profile import count_macs
 from effnet.registry import get_spec
-from effnet.scaling import DEFAULT_PHI_RANGE, PhiSolution, solve_phi
+from effnet.scaling import (
+    DEFAULT_LOG2_SCALE_RANGE,
+    DEFAULT_PHI_RANGE,
+    PhiSolution,
+    ScaleSolution,
+    solve_phi,
+    solve_scale,
+)
 from effnet.spec import NetSpec, SpecError
 
 
@@ -33,6 +42,23 @@ def solve_for_macs(
     """φ whose rounded model has `target_macs` multiply-accumulates per image (±tolerance)."""
     return solve_phi(get_spec(base), target_macs, count_macs, alpha=alpha, beta=beta, gamma=gamma,
                      tolerance=tolerance, phi_range=phi_range)
+
+
+def solve_scale_for_macs(
+    base: str | NetSpec,
+    target_macs: float,
+    *,
+    strategy: str = "compound",
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    a: float | None = None,
+    tolerance: float = 0.03,
+    log2_range: tuple[float, float] = DEFAULT_LOG2_SCALE_RANGE,
+) -> ScaleSolution:
+    """s whose model, scaled by `strategy` and rounded, has `target_macs` multiply-accumulates per image."""
+    return solve_scale(get_spec(base), target_macs, count_macs, strategy=strategy, alpha=alpha, beta=beta,
+                       gamma=gamma, a=a, tolerance=tolerance, log2_range=log2_range)
 
 
 def measure_latency(
@@ -109,11 +135,36 @@ def solve_for_latency(
     Measurements are noisy (other processes share the cores), so the default tolerance is 5%, and every distinct
     rounded model is measured once.  `measure` replaces `measure_latency` (e.g. in tests).
     """
+    return solve_phi(get_spec(base), target_seconds, _latency_cost(batch, threads, measure), alpha=alpha, beta=beta,
+                     gamma=gamma, tolerance=tolerance, phi_range=phi_range)
+
+
+def solve_scale_for_latency(
+    base: str | NetSpec,
+    target_seconds: float,
+    *,
+    strategy: str = "compound",
+    batch: int = 1,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    a: float | None = None,
+    tolerance: float = 0.05,
+    log2_range: tuple[float, float] = (-6.0, 6.0),
+    threads: int | None = None,
+    measure: Callable[[NetSpec], float] | None = None,
+) -> ScaleSolution:
+    """s whose model, scaled by `strategy` and rounded, runs one forward pass of `batch` images in
+    `target_seconds` on this machine (as `solve_for_latency`; the default range reaches 64x the base's cost)."""
+    return solve_scale(get_spec(base), target_seconds, _latency_cost(batch, threads, measure), strategy=strategy,
+                       alpha=alpha, beta=beta, gamma=gamma, a=a, tolerance=tolerance, log2_range=log2_range)
+
+
+def _latency_cost(batch: int, threads: int | None, measure: Callable[[NetSpec], float] | None):
     def cost(spec: NetSpec) -> float:
         return measure(spec) if measure is not None else measure_latency(spec, batch=batch, threads=threads)
 
-    return solve_phi(get_spec(base), target_seconds, cost, alpha=alpha, beta=beta, gamma=gamma,
-                     tolerance=tolerance, phi_range=phi_range)
+    return cost
 
 
-__all__ = ["measure_latency", "solve_for_latency", "solve_for_macs"]
+__all__ = ["measure_latency", "solve_for_latency", "solve_for_macs", "solve_scale_for_latency", "solve_scale_for_macs"]

@@ -1,8 +1,16 @@
-"""Parameters, MACs and a per-stage table for any spec or model.
+"""Parameters, MACs, activations and a per-stage table for any spec or model.
 
 MACs are multiply-accumulates, the paper's "FLOPS".  They are counted by PyTorch's own
 `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products; it reports 2 FLOPs per MAC, so
 MACs = counted FLOPs / 2).  Counting runs on the "meta" device, so even L2 at 800 px costs no memory or time.
+
+Activations are Dollár, Singh & Girshick's third cost ("Fast and Accurate Model Scaling", CVPR 2021, Section 3):
+the number of elements of every convolution's and linear layer's output, per image; they found it predicts a
+model's runtime on memory-bound hardware better than its FLOPs.  It is counted in the same forward pass as the
+MACs and on the same operators, by watching the ATen calls the flop counter counts (`aten.convolution`,
+`aten.mm`, `aten.addmm` …): squeeze-excite's reduce/expand, which run as matrix products on the pooled vector,
+are counted like any linear layer, and a module that calls an operator twice is counted twice.  Elementwise ops,
+norms, pooling and additions are not counted, as in the paper's definition.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
 from effnet.network import build_meta
 from effnet.spec import NetSpec
@@ -21,11 +31,27 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _counted_macs(fn, *args) -> tuple[int, torch.Tensor]:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+class _ActivationCounter(TorchDispatchMode):
+    """Adds up the output elements of each ATen operator that `FlopCounterMode` counts (the same set, so MACs and
+    activations always describe the same layers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func._overloadpacket in flop_registry:
+            self.total += sum(t.numel() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
+        return out
+
+
+def _counted(fn, *args) -> tuple[int, int, torch.Tensor]:
+    """(MACs, activations, output) of one call, counted in one pass."""
+    flops, activations = FlopCounterMode(display=False), _ActivationCounter()
+    with flops, activations, torch.no_grad():
         out = fn(*args)
-    return counter.get_total_flops() // 2, out
+    return flops.get_total_flops() // 2, activations.total, out
 
 
 def _meta_input(spec: NetSpec, resolution: int | None, batch: int = 1) -> torch.Tensor:
@@ -33,8 +59,8 @@ def _meta_input(spec: NetSpec, resolution: int | None, batch: int = 1) -> torch.
     return torch.empty(batch, spec.in_channels, res, res, device="meta")
 
 
-def count_macs(spec_or_model: NetSpec | nn.Module, resolution: int | None = None) -> int:
-    """MACs of one forward pass of one image at `resolution` (default: the spec's)."""
+def _costs(spec_or_model: NetSpec | nn.Module, resolution: int | None, caller: str) -> tuple[int, int]:
+    """(MACs, activations) of one forward pass of one image at `resolution` (default: the spec's)."""
     if isinstance(spec_or_model, NetSpec):
         model, spec = build_meta(spec_or_model), spec_or_model
         x = _meta_input(spec, resolution)
@@ -42,7 +68,7 @@ def count_macs(spec_or_model: NetSpec | nn.Module, resolution: int | None = None
         model = spec_or_model
         spec = getattr(model, "spec", None)
         if spec is None and resolution is None:
-            raise ValueError("count_macs: a model without a spec needs an explicit resolution")
+            raise ValueError(f"{caller}: a model without a spec needs an explicit resolution")
         param = next(model.parameters())
         in_ch = spec.in_channels if spec is not None else 3
         res = resolution or spec.resolution
@@ -50,9 +76,21 @@ def count_macs(spec_or_model: NetSpec | nn.Module, resolution: int | None = None
     was_training = model.training
     model.eval()
     try:
-        return _counted_macs(model, x)[0]
+        macs, activations, _ = _counted(model, x)
+        return macs, activations
     finally:
         model.train(was_training)
+
+
+def count_macs(spec_or_model: NetSpec | nn.Module, resolution: int | None = None) -> int:
+    """MACs of one forward pass of one image at `resolution` (default: the spec's)."""
+    return _costs(spec_or_model, resolution, "count_macs")[0]
+
+
+def count_activations(spec_or_model: NetSpec | nn.Module, resolution: int | None = None) -> int:
+    """Activations (output elements of every convolution and matrix product) of one forward pass of one image at
+    `resolution` (default: the spec's)."""
+    return _costs(spec_or_model, resolution, "count_activations")[1]
 
 
 @dataclass(frozen=True)
@@ -68,6 +106,7 @@ class StageProfile:
     output_size: tuple[int, int]
     params: int
     macs: int
+    activations: int
 
 
 def profile_stages(spec: NetSpec, resolution: int | None = None) -> list[StageProfile]:
@@ -77,10 +116,11 @@ def profile_stages(spec: NetSpec, resolution: int | None = None) -> list[StagePr
     rows: list[StageProfile] = []
 
     def add(name: str, op: str, kernel: int | None, repeats: int, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        macs, out = _counted_macs(module, x)
+        macs, activations, out = _counted(module, x)
         shape = tuple(out.shape[-2:]) if out.ndim == 4 else (1, 1)
         params = count_params(module)
-        rows.append(StageProfile(name, op, kernel, repeats, x.shape[1], out.shape[1], shape, params, macs))
+        rows.append(StageProfile(name, op, kernel, repeats, x.shape[1], out.shape[1], shape, params, macs,
+                                 activations))
         return out
 
     stem_op = f"conv{spec.stem.kernel}x{spec.stem.kernel}" + ("+maxpool" if spec.stem.max_pool else "")
@@ -104,9 +144,12 @@ class ModelProfile:
     params: int
     macs: int
     resolution: int
+    activations: int
 
 
 def profile(spec: NetSpec, resolution: int | None = None) -> ModelProfile:
+    """Params, and MACs and activations per image at `resolution` (default: the spec's), in one forward pass."""
     model = build_meta(spec)
     res = resolution or spec.resolution
-    return ModelProfile(spec.name, count_params(model), count_macs(model, res), res)
+    macs, activations = _costs(model, res, "profile")
+    return ModelProfile(spec.name, count_params(model), macs, res, activations)

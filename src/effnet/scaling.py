@@ -7,6 +7,11 @@ The paper scales a baseline ConvNet in three dimensions at once (Eq. 3):
 so that FLOPs, which grow like d·w²·r², grow by about 2^φ.  `compound` turns (φ, α, β, γ) into the three
 multipliers; `scale` applies any three multipliers to any `NetSpec`; `round_filters` / `round_repeats` are
 the two rounding rules of the TensorFlow reference (`efficientnet_model.py`), kept here and nowhere else.
+
+`strategy_multipliers` generalises Eq. 3 to the scaling rules compared since: given a nominal cost multiplier s,
+every strategy returns (d, w, r) with d·w²·r² = s: compound (the paper's α, β, γ), one dimension alone, and the
+family of Dollár, Singh & Girshick ("Fast and Accurate Model Scaling", CVPR 2021).  `solve_phi` and `solve_scale`
+find the φ or s whose *rounded* model meets a budget.
 """
 
 from __future__ import annotations
@@ -160,6 +165,78 @@ def scale_compound(
     return scale(spec, m.depth, m.width, m.resolution, name=name)
 
 
+# -- scaling strategies ---------------------------------------------------------------------------------------------
+
+STRATEGIES = ("compound", "depth", "width", "resolution", "uniform", "fast", "dollar")
+"""The strategies `strategy_multipliers` knows; `uniform` and `fast` are members of the `dollar` family."""
+
+DOLLAR_A = {"uniform": 1 / 3, "fast": 0.8}
+"""Dollár et al.'s parameter a of the named strategies.  1/3 gives each of d, w², r² the same share s^(1/3); 0.8 is
+their *fast compound scaling*, which puts most of the cost into width: activations grow like d·w·r² = s^(1 − a/2),
+so like s^0.6 instead of s^0.83 for uniform and s for depth or resolution alone (their Section 4)."""
+
+
+def strategy_multipliers(
+    s: float,
+    strategy: str = "compound",
+    *,
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    a: float | None = None,
+) -> Multipliers:
+    """(d, w, r) that multiply the nominal cost d·w²·r² by exactly `s` under `strategy`.
+
+    - compound: φ = ln s / ln(α·β²·γ²), then Eq. 3 (d = α^φ, w = β^φ, r = γ^φ);
+    - depth, width, resolution: one dimension alone (d = s, or w = √s, or r = √s);
+    - dollar: Dollár et al.'s family, d = s^((1−a)/2), w = s^(a/2), r = s^((1−a)/4) for a in [0, 1]
+      (a = 1 is width alone; a = 0 grows depth and resolution only, with r = √d);
+    - uniform, fast: the dollar family at a = 1/3 and a = 0.8.
+
+    `alpha`/`beta`/`gamma` matter only to compound, `a` only to dollar.  Real models move off s by rounding.
+    """
+    _check_multiplier("scale s", s)
+    if strategy not in STRATEGIES:
+        raise SpecError(f"strategy: got {strategy!r}, expected one of {', '.join(STRATEGIES)}")
+    if (a is not None) != (strategy == "dollar"):
+        raise SpecError(f"strategy {strategy!r}: " + ("a is Dollár's parameter of the 'dollar' strategy only; drop it"
+                                                       if a is not None else "needs a, e.g. a=0.8 (0 <= a <= 1)"))
+    if strategy == "compound":
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            _check_multiplier(name, value)
+        product = alpha * beta**2 * gamma**2
+        if product <= 1.0 + 1e-9:
+            raise SpecError(f"compound strategy: alpha*beta^2*gamma^2 = {product:g}, expected > 1 (the cost must grow "
+                            "with phi); use larger alpha, beta or gamma")
+        phi = math.log(s) / math.log(product)
+        return _multipliers(lambda: (alpha**phi, beta**phi, gamma**phi))
+    if strategy == "depth":
+        return Multipliers(depth=s)
+    if strategy == "width":
+        return Multipliers(width=math.sqrt(s))
+    if strategy == "resolution":
+        return Multipliers(resolution=math.sqrt(s))
+    a = DOLLAR_A.get(strategy, a)
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+        raise SpecError(f"dollar strategy a: got {a!r}, expected a number in [0, 1] (1/3 uniform, 0.8 fast)")
+    return _multipliers(lambda: (s ** ((1 - a) / 2), s ** (a / 2), s ** ((1 - a) / 4)))
+
+
+def _multipliers(make: Callable[[], tuple[float, float, float]]) -> Multipliers:
+    try:
+        return Multipliers(*make())
+    except (OverflowError, SpecError):
+        raise SpecError("scale s gives multipliers out of range (overflow or zero); use a multiplier between "
+                        "about 1e-3 and 1e6") from None
+
+
+def scale_by(spec: NetSpec, s: float, strategy: str = "compound", *, alpha: float = 1.2, beta: float = 1.1,
+             gamma: float = 1.15, a: float | None = None, name: str | None = None) -> NetSpec:
+    """`scale(spec, *strategy_multipliers(s, strategy, ...))`: `spec` with its nominal cost multiplied by `s`."""
+    m = strategy_multipliers(s, strategy, alpha=alpha, beta=beta, gamma=gamma, a=a)
+    return scale(spec, m.depth, m.width, m.resolution, name=name)
+
+
 # -- budget solver -------------------------------------------------------------------------------------------------
 
 DEFAULT_PHI_RANGE = (-3.0, 8.0)
@@ -168,7 +245,8 @@ DEFAULT_PHI_RANGE = (-3.0, 8.0)
 @dataclass(frozen=True)
 class PhiSolution:
     """What `solve_phi` found.  `within_tolerance` False means no φ lands close enough: `below` / `above` are the
-    nearest reachable (φ, cost) on either side of the target (None where the φ range ends first)."""
+    nearest reachable (φ, cost) on either side of the target (None where the φ range, or the builder's, ends
+    first)."""
 
     target: float
     tolerance: float
@@ -205,39 +283,129 @@ def solve_phi(
     function of φ: bisection keeps cost(lo) < target <= cost(hi) and stops at the first φ within tolerance, or
     when the bracket is narrower than `min_step`: then the target falls in a jump between two rounded models and
     the result names both (`below`, `above`).  Costs are cached per rounded spec, so each distinct model is
-    evaluated once (this matters when the cost is a latency measurement).
+    evaluated once (this matters when the cost is a latency measurement).  An end of `phi_range` whose multipliers
+    are beyond the builder's range (`MAX_REPEATS`, `MAX_CHANNELS`, `MAX_RESOLUTION`) counts as above the target.
+    """
+    def make(phi: float) -> NetSpec:
+        with warnings.catch_warnings():  # the constraint warning is the caller's business, said once
+            warnings.simplefilter("ignore")
+            return scale_compound(spec, phi, alpha, beta, gamma)
+
+    phi, scaled, value, ok, below, above, n = _bisect(make, target, cost, tolerance, phi_range, min_step, "phi_range")
+    return PhiSolution(target, tolerance, phi, scaled, value, ok, below, above, n)
+
+
+DEFAULT_LOG2_SCALE_RANGE = (-8.0, 12.0)
+"""s from 1/256 to 4096 times the base's nominal cost (L2 costs about 1,200 times B0's MACs)."""
+
+
+@dataclass(frozen=True)
+class ScaleSolution:
+    """What `solve_scale` found: the nominal multiplier `scale` (s) and its (d, w, r) under `strategy`.  As in
+    `PhiSolution`, `within_tolerance` False means no s lands close enough, and `below` / `above` are the nearest
+    reachable (s, cost) on either side (None where the range, or the builder's, ends first)."""
+
+    target: float
+    tolerance: float
+    strategy: str
+    scale: float | None
+    multipliers: Multipliers | None
+    spec: NetSpec | None
+    cost: float | None
+    within_tolerance: bool
+    below: tuple[float, float] | None
+    above: tuple[float, float] | None
+    evaluations: int
+
+    @property
+    def relative_error(self) -> float | None:
+        return None if self.cost is None else self.cost / self.target - 1.0
+
+
+def solve_scale(
+    spec: NetSpec,
+    target: float,
+    cost: Callable[[NetSpec], float],
+    *,
+    strategy: str = "compound",
+    alpha: float = 1.2,
+    beta: float = 1.1,
+    gamma: float = 1.15,
+    a: float | None = None,
+    tolerance: float = 0.03,
+    log2_range: tuple[float, float] = DEFAULT_LOG2_SCALE_RANGE,
+    min_step: float = 1e-4,
+) -> ScaleSolution:
+    """The nominal multiplier s whose *rounded* model `scale_by(spec, s, strategy, ...)` costs within `tolerance`
+    of `target`: the budget solver of every strategy.  It bisects log2 s the way `solve_phi` bisects φ (same
+    caching, same nearest values on a miss); a multiplier beyond the builder's range counts as above the target,
+    so a depth-only budget is reached however far the range reaches.
+
+    The search starts at s₀ = target / cost(spec), where an ideal model would land, and widens a bracket around it
+    (steps of 0.5, 1, 2 … in log2 s) before bisecting, so it seldom builds a model far from the answer (a
+    depth-only B0 at s = 128 has 2,000 blocks).
+    """
+    strategy_multipliers(1.0, strategy, alpha=alpha, beta=beta, gamma=gamma, a=a)  # a bad strategy fails here
+
+    def make(log2_s: float) -> NetSpec:
+        return scale_by(spec, 2.0**log2_s, strategy, alpha=alpha, beta=beta, gamma=gamma, a=a)
+
+    t, scaled, value, ok, below, above, n = _bisect(make, target, cost, tolerance, log2_range, min_step, "log2_range",
+                                                    guess_from=0.0)
+    two = lambda side: None if side is None else (2.0 ** side[0], side[1])
+    s = None if t is None else 2.0**t
+    m = None if s is None else strategy_multipliers(s, strategy, alpha=alpha, beta=beta, gamma=gamma, a=a)
+    return ScaleSolution(target, tolerance, strategy, s, m, scaled, value, ok, two(below), two(above), n)
+
+
+def _bisect(make: Callable[[float], NetSpec], target: float, cost: Callable[[NetSpec], float], tolerance: float,
+            bounds: tuple[float, float], min_step: float, bounds_name: str, guess_from: float | None = None):
+    """Bisection on the scaling parameter t of `make` (φ, or log2 s) for the rounded model nearest `target`.
+
+    Returns (t, spec, cost, within_tolerance, below, above, evaluations); see `solve_phi`.  A t whose model `make`
+    refuses (multipliers beyond the builder's range) costs +inf above 0 and 0 below it; such an end is never
+    reported as a nearest value.  With `guess_from` (t is log2 of a cost multiplier), the bracket is first
+    narrowed around t₀ = guess_from + log2(target / cost(guess_from)).
     """
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
         raise SpecError(f"target: got {target!r}, expected a finite number > 0")
     if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
         raise SpecError(f"tolerance: got {tolerance!r}, expected a fraction in (0, 1), e.g. 0.03 for 3%")
-    lo, hi = phi_range
+    lo, hi = bounds
     if not lo < hi:
-        raise SpecError(f"phi_range: got {phi_range!r}, expected (low, high) with low < high")
+        raise SpecError(f"{bounds_name}: got {bounds!r}, expected (low, high) with low < high")
     cache: dict[NetSpec, float] = {}
 
-    def evaluate(phi: float) -> tuple[NetSpec, float]:
-        with warnings.catch_warnings():  # the constraint warning is the caller's business, said once
-            warnings.simplefilter("ignore")
-            scaled = scale_compound(spec, phi, alpha, beta, gamma)
+    def evaluate(t: float) -> tuple[NetSpec | None, float]:
+        try:
+            scaled = make(t)
+        except SpecError:  # multipliers beyond the builder's range: this end is too big (or too small)
+            return None, (math.inf if t > 0 else 0.0)
         if scaled not in cache:
             cache[scaled] = float(cost(scaled))
         return scaled, cache[scaled]
 
-    def done(phi: float | None, scaled: NetSpec | None, value: float | None, ok: bool, below, above) -> PhiSolution:
-        return PhiSolution(target, tolerance, phi, scaled, value, ok, below, above, len(cache))
+    def reachable(t: float, scaled: NetSpec | None, value: float) -> tuple[float, float] | None:
+        return None if scaled is None else (t, value)
+
+    def done(t: float | None, scaled: NetSpec | None, value: float | None, ok: bool, below, above):
+        return t, scaled, value, ok, below, above, len(cache)
 
     def close(value: float) -> bool:
         return abs(value / target - 1.0) <= tolerance
 
+    if guess_from is not None:
+        lo, hi = _bracket(evaluate, target, guess_from, (lo, hi))
     spec_lo, cost_lo = evaluate(lo)
     if cost_lo >= target:
         ok = close(cost_lo)
-        return done(lo if ok else None, spec_lo if ok else None, cost_lo if ok else None, ok, None, (lo, cost_lo))
+        return done(lo if ok else None, spec_lo if ok else None, cost_lo if ok else None, ok, None,
+                    reachable(lo, spec_lo, cost_lo))
     spec_hi, cost_hi = evaluate(hi)
     if cost_hi < target:
         ok = close(cost_hi)
-        return done(hi if ok else None, spec_hi if ok else None, cost_hi if ok else None, ok, (hi, cost_hi), None)
+        return done(hi if ok else None, spec_hi if ok else None, cost_hi if ok else None, ok,
+                    reachable(hi, spec_hi, cost_hi), None)
     # Invariant: cost(lo) < target <= cost(hi).  Either end may already be close enough.
     best = min(((lo, spec_lo, cost_lo), (hi, spec_hi, cost_hi)), key=lambda t: abs(t[2] / target - 1.0))
     while not close(best[2]) and hi - lo > min_step:
@@ -246,10 +414,49 @@ def solve_phi(
         if close(cost_mid):
             best = (mid, spec_mid, cost_mid)
             break
+        if cost_mid < target and spec_hi is None:
+            # Near the builder's limit: cost only the largest model it builds, not every model on the way there.
+            hi = _last_buildable(make, mid, hi, min_step)
+            spec_hi, cost_hi = evaluate(hi)
+            if cost_hi < target:
+                ok = close(cost_hi)
+                return done(hi if ok else None, spec_hi if ok else None, cost_hi if ok else None, ok,
+                            reachable(hi, spec_hi, cost_hi), None)
         if cost_mid < target:
-            lo, cost_lo = mid, cost_mid
+            lo, spec_lo, cost_lo = mid, spec_mid, cost_mid
         else:
-            hi, cost_hi = mid, cost_mid
+            hi, spec_hi, cost_hi = mid, spec_mid, cost_mid
     if close(best[2]):
         return done(best[0], best[1], best[2], True, None, None)
-    return done(None, None, None, False, (lo, cost_lo), (hi, cost_hi))
+    return done(None, None, None, False, reachable(lo, spec_lo, cost_lo), reachable(hi, spec_hi, cost_hi))
+
+
+def _bracket(evaluate: Callable[[float], tuple[NetSpec | None, float]], target: float, origin: float,
+             bounds: tuple[float, float]) -> tuple[float, float]:
+    """A sub-range of `bounds` with cost(lo) < target <= cost(hi), found by stepping out from the guess of an ideal
+    cost model; an end of `bounds` is kept where the target lies beyond it (so misses report the range's end)."""
+    low, high = bounds
+    reference = evaluate(origin)[1]
+    ratio = target / reference if 0 < reference < math.inf else 1.0
+    t = min(max(origin + math.log2(ratio), low), high)
+    step, below = 0.5, evaluate(t)[1] < target
+    while True:
+        nxt = min(t + step, high) if below else max(t - step, low)
+        if nxt == t:  # the target lies beyond an end of the range
+            return bounds
+        if (evaluate(nxt)[1] >= target) == below:
+            return (t, nxt) if below else (nxt, t)
+        t, step = nxt, 2 * step
+
+
+def _last_buildable(make: Callable[[float], NetSpec], lo: float, hi: float, min_step: float) -> float:
+    """The largest t in [lo, hi) (to `min_step`) whose model `make` builds, given that lo's does and hi's does not:
+    a bisection on the builder's limits alone, which costs no model."""
+    while hi - lo > min_step:
+        mid = 0.5 * (lo + hi)
+        try:
+            make(mid)
+            lo = mid
+        except SpecError:
+            hi = mid
+    return lo

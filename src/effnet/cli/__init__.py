@@ -12,7 +12,8 @@ import os
 import sys
 import warnings
 
-from effnet.errors import EffnetError
+from effnet.cli.examples import add_examples
+from effnet.errors import EffnetError, missing_extra
 
 _COMMANDS = [
     "effnet.cli.models",
@@ -21,19 +22,29 @@ _COMMANDS = [
     "effnet.cli.search",
     "effnet.cli.weights",
     "effnet.cli.predict",
+    "effnet.cli.cam",
     "effnet.cli.bench",
     "effnet.cli.export",
     "effnet.cli.train",
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (`effnet scale: error: argument --phi: ...`), exit status 2; the
+    subcommands' parsers are of this class too (argparse makes subparsers of the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="effnet", description="EfficientNet and compound scaling for any ConvNet (Tan & Le, ICML 2019)."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _COMMANDS:
         importlib.import_module(module).register(sub)
+    add_examples(parser)
     return parser
 
 
@@ -52,13 +63,23 @@ def _show_warning(command: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand, as its other usage errors are
+        print(f"effnet {args.command}: error: unrecognized arguments: {' '.join(extra)}; see "
+              f"`effnet {args.command} --help`", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command)
             return int(args.func(args) or 0)
     except EffnetError as exc:
         print(f"effnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"effnet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"effnet {args.command}: interrupted", file=sys.stderr)

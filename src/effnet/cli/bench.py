@@ -7,6 +7,7 @@ import argparse
 import json
 
 from effnet.bench import INFER_PATHS, LOSSY, PEERS, TRAIN_PATHS, TRAIN_PEERS, BenchError, Report, run_bench
+from effnet.cli._args import non_negative_int, positive_int
 from effnet.report import format_table
 
 
@@ -16,19 +17,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="On a shared machine run with OMP_WAIT_POLICY=PASSIVE in the environment: with OpenMP's default "
                "active waiting torch's threads lose a scheduler tick at every barrier when a core is taken.")
     p.add_argument("model", help="registered name or spec .json")
-    p.add_argument("--batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
-    p.add_argument("--mode", choices=("infer", "train"), default="infer")
+    p.add_argument("--batch-size", dest="batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--batch", dest="batch", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older spelling
+    p.add_argument("--mode", choices=("infer", "train"), default="infer",
+                   help="infer (default): forward passes; train: forward, backward and optimizer steps")
     p.add_argument("--vs", default=None,
                    help=f"peers, comma-separated: infer {','.join(PEERS)} (default all); train "
                         f"{','.join(TRAIN_PEERS)} (default timm); 'none' for none")
     p.add_argument("--paths", default=None,
                    help=f"effnet paths: infer {','.join(INFER_PATHS)} (default eager,folded,compile); "
                         f"train {','.join(TRAIN_PATHS)} (default eager,bf16,checkpoint)")
-    p.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--iters", type=int, default=0, help="calls per round (default: about 0.5 s per round)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate first (default 2)")
-    p.add_argument("--threads", type=int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
+    p.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the model's)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--iters", type=non_negative_int, default=0, help="calls per round (default: about 0.5 s per round)")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls per candidate first (default 2)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
     p.add_argument("--isolate-memory", action="store_true",
                    help="train mode: measure each candidate's peak memory in a fresh process (slower, truer)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                        resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
                        calibration=calibration, isolate_memory=args.isolate_memory, log=log)
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_report(report))
-    return 0
+    return 1 if report.failed else 0  # a candidate failed (its row says why); bad input is exit 2
 
 
 def format_report(report: Report) -> str:
@@ -94,6 +97,10 @@ def format_report(report: Report) -> str:
         row += [r.peak_tensor_mb, r.saved_activations_mb] if report.mode == "train" else []
         row += [r.gmacs_per_s, 100 * r.ceiling_fraction] + [r.ratios.get(p) for p in peers] + [r.note]
         rows.append(row)
+    for f in report.failed:
+        where = f"at {f.stage}" + ("" if f.batch is None else f", batch {f.batch}")
+        rows.append([f.batch, f.name + (" *" if f.name in LOSSY else "")] + [None] * (len(headers) - 3)
+                    + [f"failed {where}: {f.reason}"])
     title = (f"{report.model} {report.mode} at {report.resolution}px, {report.macs_per_image / 1e9:.3f} GMACs per "
              f"image{' (x3 for a training step)' if report.mode == 'train' else ''}; {report.repeats} interleaved "
              f"rounds, medians; ratios = median of per-round paired ratios")

@@ -1,20 +1,94 @@
-"""`effnet experiments NAME`: the paper's experiments, computed (Table 3: scaling MobileNets and ResNet-50)."""
+"""`effnet experiments NAME`: the paper's experiments — Table 3 computed, and the trained ones (Observations 1 and
+2, compound vs single-dimension scaling, transfer) run on real data with seeds and confidence intervals."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 import textwrap
+from pathlib import Path
 
+from effnet.cli._args import positive_int
 from effnet.report import format_table
+
+TRAINED = {
+    "single-dims": "Figure 3 (Observation 1): one baseline scaled by width, depth or resolution alone",
+    "width-at-depth-res": "Figure 4 (Observation 2): width scaling at (d, r) = (1, 1), (2, 1), (1, 1.3), (2, 1.3)",
+    "compound-vs-single": "Figure 8 / Table 7: compound vs single-dimension scaling at matched MACs budgets",
+    "transfer": "Table 5 / Figure 6: pretrained Lite0/1/2 fine-tuned on Fashion-MNIST, and Lite0 from scratch",
+    "strategies": "compound, depth, width, resolution, uniform and fast scaling at matched MACs and latency",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiments", help="the paper's experiments, computed")
+    p = sub.add_parser("experiments", help="the paper's experiments, computed and trained")
     experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     t3 = experiments.add_parser("table3", help="Table 3: MobileNetV1/V2 and ResNet-50 scaled by d, w, r, compound")
     t3.add_argument("--format", choices=("table", "json"), default="table")
     t3.set_defaults(func=run_table3)
+    for name, help_text in TRAINED.items():
+        e = experiments.add_parser(
+            name, help=help_text, description=help_text + ". Every run is trained with effnet.train.train, chooses "
+            "its weights on images held out from the training set and reports the test split once. Rerunning the "
+            "command continues an interrupted experiment; finished runs are not trained again.",
+            epilog=f"example: effnet experiments {name} --jobs 2\n         effnet experiments {name} --quick "
+                   "--out /tmp/quick", formatter_class=argparse.RawDescriptionHelpFormatter)
+        e.add_argument("--quick", action="store_true",
+                       help="tiny budget, 1 seed, few points: the whole experiment end to end in about a minute")
+        e.add_argument("--seeds", type=positive_int, default=None, help="seeds per point (default 3; 1 with --quick)")
+        e.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes here")
+        e.add_argument("--out", default=None, help=f"output folder (default docs/experiments/{name}/)")
+        e.add_argument("--storage", default=None,
+                       help="shared record of which runs are done: a journal file or an RDB URL (sqlite:///x.db, "
+                            "postgresql://...), as `effnet search`; default OUT/runs.journal")
+        e.add_argument("--runs", default=None, help="folder of the runs' checkpoints (default runs/experiments)")
+        e.add_argument("--threads", type=positive_int, default=None,
+                       help="torch threads per run (default: the cores divided among the jobs)")
+        e.add_argument("--report-only", action="store_true", help="write the report of the runs finished so far")
+        e.add_argument("--format", choices=("table", "json"), default="table")
+        e.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+        e.set_defaults(func=run_trained)
+    from effnet.cli import experiments_cam, experiments_latency
+
+    experiments_cam.register(experiments)
+    experiments_latency.register(experiments)
+
+
+def run_trained(args: argparse.Namespace) -> int:
+    from effnet.experiments import suite
+    from effnet.experiments.runner import Options
+
+    out = Path(args.out or Path("docs/experiments") / args.experiment)
+    jobs = args.jobs
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
+                      storage=args.storage or str(out / "runs.journal"),
+                      runs_dir=Path(args.runs or "runs/experiments"), threads=threads)
+    command = _training_command(sys.argv[1:], args.experiment)
+    if args.worker:
+        suite.work(args.experiment, options)
+        return 0
+    results, table = suite.run(args.experiment, options, command=command, report_only=args.report_only,
+                               worker_argv=_child_argv(args, options))
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    else:
+        print(table)
+        print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
+    return 0
+
+
+def _child_argv(args: argparse.Namespace, options) -> list[str]:
+    argv = ["experiments", args.experiment, "--worker", "--out", str(options.out), "--storage", options.storage,
+            "--runs", str(options.runs_dir), "--threads", str(options.threads), "--jobs", str(options.jobs)]
+    if args.quick:
+        argv.append("--quick")
+    if args.seeds:
+        argv += ["--seeds", str(args.seeds)]
+    return argv
 
 
 def run_table3(args: argparse.Namespace) -> int:
@@ -58,3 +132,19 @@ def demo_section() -> None:
 
 
 __all__ = ["demo_section", "register"]
+
+
+def _training_command(argv: list[str], experiment: str) -> str:
+    """The command that trains the experiment, as the report states it: without the flags that only choose
+    what is printed (--report-only, --format)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--report-only" or a.startswith("--format="):
+            continue
+        elif a == "--format":
+            skip = True
+        else:
+            kept.append(a)
+    return "effnet " + " ".join(shlex.quote(a) for a in kept) if kept else f"effnet experiments {experiment}"

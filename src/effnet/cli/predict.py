@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
     p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--runtime", choices=BACKENDS, default="torch",
                    help="inference engine (effnet.runtime; default torch)")

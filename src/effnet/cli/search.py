@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import fields, replace
 
+from effnet.cli._search_args import add_budget_group, add_worker_groups, worker_flags
 from effnet.errors import EffnetError
 from effnet.report import format_table
 
@@ -16,7 +17,7 @@ _RESERVED = {"model", "data", "out_dir", "progress", "workers", "threads", "resu
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("search", help="searches: the alpha/beta/gamma grid of compound scaling")
+    p = sub.add_parser("search", help="searches: the alpha/beta/gamma grid, a baseline architecture")
     kinds = p.add_subparsers(dest="search", metavar="SEARCH", required=True)
     c = kinds.add_parser(
         "coefficients", help="grid-search alpha, beta, gamma at phi=1 (step 1 of the paper's method)",
@@ -34,26 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: STUDY.journal in the current folder)")
     c.add_argument("--study", default=None, help="study name (default: coefficients-BASE-DATASET)")
     c.add_argument("--jobs", type=int, default=1, help="worker processes to start on this machine (default 1)")
-    budget = c.add_argument_group("training budget per grid point (effnet.train settings)")
-    budget.add_argument("--epochs", type=float, default=None, help="epochs per trial (default 1)")
-    budget.add_argument("--steps", type=int, default=None, help="optimizer steps per trial (instead of --epochs)")
-    budget.add_argument("--batch-size", type=int, default=None, help="default 64")
-    budget.add_argument("--train-subset", type=int, default=None, help="train on this many images (fixed subset)")
-    budget.add_argument("--val-subset", type=int, default=None, help="evaluate on this many test images")
-    budget.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's 0.016 x B/256)")
-    budget.add_argument("--optimizer", default=None, help="rmsproptf (default) or sgd")
-    budget.add_argument("--augment", default=None, help="autoaugment, randaugment or none (default none)")
-    budget.add_argument("--seed", type=int, default=None, help="training seed, the same for every trial")
-    budget.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other effnet.train.TrainConfig field, e.g. --set warmup_epochs=0.2")
-    speed = c.add_argument_group("speed only (not part of the study's identity)")
-    speed.add_argument("--threads", type=int, default=None, help="torch threads per worker")
-    speed.add_argument("--loader-workers", type=int, default=0, help="data-loading processes per worker")
-    lease = c.add_argument_group("sharing")
-    lease.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a worker's heartbeats")
-    lease.add_argument("--grace", type=float, default=60.0,
-                       help="a running trial whose heartbeat is older than this is re-queued (seconds)")
-    lease.add_argument("--poll", type=float, default=5.0, help="seconds between looks while others finish")
+    add_budget_group(c, "training budget per grid point (effnet.train settings)",
+                     val_help="validate on this many of the images held out from the training set",
+                     set_example="warmup_epochs=0.2")
+    add_worker_groups(c, stale_help="a running trial whose heartbeat is older than this is re-queued (seconds)")
     out = c.add_argument_group("output")
     out.add_argument("--plot", default=None, help="PNG of the results (default: STUDY.png)")
     out.add_argument("--report-only", action="store_true", help="print what the study holds now; train nothing")
@@ -61,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--list-grid", action="store_true", help="print the grid points and exit")
     out.add_argument("--format", choices=("table", "json"), default="table")
     c.set_defaults(func=run_coefficients)
+    from effnet.cli.search_architecture import register as register_architecture
+
+    register_architecture(kinds)
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -96,28 +84,26 @@ def _config(args: argparse.Namespace):
     if "steps" in train:
         train.pop("epochs", None)
     base = get_spec(args.base)
+    if args.dataset != "fashion-mnist" and not os.path.isdir(args.dataset):
+        raise EffnetError(f"--dataset {args.dataset}: not found; expected 'fashion-mnist' or a folder with train/ "
+                          "(and val/) of class folders")
     check_config(TrainConfig(model=base, data=args.dataset, **train))  # bad budgets fail before any study exists
     config = SearchConfig(base=base, base_ref=args.base, dataset=args.dataset,
                           step=DEFAULT_STEP if args.step is None else args.step,
                           tolerance=CONSTRAINT_TOLERANCE if args.tolerance is None else args.tolerance,
                           phi=args.phi, train=train, threads=args.threads, loader_workers=args.loader_workers)
-    config.grid()  # a grid error is reported here, before any work
+    try:
+        config.grid()  # a grid error is reported here, before any work
+    except EffnetError as exc:
+        raise EffnetError(f"--step/--tolerance: {exc}") from None
     return config
 
 
 def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]:
-    argv = ["search", "coefficients", "--base", args.base, "--dataset", args.dataset, "--phi", repr(args.phi),
+    return ["search", "coefficients", "--base", args.base, "--dataset", args.dataset, "--phi", repr(args.phi),
             "--storage", storage, "--study", study, "--jobs", "1", "--no-report",
-            "--heartbeat", repr(args.heartbeat), "--grace", repr(args.grace), "--poll", repr(args.poll),
-            "--loader-workers", str(args.loader_workers)]
-    for flag in ("step", "tolerance", "epochs", "steps", "batch_size", "train_subset", "val_subset", "lr",
-                 "optimizer", "augment", "seed", "threads"):
-        value = getattr(args, flag)
-        if value is not None:
-            argv += ["--" + flag.replace("_", "-"), str(value)]
-    for item in args.set:
-        argv += ["--set", item]
-    return argv
+            *worker_flags(args, ("step", "tolerance", "epochs", "steps", "batch_size", "train_subset", "val_subset",
+                                 "lr", "optimizer", "augment", "seed", "threads"))]
 
 
 def run_coefficients(args: argparse.Namespace) -> int:
@@ -155,6 +141,7 @@ def run_coefficients(args: argparse.Namespace) -> int:
 
 def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
+    from effnet.search.coefficients import open_coefficient_study
     from effnet.search.report import (
         TABLE_HEADERS,
         plot_search,
@@ -163,9 +150,8 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
         table_rows,
         trial_counts,
     )
-    from effnet.search.study import open_study
 
-    study = open_study(storage, study_name, grid, config.identity())
+    study = open_coefficient_study(storage, study_name, config)
     rows = search_rows(study)
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from effnet.cli._args import positive_int
+from effnet.cli._args import device, non_negative_int, positive_int
 from effnet.runtime import BACKENDS, PRECISIONS
-from effnet.train.config import TrainConfig
+from effnet.train.config import ConfigError, TrainConfig
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -17,9 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_eval(sub)
     p = sub.add_parser("plot", help="draw loss / accuracy / learning-rate curves of training runs to a PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) written by `effnet train`")
-    p.add_argument("-o", "--out", default=None, help="PNG path (default: RUN_DIR/curves.png)")
+    p.add_argument("-o", "--output", dest="out", default=None, help="PNG path (default: RUN_DIR/curves.png)")
+    p.add_argument("--out", dest="out", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older spelling
     p.add_argument("--labels", default=None, help="comma-separated legend labels, one per run")
     p.set_defaults(func=run_plot)
+    p = sub.add_parser("runs", help="list run folders: model, data, steps done / total, best val top-1, state")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="run folder(s), or folder(s) of run folders (e.g. runs/)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=run_runs)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
@@ -28,21 +33,30 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                        "Defaults are the paper's recipe; every one can be overridden.")
     p.add_argument("data", help="'fashion-mnist' or a folder with train/<class>/... and val/<class>/...")
     p.add_argument("--model", default="efficientnet_b0", help="registered name or spec .json (default %(default)s)")
-    p.add_argument("--resolution", type=int, default=None, help="input size in px (default: the model's)")
+    p.add_argument("--resolution", type=positive_int, default=None, help="input size in px (default: the model's)")
     p.add_argument("--out", default=None, help="run folder for checkpoints and metrics (default: runs/<model>)")
     g = p.add_argument_group("budget")
     g.add_argument("--epochs", type=float, default=_D["epochs"], help="epochs (default %(default)s)")
     g.add_argument("--steps", type=int, default=None, help="optimizer steps instead of epochs")
-    g.add_argument("--batch-size", type=int, default=_D["batch_size"], help="global batch (default %(default)s)")
-    g.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
-    g.add_argument("--val-subset", type=int, default=None, help="validate on a fixed random subset of N images")
+    g.add_argument("--batch-size", type=positive_int, default=_D["batch_size"],
+                   help="global batch (default %(default)s)")
+    g.add_argument("--train-subset", type=positive_int, default=None,
+                   help="train on a fixed random subset of N images")
+    g.add_argument("--val-subset", type=positive_int, default=None,
+                   help="validate on a fixed random subset of N images")
+    g.add_argument("--holdout", type=int, default=None,
+                   help="validate on the last N training images, and evaluate the data's own val/test split once "
+                        "after training on the weights chosen there (default: 5000 for fashion-mnist, 0 for a "
+                        "folder, which validates on its val/)")
+    g.add_argument("--no-test", action="store_true", help="with a holdout, skip the final test-split evaluation")
     g = p.add_argument_group("recipe (paper defaults)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lr-base x batch/256)")
     g.add_argument("--lr-base", type=float, default=_D["lr_base"], help="lr per 256 images (default %(default)s)")
     g.add_argument("--warmup-epochs", type=float, default=_D["warmup_epochs"], help="(default %(default)s)")
     g.add_argument("--decay-epochs", type=float, default=_D["decay_epochs"], help="(default %(default)s)")
     g.add_argument("--decay-rate", type=float, default=_D["decay_rate"], help="(default %(default)s)")
-    g.add_argument("--optimizer", choices=["rmsproptf", "sgd"], default=_D["optimizer"])
+    g.add_argument("--optimizer", choices=["rmsproptf", "sgd"], default=_D["optimizer"],
+                   help="rmsproptf (the paper's RMSProp, TF form; default) or sgd (Nesterov momentum)")
     g.add_argument("--rmsprop-decay", type=float, default=_D["rmsprop_decay"], help="(default %(default)s)")
     g.add_argument("--momentum", type=float, default=_D["momentum"], help="(default %(default)s)")
     g.add_argument("--eps", type=float, default=_D["eps"], help="RMSProp epsilon (default %(default)s)")
@@ -54,9 +68,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--drop-path", type=float, default=None, help="stochastic depth rate (default: the variant's)")
     g.add_argument("--bn-momentum", type=float, default=None,
                    help="BatchNorm running-stat momentum, PyTorch convention (default: the model's)")
-    g.add_argument("--augment", choices=["autoaugment", "randaugment", "none"], default=_D["augment"])
-    g.add_argument("--randaugment-n", type=int, default=_D["randaugment_n"])
-    g.add_argument("--randaugment-m", type=int, default=_D["randaugment_m"])
+    g.add_argument("--augment", choices=["autoaugment", "randaugment", "none"], default=_D["augment"],
+                   help="training augmentation policy (default %(default)s)")
+    g.add_argument("--randaugment-n", type=int, default=_D["randaugment_n"],
+                   help="RandAugment: operations per image (default %(default)s)")
+    g.add_argument("--randaugment-m", type=int, default=_D["randaugment_m"],
+                   help="RandAugment: magnitude (default %(default)s)")
     g.add_argument("--crop-scale", type=float, nargs=2, default=list(_D["crop_scale"]), metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (default 0.08 1)")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
@@ -69,18 +86,23 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--backbone-lr-scale", type=float, default=1.0, help="backbone lr = lr x this (default 1)")
     g = p.add_argument_group("run")
     g.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                   help="continue from the latest checkpoint in --out (or from CKPT)")
+                   help="continue the run in --out from its newest good checkpoint (or from CKPT)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="remove the earlier run's files in --out first (only files effnet wrote)")
     g.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     g.add_argument("--keep-last", type=int, default=_D["keep_last"], help="periodic checkpoints kept (default 3)")
     g.add_argument("--strict", action="store_true", help="stop at the first unreadable image instead of skipping")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--workers", type=int, default=_D["workers"], help="data-loading processes (default 2)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="fixes initial weights, data order, augmentation and dropout (default 0)")
+    g.add_argument("--workers", type=non_negative_int, default=_D["workers"], help="data-loading processes (default 2)")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     g.add_argument("--no-channels-last", action="store_true", help="keep the contiguous (NCHW) memory format")
     g.add_argument("--no-fused-bn-silu", action="store_true",
                    help="stock BN and SiLU modules (default: fused, saving only BN's input for backward)")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    g.add_argument("--device", type=device, default="auto", help="auto, cpu or cuda (default auto)")
     g.add_argument("--log-every", type=int, default=_D["log_every"], help="steps between steps.jsonl lines")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files into --out (pip install 'effnet[tensorboard]')")
     g.add_argument("--no-progress", action="store_true", help="no progress bar or log lines")
     g.add_argument("--recipe", action="store_true", help="print the effective settings and exit")
     p.set_defaults(func=run_train)
@@ -101,15 +123,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         fused_bn_silu=not args.no_fused_bn_silu,
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
-        resume=args.resume, strict=args.strict, train_subset=args.train_subset, val_subset=args.val_subset,
-        log_every=args.log_every, progress=not args.no_progress, device=args.device, threads=args.threads,
+        resume=args.resume, overwrite=args.overwrite, strict=args.strict, train_subset=args.train_subset,
+        val_subset=args.val_subset,
+        holdout=args.holdout, test=not args.no_test, log_every=args.log_every, tensorboard=args.tensorboard,
+        progress=not args.no_progress, device=args.device, threads=args.threads,
     )
 
 
+_FLAG_OF_FIELD = {"out_dir": "--out", "data": "DATA", "hflip": "--no-flip", "ema_warmup": "--no-ema-warmup",
+                  "channels_last": "--no-channels-last", "test": "--no-test", "fused_bn_silu": "--no-fused-bn-silu"}
+
+
+def _with_flag(exc: ConfigError) -> ConfigError:
+    """A setting's error as the flag that set it (`--batch-size: got 0, ...` rather than `batch_size: ...`)."""
+    field = exc.field
+    text = str(exc)
+    if field is None or not text.startswith(f"{field}: "):
+        return exc
+    flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+    error = ConfigError(f"{flag}: {text[len(field) + 2:]}")
+    error.field = field
+    return error
+
+
 def run_train(args: argparse.Namespace) -> int:
-    from effnet.train import plan_run, recipe_lines, train
+    from effnet.train import check_config, plan_run, recipe_lines, train
 
     config = config_from_args(args)
+    try:
+        check_config(config)
+    except ConfigError as exc:
+        raise _with_flag(exc) from None
     if args.recipe:
         plan, name = plan_run(config)
         for key, value in recipe_lines(config, plan, name):
@@ -122,6 +166,9 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"done: {result.steps} steps ({result.epochs:.2f} epochs) in {result.wall_s:.0f}s, "
           f"{result.images_per_s:.0f} img/s; val top-1 {result.top1:.2f}% top-5 {result.top5:.2f}%{ema}; "
           f"run folder {result.run_dir}")
+    if result.test_top1 is not None:
+        print(f"test: top-1 {result.test_top1:.2f}% top-5 {result.test_top5:.2f}% on {result.test_images} images, "
+              f"{result.selected_weights} weights of step {result.selected_step} (chosen on validation; test.json)")
     return 0
 
 
@@ -137,14 +184,15 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="'fashion-mnist' (its test split) or a folder (its val/ sub-folder or itself)")
     p.add_argument("--split", default="val", help="folder sub-directory to evaluate (default val; test for "
                    "fashion-mnist)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--resolution", type=int, default=None, help="override the checkpoint's resolution")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
+    p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default 2)")
+    p.add_argument("--resolution", type=positive_int, default=None, help="override the checkpoint's resolution")
     p.add_argument("--crop-fraction", type=float, default=None, help="override the eval centre-crop fraction")
-    p.add_argument("--subset", type=int, default=None, help="evaluate a fixed random subset of N images")
+    p.add_argument("--subset", type=positive_int, default=None, help="evaluate a fixed random subset of N images")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", type=device, default="auto",
+                   help="auto (default: the GPU if there is one, as train), cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     g = p.add_argument_group("inference engine (accuracy of the fast and lossy paths)")
     g.add_argument("--runtime", choices=BACKENDS, default="torch", help="engine (default %(default)s: eager PyTorch)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -191,6 +239,25 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from effnet.report import format_table
+    from effnet.train.run_folder import describe, find_runs
+
+    rows = [describe(d) for d in find_runs(args.dirs)]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ("run", "model", "data", "steps", "best val top-1", "state")
+    print(format_table(headers, [
+        (r["run"], r["model"], r["data"], f"{r['steps_done'] if r['steps_done'] is not None else '?'} / "
+         f"{r['total_steps'] if r['total_steps'] is not None else '?'}",
+         None if r["best_val_top1"] is None else f"{r['best_val_top1']:.2f}%",
+         r["state"] + (f" ({r['holder']})" if r["holder"] else "")) for r in rows]))
+    return 0
+
+
 DEMO_CONFIG = dict(
     model="efficientnet_lite0", data="fashion-mnist", pretrained=True, resolution=32, batch_size=32, epochs=2,
     train_subset=2000, val_subset=1000, backbone_lr_scale=0.1, bn_momentum=0.1, augment="none", crop_scale=(0.5, 1.0),
@@ -200,7 +267,7 @@ DEMO_CONFIG = dict(
 
 def demo_section() -> None:
     """`make demo`: fine-tune the bundled Lite0 on 2 000 Fashion-MNIST images (32 px, 2 epochs, about a minute
-    on 2 cores) and report top-1 on 1 000 test images."""
+    on 2 cores), validated on 1 000 held-out training images, then report the 10 000 test images once."""
     from effnet.train import TrainConfig, train
 
     config = TrainConfig(**DEMO_CONFIG)
@@ -210,10 +277,11 @@ def demo_section() -> None:
     print("Fine-tuning pretrained EfficientNet-Lite0 (ImageNet weights, fresh 10-class classifier) on a Fashion-MNIST")
     print(f"subset with the paper's recipe (TF RMSProp, warm-up, EMA, label smoothing); same as:\n  {cmd}\n")
     result = train(config)
-    print(f"{'epoch':>5s} {'train loss':>10s} {'train acc':>9s} {'test top-1':>10s} {'EMA top-1':>9s}")
+    print(f"{'epoch':>5s} {'train loss':>10s} {'train acc':>9s} {'val top-1':>10s} {'val EMA':>9s}")
     for h in result.history:
         print(f"{h['epoch']:5d} {h['train_loss']:10.4f} {h['train_acc']:8.2f}% {h['val_top1']:9.2f}% "
               f"{h['ema_top1']:8.2f}%")
-    print(f"\nReached {result.top1:.2f}% top-1 (EMA {result.ema_top1:.2f}%) on 1 000 Fashion-MNIST test images after "
+    print(f"\nValidation (1 000 held-out training images) chose the {result.selected_weights} weights of step "
+          f"{result.selected_step}: {result.test_top1:.2f}% top-1 on the 10 000 Fashion-MNIST test images after "
           f"{result.steps} steps on 2 000 training images ({result.images_per_s:.0f} img/s, {result.wall_s:.0f}s).")
     print("Full-data runs (fine-tuned vs from scratch): docs/RESULTS.md, 'Training'.")

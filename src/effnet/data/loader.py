@@ -119,9 +119,11 @@ def subset_indices(length: int, size: int | None, seed: int) -> list[int] | None
 
 
 class SubsetSource(ImageSource):
-    def __init__(self, source: ImageSource, indices: list[int]) -> None:
+    """The images of `source` at `indices`, in that order."""
+
+    def __init__(self, source: ImageSource, indices: list[int], name: str | None = None) -> None:
         self.base, self.indices = source, indices
-        self.name = f"{source.name} (subset of {len(indices)})"
+        self.name = name or f"{source.name} (subset of {len(indices)})"
         self.classes, self.grayscale = source.classes, source.grayscale
         self.targets = [source.targets[i] for i in indices]
 

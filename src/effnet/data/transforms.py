@@ -39,14 +39,16 @@ def train_transform(
 ) -> v2.Compose:
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment: got {augment!r}, expected one of {AUGMENTATIONS}")
+    # Grey images are cropped and flipped on their one channel and repeated to three after (the same pixels as
+    # repeating first, at a third of the cost); the colour augmentations below need three channels.
     ops: list[torch.nn.Module] = [v2.ToImage()]
-    if grayscale:
-        ops.append(GreyToRGB())
     ops.append(v2.RandomResizedCrop(
         config.resolution, scale=crop_scale, interpolation=interpolation_mode(config.interpolation), antialias=True
     ))
     if hflip:
         ops.append(v2.RandomHorizontalFlip())
+    if grayscale:
+        ops.append(GreyToRGB())
     if augment == "autoaugment":
         ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
     elif augment == "randaugment":

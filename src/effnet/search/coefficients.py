@@ -18,7 +18,7 @@ from effnet.errors import EffnetError
 from effnet.profile import profile
 from effnet.scaling import CONSTRAINT_TOLERANCE, compound, scale
 from effnet.search.grid import DEFAULT_STEP, Coefficients, coefficient_grid
-from effnet.search.study import open_study, run_worker
+from effnet.search.study import SearchError, open_study, run_worker
 from effnet.spec import NetSpec
 
 SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augment": "none"}
@@ -74,8 +74,9 @@ def make_evaluator(config: SearchConfig) -> Callable[[Coefficients], tuple[float
     def evaluate(c: Coefficients) -> tuple[float, dict[str, Any]]:
         spec = trial_spec(config.base, c, config.phi, num_classes)
         p = profile(spec)
+        settings = {"test": False, **config.train}  # trials are scored on validation; the test split is not read
         result = train(TrainConfig(model=spec, data=config.dataset, out_dir=None, progress=False,
-                                   workers=config.loader_workers, threads=config.threads, **config.train))
+                                   workers=config.loader_workers, threads=config.threads, **settings))
         attrs = {
             "macs": p.macs, "params": p.params, "resolution": spec.resolution,
             "repeats": [s.repeats for s in spec.stages], "top1": result.top1, "top5": result.top5,
@@ -92,13 +93,34 @@ def study_name_for(config: SearchConfig) -> str:
     return f"coefficients-{config.base.name}-{config.dataset.replace('/', '_')}"
 
 
+SCORE_ATTR = "score"
+SCORE = "top-1 on images held out from the training set"
+"""What a trial's value is, recorded on the study: studies made before trials were scored on validation have no
+such mark, and their trials (scored on test images) must not be joined or reported as a validation search."""
+
+
+def open_coefficient_study(storage: str | None, study_name: str, config: SearchConfig):
+    """Create or join the grid-search study (`open_study`), refusing one whose trials were scored otherwise."""
+    study = open_study(storage, study_name, config.grid(), config.identity())
+    held = study.user_attrs.get(SCORE_ATTR)
+    if held is None and study.get_trials(deepcopy=False):
+        raise SearchError(f"study {study_name!r} in {storage}: its trials were scored on test images by an earlier "
+                          "effnet (no validation mark); start a new search with another --storage or --study")
+    if held is None:
+        study.set_user_attr(SCORE_ATTR, SCORE)
+    elif held != SCORE:
+        raise SearchError(f"study {study_name!r} in {storage}: its trials are scored as {held!r}, expected {SCORE!r}; "
+                          "use another --storage or --study")
+    return study
+
+
 def run_worker_process(config: SearchConfig, storage: str | None, study_name: str, *, heartbeat_s: float = 10.0,
                        grace_s: float = 60.0, poll_s: float = 5.0, log: Callable[[str], None] = print):
     """One worker: join (or create) the study and train grid points until the whole grid is done."""
     from effnet.train import TrainingDiverged
 
     grid = config.grid()
-    study = open_study(storage, study_name, grid, config.identity())
+    study = open_coefficient_study(storage, study_name, config)
     summary = run_worker(study, grid, make_evaluator(config), heartbeat_s=heartbeat_s, grace_s=grace_s,
                          poll_s=poll_s, log=log, error_types=(TrainingDiverged,))
     return study, summary
@@ -118,5 +140,5 @@ def spawn_workers(argv: Sequence[str], jobs: int) -> list[int]:
         return [child.wait() for child in children]
 
 
-__all__ = ["SEARCH_TRAIN_DEFAULTS", "SearchConfig", "make_evaluator", "run_worker_process", "spawn_workers",
-           "study_name_for", "trial_spec"]
+__all__ = ["SCORE", "SEARCH_TRAIN_DEFAULTS", "SearchConfig", "make_evaluator", "open_coefficient_study",
+           "run_worker_process", "spawn_workers", "study_name_for", "trial_spec"]

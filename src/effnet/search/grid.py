@@ -40,6 +40,12 @@ class Coefficients:
     def label(self) -> str:
         return f"alpha={self.alpha:g} beta={self.beta:g} gamma={self.gamma:g}"
 
+    def trial_attributes(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "product": self.product}
+
+    def describe(self) -> str:
+        return f"{self.label} (product {self.product:.3f})"
+
     @classmethod
     def from_label(cls, label: str) -> Coefficients:
         try:

@@ -32,13 +32,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
 from effnet.errors import EffnetError
-from effnet.search.grid import Coefficients
 
 PARAM = "point"
 CONFIG_ATTR = "effnet_search"
@@ -72,12 +71,28 @@ def _sampler(labels: Sequence[str]) -> optuna.samplers.GridSampler:
     return optuna.samplers.GridSampler({PARAM: list(labels)}, seed=0)
 
 
-def open_study(storage: str | None, study_name: str, grid: Sequence[Coefficients], config: dict[str, Any]):
+class GridPoint(Protocol):
+    """What a study's grid is made of: the α/β/γ of the grid search, or one training run of an experiment."""
+
+    label: str
+
+    def trial_attributes(self) -> dict[str, Any]: ...
+
+    def describe(self) -> str: ...
+
+
+def open_study(storage: str | None, study_name: str, grid: Sequence[GridPoint], config: dict[str, Any]):
     """Create the study, or join it after checking it holds the same grid and budget (`config`)."""
+    return open_checked_study(storage, study_name, _sampler([c.label for c in grid]), config)
+
+
+def open_checked_study(storage: str | None, study_name: str, sampler: optuna.samplers.BaseSampler,
+                       config: dict[str, Any]) -> optuna.Study:
+    """Create a maximising study with `sampler`, or join it after checking it was made with the same settings
+    (`config`, kept in the study's attributes): a worker with other settings would make its trials incomparable."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = make_storage(storage)
-    study = optuna.create_study(storage=backend, study_name=study_name, direction="maximize",
-                                sampler=_sampler([c.label for c in grid]), load_if_exists=True)
+    study = optuna.create_study(storage=make_storage(storage), study_name=study_name, direction="maximize",
+                                sampler=sampler, load_if_exists=True)
     wanted = json.loads(json.dumps(config))
     held = study.user_attrs.get(CONFIG_ATTR)
     if held is None:
@@ -85,10 +100,15 @@ def open_study(storage: str | None, study_name: str, grid: Sequence[Coefficients
         held = study.user_attrs.get(CONFIG_ATTR, wanted)
     if held != wanted:
         diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
-        details = "; ".join(f"{k}: study has {held.get(k)!r}, got {wanted.get(k)!r}" for k in diff[:4])
+        details = "; ".join(f"{k}: study has {_short(held.get(k))}, got {_short(wanted.get(k))}" for k in diff[:4])
         raise SearchError(f"study {study_name!r} in {storage} was made with other settings ({details}); rerun with "
                           "the original options, or use another --study name")
     return study
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # -- leases ------------------------------------------------------------------------------------------------------
@@ -244,8 +264,8 @@ class WorkerSummary:
 
 def run_worker(
     study: optuna.Study,
-    grid: Sequence[Coefficients],
-    evaluate: Callable[[Coefficients], tuple[float, dict[str, Any]]],
+    grid: Sequence[GridPoint],
+    evaluate: Callable[[Any], tuple[float, dict[str, Any]]],
     *,
     heartbeat_s: float = 10.0,
     grace_s: float = 60.0,
@@ -255,11 +275,14 @@ def run_worker(
 ) -> WorkerSummary:
     """Train grid points until every point of the study is done; returns what this worker did.
 
-    `evaluate(coefficients) -> (objective, attributes)`; errors of `error_types` (a diverged model, say) are that
-    point's result: the trial fails with `fail_reason` "error" and is not retried.  A KeyboardInterrupt fails the
-    running trial with reason "interrupted", queues it again for the next worker, and propagates.
+    Each grid point has a unique `label`, `trial_attributes()` (recorded on its trial before it runs) and
+    `describe()` (its progress line); `evaluate(point) -> (objective, attributes)`; errors of `error_types` (a
+    diverged model, say) are that point's result: the trial fails with `fail_reason` "error" and is not retried.
+    A KeyboardInterrupt fails the running trial with reason "interrupted", queues it again for the next worker,
+    and propagates.
     """
     labels = [c.label for c in grid]
+    by_label = {c.label: c for c in grid}
     summary = WorkerSummary()
     storage, me = study._storage, {"host": socket.gethostname(), "pid": os.getpid()}
 
@@ -268,8 +291,8 @@ def run_worker(
             trial.set_user_attr(key, value)
         trial.set_user_attr("heartbeat", time.time())
         label = trial.suggest_categorical(PARAM, labels)
-        c = Coefficients.from_label(label)
-        for key, value in (("alpha", c.alpha), ("beta", c.beta), ("gamma", c.gamma), ("product", c.product)):
+        c = by_label[label]
+        for key, value in c.trial_attributes().items():
             trial.set_user_attr(key, value)
         taken_by = _taken_by(study, trial.number, label, labels)
         if taken_by is not None:
@@ -279,7 +302,7 @@ def run_worker(
             log(f"trial {trial.number}: {label} is already taken by trial {taken_by}; pruned")
             raise optuna.TrialPruned()
         with _Heartbeat(storage, trial._trial_id, heartbeat_s) as beat:
-            log(f"trial {trial.number}: {label} (product {c.product:.3f}) ...")
+            log(f"trial {trial.number}: {c.describe()} ...")
             start = time.perf_counter()
             try:
                 value, attrs = evaluate(c)
@@ -334,5 +357,5 @@ def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str
     return None
 
 
-__all__ = ["CONFIG_ATTR", "GridStatus", "PARAM", "SearchError", "WorkerSummary", "make_storage", "open_study",
-           "run_worker", "survey"]
+__all__ = ["CONFIG_ATTR", "GridPoint", "GridStatus", "PARAM", "SearchError", "WorkerSummary", "make_storage",
+           "open_study", "run_worker", "survey"]

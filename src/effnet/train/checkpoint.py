@@ -2,14 +2,19 @@
 the target (`os.replace` is atomic on POSIX), and the folder fsync'ed.  A kill at any instant leaves either the old
 file or the new one, never a truncated one; stray temporaries from a killed write are removed on the next start.
 
-Layout: `RUN_DIR/checkpoints/step-0000123.pt` (the last k kept) and `RUN_DIR/checkpoints/best.pt`.
+Layout: `RUN_DIR/checkpoints/step-0000123.pt` (the last k kept) and `RUN_DIR/checkpoints/best.pt`; a step
+checkpoint found damaged on resume is renamed `step-0000123.pt.damaged` (no longer a step checkpoint, so pruning
+never keeps it in place of a good one).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,8 @@ import torch
 from effnet.errors import EffnetError
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = _TMP_PREFIX = ".tmp-"
+DAMAGED_SUFFIX = ".damaged"
 
 
 class CheckpointError(EffnetError):
@@ -78,6 +84,10 @@ def remove_stale_temporaries(folder: str | Path) -> int:
     return len(stale)
 
 
+def is_step_file(name: str) -> bool:
+    return _STEP_FILE.match(name) is not None
+
+
 def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of the periodic checkpoints, oldest first."""
     folder = checkpoint_dir(run_dir)
@@ -110,19 +120,55 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
+def good_checkpoint(run_dir: str | Path, *, accept: Callable[[dict[str, Any]], str | None] | None = None,
+                    reject: Callable[[Path, str], None] | None = None) -> dict[str, Any] | None:
+    """The newest step checkpoint that loads with the safe loader, holds the step its name says, and that
+    `accept(state)` finds no fault with (it returns the fault, or None).  Each bad one, newest first, goes to
+    `reject(path, reason)` (default: a warning).  None when the folder has no step checkpoint; a CheckpointError
+    naming the folder when none of them is good.  `best.pt` is never considered: it is not a point to resume from."""
+    found = step_checkpoints(run_dir)
+    bad: list[str] = []
+    for step, path in reversed(found):
+        try:
+            state = load_checkpoint(path)
+            fault = None if state.get("step") == step else f"records step {state.get('step')!r}, not {step}"
+            fault = fault or (accept(state) if accept else None)
+        except CheckpointError as exc:
+            fault = str(exc).removeprefix(f"{path}: ")
+        if fault is None:
+            return state
+        bad.append(path.name)
+        if reject is not None:
+            reject(path, fault)
+        else:
+            warnings.warn(f"{path}: {fault}; trying the previous checkpoint", stacklevel=2)
+    if bad:
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no good checkpoint left ({len(bad)} damaged: "
+                              f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); start the run again with "
+                              "--overwrite")
+    return None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file, or a run folder's newest good step checkpoint (`good_checkpoint`)."""
     path = Path(path)
     if path.is_dir():
-        latest = latest_checkpoint(path)
-        if latest is None:
+        state = good_checkpoint(path)
+        if state is None:
             raise CheckpointError(f"{path}: no checkpoints/step-*.pt in this run folder; nothing to resume or evaluate")
-        path = latest
+        return state
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        if path.stat().st_size == 0:
+            why = "empty file"
+        elif isinstance(exc, pickle.UnpicklingError | KeyError | EOFError) or "zip archive" in str(exc):
+            why = "not a PyTorch checkpoint, or cut short"
+        else:
+            why = f"{type(exc).__name__}: {exc}".rstrip(": ").splitlines()[0][:160]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({why})") from None
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
         raise CheckpointError(f"{path}: not an effnet training checkpoint (no 'model'/'spec' entries)")
     state["path"] = str(path)

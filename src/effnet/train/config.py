@@ -16,15 +16,24 @@ from effnet.train.optim import OPTIMIZERS
 
 MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
 MAX_WARMUP_FRACTION = 0.1
+FASHION_MNIST_HOLDOUT = 5_000
+"""Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
 
 
 class ConfigError(EffnetError, ValueError):
-    """A training setting is out of range; the message names the field."""
+    """A training setting is out of range; the message names the field (also kept in `field`)."""
+
+    field: str | None = None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run.  Budget: `steps` optimizer steps if set, else `epochs` (may be fractional).
+
+    Validation: `holdout` images carved from the end of the training set choose the checkpoint (default 5,000
+    for Fashion-MNIST, none for an image folder, which validates on its own val/); with a holdout, the data's own
+    evaluation split (Fashion-MNIST's test set, a folder's val/) is evaluated once, after training, on the chosen
+    weights, and only reported (`TrainResult.test_top1`).
 
     Recipe defaults (each a field): RMSProp (TF form) decay 0.9, momentum 0.9, ε 1e-3; lr 0.016 × batch/256;
     5 warm-up epochs (capped at 10% of a shorter budget); ×0.97 every 2.4 epochs; weight decay 1e-5 (not on norms
@@ -71,10 +80,14 @@ class TrainConfig:
     checkpoint_every: int | None = None
     keep_last: int = 3
     resume: bool | str = False
+    overwrite: bool = False  # remove the files of an earlier run in out_dir first (effnet.train.run_folder)
     strict: bool = False
     train_subset: int | None = None
     val_subset: int | None = None
+    holdout: int | None = None  # validation images carved from the end of the training set (None: HOLDOUT_DEFAULT)
+    test: bool = True  # with a holdout, evaluate the data's own val/test split once, at the end, on the chosen weights
     log_every: int = 20
+    tensorboard: bool = False  # also write TensorBoard event files into out_dir (the `tensorboard` extra)
     progress: bool = True
     device: str = "auto"
     threads: int | None = None
@@ -88,12 +101,15 @@ class TrainConfig:
 
 
 # Settings that must match between a checkpoint and the run resuming it (others, e.g. workers, may change).
-RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subset", "lr", "lr_base", "optimizer",
-               "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs", "fused_bn_silu")
+RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subset", "holdout", "lr", "lr_base",
+               "optimizer", "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs",
+               "fused_bn_silu")
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"{field}: got {value!r}, expected {expected}")
+    error = ConfigError(f"{field}: got {value!r}, expected {expected}")
+    error.field = field
+    raise error
 
 
 def _positive(field: str, value: Any, *, integer: bool = False, zero_ok: bool = False) -> None:
@@ -159,11 +175,18 @@ def check_config(c: TrainConfig) -> None:
     for name in ("train_subset", "val_subset"):
         if getattr(c, name) is not None:
             _positive(name, getattr(c, name), integer=True)
+    if c.holdout is not None:
+        _positive("holdout", c.holdout, integer=True, zero_ok=True)
     _positive("log_every", c.log_every, integer=True)
     if c.threads is not None:
         _positive("threads", c.threads, integer=True)
     if c.device not in ("auto", "cpu") and not c.device.startswith("cuda"):
         _fail("device", c.device, "'auto', 'cpu' or 'cuda[:N]'")
+    if c.overwrite and c.resume:
+        _fail("overwrite", c.overwrite, "False with resume (continue the run in out_dir, or remove it and start "
+              "again, not both)")
+    if (c.overwrite or c.tensorboard) and not c.out_dir:
+        _fail("overwrite" if c.overwrite else "tensorboard", True, "an out_dir (--out) to write into")
     if c.freeze_backbone and c.backbone_lr_scale != 1.0:
         _fail("backbone_lr_scale", c.backbone_lr_scale, "1.0 with freeze_backbone (a frozen backbone has no lr)")
 
@@ -175,6 +198,8 @@ class Plan:
     num_classes: int
     train_images: int
     val_images: int
+    test_images: int  # 0: no separate test split (validation is the data's own val/)
+    holdout: int
     world_size: int
     per_rank_batch: int
     steps_per_epoch: int
@@ -205,7 +230,9 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
     return [
         ("model", f"{model_name}, {plan.num_classes} classes, {plan.resolution} px"),
         ("pretrained", str(pre)),
-        ("data", f"{c.data}: {plan.train_images} train / {plan.val_images} val images"),
+        ("data", f"{c.data}: {plan.train_images} train / {plan.val_images} val images"
+                 + (f" (held out from the end of the training set) / {plan.test_images} test images, evaluated "
+                    "once after training on the chosen weights" if plan.holdout else "")),
         ("budget", f"{plan.total_steps} steps = {plan.total_steps / plan.steps_per_epoch:.3g} epochs of "
                    f"{plan.steps_per_epoch} steps"),
         ("batch", f"{c.batch_size} global = {plan.world_size} process(es) x {plan.per_rank_batch}"),

@@ -26,6 +26,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 alone), known before the process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group when launched by torchrun; choose the device (cuda:LOCAL_RANK or cpu)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

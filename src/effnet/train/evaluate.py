@@ -18,8 +18,8 @@ from effnet.network import ConvNet
 from effnet.registry import ModelConfig
 from effnet.spec import NetSpec
 from effnet.train import distributed
-from effnet.train.checkpoint import load_checkpoint
-from effnet.train.config import check_resolution
+from effnet.train.checkpoint import CheckpointError, load_checkpoint
+from effnet.train.config import RESUME_KEYS, check_resolution
 
 
 @dataclass(frozen=True)
@@ -91,19 +91,21 @@ def evaluate_checkpoint(
     crop_fraction: float | None = None,
     subset: int | None = None,
     strict: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
     runtime: str = "torch",
     precision: str = "fp32",
     calibration: int = 64,
 ) -> dict[str, Any]:
     """{'raw': EvalMetrics, 'ema': EvalMetrics | None, 'checkpoint', 'images', ...} for a training checkpoint
-    (a file, or a run folder: its latest checkpoint).
+    (a file, or a run folder: its latest checkpoint).  `device` "auto" is the GPU when there is one, as in training.
 
     `runtime`/`precision` pick an `effnet.runtime` engine (torch fp32 is eager PyTorch).  int8 is calibrated on
     `calibration` images drawn (fixed seed) from the train split of `data` — never from the images evaluated."""
     from effnet.runtime import check_runtime
 
     check_runtime(runtime, precision)
+    if device == "auto":  # as training: the GPU when there is one (an exported engine runs on the CPU)
+        device = "cuda" if runtime == "torch" and torch.cuda.is_available() else "cpu"
     if runtime != "torch" and torch.device(device).type != "cpu":
         raise EffnetError(f"evaluate: --runtime {runtime} runs on the CPU; got --device {device}")
     if calibration < 1:
@@ -111,7 +113,7 @@ def evaluate_checkpoint(
     if precision == "int8" and split == "train":
         raise EffnetError("evaluate: int8 calibrates on the train split; evaluating that split would judge the "
                           "quantization on its own calibration images — evaluate val or test")
-    state = load_checkpoint(checkpoint)
+    state = _load(checkpoint)
     spec = NetSpec.from_dict(state["spec"])
     classes = tuple(state["classes"])
     source = open_source(data, split, classes=None if _is_fmnist(data) else classes)
@@ -146,6 +148,21 @@ def evaluate_checkpoint(
                                                resolution=cfg.resolution), spec)
         results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
     return results
+
+
+def _load(checkpoint: str) -> dict[str, Any]:
+    """A checkpoint file, or a run folder's newest good step checkpoint: the check a resume makes, without moving
+    the bad ones aside (the run's own trainer does that)."""
+    from pathlib import Path
+
+    from effnet.train import run_folder
+
+    if not Path(checkpoint).is_dir():
+        return load_checkpoint(checkpoint)
+    state = run_folder.choose_checkpoint(checkpoint, RESUME_KEYS, rename=False)
+    if state is None:
+        raise CheckpointError(f"{checkpoint}: no checkpoints/step-*.pt in this run folder; nothing to evaluate")
+    return state
 
 
 def train_split_calibration(data: str, classes: tuple[str, ...], config: ModelConfig, count: int, *,

@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from effnet.registry import create_model, get_config, get_spec
 from effnet.spec import NetSpec, with_options
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
+from effnet.train import run_folder as folder
 from effnet.train.config import RESUME_KEYS, ConfigError, TrainConfig, check_config, recipe_lines
 from effnet.train.ema import ModelEma
-from effnet.train.evaluate import _unreadable_error, eval_loader, evaluate
+from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader, evaluate
 from effnet.train.optim import make_optimizer, param_groups
 from effnet.train.plan import make_plan, open_data
 from effnet.train.schedule import make_schedule
@@ -46,8 +48,12 @@ class TrainingDiverged(EffnetError, RuntimeError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Final metrics of a run (validation metrics in percent, on the val split — the test split for
-    Fashion-MNIST), plus the per-epoch history as written to metrics.jsonl."""
+    """Final metrics of a run, plus the per-epoch history as written to metrics.jsonl.
+
+    `top1`… are the last epoch's validation metrics (percent) and `best_top1` the best validation score (EMA
+    weights if kept, else raw), which chooses the weights (`selected_step`, `selected_weights`).  `test_top1` and
+    `test_top5` are those chosen weights on the test split, evaluated once after training (None without a
+    holdout, or with `test=False`)."""
 
     top1: float
     top5: float
@@ -64,6 +70,11 @@ class TrainResult:
     skipped_images: int
     run_dir: str | None
     history: tuple[dict[str, Any], ...]
+    selected_step: int | None = None
+    selected_weights: str | None = None
+    test_top1: float | None = None
+    test_top5: float | None = None
+    test_images: int = 0
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -85,12 +96,27 @@ class Trainer:
         if c.threads:
             torch.set_num_threads(c.threads)  # on a shared CPU, fewer threads than cores is often faster
         self.run_dir = Path(c.out_dir) if c.out_dir else None
+        self.events = None
+        self.record: dict[str, Any] | None = None  # the run record (run.json), kept current by rank 0
+        self._locked = False
+        if c.tensorboard and distributed.env_rank() == 0:
+            _summary_writer()  # a missing extra is said before any work starts
         spec = get_spec(c.model)
-        self.train_src, self.val_src = open_data(c)
+        self.train_src, self.val_src, self.test_src = open_data(c)
+        try:
+            self._setup(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, spec: NetSpec) -> None:
+        c = self.c
+        self._check_recorded_settings()  # before the lock: a refused resume writes nothing
+        self._claim_folder()
         resume_state = self._find_resume()
         self.dist = distributed.setup(c.device)
         self.main = self.dist.is_main
-        self.plan = p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size)
+        self.plan = p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size, self.test_src)
         self.spec_name = spec.name
         self.schedule = replace(
             make_schedule(base_lr=p.base_lr, steps_per_epoch=p.steps_per_epoch, warmup_epochs=c.warmup_epochs,
@@ -105,6 +131,8 @@ class Trainer:
                                         momentum=c.momentum, eps=c.eps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
         self.step, self.best, self.history = 0, -math.inf, []
+        self.best_step: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the chosen module's state, for the test split
         self.epoch_sums = torch.zeros(4, dtype=torch.float64)  # loss·n, correct, n, skipped
         self.skipped_total = 0
         if resume_state is not None:
@@ -112,33 +140,66 @@ class Trainer:
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if self.dist.distributed else self.model)
         self.train_loader, self.sampler = self._train_loader()
-        self.val_loader = eval_loader(self.val_src, self._model_config(), batch_size=max(p.per_rank_batch, 64),
-                                      workers=c.workers, crop_fraction=p.eval_crop_fraction, rank=self.dist.rank,
-                                      world_size=self.dist.world_size)
+        self.val_loader = self._eval_loader(self.val_src)
+        self.events = self._open_events()
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
+    def _claim_folder(self) -> None:
+        """One run per folder, one process per folder (rank 0 decides for all): refuse an occupied folder unless
+        resuming or overwriting, lock it, and only then clear it (effnet.train.run_folder)."""
+        c, d = self.c, self.run_dir
+        if d is None or distributed.env_rank() != 0:
+            return
+        if not (c.resume or c.overwrite):
+            folder.refuse_if_occupied(d)  # before the lock: a refused run writes nothing
+        folder.acquire(d)
+        self._locked = True
+        if c.overwrite:
+            folder.overwrite(d)
+        elif not c.resume:
+            folder.refuse_if_occupied(d)  # again under the lock: another run may have started meanwhile
+
+    def _check_recorded_settings(self) -> None:
+        """Resuming a run folder: the settings must be those it records (run.json, or an older run's config.json)."""
+        if self.c.resume is not True or self.run_dir is None:
+            return
+        recorded = folder.run_settings(self.run_dir, RESUME_KEYS)
+        changes = folder.setting_changes(recorded or {}, folder.settings_of(self.c.to_dict(), RESUME_KEYS))
+        if changes:
+            raise ConfigError(f"{self.run_dir}: cannot resume with different settings ({', '.join(changes)}); "
+                              "rerun the original command with --resume, or use another --out")
+
     def _find_resume(self) -> dict[str, Any] | None:
+        """The state to continue from: a named checkpoint, or the run folder's newest good step checkpoint
+        (damaged ones renamed aside); None to start from the beginning (no checkpoint yet)."""
         c = self.c
         if not c.resume:
             return None
+        now = folder.settings_of(c.to_dict(), RESUME_KEYS)
         if isinstance(c.resume, str):
             state = ckpt.load_checkpoint(c.resume)
         else:
             if self.run_dir is None:
                 raise ConfigError("resume: got True without out_dir; expected the run folder to resume (--out)")
-            ckpt.remove_stale_temporaries(ckpt.checkpoint_dir(self.run_dir))
-            latest = ckpt.latest_checkpoint(self.run_dir)
-            if latest is None:
+            main = distributed.env_rank() == 0
+            if main:
+                ckpt.remove_stale_temporaries(ckpt.checkpoint_dir(self.run_dir))
+            state = folder.choose_checkpoint(self.run_dir, RESUME_KEYS, rename=main)
+            if state is None:
                 return None  # nothing saved yet: start from the beginning
-            state = ckpt.load_checkpoint(latest)
-        saved, now = state.get("config", {}), c.to_dict()
-        diff = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
-        if diff:
-            changes = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in diff)
-            raise ConfigError(f"{state['path']}: cannot resume with different settings ({changes}); "
+        changes = folder.setting_changes(folder.settings_of(state.get("config", {}), RESUME_KEYS), now)
+        if changes:
+            raise ConfigError(f"{state['path']}: cannot resume with different settings ({', '.join(changes)}); "
                               "rerun the original command with --resume")
         return state
+
+    def _open_events(self):
+        """TensorBoard's writer into the run folder (`tensorboard=True`); events after a resumed step are purged,
+        as the jsonl files are truncated."""
+        if not (self.c.tensorboard and self.main and self.run_dir is not None):
+            return None
+        return _summary_writer()(log_dir=str(self.run_dir), purge_step=self.step + 1)
 
     def _build_model(self, spec: NetSpec, resume_state: dict[str, Any] | None) -> nn.Module:
         c, p = self.c, self.plan
@@ -177,6 +238,11 @@ class Trainer:
         cfg = get_config(self.model.spec, p.resolution)
         return replace(cfg, crop_fraction=p.eval_crop_fraction, mean=p.mean, std=p.std)
 
+    def _eval_loader(self, source) -> DataLoader:
+        p = self.plan
+        return eval_loader(source, self._model_config(), batch_size=max(p.per_rank_batch, 64), workers=self.c.workers,
+                           crop_fraction=p.eval_crop_fraction, rank=self.dist.rank, world_size=self.dist.world_size)
+
     def _train_loader(self) -> tuple[DataLoader, ResumableSampler]:
         c = self.c
         transform = train_transform(self._model_config(), augment=c.augment, randaugment_n=c.randaugment_n,
@@ -206,6 +272,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "epoch_sums": self.epoch_sums.clone(),
             "best": self.best,
+            "best_step": self.best_step,
             "skipped_total": self.skipped_total,
             "history": list(self.history),
             "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
@@ -221,6 +288,8 @@ class Trainer:
         self.step = int(state["step"])
         self.epoch_sums = state["epoch_sums"].clone()
         self.best = float(state["best"])
+        self.best_step = state.get("best_step")
+        self.best_weights = self._saved_best_weights()
         self.skipped_total = int(state["skipped_total"])
         self.history = list(state["history"])
         rng = state["rng"]
@@ -228,9 +297,6 @@ class Trainer:
         random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
         n = rng["numpy"]
         np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-        if self.run_dir is not None and self.main:
-            _truncate_jsonl(self.run_dir / "metrics.jsonl", self.step)
-            _truncate_jsonl(self.run_dir / "steps.jsonl", self.step)
         self._log(f"resumed from {state['path']} at step {self.step}")
 
     def _save(self, best: bool = False) -> None:
@@ -240,9 +306,32 @@ class Trainer:
             if not torch.isfinite(t).all():
                 raise self._diverged("a weight is not finite")
         state = self._state()
-        ckpt.save_step_checkpoint(self.run_dir, state, self.step, self.c.keep_last)
-        if best:
-            ckpt.save_best(self.run_dir, state)
+        try:
+            ckpt.save_step_checkpoint(self.run_dir, state, self.step, self.c.keep_last)
+            if best:
+                ckpt.save_best(self.run_dir, state)
+        except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as a RuntimeError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise folder.RunFolderError(
+                f"{ckpt.checkpoint_dir(self.run_dir)}: cannot write the checkpoint of step {self.step} ({reason}); "
+                "the earlier checkpoints are intact: free space, then rerun with --resume") from None
+        self._update_record(steps_done=self.step)
+
+    def _start_record(self) -> None:
+        c, p = self.c, self.plan
+        previous = folder.read_record(self.run_dir) if self.step else None
+        self.record = folder.new_record(model=self.spec_name, data=c.data,
+                                        settings=folder.settings_of(c.to_dict(), RESUME_KEYS), seed=c.seed,
+                                        total_steps=p.total_steps, previous=previous)
+        self.record["steps_done"] = self.step
+        folder.write_record(self.run_dir, self.record)
+
+    def _update_record(self, **fields: Any) -> None:
+        if self.record is None:
+            return
+        best = self.best if math.isfinite(self.best) else None
+        self.record.update(best_val_top1=best, updated=folder.now(), **fields)
+        folder.write_record(self.run_dir, self.record)
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -254,11 +343,23 @@ class Trainer:
             lines = recipe_lines(c, p, self.spec_name)
             (self.run_dir / "recipe.txt").write_text("".join(f"{k:20s} {v}\n" for k, v in lines))
             (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+            for name in ("metrics.jsonl", "steps.jsonl"):  # lines after the resumed step, and a torn last line
+                folder.repair_jsonl(self.run_dir / name, self.step)
+            self._start_record()
         start, images = time.perf_counter(), 0
-        while self.step < p.total_steps:
-            images += self._run_epoch()
-        wall = time.perf_counter() - start
-        distributed.barrier()
+        try:
+            while self.step < p.total_steps:
+                images += self._run_epoch()
+            wall = time.perf_counter() - start
+            distributed.barrier()
+            test = self._test()
+        except TrainingDiverged:
+            self._end_record("diverged")
+            raise
+        except BaseException:
+            self._end_record("interrupted")
+            raise
+        self._end_record("finished")
         last = self.history[-1] if self.history else {}
         if self.skipped_total:
             self._log(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
@@ -269,7 +370,57 @@ class Trainer:
             best_top1=self.best, epochs=self.step / p.steps_per_epoch, steps=self.step, wall_s=wall,
             images_per_s=images / wall if wall > 0 else 0.0, skipped_images=self.skipped_total,
             run_dir=str(self.run_dir) if self.run_dir else None, history=tuple(self.history),
+            selected_step=self.best_step, selected_weights=self._selected_kind(),
+            test_top1=test.top1 if test else None, test_top5=test.top5 if test else None,
+            test_images=test.images if test else 0,
         )
+
+    def _end_record(self, state: str) -> None:
+        """The run's final state; steps done stay the last checkpoint's unless it finished."""
+        try:
+            self._update_record(state=state, **({"steps_done": self.step} if state == "finished" else {}))
+        except OSError:
+            pass  # a full disk must not hide the error that ended the run
+
+    def _selected_kind(self) -> str:
+        return "ema" if self.ema is not None else "raw"
+
+    def _saved_best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The chosen module's weights from the run folder's best.pt (after a resume).  A best.pt of a later step
+        than the resumed run's best (written after the checkpoint resumed from) is not used: the continued run,
+        bit-identical, reaches that step again and chooses it again."""
+        path = ckpt.checkpoint_dir(self.run_dir) / "best.pt" if self.run_dir else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            state = ckpt.load_checkpoint(path)
+        except ckpt.CheckpointError as exc:
+            warnings.warn(f"{exc}; the test split is evaluated only if a later epoch scores better", stacklevel=2)
+            return None
+        if state.get("step") != self.best_step:
+            return None
+        return state["ema"]["model"] if self.ema is not None and state.get("ema") else state["model"]
+
+    def _test(self) -> EvalMetrics | None:
+        """The chosen weights (best validation score) on the test split: once, after training, only reported."""
+        if self.test_src is None or not self.c.test or self.best_weights is None:
+            return None
+        module = self.ema.module if self.ema is not None else self.model
+        current = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(self.best_weights)
+        try:
+            metrics = evaluate(module, self._eval_loader(self.test_src), device=self.device,
+                               channels_last=self.c.channels_last, strict=self.c.strict)
+        finally:
+            module.load_state_dict(current)
+        if self.main and self.run_dir is not None:
+            record = {"top1": metrics.top1, "top5": metrics.top5, "loss": metrics.loss, "images": metrics.images,
+                      "split": self.test_src.name, "selected_step": self.best_step,
+                      "selected_weights": self._selected_kind(), "val_top1": self.best}
+            ckpt.atomic_write_text(json.dumps(record, indent=2) + "\n", self.run_dir / "test.json")
+        self._log(f"test top-1 {metrics.top1:.2f}% top-5 {metrics.top5:.2f}% ({metrics.images} images, "
+                  f"{self._selected_kind()} weights of step {self.best_step}, chosen on validation)")
+        return metrics
 
     def _run_epoch(self) -> int:
         c, p = self.c, self.plan
@@ -291,10 +442,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.2f}%",
                                 img_s=f"{rate:.0f}", lr=f"{self.schedule(self.step - 1):.2e}", refresh=False)
             if self.step % c.log_every == 0:
-                self._append("steps.jsonl", {"step": self.step, "epoch": self.step / p.steps_per_epoch,
-                                             "loss": window[0].item() / max(window[2].item(), 1),
-                                             "acc": 100 * window[1].item() / max(window[2].item(), 1),
-                                             "lr": self.schedule(self.step - 1), "img_per_s": rate})
+                line = {"step": self.step, "epoch": self.step / p.steps_per_epoch,
+                        "loss": window[0].item() / max(window[2].item(), 1),
+                        "acc": 100 * window[1].item() / max(window[2].item(), 1),
+                        "lr": self.schedule(self.step - 1), "img_per_s": rate}
+                self._append("steps.jsonl", line)
+                self._scalars(self.step, {f"train/{k}": line[k] for k in ("loss", "acc", "lr", "img_per_s")})
                 window.zero_()
             if self.step >= end:
                 break
@@ -359,9 +512,20 @@ class Trainer:
         score = ema.top1 if ema is not None else raw.top1
         is_best = score > self.best
         self.best = max(self.best, score)
+        if is_best:
+            self.best_step = self.step
+            if self.test_src is not None and self.c.test:
+                module = self.ema.module if self.ema is not None else self.model
+                self.best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
         self.history.append(row)
         self.epoch_sums = torch.zeros(4, dtype=torch.float64)
         self._append("metrics.jsonl", row)
+        self._scalars(self.step, {"val/top1": raw.top1, "val/top5": raw.top5, "val/loss": raw.loss,
+                                  "epoch/train_loss": row["train_loss"], "epoch/train_acc": row["train_acc"],
+                                  **({"ema/top1": ema.top1, "ema/top5": ema.top5, "ema/loss": ema.loss}
+                                     if ema is not None else {})})
+        if self.events is not None:
+            self.events.flush()
         self._log(f"epoch {epoch + 1} step {self.step}: train loss {row['train_loss']:.4f} acc "
                   f"{row['train_acc']:.2f}% | val top-1 {raw.top1:.2f}% top-5 {raw.top5:.2f}%"
                   + (f" | EMA top-1 {ema.top1:.2f}% top-5 {ema.top5:.2f}%" if ema else "")
@@ -402,17 +566,29 @@ class Trainer:
         with open(self.run_dir / name, "a") as f:
             f.write(json.dumps(row) + "\n")
 
+    def _scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.events is not None:
+            for tag, value in values.items():
+                self.events.add_scalar(tag, value, step)
+
     def _log(self, message: str) -> None:
         if self.main and self.c.progress:
             print(message, flush=True)
 
     def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
+            self.events = None
+        if self._locked:
+            folder.release(self.run_dir)
+            self._locked = False
         distributed.teardown()
 
 
-def _truncate_jsonl(path: Path, step: int) -> None:
-    """Drop lines written after `step` (by the run that was interrupted), so the files match an unbroken run."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    ckpt.atomic_write_text("".join(ln + "\n" for ln in keep), path)
+def _summary_writer():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tensorboard: the tensorboard package is not installed; install the extra: "
+                          "pip install 'effnet[tensorboard]'") from None
+    return SummaryWriter

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from effnet.data import ImageSource, open_sources
-from effnet.data.loader import fixed_subset
+from effnet.data.loader import SubsetSource, fixed_subset
 from effnet.data.sources import is_fashion_mnist
 from effnet.registry import get_config, get_spec
 from effnet.spec import NetSpec
-from effnet.train.config import MAX_WARMUP_FRACTION, ConfigError, Plan, TrainConfig, check_config, check_resolution
+from effnet.train.config import (
+    FASHION_MNIST_HOLDOUT,
+    MAX_WARMUP_FRACTION,
+    ConfigError,
+    Plan,
+    TrainConfig,
+    check_config,
+    check_resolution,
+)
 from effnet.train.schedule import make_schedule, scaled_lr
 from effnet.weights import preprocessing_config
 
@@ -16,17 +24,36 @@ def plan_run(config: TrainConfig) -> tuple[Plan, str]:
     """The effective settings without training (for `--recipe`): reads the data index, builds no model."""
     check_config(config)
     spec = get_spec(config.model)
-    train_src, val_src = open_data(config)
-    return make_plan(config, spec, train_src, val_src, world_size=1), spec.name
+    train_src, val_src, test_src = open_data(config)
+    return make_plan(config, spec, train_src, val_src, world_size=1, test_src=test_src), spec.name
 
 
-def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource]:
-    """The train and val sources of `c.data`, checked, each cut to its fixed random subset if one is asked."""
+def holdout_size(c: TrainConfig) -> int:
+    """Validation images carved from the end of the training set: `c.holdout`, else 5,000 for Fashion-MNIST and
+    none for an image folder (which has its own val/)."""
+    if c.holdout is not None:
+        return c.holdout
+    return FASHION_MNIST_HOLDOUT if is_fashion_mnist(c.data) else 0
+
+
+def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource, ImageSource | None]:
+    """(train, val, test) sources of `c.data`, checked.  With a holdout, val is the last `holdout` training
+    images and test the data's own evaluation split; without, val is that split and test is None.  Train and val
+    are cut to their fixed random subsets if asked; test never is."""
     sources = open_sources(c.data)
-    return fixed_subset(sources.train, c.train_subset, c.seed), fixed_subset(sources.val, c.val_subset, c.seed)
+    train, val, test = sources.train, sources.val, None
+    n = holdout_size(c)
+    if n:
+        if n >= len(train):
+            raise ConfigError(f"holdout: got {n}, expected fewer than the {len(train)} training images of {c.data}")
+        keep = len(train) - n
+        train, val, test = (SubsetSource(train, list(range(keep)), f"{train.name} [:{keep}]"),
+                            SubsetSource(train, list(range(keep, len(train))), f"{train.name} [{keep}:]"), val)
+    return fixed_subset(train, c.train_subset, c.seed), fixed_subset(val, c.val_subset, c.seed), test
 
 
-def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: ImageSource, world_size: int) -> Plan:
+def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: ImageSource, world_size: int,
+              test_src: ImageSource | None = None) -> Plan:
     """Steps per epoch, total steps, lr, warm-up, dropout… for this config, data and number of processes."""
     resolution = check_resolution(c.resolution if c.resolution is not None else spec.resolution)
     if c.batch_size % world_size:
@@ -46,6 +73,7 @@ def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: Im
     crop = c.eval_crop_fraction or (1.0 if is_fashion_mnist(c.data) else model_cfg.crop_fraction)
     return Plan(
         num_classes=len(train_src.classes), train_images=len(train_src), val_images=len(val_src),
+        test_images=len(test_src) if test_src is not None else 0, holdout=holdout_size(c),
         world_size=world_size, per_rank_batch=per_rank, steps_per_epoch=steps_per_epoch, total_steps=total,
         base_lr=base_lr, warmup_steps=warmup, decay_steps=sched.decay_steps, resolution=resolution,
         dropout=c.dropout if c.dropout is not None else spec.dropout,

@@ -253,7 +253,8 @@ def _with_file_classes(spec: NetSpec, state: Mapping[str, torch.Tensor]) -> NetS
     return spec
 
 
-def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec) -> State:
+def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec,
+                  path: str | Path | None = None) -> State:
     """`state` from library `source` in effnet's names, checked against `spec` (raises on any mismatch; the
     classifier may have any number of classes)."""
     out = dict(get_source(source).convert(state, spec))
@@ -263,7 +264,8 @@ def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec)
             out[key] = torch.zeros((), dtype=value.dtype)
     problems = mismatches(expected, out)
     if problems:
-        raise WeightsError(f"{source} weights do not fit {spec.name}: " + "; ".join(problems) +
+        where = f"{path}: " if path is not None else ""
+        raise WeightsError(f"{where}{source} weights do not fit {spec.name}: " + "; ".join(problems) +
                            ". Is --model the same variant as the checkpoint? Nothing was written")
     return out
 
@@ -284,7 +286,7 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
             f"1e-3), but --from timm assumes symmetric padding and eps 1e-5; use --from timm-tf (or pass both "
             f"--padding and --bn-eps if the file really is a non-TF timm model)")
     state = info.read(src_path) if info.read else load_file(src_path)[0]
-    converted = convert_state(state, source, spec)
+    converted = convert_state(state, source, spec, src_path)
     spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
                    bn_eps=info.eps_for(spec) if bn_eps is None else bn_eps)
     pre = {**info.preprocessing(state, spec, src_path), **(preprocessing or {})}

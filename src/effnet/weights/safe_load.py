@@ -11,7 +11,6 @@ safetensors is effnet's own format: a JSON header plus raw tensor bytes, nothing
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,8 +55,10 @@ def read_pth(path: str | Path) -> dict[str, torch.Tensor]:
             f"({found[:160]}); nothing in it was executed. Only load files you trust, or convert them to "
             f".safetensors in an environment you trust"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch's unpicklers raise many types (KeyError, EOFError...) on junk
         message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, KeyError | IndexError | AttributeError | TypeError | UnicodeDecodeError):
+            message = "not a pickle torch can read"
         raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({message})") from None
     return _tensors_only(_unwrap(obj, path), path)
 

@@ -1,5 +1,5 @@
 """torchvision's MobileNetV2 and ResNet state dicts → effnet's names, so torchvision's pretrained weights load
-into the `mobilenet_v2` / `resnet50` specs (and any ResNet built from bottleneck stages: resnet101, resnet152).
+into the `mobilenet_v2` / `resnet50` / `resnet101` / `resnet152` specs (any ResNet built from bottleneck stages).
 
 Only names change; tensors are passed through untouched, which is why the converted model's output equals
 torchvision's exactly (tests/test_baselines.py checks this with random weights).
@@ -12,7 +12,7 @@ torchvision's exactly (tests/test_baselines.py checks this with random weights).
     features.18.{0,1}                        head.{conv,bn}
     classifier.1                             classifier
 
-    torchvision resnet50                     effnet
+    torchvision resnet50/101/152             effnet
     conv1, bn1                               stem.conv, stem.bn
     layerN.j.conv1/bn1, conv2/bn2, conv3/bn3 stages.(N-1).j.reduce, .spatial, .expand
     layerN.j.downsample.{0,1}                stages.(N-1).j.shortcut.{conv,bn}
@@ -122,7 +122,7 @@ def load_torchvision(model: nn.Module, torchvision_model: nn.Module) -> nn.Modul
         raise TorchvisionMappingError(
             f"torchvision weights do not fit {getattr(getattr(model, 'spec', None), 'name', 'the model')}: "
             f"missing {missing[:3]}, unexpected {unexpected[:3]}, shapes (theirs vs ours) {wrong[:3]}; build the "
-            "matching spec (mobilenet_v2, resnet50, or one scaled to the torchvision width) before loading"
+            "matching spec (mobilenet_v2, resnet50/101/152, or one scaled to the torchvision width) before loading"
         )
     model.load_state_dict(converted)
     return model

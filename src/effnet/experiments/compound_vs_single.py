@@ -1,0 +1,135 @@
+"""Figure 8 / Table 7: the baseline scaled to matched MACs budgets by depth, width or resolution alone and by
+compound scaling (the paper's α=1.2, β=1.1, γ=1.15, and the α, β, γ the grid search found for this baseline),
+every model trained with the same recipe and seeds; per budget, the paired difference of compound against the
+best single dimension (chosen on validation accuracy, reported on test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from effnet.experiments import design, tables
+from effnet.experiments.plan import candidates
+from effnet.experiments.runner import Run
+from effnet.spec import NetSpec
+
+NAME = "compound-vs-single"
+BUDGETS = (2.0, 3.0, 8.0)
+QUICK_BUDGETS = (2.0,)
+GRID_RESULT = Path("coefficients") / "search.json"  # beside this experiment's folder: docs/experiments/coefficients
+
+
+def methods(out: Path) -> list[design.Method]:
+    found = design.grid_compound(out.parent / GRID_RESULT)
+    return [*design.SINGLE_DIMENSIONS, design.PAPER_COMPOUND] + ([found] if found else [])
+
+
+def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
+    base = design.baseline()
+    budgets = QUICK_BUDGETS if quick else BUDGETS
+    found = candidates(out, base, methods(out), budgets, log=log)
+    train = design.recipe(quick)
+    runs = []
+    for seed in range(seeds):  # seed-major: an interrupted experiment holds whole seeds
+        runs.append(Run.make(base, seed, train, method="baseline", budget=1.0))
+        for c in found:
+            if c["spec"] is not None:
+                runs.append(Run.make(NetSpec.from_dict(c["spec"]), seed, train, method=c["method"],
+                                     budget=c["budget"]))
+    meta = {"baseline": base.to_dict(), "budgets": list(budgets), "candidates": found, "seeds": seeds,
+            "recipe": design.recipe_text(train)}
+    return runs, meta
+
+
+def _method_names(results: dict[str, Any]) -> list[str]:
+    seen: list[str] = []
+    for c in results["candidates"]:
+        if c["method"] not in seen:
+            seen.append(c["method"])
+    return seen
+
+
+def report(results: dict[str, Any]) -> tuple[str, str]:
+    """(report.md body, the terminal table), both from results.json alone."""
+    rows = results["runs"]
+    names = _method_names(results)
+    singles = [m.name for m in design.SINGLE_DIMENSIONS]
+    md, text = [], []
+    base = tables.summary(rows, method="baseline")
+    base_val = tables.summary(rows, "val_top1", method="baseline")
+    base_fit = tables.summary(rows, "train_acc_end", method="baseline")
+    md.append(f"Baseline ({rows[0]['model'] if rows else '-'}, 1.00x): test top-1 {tables.pct(base)} "
+              f"(val {tables.pct(base_val)}, train acc {tables.pct(base_fit)}), {base.n} seed(s).\n")
+    for budget in results["budgets"]:
+        out_rows = []
+        for name in names:
+            c = next(c for c in results["candidates"] if c["method"] == name and c["budget"] == budget)
+            test = tables.summary(rows, method=name, budget=budget)
+            val = tables.summary(rows, "val_top1", method=name, budget=budget)
+            fit = tables.summary(rows, "train_acc_end", method=name, budget=budget)
+            if c["spec"] is None:
+                out_rows.append((name, "-", "-", "-", "-", _unreachable(c), "-", "-", "-", 0))
+                continue
+            out_rows.append((name, f"{c['phi']:.3f}", c["blocks"], f"{c['width_eff']:.2f}",
+                             f"{c['resolution']}{'*' if c['upsampled'] else ''}", f"{c['ratio']:.2f}x",
+                             tables.pct(fit), tables.pct(val), tables.pct(test), test.n))
+        headers = ["method", "phi", "blocks", "width", "res", "MACs", "train acc (last 10% of steps)", "val top-1",
+                   "test top-1", "seeds"]
+        md.append(f"### Budget {budget:g}x the baseline's MACs\n")
+        md.append(tables.markdown_table(headers, out_rows))
+        md.append("")
+        for sentence in _verdicts(rows, names, singles, budget):
+            md.append(f"- {sentence}")
+        md.append("")
+        text.append(f"budget {budget:g}x")
+        text += [f"  {r[0]:18s} {r[5]:>6s} res {str(r[4]):>4s} blocks {str(r[2]):>4s}  val {r[7]:>13s}  test "
+                 f"{r[8]:>13s}  (n={r[9]})" for r in out_rows]
+    md.append("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
+              "seeds; differences are paired by seed (same initial weights, data order and augmentation).")
+    return "\n".join(md), "\n".join(text)
+
+
+def _unreachable(c: dict[str, Any]) -> str:
+    """'no model within 5%', with the nearest MACs the method reaches on either side when they are known."""
+    sides = [f"{c[k]:.2f}x" for k in ("nearest_below", "nearest_above") if c.get(k) is not None]
+    return "no model within 5%" + (f" (nearest: {' and '.join(sides)})" if sides else "")
+
+
+def _verdicts(rows, names: list[str], singles: list[str], budget: float) -> list[str]:
+    """Compound vs the best single dimension at `budget`, the best chosen by mean validation accuracy."""
+    vals = {m: tables.summary(rows, "val_top1", method=m, budget=budget) for m in singles}
+    vals = {m: v for m, v in vals.items() if v.n}
+    if not vals:
+        return []
+    best = max(vals, key=lambda m: vals[m].mean)
+    out = []
+    for name in names:
+        if name.startswith("compound"):
+            diff = tables.compare(rows, {"method": name, "budget": budget}, {"method": best, "budget": budget})
+            if diff.n:
+                out.append(tables.verdict(diff, name, f"{best}-only (best single dimension on validation)"))
+    return out
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    rows = results["runs"]
+    base = tables.summary(rows, method="baseline")
+    base_row = tables.first(rows, method="baseline")
+    curves: dict[str, list] = {}
+    for name in _method_names(results):
+        points = []
+        if base_row is not None:
+            points.append((base_row["macs"] / 1e6, base, False))
+        for c in results["candidates"]:
+            if c["method"] == name and c["spec"] is not None:
+                points.append((c["macs"] / 1e6, tables.summary(rows, method=name, budget=c["budget"]),
+                               bool(c.get("upsampled"))))
+        curves[name] = points
+    path = tables.plot_curves(out / "compound_vs_single.png", curves,
+                              title="Compound vs single-dimension scaling at matched MACs (Fashion-MNIST, "
+                                    f"{results.get('seeds', '?')} seeds, 95% CI; hollow: upsampled input)",
+                              xlabel="MMACs per image")
+    return [path]
+
+
+__all__ = ["BUDGETS", "NAME", "plan", "plots", "report"]

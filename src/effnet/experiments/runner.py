@@ -1,0 +1,443 @@
+"""The experiment runner: an experiment is a list of training runs (`Run`), each trained once with the project's
+trainer (`effnet.train.train`), recorded in `results.json`, and turned into `report.md` and plots.
+
+- **Identity.** A run is its spec, its training settings and its seed; `Run.key` hashes the three, so the same
+  model with the same budget and seed is one run even when two experiments (or two curves of one) plan it.
+- **Once, even when killed.** The runs are the grid of an Optuna study (`effnet.search.study`: atomic claims,
+  leases with heartbeats, stale trials re-queued), so `--jobs N` processes here and processes on other machines
+  given the same `--storage` share one experiment without training a run twice.  Each run trains in its own folder
+  (`RUNS/<key>/`) with checkpoints every `CHECKPOINT_EVERY` steps and `resume=True`: a run killed mid-way continues
+  from its last checkpoint, bit for bit.  A finished run leaves `record.json` there; a rerun reads it and trains
+  nothing.
+- **Validation, then test.** Every run validates on images held out from the training set (Fashion-MNIST: its
+  last 5,000) and chooses its weights there; the test split is evaluated once, at the end, and only reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from effnet.errors import EffnetError
+from effnet.spec import NetSpec
+
+CHECKPOINT_EVERY = 200
+RECORD = "record.json"
+RESULTS = "results.json"
+RECORD_FIELDS = (
+    "key", "model", "seed", "data", "train", "spec", "macs", "params", "resolution", "blocks", "training",
+    "val_top1", "val_images", "val_split", "selected_step", "selected_weights", "test_top1", "test_top5",
+    "test_images", "test_split", "final_val_top1", "train_loss", "train_acc", "train_acc_end", "wall_s",
+    "images_per_s", "history", "machine", "finished",
+)
+"""What a run's record holds (results.json rows add the experiment's labels: method, budget, setting...)."""
+
+
+class ExperimentError(EffnetError):
+    """An experiment cannot run as asked (unknown name, missing prerequisite, unusable output folder)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of an experiment: `spec` trained with `train` (TrainConfig fields) and `seed`.
+
+    `labels` place it in the experiment's tables (method, budget, setting…); they are not part of its identity.
+    `pretrained` is a bundled-weights flag or a weights file, as `TrainConfig.pretrained`.
+    """
+
+    spec: NetSpec | str
+    seed: int
+    train: tuple[tuple[str, Any], ...]
+    labels: tuple[tuple[str, Any], ...] = ()
+    data: str = "fashion-mnist"
+
+    @staticmethod
+    def make(spec: NetSpec | str, seed: int, train: dict[str, Any], data: str = "fashion-mnist",
+             **labels: Any) -> Run:
+        return Run(spec, seed, tuple(sorted(train.items())), tuple(labels.items()), data)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        spec = self.spec.to_dict() if isinstance(self.spec, NetSpec) else self.spec
+        return {"spec": spec, "seed": self.seed, "train": dict(self.train), "data": self.data}
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.identity, sort_keys=True, default=list)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:  # a study grid point's unique name
+        return self.key
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if isinstance(self.spec, NetSpec) else str(self.spec)
+
+    def label_dict(self) -> dict[str, Any]:
+        return dict(self.labels)
+
+    def trial_attributes(self) -> dict[str, Any]:
+        return {"key": self.key, "model": self.name, "seed": self.seed, **self.label_dict()}
+
+    def describe(self) -> str:
+        tags = " ".join(f"{k}={v}" for k, v in self.labels)
+        return f"{self.name} seed {self.seed}" + (f" ({tags})" if tags else "")
+
+
+@dataclass
+class Progress:
+    """Runs done of the plan, and an ETA from the mean wall time of the runs trained so far."""
+
+    total: int
+    done: int = 0
+    trained_wall: list[float] = field(default_factory=list)
+
+    def line(self, jobs: int) -> str:
+        left = self.total - self.done
+        if not self.trained_wall or not left:
+            return f"[{self.done}/{self.total} runs]"
+        eta = left * (sum(self.trained_wall) / len(self.trained_wall)) / max(jobs, 1)
+        return f"[{self.done}/{self.total} runs, ETA {_duration(eta)}]"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+# -- one run -------------------------------------------------------------------------------------------------------
+
+def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[str, Any]:
+    """Train `run` in `runs_dir/<key>/` (resuming from its checkpoint if it was interrupted), or read its record
+    if it already finished; returns the record (what results.json holds for it)."""
+    from effnet.profile import profile
+    from effnet.registry import get_spec
+    from effnet.train import TrainConfig, train
+
+    folder = runs_dir / run.key
+    record_path = folder / RECORD
+    if record_path.is_file():
+        return _completed_record(folder, json.loads(record_path.read_text()))
+    settings = dict(run.train)
+    config = TrainConfig(model=run.spec, data=run.data, out_dir=str(folder), seed=run.seed, resume=True,
+                         checkpoint_every=CHECKPOINT_EVERY, keep_last=1, progress=False, workers=0, threads=threads,
+                         **settings)
+    result = train(config)
+    spec = get_spec(run.spec)
+    plan = _plan_of(folder)
+    measured = profile(_with_classes(spec, plan, settings))
+    history = [{k: row.get(k) for k in ("step", "epoch_float", "train_loss", "val_top1", "ema_top1")}
+               for row in result.history]
+    record = {
+        "key": run.key, "model": run.name, "seed": run.seed, "data": run.data, "train": settings,
+        "spec": measured_spec_dict(spec, plan, settings), "macs": measured.macs, "params": measured.params,
+        "resolution": plan["resolution"], "blocks": sum(s.repeats for s in spec.stages),
+        "training": {"steps": result.steps, "batch_size": plan["batch_size"],
+                   "images": result.steps * plan["batch_size"], "epochs": round(result.epochs, 4)},
+        "val_top1": result.best_top1, "val_images": plan["val_images"], "val_split": plan["val_split"],
+        "selected_step": result.selected_step, "selected_weights": result.selected_weights,
+        "test_top1": result.test_top1, "test_top5": result.test_top5, "test_images": result.test_images,
+        "test_split": plan["test_split"], "final_val_top1": result.ema_top1 if result.ema_top1 is not None
+        else result.top1, "train_loss": result.train_loss, "train_acc": result.train_acc,
+        "train_acc_end": end_of_training_accuracy(folder),
+        "wall_s": round(_train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
+        "history": history, "machine": machine(), "finished": _now(),
+    }
+    from effnet.train.checkpoint import atomic_write_text
+
+    atomic_write_text(json.dumps(record, indent=2) + "\n", record_path)
+    return record
+
+
+def end_of_training_accuracy(folder: Path, last_fraction: float = 0.1) -> float | None:
+    """Training accuracy (percent, dropout and drop-path on) over the last 10% of the steps, from steps.jsonl:
+    how well the model fits its training data when the budget ends (low means under-trained, not over-fitted)."""
+    path = folder / "steps.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return None
+    last = max(r["step"] for r in rows)
+    tail = [r["acc"] for r in rows if r["step"] > (1 - last_fraction) * last] or [rows[-1]["acc"]]
+    return round(sum(tail) / len(tail), 3)
+
+
+def _completed_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """A record written before a field existed gets it from the run folder (written back, once)."""
+    if "train_acc_end" not in record and (folder / "steps.jsonl").is_file():
+        from effnet.train.checkpoint import atomic_write_text
+
+        record["train_acc_end"] = end_of_training_accuracy(folder)
+        atomic_write_text(json.dumps(record, indent=2) + "\n", folder / RECORD)
+    return record
+
+
+def _plan_of(folder: Path) -> dict[str, Any]:
+    """The facts of a finished run that its folder records (config.json and test.json)."""
+    config = json.loads((folder / "config.json").read_text())
+    test = json.loads((folder / "test.json").read_text()) if (folder / "test.json").is_file() else {}
+    from effnet.train import TrainConfig
+    from effnet.train.plan import open_data
+
+    settings = {k: (tuple(v) if k == "crop_scale" else v) for k, v in config.items()}
+    if isinstance(settings["model"], dict):
+        settings["model"] = NetSpec.from_dict(settings["model"])
+    c = TrainConfig(**settings)
+    train_src, val_src, test_src = open_data(c)
+    resolution = c.resolution
+    if resolution is None:
+        from effnet.registry import get_spec
+
+        resolution = get_spec(c.model).resolution
+    return {"resolution": resolution, "batch_size": c.batch_size, "val_images": len(val_src),
+            "val_split": val_src.name, "test_split": test.get("split", test_src.name if test_src else None),
+            "num_classes": len(train_src.classes), "in_channels": 3}
+
+
+def _with_classes(spec: NetSpec, plan: dict[str, Any], settings: dict[str, Any]) -> NetSpec:
+    from dataclasses import replace
+
+    return replace(spec, num_classes=plan["num_classes"], resolution=plan["resolution"])
+
+
+def measured_spec_dict(spec: NetSpec, plan: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    return _with_classes(spec, plan, settings).to_dict()
+
+
+def _train_wall(folder: Path, this_process_s: float) -> float:
+    """Training seconds over every process that worked on the run (the epochs' own times, so a resumed run
+    counts the time before its interruption too), or this process's time if the log is missing."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        return this_process_s
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    total = sum(float(r.get("epoch_s", 0.0)) for r in rows)
+    return total or this_process_s
+
+
+def machine() -> dict[str, Any]:
+    """The CPU this ran on (model name and the ISA features that change speed), cores and threads."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
+    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run_of_record(record: dict[str, Any]) -> Run:
+    """The run a record (or a results.json row) was made by: the same key, so training it again reproduces it."""
+    train = {k: (tuple(v) if k == "crop_scale" else v) for k, v in record["train"].items()}
+    spec = NetSpec.from_dict(record["spec"]) if isinstance(record["spec"], dict) else record["spec"]
+    run = Run.make(spec, record["seed"], train, record["data"])
+    if run.key != record["key"]:
+        raise ExperimentError(f"run {record['key']}: its record does not rebuild the same run (got key {run.key}); "
+                              "it was written by another version of effnet")
+    return run
+
+
+# -- an experiment -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    """How to run an experiment: `effnet experiments NAME` flags."""
+
+    quick: bool = False
+    seeds: int | None = None
+    jobs: int = 1
+    out: Path | None = None
+    storage: str | None = None
+    runs_dir: Path | None = None
+    threads: int | None = None
+    heartbeat_s: float = 10.0
+    grace_s: float = 60.0
+    poll_s: float = 5.0
+
+
+def study_name(experiment: str, runs: Sequence[Run], quick: bool) -> str:
+    digest = hashlib.sha256("".join(sorted(r.key for r in runs)).encode()).hexdigest()[:10]
+    return f"experiment-{experiment}{'-quick' if quick else ''}-{digest}"
+
+
+def unique_runs(runs: Sequence[Run]) -> list[Run]:
+    """One run per key, in plan order (a base model planned in several curves is trained once)."""
+    seen: dict[str, Run] = {}
+    for r in runs:
+        seen.setdefault(r.key, r)
+    return list(seen.values())
+
+
+def open_experiment_study(experiment: str, runs: Sequence[Run], options: Options, storage: str):
+    """The experiment's study (created on first use, with every run queued in plan order, so that workers take
+    them seed by seed and an interrupted experiment holds whole seeds)."""
+    from effnet.search.study import PARAM, open_study
+
+    todo = unique_runs(runs)
+    study = open_study(storage, study_name(experiment, todo, options.quick), todo,
+                       {"experiment": experiment, "quick": options.quick, "runs": len(todo)})
+    if not study.get_trials(deepcopy=False):
+        for run in todo:
+            study.enqueue_trial({PARAM: run.label})
+    return study
+
+
+def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: str,
+               log: Callable[[str], None] = print) -> None:
+    """One worker process: claim runs of the experiment's study and train them until all are done."""
+    from effnet.search.study import run_worker as study_worker
+    from effnet.train import TrainingDiverged
+
+    todo = unique_runs(runs)
+    study = open_experiment_study(experiment, runs, options, storage)
+    runs_dir = options.runs_dir
+    progress = Progress(total=len(todo))
+
+    known = known_records(storage, options.out)
+
+    def evaluate(run: Run) -> tuple[float, dict[str, Any]]:
+        cached = (runs_dir / run.key / RECORD).is_file()
+        reused = not cached and run.key in known
+        record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
+        progress.done = _completed(study) + 1
+        if not (cached or reused):
+            progress.trained_wall.append(record["wall_s"])
+        test = record["test_top1"]
+        how = "cached" if cached else (f"reused (trained {record.get('finished', 'earlier')})" if reused
+                                       else _duration(record["wall_s"]))
+        log(f"{progress.line(options.jobs)} {run.describe()}: val {record['val_top1']:.2f}%, test "
+            f"{'-' if test is None else f'{test:.2f}%'}, {record['macs'] / 1e6:.2f} MMACs, {how}")
+        return float(record["val_top1"]), {"record": record}
+
+    study_worker(study, todo, evaluate, heartbeat_s=options.heartbeat_s, grace_s=options.grace_s,
+                 poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
+                 error_types=(TrainingDiverged,))
+
+
+def _completed(study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def known_records(storage: str | None, out: Path | None) -> dict[str, dict[str, Any]]:
+    """Records of runs finished before, by key, that a plan may reuse instead of training them again (the same
+    key is the same spec, training settings, data and seed): every finished run of every study in `storage`
+    (also the studies of an earlier plan of this experiment), and every run in the results.json of `out` and of
+    the experiments next to it.  A results.json row wins over a study's copy (it keeps the validation history)."""
+    return {**_study_records(storage), **recorded_rows(out)}
+
+
+def _study_records(storage: str | None) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    if storage and (("://" in storage) or Path(storage).is_file()):
+        from optuna.trial import TrialState
+
+        from effnet.search.study import make_storage
+
+        store = make_storage(storage)
+        for summary in store.get_all_studies():
+            for t in store.get_all_trials(summary._study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
+                record = t.user_attrs.get("record")
+                if isinstance(record, dict) and "key" in record:
+                    records[record["key"]] = record
+    return records
+
+
+def recorded_rows(out: Path | None) -> dict[str, dict[str, Any]]:
+    """The runs recorded in the results.json of `out` and of the experiments next to it, by key."""
+    records: dict[str, dict[str, Any]] = {}
+    if out is not None:
+        for path in sorted(out.parent.glob(f"*/{RESULTS}")):
+            try:
+                rows = json.loads(path.read_text()).get("runs", [])
+            except (OSError, ValueError, AttributeError):
+                continue  # an unreadable neighbour is not this experiment's problem
+            for row in rows:
+                if isinstance(row, dict) and "key" in row:
+                    records[row["key"]] = {k: v for k, v in row.items() if k in RECORD_FIELDS}
+    return records
+
+
+def finished_before(runs: Sequence[Run], options: Options, storage: str) -> list[str]:
+    """Keys of `runs` that finished before this call: in their run folders, or in the shared record and the
+    results.json files that `known_records` reads (what a rerun or a fresh checkout reuses)."""
+    known = known_records(storage, options.out)
+    return [r.key for r in runs if r.key in known or (options.runs_dir / r.key / RECORD).is_file()]
+
+
+def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str) -> list[dict[str, Any]]:
+    """Every planned run with its record (labels first), from the run folders here or, for runs trained on
+    another machine or by another experiment, from the shared studies and results (`known_records`); a run
+    already recorded in a results.json keeps that row; runs not finished yet are left out."""
+    records = _study_records(storage)
+    for run in runs:
+        path = options.runs_dir / run.key / RECORD
+        if path.is_file():
+            records[run.key] = _completed_record(path.parent, json.loads(path.read_text()))
+    # A recorded row wins over a run folder: a run trained again later (for its checkpoint, on another machine)
+    # does not change the numbers that every experiment sharing it has reported.
+    records.update(recorded_rows(options.out))
+    return [{**records[run.key], **run.label_dict()} for run in runs if run.key in records]
+
+
+def write_results(path: Path, experiment: str, command: str, options: Options, runs: Sequence[Run],
+                  rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    from effnet.train.checkpoint import atomic_write_text
+
+    walls = [r["wall_s"] for r in rows]
+    results = {
+        "experiment": experiment, "command": command, "quick": options.quick,
+        "planned_runs": len(runs), "finished_runs": len(rows), "training_wall_s": round(sum(walls), 1),
+        "machine": machine(), "updated": _now(), **meta, "runs": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(results, indent=2) + "\n", path)
+    return results
+
+
+def spawn(argv: Sequence[str], jobs: int) -> list[int]:
+    """`effnet <argv>` in `jobs` child processes (one worker each); their exit codes."""
+    env = dict(os.environ, EFFNET_EXPERIMENT_CHILD="1")
+    children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
+    try:
+        return [child.wait() for child in children]
+    except KeyboardInterrupt:
+        for child in children:
+            child.send_signal(2)
+        return [child.wait() for child in children]
+
+
+def elapsed(start: float) -> str:
+    return _duration(time.perf_counter() - start)
+
+
+__all__ = ["CHECKPOINT_EVERY", "ExperimentError", "Options", "Progress", "RECORD", "RECORD_FIELDS", "RESULTS", "Run",
+           "collect", "finished_before", "known_records", "machine", "recorded_rows", "run_of_record", "run_worker",
+           "spawn", "study_name", "train_run", "unique_runs", "write_results"]

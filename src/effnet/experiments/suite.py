@@ -1,0 +1,138 @@
+"""`effnet experiments NAME`: plan an experiment's runs, train the missing ones (here with `--jobs` processes, or
+with workers on other machines sharing `--storage`), then write results.json, report.md and the plots.
+
+Each experiment module declares `NAME`, `plan(out, quick, seeds) -> (runs, meta)`, `report(results) -> (markdown,
+table)` and `plots(results, out) -> [paths]`; everything else (claiming, resuming, recording) is the runner's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from effnet.experiments import runner
+from effnet.experiments.runner import ExperimentError, Options
+
+MODULES = {
+    "single-dims": "effnet.experiments.single_dims",
+    "width-at-depth-res": "effnet.experiments.width_at_depth_res",
+    "compound-vs-single": "effnet.experiments.compound_vs_single",
+    "transfer": "effnet.experiments.transfer",
+    "strategies": "effnet.experiments.strategies",
+}
+DEFAULT_SEEDS = 3
+
+
+def module(name: str):
+    if name not in MODULES:
+        raise ExperimentError(f"experiment: got {name!r}, expected one of {', '.join(MODULES)}")
+    return importlib.import_module(MODULES[name])
+
+
+def seeds_of(options: Options) -> int:
+    return options.seeds or (1 if options.quick else DEFAULT_SEEDS)
+
+
+def _plan(name: str, options: Options, log=print):
+    mod = module(name)
+    runs, meta = mod.plan(options.out, options.quick, seeds_of(options), log=log)
+    return mod, runs, meta
+
+
+def work(name: str, options: Options) -> None:
+    """A worker process (`--jobs` children, or a worker on another machine): train runs until all are done."""
+    _, runs, _ = _plan(name, options, log=lambda m: None)
+    runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
+
+
+def run(name: str, options: Options, *, command: str, report_only: bool = False,
+        worker_argv: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """Train what is missing (unless `report_only`), then write and return the results and the table."""
+    _check_out(options.out)
+    start = time.perf_counter()
+    mod, runs, meta = _plan(name, options, log=lambda m: print(m, flush=True))
+    todo = runner.unique_runs(runs)
+    print(f"{name}: {len(runs)} runs planned ({len(todo)} distinct), {seeds_of(options)} seed(s); run folders in "
+          f"{options.runs_dir}; shared record {options.storage}", flush=True)
+    if not report_only:
+        runner.open_experiment_study(name, runs, options, options.storage)  # queued once, before any worker
+        done = runner.finished_before(todo, options, options.storage)
+        print(f"{name}: {len(done)} of {len(todo)} runs finished before (run folders, the shared record or "
+              f"results.json: reused, not trained again); {len(todo) - len(done)} to train", flush=True)
+        if options.jobs > 1 and worker_argv is not None:
+            codes = runner.spawn(worker_argv, options.jobs)
+            if any(codes):
+                raise ExperimentError(f"worker exit codes {codes}; rerun the same command to continue")
+        else:
+            runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
+    rows = runner.collect(name, runs, options, options.storage)
+    results = runner.write_results(options.out / runner.RESULTS, name, command, options, runs, rows,
+                                   {**meta, "seeds": seeds_of(options)})
+    markdown, table = write_report(mod, results, options.out)
+    if not report_only:
+        print(f"{name}: finished in {runner.elapsed(start)}", flush=True)
+    return results, table
+
+
+def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
+    """report.md and the plots from `results` (a results.json), and the terminal table."""
+    from effnet.train.checkpoint import atomic_write_text
+
+    body, table = mod.report(results)
+    plots = mod.plots(results, out) if results["runs"] else []
+    header = render_header(results)
+    images = "".join(f"\n![{p.stem}]({p.name})\n" for p in plots)
+    markdown = f"{header}\n{images}\n{body}\n"
+    atomic_write_text(markdown, out / "report.md")
+    return markdown, table
+
+
+def machines_text(results: dict[str, Any]) -> str:
+    """The machines the runs trained on (each run records its own), with how many runs each trained."""
+    counts: dict[str, int] = {}
+    for r in results["runs"]:
+        m = r.get("machine") or results["machine"]
+        name = f"{m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['cores']} cores, torch {m['torch']}"
+        counts[name] = counts.get(name, 0) + 1
+    if not counts:
+        m = results["machine"]
+        return f"{m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['cores']} cores, torch {m['torch']}"
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{name}: {n} runs" for name, n in counts.items())
+
+
+def render_header(results: dict[str, Any]) -> str:
+    wall = results["training_wall_s"]
+    return "\n".join([
+        f"# {results['experiment']}{' (quick)' if results['quick'] else ''}",
+        "",
+        "Generated from `results.json` by `effnet experiments`; do not edit by hand.",
+        "",
+        f"- Command: `{results['command']}`",
+        f"- Runs: {results['finished_runs']} of {results['planned_runs']} planned finished; {results['seeds']} "
+        "seed(s) per point (the seed fixes initial weights, data order and augmentation).",
+        f"- Budget and recipe, the same for every run: {results.get('recipe', '-')}",
+        "- Validation: the last 5,000 Fashion-MNIST training images (held out; each run chooses its weights "
+        "there). Test: the 10,000-image test split, evaluated once per run and only reported.",
+        f"- Training time: {wall / 3600:.2f} h summed over runs; trained on {machines_text(results)}; updated "
+        f"{results['updated']}.",
+    ])
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out}: is a file; expected a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExperimentError(f"--out {out}: cannot create the folder ({exc.strerror}); choose a writable place") \
+            from None
+    if not os.access(out, os.W_OK):
+        raise ExperimentError(f"--out {out}: not writable; choose another folder")
+
+
+__all__ = ["DEFAULT_SEEDS", "MODULES", "module", "run", "work", "write_report"]

@@ -1,0 +1,126 @@
+"""Tables and plots of experiment results, computed from results.json rows only (one row per finished run)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from effnet.experiments.stats import Interval, interval, paired_difference
+
+
+def by_seed(rows: Sequence[dict[str, Any]], metric: str = "test_top1", **match: Any) -> dict[int, float]:
+    """{seed: metric} of the rows whose labels equal `match`."""
+    return {r["seed"]: float(r[metric]) for r in rows if all(r.get(k) == v for k, v in match.items())
+            and r.get(metric) is not None}
+
+
+def summary(rows: Sequence[dict[str, Any]], metric: str = "test_top1", **match: Any) -> Interval:
+    return interval(list(by_seed(rows, metric, **match).values()))
+
+
+def first(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def pct(i: Interval) -> str:
+    """A mean ± 95% half-width in percent points, "-" when nothing finished."""
+    return "-" if i.n == 0 else i.text(2)
+
+
+def compare(rows: Sequence[dict[str, Any]], a: dict[str, Any], b: dict[str, Any],
+            metric: str = "test_top1") -> Interval:
+    """Paired (same seed) difference a − b of `metric` between two label sets."""
+    return paired_difference(by_seed(rows, metric, **a), by_seed(rows, metric, **b))
+
+
+def verdict(diff: Interval, what: str, against: str) -> str:
+    """One sentence: is `what` better than `against`, and is the difference larger than the seed noise?"""
+    if diff.n < 2:
+        return f"{what} vs {against}: {diff.mean:+.2f} pp on one seed (no interval; not a result)."
+    sign = "better" if diff.mean > 0 else "worse"
+    if diff.excludes_zero():
+        return (f"{what} is {sign} than {against} by {diff.mean:+.2f} pp (95% CI {diff.low:+.2f} to "
+                f"{diff.high:+.2f}, {diff.n} paired seeds): larger than the noise.")
+    return (f"{what} vs {against}: {diff.mean:+.2f} pp (95% CI {diff.low:+.2f} to {diff.high:+.2f}, {diff.n} paired "
+            "seeds): within the noise, no difference shown.")
+
+
+ZOOM_SPREAD = 8.0
+"""When some curve's mean lies more than this many points below the best one, a second panel shows the top range
+(the best mean − ZOOM_SPREAD and up), where the curves that work are told apart."""
+
+
+def plot_curves(path: Path, curves: dict[str, list[tuple[float, Interval, bool]]], *, title: str, xlabel: str,
+                ylabel: str = "test top-1 (%)", logx: bool = True,
+                annotate: Callable[[str, float, Interval], str | None] | None = None) -> Path:
+    """One line per curve of (x, interval, hollow?) points with 95% error bars; hollow markers flag points the
+    caller marks (e.g. upsampled inputs).  A curve far below the others (a model that failed to train) gets the
+    full range in a left panel and the others a zoomed right panel."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    drawn = {name: sorted((p for p in points if p[1].n > 0), key=lambda p: p[0]) for name, points in curves.items()}
+    means = [p[1].mean for points in drawn.values() for p in points]
+    zoom = bool(means) and min(means) < max(means) - ZOOM_SPREAD
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(12 if zoom else 7.5, 5), squeeze=False)
+    for ax in axes[0]:
+        _draw_curves(ax, drawn, annotate)
+        if logx:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(ScalarFormatter())
+            ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    low, high = axes[0][0].get_ylim()
+    axes[0][0].set_ylim(max(low, 0.0), min(high, 100.0))
+    axes[0][0].legend(fontsize=8)
+    if zoom:
+        top = max(means)
+        axes[0][1].set_ylim(top - ZOOM_SPREAD, top + 3)
+        axes[0][1].set_title(f"zoom: {top - ZOOM_SPREAD:.0f}-{top + 3:.0f}%", fontsize=9)
+        axes[0][0].set_title("full range", fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, 100)), fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _draw_curves(ax, drawn: dict[str, list[tuple[float, Interval, bool]]],
+                 annotate: Callable[[str, float, Interval], str | None] | None) -> None:
+    for i, (name, points) in enumerate(drawn.items()):
+        if not points:
+            continue
+        color = f"C{i}"
+        xs = [p[0] for p in points]
+        ys = [p[1].mean for p in points]
+        err = [0.0 if p[1].n < 2 else p[1].half_width for p in points]
+        ax.errorbar(xs, ys, yerr=err, color=color, marker="o", ms=5, capsize=3, lw=1.5, label=name)
+        hollow = [(x, y) for (x, _, h), y in zip(points, ys) if h]
+        if hollow:
+            ax.scatter([h[0] for h in hollow], [h[1] for h in hollow], s=60, facecolors="white", edgecolors=color,
+                       zorder=3)
+        if annotate:
+            for x, iv, _ in points:
+                text = annotate(name, x, iv)
+                if text:
+                    ax.annotate(text, (x, iv.mean), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                                color=color, annotation_clip=True)
+
+
+__all__ = ["by_seed", "compare", "first", "markdown_table", "pct", "plot_curves", "summary", "verdict"]

@@ -1,0 +1,84 @@
+"""Table 5 / Figure 6 (transfer learning): the bundled ImageNet EfficientNet-Lite0, Lite1 and Lite2 fine-tuned on
+the Fashion-MNIST training set, and Lite0 from random weights with the same budget; test top-1 against
+parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from effnet.experiments import tables
+from effnet.experiments.runner import Run
+
+NAME = "transfer"
+MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+TARGET_TOP1 = 93.0  # the fine-tuned Lite0 is expected to reach this test top-1
+
+RECIPE: dict[str, Any] = {
+    "resolution": 64, "epochs": 3.0, "batch_size": 64, "optimizer": "rmsproptf", "lr": 0.004,
+    "warmup_epochs": 0.2, "decay_epochs": 0.3, "decay_rate": 0.8, "backbone_lr_scale": 0.1, "bn_momentum": 0.1,
+    "label_smoothing": 0.1, "ema_decay": 0.999, "augment": "none", "crop_scale": (0.5, 1.0), "hflip": True,
+}
+"""Every transfer run: 64 px (grey repeated to RGB), 3 epochs of the 55,000 training images at batch 64, the
+paper's RMSProp (TF form) at lr 0.004 (= 0.016 × 64/256) after a 0.2-epoch warm-up, ×0.8 every 0.3 epoch, the
+backbone at 0.1× the lr when pretrained, BatchNorm momentum 0.1, EMA 0.999, random-resized crop (area 0.5–1) and
+flips.  From scratch uses the same settings (its backbone lr scale is 1: there is nothing to preserve)."""
+
+QUICK_RECIPE: dict[str, Any] = {**RECIPE, "resolution": 32, "epochs": 1.0, "train_subset": 256, "val_subset": 128,
+                                "batch_size": 32}
+
+
+def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
+    train = dict(QUICK_RECIPE if quick else RECIPE)
+    scratch = {**train, "backbone_lr_scale": 1.0}
+    runs = []
+    for seed in range(seeds):
+        for name in MODELS:
+            runs.append(Run.make(name, seed, {**train, "pretrained": True}, model=name, start="ImageNet"))
+        runs.append(Run.make(MODELS[0], seed, scratch, model=MODELS[0], start="scratch"))
+    meta = {"models": list(MODELS), "seeds": seeds, "target_top1": TARGET_TOP1,
+            "recipe": ", ".join(f"{k}={v}" for k, v in sorted(train.items()))}
+    return runs, meta
+
+
+def report(results: dict[str, Any]) -> tuple[str, str]:
+    rows = results["runs"]
+    out_rows, text = [], []
+    for name in MODELS:
+        for start in ("ImageNet", "scratch"):
+            row = tables.first(rows, model=name, start=start)
+            if row is None:
+                continue
+            test = tables.summary(rows, model=name, start=start)
+            val = tables.summary(rows, "val_top1", model=name, start=start)
+            out_rows.append((name, "fine-tuned" if start == "ImageNet" else "from scratch",
+                             f"{row['params'] / 1e6:.2f}", row["resolution"], tables.pct(val), tables.pct(test),
+                             test.n, f"{row['wall_s'] / 60:.0f} min"))
+            text.append(f"{name:20s} {out_rows[-1][1]:13s} test {tables.pct(test)} (n={test.n})")
+    md = [tables.markdown_table(["model", "start", "params (M)", "res", "val top-1", "test top-1", "seeds",
+                                 "wall (one run)"], out_rows), ""]
+    lite0 = tables.summary(rows, model=MODELS[0], start="ImageNet")
+    if lite0.n:
+        met = "reaches" if lite0.mean >= TARGET_TOP1 else "does not reach"
+        md.append(f"- The fine-tuned Lite0 {met} {TARGET_TOP1:g}% test top-1 (mean {lite0.mean:.2f}% over {lite0.n} "
+                  f"seed(s)), with the budget above ({results.get('recipe', '')}).")
+    diff = tables.compare(rows, {"model": MODELS[0], "start": "ImageNet"}, {"model": MODELS[0], "start": "scratch"})
+    if diff.n:
+        md.append(f"- {tables.verdict(diff, 'Fine-tuned Lite0', 'Lite0 from scratch at the same budget')}")
+    return "\n".join(md), "\n".join(text)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    rows = results["runs"]
+    curves: dict[str, list] = {"fine-tuned from ImageNet": [], "from scratch": []}
+    for name in MODELS:
+        for start, curve in (("ImageNet", "fine-tuned from ImageNet"), ("scratch", "from scratch")):
+            row = tables.first(rows, model=name, start=start)
+            if row is not None:
+                curves[curve].append((row["params"] / 1e6, tables.summary(rows, model=name, start=start), False))
+    return [tables.plot_curves(out / "transfer.png", curves, xlabel="parameters (M)",
+                               title="Transfer to Fashion-MNIST: EfficientNet-Lite0/1/2 (95% CI over seeds)",
+                               annotate=lambda curve, x, iv: None)]
+
+
+__all__ = ["MODELS", "NAME", "RECIPE", "TARGET_TOP1", "plan", "plots", "report"]

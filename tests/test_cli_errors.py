@@ -1,0 +1,215 @@
+"""Bad input across every subcommand: one line naming the flag or file, exit status 2, no traceback, nothing
+written or changed on disk.
+
+Each case runs `effnet.cli.main` in-process in a folder of prepared files; the folder's whole tree (names, sizes,
+modification times) must be the same afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from effnet.cli import main
+
+# (argv with {placeholders}, text the message must contain: the flag or file it names)
+CASES: list[tuple[str, str]] = [
+    # models, info
+    ("models --filter zzz", "zzz"),
+    ("models --format xml", "--format"),
+    ("info no_such_model", "no_such_model"),
+    ("info {text}", "notes.txt"),
+    ("info {bad_spec}", "bad_spec.json"),
+    ("info efficientnet_b0 --resolution 0", "--resolution"),
+    # scale
+    ("scale efficientnet_b0 --phi 1 -o missing_dir/x.json", "missing_dir"),
+    ("scale efficientnet_b0 --phi 1 -o {folder}", "folder"),
+    ("scale efficientnet_b0 --phi nan", "--phi"),
+    ("scale efficientnet_b0 --target-macs abc", "--target-macs"),
+    ("scale efficientnet_b0 --target-macs -1G", "--target-macs"),
+    ("scale efficientnet_b0 --strategy dollar --scale-by 2", "--dollar-a"),
+    ("scale efficientnet_b0 --scale-by 0", "--scale-by"),
+    ("scale no_such_model --phi 1", "no_such_model"),
+    ("scale {bad_spec} --phi 1", "bad_spec.json"),
+    # experiments
+    ("experiments no_such_experiment", "no_such_experiment"),
+    ("experiments compound-vs-single --seeds 0", "--seeds"),
+    ("experiments compound-vs-single --jobs -1", "--jobs"),
+    ("experiments compound-vs-single --report-only --out {text}", "notes.txt"),
+    ("experiments table3 --format xml", "--format"),
+    ("experiments cam --budget 0", "--budget"),
+    ("experiments cam --part fashion-mnist --source missing_dir", "missing_dir"),
+    # search
+    ("search coefficients --base no_such_model --report-only", "no_such_model"),
+    ("search coefficients --base efficientnet_b0 --dataset missing_dir --report-only", "missing_dir"),
+    ("search coefficients --base efficientnet_b0 --step 0 --list-grid", "--step"),
+    ("search coefficients --base efficientnet_b0 --set foo=1 --list-grid", "--set"),
+    ("search coefficients --base efficientnet_b0 --jobs 0", "--jobs"),
+    ("search no_such_search", "no_such_search"),
+    # convert
+    ("convert {text} --from timm --model efficientnet_b0 -o x.safetensors", "notes.txt"),
+    ("convert missing.pth --from timm --model efficientnet_b0 -o x.safetensors", "missing.pth"),
+    ("convert {empty_pt} --from torchvision --model efficientnet_b0 -o x.safetensors", "empty.pt"),
+    ("convert {text} --from no_such_source --model efficientnet_b0 -o x.safetensors", "--from"),
+    ("convert {text} --from keras --model efficientnet_b0 -o x.safetensors", "notes.txt"),
+    ("convert {no_weights_h5} --from keras --model efficientnet_b0 -o x.safetensors", "no_weights.h5"),
+    ("convert {other_weights} --from torchvision --model efficientnet_b0 -o x.safetensors", "other.pth"),
+    ("convert {other_weights} --from torchvision --model efficientnet_b0 -o missing_dir/x.safetensors",
+     "missing_dir"),
+    ("convert {other_weights} --from torchvision --model no_such_model -o x.safetensors", "no_such_model"),
+    # predict
+    ("predict efficientnet_lite0 --weights {text} {image}", "notes.txt"),
+    ("predict efficientnet_lite0 --weights {truncated} {image}", "truncated.safetensors"),
+    ("predict efficientnet_lite0 --weights {tiny_weights} {image}", "tiny.safetensors"),
+    ("predict efficientnet_lite0 --pretrained missing.png", "missing.png"),
+    ("predict efficientnet_lite0 --pretrained {text}", "notes.txt"),
+    ("predict efficientnet_lite0 --pretrained {image} --top 0", "--top"),
+    ("predict efficientnet_lite0 --pretrained {image} --batch-size 0", "--batch-size"),
+    ("predict efficientnet_b0 --pretrained {image}", "efficientnet_b0"),
+    ("predict efficientnet_lite0 --pretrained {image} --precision fp8", "--precision"),
+    # cam
+    ("cam efficientnet_lite0 --pretrained {image} --layer no_such_stage -o x.png", "no_such_stage"),
+    ("cam efficientnet_lite0 --pretrained {image} --target 5000 -o x.png", "5000"),
+    ("cam efficientnet_lite0 --pretrained {text} -o x.png", "notes.txt"),
+    ("cam efficientnet_lite0 --pretrained {image} -o {folder}", "folder"),
+    ("cam efficientnet_lite0 --pretrained {image} --method no_such_method -o x.png", "--method"),
+    # bench
+    ("bench efficientnet_b0 --resolution 0", "--resolution"),
+    ("bench efficientnet_b0 --batch 0", "--batch"),
+    ("bench efficientnet_b0 --threads 0", "--threads"),
+    ("bench efficientnet_b0 --vs no_such_peer", "no_such_peer"),
+    ("bench no_such_model", "no_such_model"),
+    ("bench efficientnet_b0 --mode sleep", "--mode"),
+    # export
+    ("export efficientnet_b0 --format onnx -o missing_dir/x.onnx", "missing_dir"),
+    ("export efficientnet_b0 --format onnx -o x.onnx --resolution 0", "--resolution"),
+    ("export efficientnet_b0 --format no_such_format -o x.onnx", "--format"),
+    ("export efficientnet_lite0 --weights {text} --format onnx -o x.onnx", "notes.txt"),
+    ("export efficientnet_b0 --format onnx -o x.onnx --tolerance -1", "--tolerance"),
+    ("export no_such_model --format onnx -o {existing}", "no_such_model"),
+    # train
+    ("train missing_dir --model {tiny_spec}", "missing_dir"),
+    ("train fashion-mnist --model no_such_model", "no_such_model"),
+    ("train fashion-mnist --model {bad_spec}", "bad_spec.json"),
+    ("train fashion-mnist --model {tiny_spec} --batch-size 0", "--batch-size"),
+    ("train fashion-mnist --model {tiny_spec} --lr -1", "--lr"),
+    ("train fashion-mnist --model {tiny_spec} --epochs 0", "--epochs"),
+    ("train fashion-mnist --model {tiny_spec} --resolution 0", "--resolution"),
+    ("train fashion-mnist --model {tiny_spec} --out {text}", "notes.txt"),
+    ("train fashion-mnist --model {tiny_spec} --device gpu", "--device"),
+    ("train fashion-mnist --model {tiny_spec} --workers -1", "--workers"),
+    # eval
+    ("eval missing.pt fashion-mnist", "missing.pt"),
+    ("eval {text} fashion-mnist", "notes.txt"),
+    ("eval {empty_pt} fashion-mnist", "empty.pt"),
+    ("eval {text} fashion-mnist --batch-size 0", "--batch-size"),
+    ("eval {text} fashion-mnist --workers -1", "--workers"),
+    ("eval {text} fashion-mnist --device gpu", "--device"),
+    ("eval {text} fashion-mnist --subset 0", "--subset"),
+    # plot, runs
+    ("plot missing_dir -o x.png", "missing_dir"),
+    ("runs missing_dir", "missing_dir"),
+    ("runs {folder} --format xml", "--format"),
+]
+
+NO_GPU_CASES: list[tuple[str, str]] = [
+    ("train fashion-mnist --model {tiny_spec} --device cuda", "--device"),
+    ("eval {text} fashion-mnist --device cuda", "--device"),
+    ("bench efficientnet_b0 --device cuda", "--device"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """The prepared inputs, in one folder: the working directory of every case."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import effnet
+    from tests.conftest import tiny_spec
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    (root / "notes.txt").write_text("not a model, an image or a checkpoint\n")
+    (root / "bad_spec.json").write_text(json.dumps({"name": "bad", "stages": "not a list"}))
+    (root / "folder").mkdir()
+    (root / "empty.pt").write_bytes(b"")
+    (root / "existing.onnx").write_bytes(b"an existing output that must survive")
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(root / "red.png")
+    spec = tiny_spec()
+    (root / "tiny_spec.json").write_text(json.dumps(spec.to_dict()))
+    tiny_state = effnet.ConvNet(spec).state_dict()
+    save_file({k: v.contiguous() for k, v in tiny_state.items()}, str(root / "tiny.safetensors"))
+    torch.save(tiny_state, root / "other.pth")
+    full = (root / "tiny.safetensors").read_bytes()
+    (root / "truncated.safetensors").write_bytes(full[: len(full) // 2])
+    try:
+        import h5py
+
+        with h5py.File(root / "no_weights.h5", "w") as f:
+            f.attrs["note"] = "an HDF5 file without layer weights"
+    except ImportError:
+        (root / "no_weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
+    names = {"text": "notes.txt", "bad_spec": "bad_spec.json", "folder": "folder", "empty_pt": "empty.pt",
+             "existing": "existing.onnx", "image": "red.png", "tiny_spec": "tiny_spec.json",
+             "tiny_weights": "tiny.safetensors", "other_weights": "other.pth", "truncated": "truncated.safetensors",
+             "no_weights_h5": "no_weights.h5"}
+    return {"root": str(root), **names}
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def _check(files, monkeypatch, capsys, template: str, names: str) -> None:
+    root = Path(files["root"])
+    argv = template.format(**files).split()
+    monkeypatch.chdir(root)
+    before = _tree(root)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"{template}: exit {code}\n{err[-2000:]}"
+    assert "Traceback" not in out + err
+    assert len(lines) == 1, f"{template}: expected one line, got {len(lines)}:\n{err[-2000:]}"
+    assert names in lines[0], f"{template}: the message does not name {names!r}: {lines[0]}"
+    assert lines[0].startswith(f"effnet {argv[0]}"), lines[0]
+    assert _tree(root) == before, f"{template}: files were written or changed"
+
+
+@pytest.mark.parametrize(("template", "names"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(files, monkeypatch, capsys, template, names):
+    _check(files, monkeypatch, capsys, template, names)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: --device cuda is valid here")
+@pytest.mark.parametrize(("template", "names"), NO_GPU_CASES, ids=[c[0] for c in NO_GPU_CASES])
+def test_an_unavailable_device_is_one_line_and_exit_2(files, monkeypatch, capsys, template, names):
+    _check(files, monkeypatch, capsys, template, names)
+
+
+def test_there_are_at_least_60_cases_spanning_every_subcommand():
+    from effnet.cli import build_parser
+
+    commands = {c.split()[0] for c, _ in CASES + NO_GPU_CASES}
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert len(CASES) + len(NO_GPU_CASES) >= 60
+    assert set(sub.choices) - {"demo"} <= commands, set(sub.choices) - commands
+
+
+def test_an_internal_error_still_shows_its_traceback(monkeypatch):
+    """Bugs are not bad input: they propagate (and get reported) instead of being turned into one line."""
+    import effnet.cli.models as models
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(models, "run_models", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["models"])
+

@@ -1,0 +1,246 @@
+"""The trained experiments end to end (`effnet experiments NAME --quick`): outputs exist and parse, report.md is
+generated from results.json alone, nothing is chosen on the test split, a rerun trains nothing; the runner's
+identity, statistics and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from effnet.experiments import stats, suite
+from effnet.experiments.runner import RECORD, Run, train_run
+from tests.conftest import tiny_spec
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ("compound-vs-single", "single-dims", "width-at-depth-res", "transfer")
+
+
+def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> dict[str, Path]:
+    """Every experiment run once with --quick into one temporary tree (run folders shared, as by default)."""
+    root = tmp_path_factory.mktemp("experiments")
+    outs = {}
+    for name in EXPERIMENTS:
+        out = root / name
+        done = _effnet("experiments", name, "--quick", "--out", str(out), "--runs", str(root / "runs"), cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outs[name] = out
+    return outs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_quick_outputs_exist_and_parse(quick, name):
+    out = quick[name]
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == name and results["quick"] is True
+    assert results["finished_runs"] == results["planned_runs"] == len(results["runs"]) > 0
+    for run in results["runs"]:
+        for field in ("spec", "macs", "params", "seed", "training", "val_top1", "test_top1", "wall_s"):
+            assert run[field] is not None, field
+        assert 0 <= run["test_top1"] <= 100 and 0 <= run["val_top1"] <= 100
+    assert (out / "report.md").read_text().startswith(f"# {name} (quick)")
+    pngs = list(out.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_nothing_is_chosen_on_the_test_split(quick, name):
+    """Validation is a holdout of the training images; the test split is only evaluated after training."""
+    for run in json.loads((quick[name] / "results.json").read_text())["runs"]:
+        assert run["val_split"].startswith("fashion-mnist/train [55000:]"), run["val_split"]
+        assert run["test_split"] == "fashion-mnist/test"
+        assert run["test_images"] == 10_000
+        assert run["selected_step"] in [h["step"] for h in run["history"]]
+        best = max(h["ema_top1"] for h in run["history"])  # the chosen step is the best *validation* epoch
+        assert run["val_top1"] == best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_report_is_generated_from_results(quick, name, tmp_path):
+    """report.md is exactly what results.json renders to, and its table means are the records' means."""
+    out = quick[name]
+    results = json.loads((out / "results.json").read_text())
+    markdown, _ = suite.write_report(suite.module(name), results, tmp_path)
+    assert markdown == (out / "report.md").read_text()
+    numbers = {f"{r['test_top1']:.2f}" for r in results["runs"]}  # one seed: the mean is the run's value
+    shown = set(re.findall(r"\| (\d+\.\d\d)(?= \|)", markdown))  # adjacent cells share their "|"
+    assert shown & numbers, "no test top-1 of results.json appears in the report's tables"
+    tampered = json.loads(json.dumps(results))
+    tampered["runs"][0]["test_top1"] = 12.34
+    changed, _ = suite.write_report(suite.module(name), tampered, tmp_path)
+    assert "12.34" in changed and changed != markdown
+
+
+@pytest.mark.slow
+def test_rerun_trains_nothing(quick):
+    out = quick["compound-vs-single"]
+    root = out.parent
+    records = sorted((root / "runs").glob(f"*/{RECORD}"))
+    before = {p: p.stat().st_mtime_ns for p in records}
+    done = _effnet("experiments", "compound-vs-single", "--quick", "--out", str(out), "--runs", str(root / "runs"),
+                   cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "solving" not in done.stdout  # the candidates were read back, not solved again
+    assert {p: p.stat().st_mtime_ns for p in records} == before
+    assert not re.search(r", \d+s$", done.stdout, re.M) or "cached" in done.stdout
+
+
+@pytest.mark.slow
+def test_runs_shared_between_experiments(quick):
+    """The baseline is planned by compound-vs-single and by single-dims: one run folder, one record."""
+    a = json.loads((quick["compound-vs-single"] / "results.json").read_text())
+    b = json.loads((quick["single-dims"] / "results.json").read_text())
+    key_a = next(r["key"] for r in a["runs"] if r["method"] == "baseline")
+    key_b = next(r["key"] for r in b["runs"] if r["method"] == "baseline")
+    assert key_a == key_b
+
+
+@pytest.mark.slow
+def test_a_fresh_checkout_retrains_nothing(quick, tmp_path):
+    """Run folders are not committed; the committed results.json and journal are enough to rebuild the report."""
+    import shutil
+
+    out = tmp_path / "compound-vs-single"
+    shutil.copytree(quick["compound-vs-single"], out)
+    done = _effnet("experiments", "compound-vs-single", "--quick", "--out", str(out), "--runs",
+                   str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not list((tmp_path / "runs").glob(f"*/{RECORD}"))  # nothing trained here
+    assert re.search(r"(\d+) of \1 runs finished before .*; 0 to train", done.stdout), done.stdout
+    before = json.loads((quick["compound-vs-single"] / "results.json").read_text())["runs"]
+    after = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["key"], r["test_top1"], r["method"]) for r in after] == \
+        [(r["key"], r["test_top1"], r["method"]) for r in before]
+
+
+def test_known_records_come_from_neighbouring_results(tmp_path):
+    """A run another experiment finished is found by key, without that experiment's labels."""
+    from effnet.experiments.runner import known_records
+
+    (tmp_path / "other").mkdir()
+    row = {"key": "abc", "val_top1": 70.0, "test_top1": 69.0, "method": "width", "budget": 2.0}
+    (tmp_path / "other" / "results.json").write_text(json.dumps({"runs": [row]}))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json")
+    found = known_records(None, tmp_path / "this")
+    assert found == {"abc": {"key": "abc", "val_top1": 70.0, "test_top1": 69.0}}
+
+
+def test_a_recorded_row_wins_over_a_run_trained_again(tmp_path):
+    """A run trained again later (e.g. for its checkpoint, on another CPU) does not change what was reported."""
+    from effnet.experiments.runner import Options, collect
+
+    run = Run.make(tiny_spec(), 0, {"steps": 5}, method="width", budget=2.0)
+    out, runs_dir = tmp_path / "this", tmp_path / "runs"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps({"runs": [{"key": run.key, "test_top1": 80.0}]}))
+    (runs_dir / run.key).mkdir(parents=True)
+    (runs_dir / run.key / RECORD).write_text(json.dumps({"key": run.key, "test_top1": 70.0, "train_acc_end": 1.0}))
+    rows = collect("x", [run], Options(out=out, runs_dir=runs_dir), str(tmp_path / "none.journal"))
+    assert [(r["test_top1"], r["method"]) for r in rows] == [(80.0, "width")]
+    (tmp_path / "other" / "results.json").unlink()  # not recorded anywhere: the run folder's record is used
+    rows = collect("x", [run], Options(out=out, runs_dir=runs_dir), str(tmp_path / "none.journal"))
+    assert [r["test_top1"] for r in rows] == [70.0]
+
+
+def test_run_identity_ignores_labels():
+    spec = tiny_spec()
+    a = Run.make(spec, 0, {"steps": 5}, method="depth", budget=2.0)
+    b = Run.make(spec, 0, {"steps": 5}, method="width", budget=3.0)
+    assert a.key == b.key
+    assert Run.make(spec, 1, {"steps": 5}).key != a.key
+    assert Run.make(spec, 0, {"steps": 6}).key != a.key
+
+
+def test_interval_and_paired_difference():
+    i = stats.interval([1.0, 2.0, 3.0])
+    assert i.mean == 2.0 and math.isclose(i.std, 1.0)
+    assert math.isclose(i.half_width, 4.303 / math.sqrt(3), rel_tol=1e-9)
+    assert not i.excludes_zero() or i.low > 0
+    d = stats.paired_difference({0: 80.0, 1: 82.0, 2: 81.0}, {0: 79.0, 1: 81.1, 2: 79.9, 3: 50.0})
+    assert d.n == 3 and math.isclose(d.mean, (1.0 + 0.9 + 1.1) / 3)
+    assert d.excludes_zero()  # a consistent +1 pp is significant when paired, however noisy the means
+    assert math.isnan(stats.interval([5.0]).half_width)
+    assert stats.t_critical(2) == 4.303
+
+
+_KILLABLE = r"""
+import json, sys, time
+from pathlib import Path
+from effnet.experiments import runner
+from effnet.spec import NetSpec
+from effnet.train import loop
+original = loop.Trainer._step
+def slow(self, *a):
+    time.sleep(float(sys.argv[3]))
+    return original(self, *a)
+loop.Trainer._step = slow
+runner.CHECKPOINT_EVERY = 4
+run = runner.Run.make(NetSpec.from_json(Path(sys.argv[1]).read_text()), 0, json.loads(sys.argv[2]))
+runner.train_run(run, Path(sys.argv[4]), threads=1)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_record(tmp_path):
+    """A run killed mid-way (SIGKILL after a checkpoint) continues from it and ends exactly as an unbroken one."""
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(tiny_spec(num_classes=10).to_json())
+    settings = {"steps": 12, "batch_size": 16, "train_subset": 320, "val_subset": 64, "optimizer": "sgd",
+                "lr": 0.05, "augment": "none", "warmup_epochs": 0.1, "resolution": 16, "test": False}
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(spec_path), json.dumps(settings), "0.4",
+                             str(killed)], env=env, cwd=REPO)
+    deadline = time.time() + 120
+    while not list(killed.glob("*/checkpoints/step-*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    folder = next(killed.iterdir())
+    assert not (folder / RECORD).exists()
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(spec_path), json.dumps(settings), "0", str(killed)],
+                   env=env, cwd=REPO, check=True, timeout=300)
+    unbroken = tmp_path / "unbroken"
+    subprocess.run([sys.executable, "-c", _KILLABLE, str(spec_path), json.dumps(settings), "0", str(unbroken)],
+                   env=env, cwd=REPO, check=True, timeout=300)
+    a = json.loads((folder / RECORD).read_text())
+    b = json.loads(next(unbroken.glob(f"*/{RECORD}")).read_text())
+    assert a["key"] == b["key"]
+    for field in ("val_top1", "final_val_top1", "train_loss", "selected_step", "history"):
+        assert a[field] == b[field], field
+
+
+def test_train_run_reads_a_finished_record(tmp_path):
+    run = Run.make(tiny_spec(), 0, {"steps": 1})
+    folder = tmp_path / run.key
+    folder.mkdir()
+    (folder / RECORD).write_text(json.dumps({"key": run.key, "val_top1": 50.0}))
+    assert train_run(run, tmp_path)["val_top1"] == 50.0  # read back: nothing trained (no data, no model needed)
+
+
+def test_unknown_experiment_and_bad_out(tmp_path):
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    done = _effnet("experiments", "single-dims", "--quick", "--out", str(bad), cwd=tmp_path)
+    assert done.returncode == 2 and "--out" in done.stderr and "Traceback" not in done.stderr
+    assert bad.read_text() == "x"
+    done = _effnet("experiments", "no-such", cwd=tmp_path)
+    assert done.returncode == 2
