@@ -89,9 +89,13 @@ CASES: list[tuple[str, str]] = [
     ("export efficientnet_b0 --format no_such_format -o x.onnx", "--format"),
     ("export efficientnet_lite0 --weights {text} --format onnx -o x.onnx", "notes.txt"),
     ("export efficientnet_b0 --format onnx -o x.onnx --tolerance -1", "--tolerance"),
+    ("export efficientnet_b0 -o x.bin", "x.bin"),
+    ("export efficientnet_b0 --format onnx --format torchscript -o x.onnx", "--format"),
     ("export no_such_model --format onnx -o {existing}", "no_such_model"),
     # train
     ("train missing_dir --model {tiny_spec}", "missing_dir"),
+    ("train --model {tiny_spec}", "DATA"),
+    ("train fashion-mnist --dataset missing_dir --model {tiny_spec}", "--dataset"),
     ("train fashion-mnist --model no_such_model", "no_such_model"),
     ("train fashion-mnist --model {bad_spec}", "bad_spec.json"),
     ("train fashion-mnist --model {tiny_spec} --batch-size 0", "--batch-size"),

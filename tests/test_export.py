@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -113,3 +114,11 @@ def test_export_save_errors_become_export_errors(tmp_path, monkeypatch):
 def test_export_into_a_directory_path_is_refused(tmp_path):
     with pytest.raises(ExportError, match="it is a directory"):
         export(_tiny(), tmp_path, "torchscript")
+
+
+def test_export_cli_format_json_prints_the_report_and_infers_the_file_format(tmp_path, capsys):
+    out = tmp_path / "b0.pt"
+    code = main(["export", "efficientnet_b0", "--format", "json", "-o", str(out), "--resolution", "32"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and out.is_file()
+    assert report["format"] == "torchscript" and report["ok"] is True and report["resolution"] == 32

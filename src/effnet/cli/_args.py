@@ -77,3 +77,24 @@ def device(text: str) -> str:
         have = f"only {count} CUDA device(s)" if count else "no CUDA GPU"
         raise argparse.ArgumentTypeError(f"got {text!r}, but this machine has {have}; use --device cpu (or auto)")
     return text
+
+
+def add_data_source(parser: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+    """The data source, spelled the same in train, eval and the searches: a positional DATA or `--dataset DATA`."""
+    suffix = f" (default {default})" if default else ""
+    parser.add_argument("data", nargs="?", default=None, metavar="DATA", help=f"{help}{suffix}; or --dataset DATA")
+    parser.add_argument("--dataset", dest="dataset_flag", default=None, metavar="DATA",
+                        help="the data source as a flag, the same as the positional DATA")
+
+
+def data_source(args: argparse.Namespace, default: str | None = None) -> str:
+    """The DATA that `add_data_source` parsed: the positional or --dataset (not two different ones), else `default`."""
+    from effnet.errors import EffnetError
+
+    given = [v for v in (args.data, args.dataset_flag) if v is not None]
+    if len(set(given)) > 1:
+        raise EffnetError(f"DATA: got {given[0]!r} and --dataset {given[1]!r}; give the data source once")
+    if not given and default is None:
+        raise EffnetError("DATA: missing; give 'fashion-mnist' or an image folder, as the positional DATA or "
+                          "--dataset DATA")
+    return given[0] if given else default

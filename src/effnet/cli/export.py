@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from effnet.cli._args import positive_float, positive_int
-from effnet.export import EXPORTERS, export
+from effnet.export import EXPORTERS, ExportError, export
 from effnet.registry import create_model
+
+REPORT_FORMATS = ("table", "json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,24 +19,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
     weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
-    p.add_argument("--format", required=True, choices=list(EXPORTERS), help="output format")
+    p.add_argument("--format", action="append", default=[], choices=[*EXPORTERS, *REPORT_FORMATS],
+                   metavar="FORMAT",
+                   help=f"the file's format ({', '.join(EXPORTERS)}; default: from the -o suffix) and/or the "
+                        "parity report's (table, the default, or json); give it twice for both, e.g. "
+                        "--format onnx --format json")
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the model's own)")
     p.add_argument("--tolerance", type=positive_float, default=1e-4,
                    help="largest accepted relative error, a finite positive number (default 1e-4)")
-    p.add_argument("--json", action="store_true", help="print the parity report as JSON")
+    p.add_argument("--json", action="append_const", dest="format", const="json", help=argparse.SUPPRESS)
     p.set_defaults(func=run_export)
 
 
-
-
+def _formats(values: list[str], output: str) -> tuple[str, str]:
+    """(file format, report format) from the repeated --format values; the file's from the -o suffix if not given."""
+    files = list(dict.fromkeys(v for v in values if v in EXPORTERS))
+    reports = list(dict.fromkeys(v for v in values if v in REPORT_FORMATS))
+    if len(files) > 1 or len(reports) > 1:
+        raise ExportError(f"--format: got {' and '.join(files if len(files) > 1 else reports)}, expected at most one "
+                          "file format and one report format")
+    if not files:
+        by_suffix = {e.suffix: name for name, e in EXPORTERS.items()}
+        suffix = Path(output).suffix.lower()
+        if suffix not in by_suffix:
+            raise ExportError(f"--format: not given and -o {output} has no known suffix "
+                              f"({', '.join(by_suffix)}); give --format {' or '.join(EXPORTERS)}")
+        files = [by_suffix[suffix]]
+    return files[0], (reports or ["table"])[0]
 
 
 def run_export(args: argparse.Namespace) -> int:
+    file_format, report_format = _formats(args.format, args.output)
     pretrained = True if args.pretrained else (args.weights or False)
     model = create_model(args.model, pretrained=pretrained)
-    report = export(model, args.output, args.format, resolution=args.resolution, tolerance=args.tolerance)
-    if args.json:
+    report = export(model, args.output, file_format, resolution=args.resolution, tolerance=args.tolerance)
+    if report_format == "json":
         print(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
         return 0
     print(f"{model.spec.name} -> {report.path} ({report.format}, input (batch, {model.spec.in_channels}, "

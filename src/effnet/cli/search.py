@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import fields, replace
 
+from effnet.cli._args import add_data_source, data_source
 from effnet.cli._search_args import add_budget_group, add_worker_groups, worker_flags
 from effnet.errors import EffnetError
 from effnet.report import format_table
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "2 for a fixed budget, and report the best. Several processes (or machines) can share one "
                     "study through --storage; rerunning the command resumes an interrupted search.")
     c.add_argument("--base", required=True, help="registered model name or spec .json of the baseline")
-    c.add_argument("--dataset", default="fashion-mnist", help="'fashion-mnist' or a folder with train/ and val/")
+    add_data_source(c, "'fashion-mnist' or a folder with train/ and val/", default="fashion-mnist")
     c.add_argument("--step", type=float, default=None, help="grid step for alpha, beta, gamma (default 0.05)")
     c.add_argument("--tolerance", type=float, default=None,
                    help="keep points with |alpha*beta^2*gamma^2 - 2| <= this (default 0.1)")
@@ -75,6 +76,7 @@ def _config(args: argparse.Namespace):
     from effnet.search.grid import DEFAULT_STEP
     from effnet.train import TrainConfig, check_config
 
+    args.dataset = data_source(args, default="fashion-mnist")
     train = dict(SEARCH_TRAIN_DEFAULTS)
     given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
              "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,

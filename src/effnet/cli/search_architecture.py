@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from effnet.cli._args import add_data_source, data_source
 from effnet.cli._search_args import add_budget_group, add_worker_groups, worker_flags
 from effnet.errors import EffnetError
 from effnet.report import format_table
@@ -34,7 +35,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
         epilog="example: effnet search architecture --dataset fashion-mnist --target-macs 8M --trials 40 "
                "--storage arch.journal --jobs 2 -o best.json --plot arch.png")
     a.error = _one_line_error(a)  # argparse's usage block would make a bad flag several lines
-    a.add_argument("--dataset", default="fashion-mnist", help="'fashion-mnist' (default) or a folder with train/")
+    add_data_source(a, "'fashion-mnist' or a folder with train/", default="fashion-mnist")
     a.add_argument("--space", default=None, metavar="FILE",
                    help="search-space JSON (default: the shipped MnasNet space on B0's skeleton; --list-space shows "
                         "it and where the file is, to copy and edit)")
@@ -94,6 +95,7 @@ def _config(args: argparse.Namespace, space):
     from effnet.train import TrainConfig, plan_run
     from effnet.train.config import ConfigError, check_resolution
 
+    args.dataset = data_source(args, default="fashion-mnist")
     if args.target_macs is None:
         raise EffnetError("--target-macs: missing; give the reward's target T in MACs per image at --resolution, "
                           "e.g. --target-macs 8M (--list-space shows the space's MACs range)")

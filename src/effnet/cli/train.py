@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from effnet.cli._args import device, non_negative_int, positive_int
+from effnet.cli._args import add_data_source, data_source, device, non_negative_int, positive_int
 from effnet.runtime import BACKENDS, PRECISIONS
 from effnet.train.config import ConfigError, TrainConfig
 
@@ -31,7 +31,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or fine-tune with the paper's recipe (works under torchrun)",
                        description="Train on an image folder (train/ and val/ sub-folders) or on fashion-mnist. "
                        "Defaults are the paper's recipe; every one can be overridden.")
-    p.add_argument("data", help="'fashion-mnist' or a folder with train/<class>/... and val/<class>/...")
+    add_data_source(p, "'fashion-mnist' or a folder with train/<class>/... and val/<class>/...")
     p.add_argument("--model", default="efficientnet_b0", help="registered name or spec .json (default %(default)s)")
     p.add_argument("--resolution", type=positive_int, default=None, help="input size in px (default: the model's)")
     p.add_argument("--out", default=None, help="run folder for checkpoints and metrics (default: runs/<model>)")
@@ -111,7 +111,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model_tag = str(args.model).rsplit("/", 1)[-1].removesuffix(".json")
     return TrainConfig(
-        model=args.model, data=args.data, out_dir=args.out or f"runs/{model_tag}", resolution=args.resolution,
+        model=args.model, data=data_source(args), out_dir=args.out or f"runs/{model_tag}",
+        resolution=args.resolution,
         epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_base=args.lr_base,
         warmup_epochs=args.warmup_epochs, decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
         optimizer=args.optimizer, rmsprop_decay=args.rmsprop_decay, momentum=args.momentum, eps=args.eps,
@@ -181,7 +182,7 @@ def _is_main() -> bool:
 def _register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 of a training checkpoint's raw and EMA weights")
     p.add_argument("checkpoint", help="a checkpoint .pt, or a run folder (its latest checkpoint)")
-    p.add_argument("data", help="'fashion-mnist' (its test split) or a folder (its val/ sub-folder or itself)")
+    add_data_source(p, "'fashion-mnist' (its test split) or a folder (its val/ sub-folder or itself)")
     p.add_argument("--split", default="val", help="folder sub-directory to evaluate (default val; test for "
                    "fashion-mnist)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
@@ -209,7 +210,7 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
+    r = evaluate_checkpoint(args.checkpoint, data_source(args), split=args.split, batch_size=args.batch_size,
                             workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
                             subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
                             precision=args.precision, calibration=args.calibration)
