@@ -276,3 +276,41 @@ def test_cli_list_grid_and_bad_options(capsys):
     assert "--set 'model=x'" in capsys.readouterr().err
     assert main(["search", "coefficients", "--base", "efficientnet_b0", "--step", "0.3", "--tolerance", "0.01",
                  "--list-grid"]) == 2
+
+
+def test_a_lost_table_creation_race_on_a_new_database_is_retried(monkeypatch):
+    """Two processes opening a new PostgreSQL database at once: the loser's CREATE TABLE fails with a unique
+    violation; opening again finds the tables the winner made."""
+    import optuna
+
+    from effnet.search import study as study_module
+
+    calls = []
+
+    def fake_storage(url, engine_kwargs=None):
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError('(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint '
+                               '"pg_type_typname_nsp_index"')
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", fake_storage)
+    monkeypatch.setattr(study_module.time, "sleep", lambda s: None)
+    assert study_module.make_storage("postgresql://u@h/db") == "storage" and len(calls) == 2
+
+
+def test_a_database_that_cannot_be_opened_is_not_retried(monkeypatch):
+    import optuna
+
+    from effnet.search import study as study_module
+
+    calls = []
+
+    def fake_storage(url, engine_kwargs=None):
+        calls.append(url)
+        raise RuntimeError("password authentication failed")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", fake_storage)
+    with pytest.raises(study_module.SearchError, match="cannot open the database .password authentication failed"):
+        study_module.make_storage("postgresql://u@h/db")
+    assert len(calls) == 1

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -48,16 +49,31 @@ class SearchError(EffnetError):
     """The study cannot be opened or joined (bad storage, or a different grid/budget than the one it holds)."""
 
 
+_SCHEMA_ATTEMPTS = 6
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Two processes that open a new database at once both try to create Optuna's tables: the loser's CREATE fails
+    with a duplicate (PostgreSQL: a unique violation on pg_type, or "already exists"). Opening again then finds the
+    tables the winner made."""
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
+
+
 def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
     """An RDB URL (``sqlite:///search.db``, ``postgresql://...``) or a path to a journal file (anything else)."""
     if storage is None:
         return None
     if "://" in storage:
         engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-        try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-        except Exception as exc:  # SQLAlchemy raises many kinds; say which URL failed
-            raise SearchError(f"--storage {storage!r}: cannot open the database ({exc})") from None
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+            except Exception as exc:  # SQLAlchemy raises many kinds; say which URL failed
+                if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
+                    time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                    continue
+                raise SearchError(f"--storage {storage!r}: cannot open the database ({exc})") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     folder = os.path.dirname(os.path.abspath(storage))
