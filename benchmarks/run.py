@@ -108,7 +108,7 @@ def accuracy_fmnist(quick: bool) -> None:
     from effnet.train import evaluate_checkpoint
 
     if not FMNIST_RUN.is_dir():
-        log(f"accuracy_fmnist: skipped, no run folder {FMNIST_RUN}; run first (about 25 min on 2 cores): effnet train "
+        log(f"accuracy_fmnist: skipped, no run folder {FMNIST_RUN}; run first (about 12 min on 2 cores): effnet train "
             "fashion-mnist --model efficientnet_lite0 --pretrained --resolution 64 --batch-size 64 --epochs 1 "
             f"--augment none --crop-scale 0.5 1 --backbone-lr-scale 0.1 --out {FMNIST_RUN} (or set EFFNET_FMNIST_RUN)")
         return
