@@ -136,7 +136,7 @@ def test_converted_timm_lite0_predicts_with_imagenet_normalisation(tmp_path, cap
     import timm
 
     from effnet.predict import model_config
-    from effnet.registry import IMAGENET_MEAN, IMAGENET_STD
+    from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
     src = tmp_path / "efficientnet_lite0.pth"
     torch.save(timm.create_model("efficientnet_lite0").state_dict(), src)

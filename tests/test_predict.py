@@ -147,3 +147,36 @@ def test_predict_cli_normalises_with_the_weights_files_preprocessing(tmp_path, p
     assert main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png")]) == 0
     assert seen[0].mean == (0.485, 0.456, 0.406) and seen[0].std == (0.229, 0.224, 0.225)
     assert seen[1].mean == pytest.approx((127 / 255,) * 3)  # bundled weights: the registry's Inception values
+
+
+def test_int8_predict_calibrates_with_the_weights_files_preprocessing(tmp_path, photo_dir, monkeypatch):
+    """The quantization ranges are fitted to inputs normalised as the predictions are: a weights file's recorded
+    mean/std, not the registry's default for the model name."""
+    import torch
+
+    import effnet.cli.predict as cli_predict
+    from effnet.data.calibration import calibration_images
+    from effnet.predict import model_config
+
+    seen = {}
+
+    def runtime_module(model, backend, precision, *, calibration=None, resolution=None):
+        seen.update(backend=backend, precision=precision, calibration=calibration, resolution=resolution)
+        return model
+
+    monkeypatch.setattr(cli_predict, "runtime_module", runtime_module)
+    path = _lite0_file_with_imagenet_preprocessing(tmp_path)
+    assert main(["predict", "efficientnet_lite0", "--weights", str(path), str(photo_dir / "coffee.png"),
+                 "--runtime", "openvino", "--precision", "int8", "--top", "1"]) == 0
+    config = model_config("efficientnet_lite0", path)
+    assert (seen["backend"], seen["precision"], seen["resolution"]) == ("openvino", "int8", config.resolution)
+    assert torch.equal(seen["calibration"], calibration_images(config))
+    assert not torch.allclose(seen["calibration"], calibration_images("efficientnet_lite0"))
+
+
+def test_calibration_config_carries_its_own_resolution():
+    from effnet.data.calibration import calibration_images
+    from effnet.errors import EffnetError
+
+    with pytest.raises(EffnetError, match="a ModelConfig carries its own"):
+        calibration_images(effnet.get_config("efficientnet_lite0"), 4, resolution=128)

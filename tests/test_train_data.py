@@ -59,6 +59,47 @@ def test_strict_stops_naming_the_unreadable_file(folder, tmp_path):
         train(_cfg(folder, tmp_path, epochs=1, strict=True))
 
 
+def test_image_folder_and_predict_read_files_with_one_loader(tmp_path):
+    """One suffix list picks the files, one loader reads them, one error type names a bad one."""
+    from PIL import Image
+
+    from effnet.data import UnreadableImage, load_image
+    from effnet.predict import ImageError
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.new("L", (5, 4), 128).save(tmp_path / cls / "ok.PNG")
+    (tmp_path / "a" / "bad.jpg").write_bytes(b"not an image")
+    (tmp_path / "b" / "notes.txt").write_text("not listed")
+    source = ImageFolderSource(tmp_path)
+    assert sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p in source.paths) == [
+        "a/bad.jpg", "a/ok.PNG", "b/ok.PNG"]
+    image, label = source.load(source.paths.index(str(tmp_path / "b" / "ok.PNG")))
+    assert (image.mode, image.size, label) == ("RGB", (5, 4), 1)
+    with pytest.raises(UnreadableImage) as from_source:
+        source.load(source.paths.index(str(tmp_path / "a" / "bad.jpg")))
+    with pytest.raises(ImageError) as from_predict:
+        load_image(tmp_path / "a" / "bad.jpg")
+    assert str(from_source.value) == str(from_predict.value) == f"{tmp_path / 'a' / 'bad.jpg'}: not an image file " \
+        "(format not recognised)"
+    assert isinstance(from_source.value, EffnetError) and from_source.value.reason.startswith("not an image file")
+
+
+def test_train_and_eval_transforms_normalise_alike():
+    """One normalisation: a flat grey image comes out as (v/255 - mean) / std from both pipelines."""
+    from effnet.data import eval_transform, train_transform
+    from effnet.preprocessing import ModelConfig
+
+    config = ModelConfig(8, 1.0, "bilinear", (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    image = torch.full((1, 12, 10), 51, dtype=torch.uint8)
+    expected = torch.tensor([(0.2 - 0.5) / 0.5, (0.2 - 0.25) / 0.25, 0.2])
+    for transform in (eval_transform(config, grayscale=True),
+                      train_transform(config, augment="none", grayscale=True)):
+        out = transform(image)
+        assert out.shape == (3, 8, 8)
+        torch.testing.assert_close(out.mean((1, 2)), expected)
+
+
 def test_nan_loss_stops_with_last_good_checkpoint_intact(folder, tmp_path):
     trainer = Trainer(_cfg(folder, tmp_path, steps=12, checkpoint_every=2, keep_last=5))
     criterion = trainer.criterion

@@ -33,7 +33,7 @@ def _tiny(**options) -> effnet.ConvNet:
 
 
 def _photos() -> dict:
-    from effnet.lossy import photos
+    from effnet.data.photos import photos
 
     return {name.removeprefix("sklearn_"): image for name, image in photos(["sklearn_china", "coffee", "chelsea"])}
 

@@ -1,7 +1,8 @@
 """Classify image files with a model and its own preprocessing (`effnet.transforms.eval_transform`).
 
 Files that cannot be read as images are reported, not fatal: `classify` returns them beside the predictions so a
-caller (the `effnet predict` command) can name them and go on.
+caller (the `effnet predict` command) can name them and go on.  Files are read by `effnet.data.images.load_image`,
+the loader image-folder datasets use too.
 """
 
 from __future__ import annotations
@@ -11,18 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
-from effnet.errors import EffnetError
-from effnet.registry import ModelConfig, get_config
+from effnet.data.images import IMAGE_SUFFIXES, Skipped, UnreadableImage, load_image
+from effnet.preprocessing import ModelConfig
+from effnet.registry import get_config
 from effnet.transforms import eval_transform
+from effnet.weights import preprocessing_config
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class ImageError(EffnetError):
-    """An input file is missing or not a readable image."""
+ImageError = UnreadableImage  # this module's name for the one image error
 
 
 @dataclass(frozen=True)
@@ -41,12 +40,6 @@ class Prediction:
         return {"image": self.image, "top": [g.__dict__ for g in self.top]}
 
 
-@dataclass(frozen=True)
-class Skipped:
-    image: str
-    reason: str
-
-
 @dataclass
 class Result:
     predictions: list[Prediction] = field(default_factory=list)
@@ -61,8 +54,6 @@ def model_config(model_or_spec, weights: str | Path | None = None) -> ModelConfi
     config = get_config(spec)
     if weights is None:
         return config
-    from effnet.weights import preprocessing_config
-
     return preprocessing_config(weights, config) or config
 
 
@@ -87,18 +78,6 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipp
     return files, skipped
 
 
-def load_image(path: Path) -> Image.Image:
-    """An RGB image (grey, palette, CMYK and alpha images are converted); `ImageError` if unreadable."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (format not recognised)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
-
-
 def classify(
     model: nn.Module,
     config: ModelConfig,
@@ -117,8 +96,8 @@ def classify(
     for path in files:
         try:
             batch.append((path, transform(load_image(path))))
-        except ImageError as exc:
-            result.skipped.append(Skipped(str(path), str(exc).split(": ", 1)[-1]))
+        except UnreadableImage as exc:
+            result.skipped.append(Skipped(exc.path, exc.reason))
             continue
         if len(batch) == batch_size:
             result.predictions += _run(model, batch, labels, top)
@@ -157,3 +136,9 @@ def _run(model: nn.Module, batch: list[tuple[str | Path, torch.Tensor]], labels:
         )
         out.append(Prediction(str(path), guesses))
     return out
+
+
+__all__ = [
+    "IMAGE_SUFFIXES", "Guess", "ImageError", "Prediction", "Result", "Skipped", "classify", "classify_images",
+    "collect_images", "load_image", "model_config",
+]

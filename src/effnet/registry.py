@@ -15,31 +15,20 @@ from torch import nn
 
 from effnet.errors import EffnetError
 from effnet.families import efficientnet, mobilenet, resnet
+from effnet.features import FeatureExtractor
 from effnet.network import ConvNet
+
+# The preprocessing facts live in effnet.preprocessing; ModelConfig and the constants are importable from here too.
+from effnet.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INCEPTION_MEAN,
+    INCEPTION_STD,
+    ModelConfig,
+    default_crop_fraction,
+)
 from effnet.spec import NetSpec, SpecError, load_spec, with_options
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# TF-trained Lite checkpoints take (x·255 − 127) / 128, i.e. mean 127/255 and std 128/255 on [0, 1] pixels.
-INCEPTION_MEAN = (127 / 255,) * 3
-INCEPTION_STD = (128 / 255,) * 3
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """How to feed a model at evaluation: resize the shorter side to resolution / crop_fraction, centre-crop
-    `resolution`, scale to [0, 1], normalise with mean/std."""
-
-    resolution: int
-    crop_fraction: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
-def default_crop_fraction(resolution: int) -> float:
-    """The TF reference's eval crop: resize to resolution + 32 and centre-crop (CROP_PADDING = 32)."""
-    return resolution / (resolution + 32)
+from effnet.weights import load_pretrained
 
 
 @dataclass(frozen=True)
@@ -154,8 +143,6 @@ def create_model(
         spec, in_channels=in_chans, dropout=drop_rate, drop_path_rate=drop_path_rate, padding=padding, **spec_options
     )
     if pretrained:
-        from effnet.weights import load_pretrained
-
         model = ConvNet(with_options(spec, num_classes=base_classes))
         load_pretrained(model, spec.name if pretrained is True else pretrained)
         if num_classes is not None and num_classes != model.spec.num_classes:
@@ -165,7 +152,5 @@ def create_model(
         model = ConvNet(with_options(spec, num_classes=num_classes))
     model.set_grad_checkpointing(grad_checkpointing)
     if features_only:
-        from effnet.features import FeatureExtractor
-
         return FeatureExtractor(model, out_indices)
     return model

@@ -7,11 +7,13 @@ import json
 import sys
 
 from effnet.cli._args import positive_int
+from effnet.data.calibration import calibration_images
+from effnet.data.photos import PhotosUnavailable, photos
 from effnet.errors import EffnetError
 from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
-from effnet.runtime import BACKENDS, PRECISIONS
+from effnet.runtime import BACKENDS, PRECISIONS, runtime_module
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-
-
 def _labels(num_classes: int) -> tuple[str, ...] | None:
     if num_classes != 1000:
         return None
@@ -44,15 +44,14 @@ def _labels(num_classes: int) -> tuple[str, ...] | None:
 def run_predict(args: argparse.Namespace) -> int:
     model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
     config = model_config(model.spec, None if args.pretrained else args.weights)
-    if args.runtime != "torch" or args.precision != "fp32":
-        from effnet.runtime import runtime_module
-
-        model = runtime_module(model, args.runtime, args.precision)
+    # int8 calibrates on photos preprocessed as the predictions are (a weights file's normalisation included)
+    calibration = calibration_images(config) if args.precision == "int8" else None
+    model = runtime_module(model, args.runtime, args.precision, calibration=calibration, resolution=config.resolution)
     result = classify(model, config, args.images, labels=_labels(model.spec.num_classes), top=args.top,
                       batch_size=args.batch_size)
     if args.format == "json":
         print(json.dumps({"model": model.spec.name, "predictions": [p.to_dict() for p in result.predictions],
-                          "skipped": [s.__dict__ for s in result.skipped]}, indent=2))
+                          "skipped": [s.to_dict() for s in result.skipped]}, indent=2))
     else:
         rows = [(p.image if rank == 1 else "", rank, f"{100 * g.probability:5.1f}%", g.label)
                 for p in result.predictions for rank, g in enumerate(p.top, 1)]
@@ -60,9 +59,9 @@ def run_predict(args: argparse.Namespace) -> int:
             print(format_table(["image", "rank", "prob", "class"], rows))
     if not result.predictions and len(result.skipped) == 1:
         only = result.skipped[0]
-        raise EffnetError(f"{only.image}: {only.reason}; no image to classify")
+        raise EffnetError(f"{only.path}: {only.reason}; no image to classify")
     for s in result.skipped:
-        print(f"effnet predict: skipped {s.image}: {s.reason}", file=sys.stderr)
+        print(f"effnet predict: skipped {s.path}: {s.reason}", file=sys.stderr)
     if not result.predictions:
         raise EffnetError(f"none of the {len(result.skipped)} input(s) could be read as an image")
     return 0
@@ -74,10 +73,8 @@ _DEMO_PHOTOS = {"coffee": "skimage coffee", "chelsea": "skimage chelsea", "astro
 
 
 def _demo_photos() -> dict:
-    """Six of the real photos shipped with scikit-image and scikit-learn (`effnet.lossy.photos`; no download)."""
+    """Six of the real photos shipped with scikit-image and scikit-learn (`effnet.data.photos`; no download)."""
     from PIL import Image
-
-    from effnet.lossy import photos
 
     loaded = dict(photos(_DEMO_PHOTOS))
     return {label: Image.fromarray(loaded[name]) for name, label in _DEMO_PHOTOS.items()}
@@ -85,11 +82,10 @@ def _demo_photos() -> dict:
 
 def demo_section() -> None:
     """`effnet demo`: pretrained EfficientNet-Lite0 (bundled weights) on real photos, top-3 classes each."""
-    from effnet.lossy import PhotosUnavailable
     from effnet.weights import BUNDLED, WeightsError, imagenet_classes
 
     try:
-        photos = _demo_photos()
+        images = _demo_photos()
     except PhotosUnavailable as exc:
         print(f"skipped: {exc}")
         return
@@ -103,7 +99,7 @@ def demo_section() -> None:
     print(f"efficientnet_lite0, ImageNet weights from {info.distribution} {info.version} (SHA-256 "
           f"{info.sha256[:12]}... verified); input {config.resolution}px, mean/std {config.mean[0]:.3f}/"
           f"{config.std[0]:.3f} (Inception: (x*255-127)/128)")
-    predictions = classify_images(model, config, photos, labels=imagenet_classes(), top=3)
+    predictions = classify_images(model, config, images, labels=imagenet_classes(), top=3)
     rows = [(p.image, *(f"{g.label} {100 * g.probability:.0f}%" for g in p.top)) for p in predictions]
     print(format_table(["photo", "top-1", "top-2", "top-3"], rows))
 

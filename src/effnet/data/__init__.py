@@ -1,7 +1,8 @@
 """Datasets for training and evaluation: image folders (skip-and-count of unreadable files), Fashion-MNIST, the
 paper's training augmentation and the model's eval preprocessing, and deterministic, resumable loading."""
 
-from effnet.data.loader import ResumableSampler, ShardSampler, Skipped, TransformedSource, collate, mix_seed
+from effnet.data.images import IMAGE_SUFFIXES, Skipped, UnreadableImage, load_image
+from effnet.data.loader import ResumableSampler, ShardSampler, TransformedSource, collate, mix_seed
 from effnet.data.sources import (
     FASHION_MNIST_CLASSES,
     DataError,
@@ -9,7 +10,6 @@ from effnet.data.sources import (
     ImageFolderSource,
     ImageSource,
     SourcePair,
-    UnreadableImage,
     check_usable,
     is_fashion_mnist,
     open_source,
@@ -18,8 +18,8 @@ from effnet.data.sources import (
 from effnet.data.transforms import AUGMENTATIONS, GreyToRGB, eval_transform, train_transform
 
 __all__ = [
-    "AUGMENTATIONS", "FASHION_MNIST_CLASSES", "DataError", "FashionMNISTSource", "GreyToRGB", "ImageFolderSource",
-    "ImageSource", "ResumableSampler", "ShardSampler", "Skipped", "SourcePair", "TransformedSource", "UnreadableImage",
-    "check_usable", "collate", "eval_transform", "is_fashion_mnist", "mix_seed", "open_source", "open_sources",
-    "train_transform",
+    "AUGMENTATIONS", "FASHION_MNIST_CLASSES", "IMAGE_SUFFIXES", "DataError", "FashionMNISTSource", "GreyToRGB",
+    "ImageFolderSource", "ImageSource", "ResumableSampler", "ShardSampler", "Skipped", "SourcePair",
+    "TransformedSource", "UnreadableImage", "check_usable", "collate", "eval_transform", "is_fashion_mnist",
+    "load_image", "mix_seed", "open_source", "open_sources", "train_transform",
 ]

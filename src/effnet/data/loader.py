@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from effnet.data.sources import ImageSource, UnreadableImage
+from effnet.data.images import Skipped, UnreadableImage
+from effnet.data.sources import ImageSource
 
 _MASK63 = (1 << 63) - 1
 
@@ -28,15 +29,6 @@ def mix_seed(*parts: int) -> int:
         h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
         h ^= h >> 31
     return h & _MASK63
-
-
-class Skipped:
-    """Placeholder for an unreadable sample; `collate` drops it and reports the path."""
-
-    __slots__ = ("path", "reason")
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path, self.reason = path, reason
 
 
 class TransformedSource(Dataset):

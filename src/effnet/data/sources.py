@@ -3,7 +3,8 @@
 
 Every problem a user can fix (missing folder, no images, one class, missing package) raises `DataError` here,
 before any training work starts.  An image that cannot be decoded is not an error at scan time: `load` raises
-`UnreadableImage`, which the loader turns into "skip and count" (or a stop, with `strict`).
+`UnreadableImage` (`effnet.data.images.load_image`), which the loader turns into "skip and count" (or a stop, with
+`strict`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 import torch
 
+from effnet.data.images import IMAGE_SUFFIXES, has_image_suffix, load_image
 from effnet.errors import EffnetError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # this module's name for the one suffix list
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_ENV = "EFFNET_FASHION_MNIST_DIR"
 FASHION_MNIST_CLASSES = (
@@ -33,15 +35,6 @@ _FASHION_FILES = {
 
 class DataError(EffnetError, ValueError):
     """A dataset cannot be used as given (missing, empty, one class, bad file)."""
-
-
-class UnreadableImage(Exception):
-    """One image could not be decoded; carries the path so it can be counted or named."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 class ImageSource:
@@ -86,20 +79,12 @@ class ImageFolderSource(ImageSource):
         for cls in found:
             for dirpath, _, files in sorted(os.walk(root / cls, followlinks=True)):
                 for f in sorted(files):
-                    if f.lower().endswith(IMAGE_EXTENSIONS):
+                    if has_image_suffix(f):
                         self.paths.append(os.path.join(dirpath, f))
                         self.targets.append(index[cls])
 
     def load(self, index: int) -> tuple[Any, int]:
-        from PIL import Image
-
-        path = self.paths[index]
-        try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-        except Exception as exc:  # PIL raises many types for a bad file; all mean "unreadable"
-            raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from None
-        return img, self.targets[index]
+        return load_image(self.paths[index]), self.targets[index]
 
 
 class FashionMNISTSource(ImageSource):
@@ -192,7 +177,7 @@ def open_sources(data: str | Path) -> SourcePair:
 def check_usable(source: ImageSource, *, min_classes: int) -> None:
     if len(source) == 0:
         raise DataError(
-            f"{source.name}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} under one folder per class)"
+            f"{source.name}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} under one folder per class)"
         )
     present = sorted(set(source.targets))
     if len(present) < min_classes:

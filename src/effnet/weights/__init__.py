@@ -27,6 +27,7 @@ from torch import nn
 
 from effnet.layers import Conv2dSame, make_conv
 from effnet.network import ConvNet
+from effnet.preprocessing import ModelConfig, check_interpolation
 from effnet.spec import PADDINGS, NetSpec
 from effnet.weights.bundled import BUNDLED, has_bundled, load_bundled
 from effnet.weights.convert import SOURCES, from_lukemelas, get_source
@@ -227,19 +228,13 @@ def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
         return load_state(model, state, f"bundled {name_or_path} weights")
     path = Path(name_or_path)
     if not path.is_file():
-        if str(name_or_path) in _registered_names():
+        if str(name_or_path) == getattr(getattr(model, "spec", None), "name", None):  # the model's own name
             raise WeightsError(f"no bundled pretrained weights for {name_or_path!r} (bundled: {', '.join(BUNDLED)}); "
                                f"convert a checkpoint with `effnet convert` and pass pretrained=PATH")
         raise WeightsError(f"{path}: no such weights file (expected a .safetensors or .pth path, or one of "
                            f"{', '.join(BUNDLED)})")
     state, metadata = load_file(path)
     return load_state(model, state, str(path), metadata)
-
-
-def _registered_names() -> list[str]:
-    from effnet.registry import list_models
-
-    return list_models()
 
 
 # -- conversion -------------------------------------------------------------------------------------------------------
@@ -303,8 +298,6 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
 
 def _parse_preprocessing(pre: Mapping, origin: str) -> dict:
     """mean/std (3 finite numbers; std > 0), interpolation and crop_fraction, validated; unknown keys ignored."""
-    from effnet.transforms import interpolation_mode
-
     out: dict = {}
     for key in ("mean", "std"):
         if key not in pre:
@@ -318,7 +311,7 @@ def _parse_preprocessing(pre: Mapping, origin: str) -> dict:
         out[key] = tuple(float(v) for v in value)
     if "interpolation" in pre:
         try:
-            interpolation_mode(pre["interpolation"])
+            check_interpolation(pre["interpolation"])
         except (ValueError, TypeError) as exc:
             raise WeightsError(f"{origin}: {exc}") from None
         out["interpolation"] = pre["interpolation"]
@@ -348,7 +341,7 @@ def file_preprocessing(path: str | Path) -> dict | None:
     return _parse_preprocessing(pre, f"{path}: metadata preprocessing") or None
 
 
-def preprocessing_config(path: str | Path, config):
+def preprocessing_config(path: str | Path, config: ModelConfig) -> ModelConfig | None:
     """`config` (a `ModelConfig`, usually `get_config(model)`) with the mean/std/interpolation/crop fraction the
     weights file `path` records, or None if it records none: the weights' own normalisation wins over the one
     the registry gives the model name."""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from effnet.registry import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
+from effnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD
 from effnet.spec import NetSpec
 from effnet.weights.keras_h5 import from_keras, keras_preprocessing, read_keras_h5
 from effnet.weights.layout import State, block_layouts
