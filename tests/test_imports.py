@@ -8,9 +8,7 @@ run and are left out.
 
 Function-level imports count as well: a lazy import only postpones a cycle, it does not remove one.  Lazy imports
 stay right for optional, heavy third-party packages (onnxruntime, openvino, optuna, scikit-image, ...), which are not
-part of this graph.  `_OPEN_EDGES` names the function-level imports that still close a cycle; the test of the full
-graph leaves them out, and `test_open_edges_still_close_a_cycle` fails once one no longer does, so the list only
-shrinks.  Module-level imports have no exceptions.
+part of this graph.  There are no exceptions.
 
 Last, every module is imported in a fresh interpreter, each in its own forked child, so a module that imports only
 when another one happens to be imported first is found too.
@@ -31,13 +29,6 @@ import pytest
 import effnet
 
 PACKAGE_DIR = Path(effnet.__file__).parent
-
-# Function-level imports that still close a cycle, with the cycle they close.
-_OPEN_EDGES = {
-    ("effnet.train.run_folder", "effnet"): "effnet → effnet.cam → effnet.train → … → effnet.train.run_folder "
-                                           "(reads effnet.__version__)",
-}
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -182,17 +173,9 @@ def test_no_import_cycle_among_module_level_imports():
 
 
 def test_no_import_cycle_counting_function_level_imports():
-    cycle = _cycle_among([e for e in GRAPH if (e.source, e.target) not in _OPEN_EDGES])
+    cycle = _cycle_among(GRAPH)
     assert cycle is None, (f"import cycle: {cycle}; import in one direction only (move what both need into a "
                            "module below both) rather than hiding the cycle in a function")
-
-
-@pytest.mark.parametrize("edge", sorted(_OPEN_EDGES))
-def test_open_edges_still_close_a_cycle(edge):
-    source, target = edge
-    assert any((e.source, e.target) == edge for e in GRAPH), f"{source} no longer imports {target}: drop it"
-    rest = [e for e in GRAPH if (e.source, e.target) not in _OPEN_EDGES or (e.source, e.target) == edge]
-    assert _find_cycle(rest) is not None, f"{source} → {target} closes no cycle any more: drop it from _OPEN_EDGES"
 
 
 def test_former_homes_re_export_the_same_objects():

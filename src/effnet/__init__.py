@@ -3,6 +3,7 @@
     spec (data) ──► scale(spec, depth, width, resolution) ──► ConvNet(spec) ──► nn.Module
 """
 
+from effnet._version import __version__ as __version__
 from effnet.cam import cam
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
@@ -11,8 +12,6 @@ from effnet.profile import count_macs, count_params, profile, profile_stages
 from effnet.registry import ModelConfig, create_model, get_config, get_spec, list_models, register_model
 from effnet.scaling import Multipliers, compound, round_filters, round_repeats, scale, scale_compound
 from effnet.spec import HeadSpec, NetSpec, ScalingRules, SpecError, StageSpec, StemSpec, load_spec, save_spec
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConvNet", "EffnetError", "HeadSpec", "ModelConfig", "Multipliers", "NetSpec", "ScalingRules", "SpecError",

@@ -225,7 +225,7 @@ def new_record(*, model: str, data: str, settings: dict[str, Any], seed: int, to
     """A run's record as it starts (a resumed run keeps its start time and counts its resumes)."""
     import torch
 
-    import effnet
+    from effnet._version import __version__
 
     record = {"format": "effnet-run/1", "model": model, "data": data, "settings": settings, "seed": seed,
               "total_steps": total_steps, "steps_done": 0, "best_val_top1": None, "state": "running",
@@ -233,7 +233,7 @@ def new_record(*, model: str, data: str, settings: dict[str, Any], seed: int, to
     if previous:
         record.update({k: previous[k] for k in ("started", "steps_done", "best_val_top1") if k in previous})
         record["resumes"] = int(previous.get("resumes", 0)) + 1
-    record.update(updated=now(), pid=os.getpid(), host=socket.gethostname(), effnet=effnet.__version__,
+    record.update(updated=now(), pid=os.getpid(), host=socket.gethostname(), effnet=__version__,
                   torch=torch.__version__)
     return record
 
