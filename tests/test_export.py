@@ -16,15 +16,18 @@ from effnet.export import EXPORTERS, ExportError, export, get_exporter, parity
 @pytest.mark.slow
 @pytest.mark.parametrize("name, pretrained", [("efficientnet_b0", False), ("efficientnet_lite0", True)])
 def test_onnx_export_matches_eager_in_onnxruntime_with_a_dynamic_batch(tmp_path, name, pretrained):
-    import onnxruntime as ort
+    from effnet.runtime import onnx_session
 
     model = effnet.create_model(name, pretrained=pretrained)
     report = export(model, tmp_path / f"{name}.onnx", "onnx", resolution=128, check_batch=3)
     assert report.ok and report.runtime == "onnxruntime" and report.batch_checked == 3
     assert report.relative_error < 1e-4 and report.max_abs_error < 1e-3
     assert not (tmp_path / f"{name}.onnx.data").exists()  # weights inside the one file
-    session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    session = onnx_session(report.path)
     assert session.get_inputs()[0].shape[0] == "batch"
+    # the one ONNX naming, whoever exports: `effnet export` and effnet.runtime write the same file
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
 
 
 @pytest.mark.slow

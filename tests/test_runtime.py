@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from effnet.network import ConvNet
-from effnet.runtime import RuntimeUnavailable, export_onnx, export_openvino, load_runtime
+from effnet.runtime import ExportError, RuntimeUnavailable, export_onnx, export_openvino, load_runtime
 from tests.conftest import tiny_spec
 from tests.test_optimize import _randomize_bn, _rel
 
@@ -63,6 +63,17 @@ def test_onnx_file_round_trip(model, x, tmp_path):
 
 
 @needs_ort
+def test_onnx_export_failure_is_one_export_error(tmp_path):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("cannot trace this\nsecond line")
+
+    with pytest.raises(ExportError, match="ONNX export failed") as error:
+        export_onnx(Broken(), tmp_path / "broken.onnx", resolution=8)
+    assert "\n" not in str(error.value)
+
+
+@needs_ort
 def test_onnx_int8_is_u8s8_not_the_depthwise_trap(model, tmp_path):
     """Signed int8 activations leave ORT's depthwise convs unfused (slower than fp32); we quantize U8S8."""
     import onnx
@@ -99,7 +110,8 @@ def test_lossy_paths_measured_on_real_photos_with_pretrained_lite0():
     """The accuracy change of the lossy paths is measured on real photos, never assumed."""
     pytest.importorskip("skimage")
     import effnet
-    from effnet.lossy import calibration_images, measure_agreement, photo_batch
+    from effnet.agreement import measure_agreement
+    from effnet.data.calibration import calibration_images, photo_batch
 
     model = effnet.create_model("efficientnet_lite0", pretrained=True).eval()
     images = photo_batch("efficientnet_lite0", "evaluation", views_per_photo=2)
@@ -135,8 +147,8 @@ def test_openvino_streams_split_the_batch_and_match_eager(model):
 def test_bundled_photos_by_name():
     pytest.importorskip("skimage")
     pytest.importorskip("sklearn")
+    from effnet.data.photos import PHOTO_NAMES, photos
     from effnet.errors import EffnetError
-    from effnet.lossy import PHOTO_NAMES, photos
 
     chosen = photos(["sklearn_flower", "camera"])
     assert [name for name, _ in chosen] == ["camera", "sklearn_flower"]  # PHOTO_NAMES order

@@ -2,7 +2,7 @@
 
 Every format is one `Exporter` in `EXPORTERS`: `save` writes the file from the eval-mode model and an example
 batch; `runner` loads the file back in its own runtime (onnxruntime for ONNX) and returns a function
-`numpy batch -> numpy logits`.  A new format (OpenVINO, ...) is one more entry.
+`numpy batch -> numpy logits`.  A new format is one more entry.
 
 The batch dimension is dynamic; the spatial size is the one exported (TF-SAME padding, used by the Lite models,
 is computed from the input size, and both formats fix it at export).  The parity check runs a batch of a
@@ -15,8 +15,6 @@ is computed from the input size, and both formats fix it at export).  The parity
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import warnings
 from collections.abc import Callable
@@ -27,14 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.errors import EffnetError
-from effnet.runtime import openvino_runner, save_openvino
+from effnet.runtime import ExportError, onnx_runner, openvino_runner, save_onnx, save_openvino
 
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-class ExportError(EffnetError):
-    """Export failed, its runtime is missing, or the exported model disagrees with eager PyTorch."""
 
 
 @dataclass(frozen=True)
@@ -62,39 +55,6 @@ class ExportReport:
         return self.relative_error <= self.tolerance
 
 
-# -- ONNX -----------------------------------------------------------------------------------------------------------
-
-
-def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    try:
-        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
-    except ImportError:
-        raise ExportError("ONNX export needs onnx and onnxscript: `pip install 'effnet[export]'`") from None
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # One self-contained file, unless the weights approach protobuf's 2 GB limit (EfficientNet-L2): then
-    # torch writes them beside it as PATH.data.
-    external = sum(p.numel() * p.element_size() for p in model.parameters()) > 1.5e9
-    log = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(log), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["output"],
-                              dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=external)
-    except Exception as exc:  # the exporter raises many types; report it as one line with its log tail
-        tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
-        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {str(exc)[:300]} {tail}".strip()) from None
-
-
-def _onnx_runner(path: Path) -> Runner:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ExportError("checking an ONNX file needs onnxruntime: `pip install 'effnet[export]'`") from None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
-
-
 # -- TorchScript ------------------------------------------------------------------------------------------------------
 
 
@@ -120,9 +80,10 @@ def _torchscript_runner(path: Path) -> Runner:
 
 
 EXPORTERS: dict[str, Exporter] = {
-    "onnx": Exporter("onnx", ".onnx", "onnxruntime", _save_onnx, _onnx_runner),
+    # ONNX (input `images`, output `logits`) and OpenVINO IR (.xml + .bin, fp32 weights) are written and run by
+    # effnet.runtime, the same exporter and sessions that `effnet bench` and `effnet eval --runtime` use.
+    "onnx": Exporter("onnx", ".onnx", "onnxruntime", save_onnx, onnx_runner),
     "torchscript": Exporter("torchscript", ".pt", "torch.jit", _save_torchscript, _torchscript_runner),
-    # OpenVINO IR (.xml + .bin), fp32 weights; lives in effnet.runtime with the other OpenVINO code.
     "openvino": Exporter("openvino", ".xml", "openvino", save_openvino, openvino_runner),
 }
 

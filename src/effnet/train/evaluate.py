@@ -142,10 +142,10 @@ def evaluate_checkpoint(
         model.load_state_dict(weights)
         model.to(dev).to(memory_format=torch.channels_last)
         if (runtime, precision) != ("torch", "fp32"):
-            from effnet.runtime import RuntimeModule, load_runtime
+            from effnet.runtime import runtime_module
 
-            model = RuntimeModule(load_runtime(model.eval(), runtime, precision, calibration=calibration_batch,
-                                               resolution=cfg.resolution), spec)
+            model = runtime_module(model.eval(), runtime, precision, calibration=calibration_batch,
+                                   resolution=cfg.resolution)
         results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
     return results
 
