@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from effnet.bench import Result, _add_ratios, machine, peak_memory_mb
+from effnet.bench import Result, machine, peak_memory_mb
+from effnet.bench.timing import _add_ratios
 from effnet.cli import main
 from effnet.spec import save_spec
 from tests.conftest import tiny_spec
@@ -81,10 +82,21 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert peer.ratios == {}
 
 
-def test_machine_ceiling_and_memory_probe():
+def test_machine_ceiling():
     m = machine(threads=2)
     assert m.threads == 2 and m.fp32_gmacs_ceiling > 0 and m.isa
-    assert peak_memory_mb(lambda: bytearray(64 * 2**20)) >= 0
+
+
+def test_peak_memory_mb_sees_a_large_allocation():
+    """A call that writes 64 MiB raises the resident peak by at least that much; one that allocates nothing, by far
+    less."""
+    try:
+        open("/proc/self/clear_refs", "w").close()
+    except OSError:
+        pytest.skip("the resident high-water mark cannot be reset here (Linux /proc/self/clear_refs)")
+    size_mb = 64
+    assert peak_memory_mb(lambda: torch.ones(size_mb * 2**20 // 4).sum()) >= 0.95 * size_mb
+    assert peak_memory_mb(lambda: None) < size_mb / 4
 
 
 def test_peak_tensor_mb_counts_live_tensors_not_allocator_memory():
@@ -104,7 +116,7 @@ def test_peak_tensor_mb_counts_live_tensors_not_allocator_memory():
 
 
 def test_a_failing_candidate_gets_its_row_and_the_others_are_measured(capsys, spec_path, monkeypatch):
-    import effnet.bench as bench
+    import effnet.bench.candidates as candidates
 
     def broken_compile(model, dtype=None):
         def run(x):  # compiles at the first call, as torch.compile does: fails there
@@ -114,8 +126,8 @@ def test_a_failing_candidate_gets_its_row_and_the_others_are_measured(capsys, sp
     def broken_fold(model, fold_bn=True):
         raise RuntimeError("cannot fold this model")
 
-    monkeypatch.setattr(bench, "compile_for_inference", broken_compile)
-    monkeypatch.setattr(bench, "optimize_for_inference", broken_fold)
+    monkeypatch.setattr(candidates, "compile_for_inference", broken_compile)
+    monkeypatch.setattr(candidates, "optimize_for_inference", broken_fold)
     code, out, _ = _bench(capsys, spec_path, "--batch", "1,2", "--paths", "eager,folded,compile", "--vs", "none",
                           "--format", "json")
     assert code == 1  # something failed; bad input stays 2

@@ -3,7 +3,7 @@ freezing, bf16 on AMX; and for training, BN+SiLU that keeps one activation fewer
 
 Every path returns a module that computes what the eager fp32 model computes; the fp32 paths agree to ≤ 1e-4
 relative (tests/test_optimize.py), bf16 is lossy and its accuracy change is measured, not assumed
-(`effnet.bench.accuracy_agreement`).  Each path returns a new module; the model passed in is left unchanged.
+(`effnet.agreement.measure_agreement`).  Each path returns a new module; the model passed in is left unchanged.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     paths = _list(args.paths, TRAIN_PATHS if train else INFER_PATHS, "--paths")
     calibration = None
     if paths and any(p.endswith("int8") for p in paths):
-        from effnet.lossy import calibration_images
+        from effnet.data.calibration import calibration_images
 
         calibration = calibration_images(args.model, 64, args.resolution)
     log = (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))

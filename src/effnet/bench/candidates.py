@@ -1,0 +1,165 @@
+"""What a benchmark times: effnet's inference and training paths and the peers a user would pick instead
+(timm, torchvision, ONNX Runtime, OpenVINO), each a `Candidate` whose `step(x)` runs one batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from effnet.errors import EffnetError
+from effnet.optimize import (
+    compile_for_inference,
+    fuse_bn_silu_for_training,
+    optimize_for_inference,
+    to_bf16,
+)
+from effnet.spec import NetSpec
+
+INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-bf16", "onnxruntime-int8",
+               "openvino-bf16", "openvino-int8")
+TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16", "bf16-fused",
+               "checkpoint", "bf16-checkpoint")
+PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
+TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
+LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
+_TORCHVISION = {f"efficientnet_b{i}" for i in range(8)}
+
+
+class BenchError(EffnetError, ValueError):
+    """A benchmark that cannot run as asked (unknown path or peer, bad batch list)."""
+
+
+@dataclass
+class Candidate:
+    """One thing to time: `step(x)` runs one batch.  `peer` marks what we compare against."""
+
+    name: str
+    step: Callable[[torch.Tensor], object]
+    peer: bool = False
+    note: str = ""
+
+
+def _effnet_model(name: str | NetSpec, grad_checkpointing: bool = False) -> nn.Module:
+    from effnet.registry import create_model
+
+    return create_model(name, grad_checkpointing=grad_checkpointing)
+
+
+def peer_model(peer: str, name: str) -> nn.Module | None:
+    """The same architecture from timm or torchvision (randomly initialised), or None when the peer lacks it."""
+    import importlib.util
+
+    if peer.startswith("timm"):
+        if importlib.util.find_spec("timm") is None:
+            return None
+        import timm
+
+        return timm.create_model(name) if name in timm.list_models(name) else None
+    if peer == "torchvision":
+        if name not in _TORCHVISION:
+            return None
+        import torchvision
+
+        return getattr(torchvision.models, name)()
+    return None
+
+
+def _infer_step(module: nn.Module) -> Callable[[torch.Tensor], object]:
+    def step(x: torch.Tensor):
+        with torch.inference_mode():
+            return module(x)
+
+    return step
+
+
+def infer_candidate(
+    model_name: str, path: str, calibration: torch.Tensor | None = None, spec: NetSpec | None = None
+) -> Candidate:
+    """An effnet inference path (see INFER_PATHS) or a peer (see PEERS) for `model_name` (built from `spec`
+    when given, e.g. at another resolution)."""
+    from effnet.runtime import load_runtime
+
+    model = _effnet_model(spec or model_name).eval()
+    if path == "eager":
+        return Candidate(path, _infer_step(model))
+    if path == "channels_last":
+        return Candidate(path, _infer_step(optimize_for_inference(model, fold_bn=False)))
+    if path == "folded":
+        return Candidate(path, _infer_step(optimize_for_inference(model)), note="BN folded + channels_last")
+    if path == "compile":
+        return Candidate(path, _infer_step(compile_for_inference(model)), note="inductor, freezing, channels_last")
+    if path == "bf16":
+        return Candidate(path, _infer_step(to_bf16(model)), note="bf16 weights, folded, channels_last")
+    if path == "compile-bf16":
+        return Candidate(path, _infer_step(compile_for_inference(model, dtype=torch.bfloat16)),
+                         note="bf16, inductor, freezing")
+    if path in ("onnxruntime-int8", "openvino-int8", "openvino-bf16"):
+        backend, precision = path.split("-")
+        rt = load_runtime(model, backend, precision, calibration=calibration)
+        return Candidate(path, rt, note="int8 PTQ on real photos" if precision == "int8" else "")
+    if path in ("onnxruntime", "openvino"):
+        return Candidate(path, load_runtime(model, path, "fp32"), peer=True, note=f"{path} fp32 (exported model)")
+    if path in ("timm", "torchvision"):
+        peer = peer_model(path, model_name)
+        if peer is None:
+            raise PeerMissing(f"{path} has no {model_name}")
+        return Candidate(path, _infer_step(peer.eval()), peer=True, note=f"{path} eager fp32")
+    raise BenchError(f"bench: unknown path {path!r}; expected one of {', '.join(INFER_PATHS + PEERS)}")
+
+
+class PeerMissing(Exception):
+    """A peer that is not installed or lacks the model: skipped with a note."""
+
+
+def _train_step(model: nn.Module, *, bf16: bool, channels_last: bool) -> Callable[[torch.Tensor], object]:
+    model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step(x: torch.Tensor):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = torch.zeros(x.shape[0], dtype=torch.long)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> Candidate:
+    """One training step (forward, backward, SGD update) of an effnet path (TRAIN_PATHS) or a peer."""
+    if path in TRAIN_PATHS:
+        model = _effnet_model(spec or model_name, grad_checkpointing="checkpoint" in path)
+        if path.endswith("-fused"):
+            fuse_bn_silu_for_training(model)
+        bf16 = path.startswith("bf16")
+        notes = {"eager": "fp32", "channels_last": "fp32 channels_last", "bf16": "bf16 autocast, channels_last",
+                 "channels_last-fused": "fp32 channels_last, BN+SiLU saving only BN input",
+                 "channels_last-checkpoint": "fp32 channels_last, per-stage checkpointing",
+                 "bf16-fused": "bf16, channels_last, BN+SiLU saving only BN input",
+                 "checkpoint": "fp32, per-stage checkpointing", "bf16-checkpoint": "bf16, channels_last, checkpointing"}
+        return Candidate(path, _train_step(model, bf16=bf16, channels_last=bf16 or path.startswith("channels_last")),
+                         note=notes[path])
+    if path in TRAIN_PEERS:
+        peer = peer_model(path, model_name)
+        if peer is None:
+            raise PeerMissing(f"{path.split('-')[0]} has no {model_name}")
+        bf16, channels_last = path.endswith("bf16"), path.endswith(("bf16", "channels_last"))
+        note = "bf16 autocast, channels_last" if bf16 else "fp32 channels_last" if channels_last else "fp32"
+        return Candidate(path, _train_step(peer, bf16=bf16, channels_last=channels_last), peer=True, note=note)
+    raise BenchError(f"bench: unknown train path {path!r}; expected one of {', '.join(TRAIN_PATHS + TRAIN_PEERS)}")
+
+
+__all__ = [
+    "INFER_PATHS", "LOSSY", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "infer_candidate",
+    "peer_model", "train_candidate",
+]
