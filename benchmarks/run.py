@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from effnet.bench import run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
+from effnet.report import format_table, markdown_table  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 QUICK_RESULTS = RESULTS / "quick"  # --quick writes here, so a smoke run never replaces the recorded results
@@ -69,7 +70,6 @@ def accuracy(quick: bool) -> None:
     import effnet
     from effnet.lossy import calibration_images, measure_agreement, photo_batch
     from effnet.optimize import to_bf16
-    from effnet.report import format_table
     from effnet.runtime import load_runtime
 
     name = "efficientnet_lite0"
@@ -104,7 +104,6 @@ FMNIST_PATHS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), (
 def accuracy_fmnist(quick: bool) -> None:
     """The Fashion-MNIST fine-tuned Lite0 (docs/RESULTS.md "Training") on the 10 000 test images under every path:
     real labels, so the top-1 change is measured directly.  int8 calibrates on 64 train-split images."""
-    from effnet.report import format_table
     from effnet.train import evaluate_checkpoint
 
     if not FMNIST_RUN.is_dir():
@@ -247,7 +246,6 @@ def ops(quick: bool) -> None:
 
     import effnet
     from effnet.optimize import optimize_for_inference
-    from effnet.report import format_table
     from effnet.runtime import export_onnx
 
     res, batch, iters = (64, 4, 2) if quick else (224, 32, 3)
@@ -321,18 +319,6 @@ def train(quick: bool) -> None:
 SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train}
 
 
-def _md(headers: list[str], rows: list[list]) -> str:
-    def cell(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
-        return str(v)
-
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
-
-
 def markdown() -> str:
     """The saved results as the markdown tables of docs/RESULTS.md."""
     out = []
@@ -357,21 +343,23 @@ def markdown() -> str:
             m = data["machine"]
             out.append(f"**{path.stem}** ({data['model']} {data['mode']} at {data['resolution']}px, "
                        f"{data['repeats']} rounds; load average {m['load_average'][0]:.1f} on {m['cpus']} CPUs; "
-                       f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n" + _md(headers, rows))
+                       f"fp32 ceiling {m['fp32_gmacs_ceiling']:.0f} GMAC/s, {m['isa']})\n\n"
+                       + markdown_table(headers, rows))
         elif data.get("kind") == "ops":
             rows = [[r.get(k) for k in OPS_KEYS] for r in data["rows"]]
             out.append(f"**{path.stem}** ({data['model']} at {data['resolution']}px, batch {data['batch']}; "
-                       "time per batch by op class)\n\n" + _md(OPS_HEADERS, rows) + "\n\n" + _roofline_note(data))
+                       "time per batch by op class)\n\n" + markdown_table(OPS_HEADERS, rows) + "\n\n"
+                       + _roofline_note(data))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]
-            out.append(f"**{path.stem}** ({data['model']}, Fashion-MNIST test set)\n\n" + _md(
+            out.append(f"**{path.stem}** ({data['model']}, Fashion-MNIST test set)\n\n" + markdown_table(
                 ["path", "test images", "top-1 %", "change pp", "EMA top-1 %", "EMA change pp"], rows))
         else:
             rows = [[a["path"], a["images"], 100 * a["top1_agreement"], 100 * a["top5_contains_fp32_top1"],
                      a["max_abs_logit_error"], a["confident_images"], 100 * a["confident_top1_agreement"]]
                     for a in data["results"]]
-            out.append(f"**{path.stem}** ({data['model']}, pretrained; {data['views']} views)\n\n" + _md(
+            out.append(f"**{path.stem}** ({data['model']}, pretrained; {data['views']} views)\n\n" + markdown_table(
                 ["path", "views", "top-1 agreement %", "fp32 top-1 in top-5 %", "max abs logit error",
                  "confident views", "agreement % (confident)"], rows))
     return "\n\n".join(out)

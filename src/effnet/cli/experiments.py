@@ -106,10 +106,9 @@ def run_table3(args: argparse.Namespace) -> int:
         if c.note:
             notes.append(c.note)
             mark = f"[{len(notes)}]"
-        rows.append((c.model, c.setting, c.resolution, f"{c.params / 1e6:10.2f}", f"{c.macs / 1e9:6.3f}",
-                     f"{'-':>9}" if c.paper_gmacs is None else f"{c.paper_gmacs:9.1f}",
-                     "     -" if diff is None else f"{100 * diff:+6.1f}%", mark))
+        rows.append((c.model, c.setting, c.resolution, c.params / 1e6, c.macs / 1e9, c.paper_gmacs, diff, mark))
     print(format_table(["model", "scaling", "res", "params (M)", "GMACs", "paper (B)", "diff", "note"], rows,
+                       formats={"params (M)": ".2f", "GMACs": ".3f", "paper (B)": ".1f", "diff": "+.1%"},
                        title="Table 3: scaling MobileNets and ResNet-50 (paper 'FLOPS' are multiply-adds)"))
     print(f"\nCells more than {100 * EXPLAIN_ABOVE:.0f}% from the paper, and why:")
     for i, note in enumerate(notes, 1):

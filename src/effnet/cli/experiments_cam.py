@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from effnet.cli._args import positive_float, positive_int
+from effnet.report import format_table
 
 
 def register(experiments: argparse._SubParsersAction) -> None:
@@ -54,9 +55,11 @@ def run_cam_experiment(args: argparse.Namespace) -> int:
     results = run(options, PARTS if args.part == "all" else (args.part,), command=command)
     fashion = results.get("fashion_mnist") if args.part != "photos" else None
     if fashion:
-        print(f"\nmass of the maps on the object, models at {fashion['budget']:g}x MACs:")
-        for method, res, share, area, _, n in summary_rows(fashion):
-            print(f"  {method:18s} res {res:>7s}  on object {share:>13s}%  (object area {area}%, n={n})")
+        print()
+        print(format_table(["method", "res", "on object (%)", "object area (%)", "seeds"],
+                           [(method, res, share, area, n) for method, res, share, area, _, n in summary_rows(fashion)],
+                           title=f"mass of the maps on the object, models at {fashion['budget']:g}x MACs",
+                           right=("res", "on object (%)", "object area (%)")))
     print(f"\nresults: {options.out / 'results.json'}\nreport:  {options.out / 'report.md'}")
     return 0
 

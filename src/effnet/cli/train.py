@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 
 from effnet.cli._args import add_data_source, data_source, device, non_negative_int, positive_int
+from effnet.report import format_table
 from effnet.runtime import BACKENDS, PRECISIONS
 from effnet.train.config import ConfigError, TrainConfig
 
@@ -218,11 +219,10 @@ def run_eval(args: argparse.Namespace) -> int:
     if (args.runtime, args.precision) != ("torch", "fp32"):
         calibrated = f", calibrated on {r['calibration_images']} train-split images" if args.precision == "int8" else ""
         print(f"runtime: {args.runtime} {args.precision}{calibrated}")
-    print(f"{'weights':8s} {'top-1':>7s} {'top-5':>7s} {'loss':>7s} {'images':>7s}")
-    for kind in ("raw", "ema"):
-        m = r[kind]
-        if m is not None:
-            print(f"{kind:8s} {m.top1:6.2f}% {m.top5:6.2f}% {m.loss:7.4f} {m.images:7d}")
+    metrics = [(kind, r[kind]) for kind in ("raw", "ema") if r[kind] is not None]
+    print(format_table(["weights", "top-1", "top-5", "loss", "images"],
+                       [(kind, m.top1, m.top5, m.loss, m.images) for kind, m in metrics],
+                       formats={"top-1": "{:.2f}%", "top-5": "{:.2f}%", "loss": ".4f", "images": "d"}))
     skipped = r["raw"].skipped
     if skipped:
         print(f"skipped {skipped} unreadable image(s)")
@@ -243,7 +243,6 @@ def run_plot(args: argparse.Namespace) -> int:
 def run_runs(args: argparse.Namespace) -> int:
     import json
 
-    from effnet.report import format_table
     from effnet.train.run_folder import describe, find_runs
 
     rows = [describe(d) for d in find_runs(args.dirs)]
@@ -254,8 +253,8 @@ def run_runs(args: argparse.Namespace) -> int:
     print(format_table(headers, [
         (r["run"], r["model"], r["data"], f"{r['steps_done'] if r['steps_done'] is not None else '?'} / "
          f"{r['total_steps'] if r['total_steps'] is not None else '?'}",
-         None if r["best_val_top1"] is None else f"{r['best_val_top1']:.2f}%",
-         r["state"] + (f" ({r['holder']})" if r["holder"] else "")) for r in rows]))
+         r["best_val_top1"], r["state"] + (f" ({r['holder']})" if r["holder"] else "")) for r in rows],
+        formats={"best val top-1": "{:.2f}%"}))
     return 0
 
 
@@ -278,10 +277,11 @@ def demo_section() -> None:
     print("Fine-tuning pretrained EfficientNet-Lite0 (ImageNet weights, fresh 10-class classifier) on a Fashion-MNIST")
     print(f"subset with the paper's recipe (TF RMSProp, warm-up, EMA, label smoothing); same as:\n  {cmd}\n")
     result = train(config)
-    print(f"{'epoch':>5s} {'train loss':>10s} {'train acc':>9s} {'val top-1':>10s} {'val EMA':>9s}")
-    for h in result.history:
-        print(f"{h['epoch']:5d} {h['train_loss']:10.4f} {h['train_acc']:8.2f}% {h['val_top1']:9.2f}% "
-              f"{h['ema_top1']:8.2f}%")
+    print(format_table(["epoch", "train loss", "train acc", "val top-1", "val EMA"],
+                       [(h["epoch"], h["train_loss"], h["train_acc"], h["val_top1"], h["ema_top1"])
+                        for h in result.history],
+                       formats={"train loss": ".4f", "train acc": "{:.2f}%", "val top-1": "{:.2f}%",
+                                "val EMA": "{:.2f}%"}))
     print(f"\nValidation (1 000 held-out training images) chose the {result.selected_weights} weights of step "
           f"{result.selected_step}: {result.test_top1:.2f}% top-1 on the 10 000 Fashion-MNIST test images after "
           f"{result.steps} steps on 2 000 training images ({result.images_per_s:.0f} img/s, {result.wall_s:.0f}s).")

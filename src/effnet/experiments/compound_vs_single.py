@@ -11,6 +11,7 @@ from typing import Any
 from effnet.experiments import design, tables
 from effnet.experiments.plan import candidates
 from effnet.experiments.runner import Run
+from effnet.report import format_table
 from effnet.spec import NetSpec
 
 NAME = "compound-vs-single"
@@ -81,9 +82,10 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         for sentence in _verdicts(rows, names, singles, budget):
             md.append(f"- {sentence}")
         md.append("")
-        text.append(f"budget {budget:g}x")
-        text += [f"  {r[0]:18s} {r[5]:>6s} res {str(r[4]):>4s} blocks {str(r[2]):>4s}  val {r[7]:>13s}  test "
-                 f"{r[8]:>13s}  (n={r[9]})" for r in out_rows]
+        text.append(format_table(["method", "MACs", "res", "blocks", "val top-1", "test top-1", "seeds"],
+                                 [(r[0], r[5], r[4], r[2], r[7], r[8], r[9]) for r in out_rows],
+                                 title=f"budget {budget:g}x", right=("MACs", "res", "blocks", "val top-1",
+                                                                      "test top-1")))
     md.append("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
               "seeds; differences are paired by seed (same initial weights, data order and augmentation).")
     return "\n".join(md), "\n".join(text)

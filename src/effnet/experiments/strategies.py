@@ -22,6 +22,7 @@ from typing import Any
 from effnet.experiments import design, tables
 from effnet.experiments.runner import Run
 from effnet.experiments.strategies_plan import STRATEGIES, candidates
+from effnet.report import format_table
 from effnet.spec import NetSpec
 
 NAME = "strategies"
@@ -175,9 +176,9 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
     md += [f"- {s}" for s in _verdicts(rows, [c["method"] for c in _cands(results, match, budget)],
                                        {"budget": budget, "match": match, "length": 1})]
     md.append("")
-    lines.append(f"{what} {budget:g}x")
-    lines += [f"  {r[0]:18s} {r[5]:>6s} {r[6]:>20s}  val {r[8]:>13s}  test {r[9]:>13s}  (n={r[10]})"
-              if r[10] or r[1] != "-" else f"  {r[0]:18s} {r[5]}" for r in out_rows]
+    lines.append(format_table(["method", "MACs", "latency", "val top-1", "test top-1", "seeds"],
+                              [(r[0], r[5], r[6], r[8], r[9], r[10]) for r in out_rows], title=f"{what} {budget:g}x",
+                              right=("MACs", "latency", "val top-1", "test top-1")))
     return md, lines
 
 
@@ -236,8 +237,9 @@ def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
     else:
         md.append("- Depth and width have not both finished at both lengths yet: no verdict.")
     md.append("")
-    lines = [f"length x1 / x{factor} at {budget:g}x MACs"] + [f"  {r[0]:18s} test {r[3]:>13s} -> {r[6]:>13s}"
-                                                             for r in out_rows]
+    lines = [format_table(["method", f"test ({short} steps)", f"test ({long_} steps)"],
+                          [(r[0], r[3], r[6]) for r in out_rows], title=f"length x1 / x{factor} at {budget:g}x MACs",
+                          right=(f"test ({short} steps)", f"test ({long_} steps)"))]
     return md, lines
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from effnet import report
 from effnet.experiments.stats import Interval, interval, paired_difference
 
 
@@ -24,9 +25,9 @@ def first(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
+    """`effnet.report.markdown_table` of cells as they are written (`str`): a report's numbers are formatted by the
+    experiment that states them, so that report.md files written before keep their exact text."""
+    return report.markdown_table(headers, [[str(c) for c in row] for row in rows])
 
 
 def pct(i: Interval) -> str:

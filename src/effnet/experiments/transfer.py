@@ -9,6 +9,7 @@ from typing import Any
 
 from effnet.experiments import tables
 from effnet.experiments.runner import Run
+from effnet.report import format_table
 
 NAME = "transfer"
 MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -43,7 +44,7 @@ def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict
 
 def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
-    out_rows, text = [], []
+    out_rows = []
     for name in MODELS:
         for start in ("ImageNet", "scratch"):
             row = tables.first(rows, model=name, start=start)
@@ -54,9 +55,10 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
             out_rows.append((name, "fine-tuned" if start == "ImageNet" else "from scratch",
                              f"{row['params'] / 1e6:.2f}", row["resolution"], tables.pct(val), tables.pct(test),
                              test.n, f"{row['wall_s'] / 60:.0f} min"))
-            text.append(f"{name:20s} {out_rows[-1][1]:13s} test {tables.pct(test)} (n={test.n})")
     md = [tables.markdown_table(["model", "start", "params (M)", "res", "val top-1", "test top-1", "seeds",
                                  "wall (one run)"], out_rows), ""]
+    text = format_table(["model", "start", "test top-1", "seeds"], [(r[0], r[1], r[5], r[6]) for r in out_rows],
+                        right=("test top-1",))
     lite0 = tables.summary(rows, model=MODELS[0], start="ImageNet")
     if lite0.n:
         met = "reaches" if lite0.mean >= TARGET_TOP1 else "does not reach"
@@ -65,7 +67,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     diff = tables.compare(rows, {"model": MODELS[0], "start": "ImageNet"}, {"model": MODELS[0], "start": "scratch"})
     if diff.n:
         md.append(f"- {tables.verdict(diff, 'Fine-tuned Lite0', 'Lite0 from scratch at the same budget')}")
-    return "\n".join(md), "\n".join(text)
+    return "\n".join(md), text
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

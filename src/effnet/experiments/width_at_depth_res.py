@@ -10,6 +10,7 @@ from typing import Any
 from effnet.experiments import design, tables
 from effnet.experiments.runner import Run
 from effnet.profile import count_macs
+from effnet.report import format_table
 from effnet.scaling import scale
 from effnet.spec import NetSpec
 
@@ -49,15 +50,17 @@ def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict
 
 def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
-    table_rows, text = [], []
+    table_rows, text_rows = [], []
     for p in results["points"]:
         test = tables.summary(rows, setting=p["setting"], width=p["w"])
         table_rows.append((p["setting"], f"{p['w']:g}", p["blocks"], f"{p['resolution']}"
                            f"{'*' if p['upsampled'] else ''}", f"{p['ratio']:.2f}x", tables.pct(test), test.n))
-        text.append(f"{p['setting']:14s} w={p['w']:<4g} {p['ratio']:6.2f}x MACs  test {tables.pct(test)}")
+        text_rows.append((p["setting"], p["w"], p["ratio"], tables.pct(test)))
     md = [tables.markdown_table(["(d, r)", "width", "blocks", "res", "MACs", "test top-1", "seeds"], table_rows), ""]
     md += [f"- {s}" for s in _observation(results)]
-    return "\n".join(md), "\n".join(text)
+    text = format_table(["(d, r)", "width", "MACs", "test top-1"], text_rows, formats={"width": "g", "MACs": "{:.2f}x"},
+                        right=("test top-1",))
+    return "\n".join(md), text
 
 
 def _observation(results: dict[str, Any]) -> list[str]:
