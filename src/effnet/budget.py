@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -33,32 +34,26 @@ def solve_for_macs(
     base: str | NetSpec,
     target_macs: float,
     *,
-    alpha: float = 1.2,
-    beta: float = 1.1,
-    gamma: float = 1.15,
-    tolerance: float = 0.03,
-    phi_range: tuple[float, float] = DEFAULT_PHI_RANGE,
-) -> PhiSolution:
-    """φ whose rounded model has `target_macs` multiply-accumulates per image (±tolerance)."""
-    return solve_phi(get_spec(base), target_macs, count_macs, alpha=alpha, beta=beta, gamma=gamma,
-                     tolerance=tolerance, phi_range=phi_range)
-
-
-def solve_scale_for_macs(
-    base: str | NetSpec,
-    target_macs: float,
-    *,
-    strategy: str = "compound",
+    strategy: str | None = None,
     alpha: float = 1.2,
     beta: float = 1.1,
     gamma: float = 1.15,
     a: float | None = None,
     tolerance: float = 0.03,
+    phi_range: tuple[float, float] = DEFAULT_PHI_RANGE,
     log2_range: tuple[float, float] = DEFAULT_LOG2_SCALE_RANGE,
-) -> ScaleSolution:
-    """s whose model, scaled by `strategy` and rounded, has `target_macs` multiply-accumulates per image."""
-    return solve_scale(get_spec(base), target_macs, count_macs, strategy=strategy, alpha=alpha, beta=beta,
-                       gamma=gamma, a=a, tolerance=tolerance, log2_range=log2_range)
+) -> PhiSolution | ScaleSolution:
+    """φ (Eq. 3, `PhiSolution`) whose rounded model has `target_macs` multiply-accumulates per image (±tolerance);
+    with a `strategy` (`scaling.STRATEGIES`; `a` for "dollar"), the nominal multiplier s under it (`ScaleSolution`)."""
+    return _solve(base, target_macs, count_macs, strategy, dict(alpha=alpha, beta=beta, gamma=gamma), a, tolerance,
+                  phi_range if strategy is None else log2_range)
+
+
+def solve_scale_for_macs(base: str | NetSpec, target_macs: float, *, strategy: str = "compound",
+                         **options: Any) -> ScaleSolution:
+    """`solve_for_macs` with a strategy (compound by default): s whose model, scaled and rounded, has
+    `target_macs` multiply-accumulates per image."""
+    return solve_for_macs(base, target_macs, strategy=strategy, **options)
 
 
 def measure_latency(
@@ -121,50 +116,50 @@ def solve_for_latency(
     base: str | NetSpec,
     target_seconds: float,
     *,
-    batch: int = 1,
-    alpha: float = 1.2,
-    beta: float = 1.1,
-    gamma: float = 1.15,
-    tolerance: float = 0.05,
-    phi_range: tuple[float, float] = (-3.0, 4.0),
-    threads: int | None = None,
-    measure: Callable[[NetSpec], float] | None = None,
-) -> PhiSolution:
-    """φ whose rounded model runs one forward pass of `batch` images in `target_seconds` on this machine.
-
-    Measurements are noisy (other processes share the cores), so the default tolerance is 5%, and every distinct
-    rounded model is measured once.  `measure` replaces `measure_latency` (e.g. in tests).
-    """
-    return solve_phi(get_spec(base), target_seconds, _latency_cost(batch, threads, measure), alpha=alpha, beta=beta,
-                     gamma=gamma, tolerance=tolerance, phi_range=phi_range)
-
-
-def solve_scale_for_latency(
-    base: str | NetSpec,
-    target_seconds: float,
-    *,
-    strategy: str = "compound",
+    strategy: str | None = None,
     batch: int = 1,
     alpha: float = 1.2,
     beta: float = 1.1,
     gamma: float = 1.15,
     a: float | None = None,
     tolerance: float = 0.05,
+    phi_range: tuple[float, float] = (-3.0, 4.0),
     log2_range: tuple[float, float] = (-6.0, 6.0),
     threads: int | None = None,
     measure: Callable[[NetSpec], float] | None = None,
-) -> ScaleSolution:
-    """s whose model, scaled by `strategy` and rounded, runs one forward pass of `batch` images in
-    `target_seconds` on this machine (as `solve_for_latency`; the default range reaches 64x the base's cost)."""
-    return solve_scale(get_spec(base), target_seconds, _latency_cost(batch, threads, measure), strategy=strategy,
-                       alpha=alpha, beta=beta, gamma=gamma, a=a, tolerance=tolerance, log2_range=log2_range)
+) -> PhiSolution | ScaleSolution:
+    """φ (or, with a `strategy`, s) whose rounded model runs one forward pass of `batch` images in
+    `target_seconds` on this machine, as `solve_for_macs` with latency as the cost.
 
-
-def _latency_cost(batch: int, threads: int | None, measure: Callable[[NetSpec], float] | None):
+    Measurements are noisy (other processes share the cores), so the default tolerance is 5%, and every distinct
+    rounded model is measured once; the default s range reaches 64x the base's cost.  `measure` replaces
+    `measure_latency` (e.g. in tests).
+    """
     def cost(spec: NetSpec) -> float:
         return measure(spec) if measure is not None else measure_latency(spec, batch=batch, threads=threads)
 
-    return cost
+    return _solve(base, target_seconds, cost, strategy, dict(alpha=alpha, beta=beta, gamma=gamma), a, tolerance,
+                  phi_range if strategy is None else log2_range)
+
+
+def solve_scale_for_latency(base: str | NetSpec, target_seconds: float, *, strategy: str = "compound",
+                            **options: Any) -> ScaleSolution:
+    """`solve_for_latency` with a strategy (compound by default): s whose model, scaled and rounded, runs in
+    `target_seconds` on this machine."""
+    return solve_for_latency(base, target_seconds, strategy=strategy, **options)
+
+
+def _solve(base: str | NetSpec, target: float, cost: Callable[[NetSpec], float], strategy: str | None,
+           coefficients: dict[str, float], a: float | None, tolerance: float,
+           bounds: tuple[float, float]) -> PhiSolution | ScaleSolution:
+    """`scaling.solve_phi` without a strategy (bounds: the φ range), `scaling.solve_scale` with one (log2 s)."""
+    spec = get_spec(base)
+    if strategy is None:
+        if a is not None:
+            raise SpecError("a is Dollár's parameter of the 'dollar' strategy; give strategy='dollar' with it")
+        return solve_phi(spec, target, cost, tolerance=tolerance, phi_range=bounds, **coefficients)
+    return solve_scale(spec, target, cost, strategy=strategy, a=a, tolerance=tolerance, log2_range=bounds,
+                       **coefficients)
 
 
 __all__ = ["measure_latency", "solve_for_latency", "solve_for_macs", "solve_scale_for_latency", "solve_scale_for_macs"]

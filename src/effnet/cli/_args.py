@@ -4,46 +4,72 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
+
+
+def _number(text: str, parse: Callable[[str], float], ok: Callable[[float], bool], expected: str):
+    """`parse(text)` when it is finite and `ok`; else the usage error "expected {expected}, got ..." (an integer
+    out of range is named by its value, anything else by the text given)."""
+    try:
+        value = parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value if isinstance(value, int) else repr(text)}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return value
+    return _number(text, int, lambda v: v > 0, "a positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a finite positive number")
 
 
 def finite_float(text: str) -> float:
+    return _number(text, float, lambda v: True, "a finite number")
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1], e.g. a crop fraction."""
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def int_list(text: str, what: str = "integers") -> list[int]:
+    """Integers separated by commas, e.g. 1,32 (`what` names them in the error)."""
     try:
-        value = float(text)
+        return [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} such as 1,2; got {text!r}") from None
+
+
+_MAC_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def _with_unit(text: str, units: dict[str, float]) -> float:
+    stripped = text.strip()
+    unit = next((u for u in sorted(units, key=len, reverse=True) if u and stripped.upper().endswith(u.upper())), "")
+    if unit not in units:
+        raise ValueError(text)
+    return float(stripped[: len(stripped) - len(unit)]) * units[unit]
+
+
+def macs(text: str) -> float:
+    """A MACs count with an optional unit: 1.8G, 600M, 1.8e9."""
+    return _number(text, lambda t: _with_unit(t, _MAC_UNITS), lambda v: v > 0,
+                   "a MACs count > 0 such as 1.8G, 600M or 1.8e9")
+
+
+def seconds(text: str) -> float:
+    """A time with a unit: 25ms, 0.1s, 800us."""
+    return _number(text, lambda t: _with_unit(t, _TIME_UNITS), lambda v: v > 0,
+                   "a time with a unit > 0 such as 25ms, 0.1s or 800us")
 
 
 def check_output_file(path: str, flag: str = "-o/--output") -> None:

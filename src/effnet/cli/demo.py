@@ -9,6 +9,7 @@ import argparse
 import time
 from collections.abc import Callable
 
+from effnet.cli._args import int_list
 from effnet.cli.experiments import demo_section as section_table3
 from effnet.cli.predict import demo_section as section_photos
 from effnet.cli.train import demo_section as section_finetune
@@ -49,11 +50,7 @@ SECTIONS: list[tuple[str, Callable[[], None]]] = [
 
 
 def _section_numbers(text: str) -> set[int]:
-    try:
-        chosen = {int(part) for part in text.split(",")}
-    except ValueError:
-        message = f"expected comma-separated section numbers such as 1,2; got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
+    chosen = set(int_list(text, "section numbers"))
     outside = sorted(n for n in chosen if not 1 <= n <= len(SECTIONS))
     if outside:
         raise argparse.ArgumentTypeError(f"no section {outside}: the demo has sections 1-{len(SECTIONS)}")

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 
+from effnet.cli import _args
 from effnet.cli._args import check_output_file, finite_float, positive_int
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
@@ -51,10 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=finite_float, default=None, help="depth multiplier d")
     p.add_argument("--width", type=finite_float, default=None, help="width multiplier w")
     p.add_argument("--resolution", type=finite_float, default=None, help="resolution multiplier r")
-    p.add_argument("--target-macs", type=_macs, default=None, metavar="MACS",
+    p.add_argument("--target-macs", type=_args.macs, default=None, metavar="MACS",
                    help="solve for the phi (or, with --strategy, the s) whose rounded model has these MACs "
                         "(e.g. 1.8G, 600M)")
-    p.add_argument("--target-latency", type=_seconds, default=None, metavar="TIME",
+    p.add_argument("--target-latency", type=_args.seconds, default=None, metavar="TIME",
                    help="solve for the phi (or s) whose model runs this fast on this machine (e.g. 25ms)")
     p.add_argument("--batch-size", dest="batch", type=positive_int, default=1,
                    help="batch size for --target-latency (default 1)")
@@ -70,33 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 _COMPOUND_DEFAULTS = {"alpha": 1.2, "beta": 1.1, "gamma": 1.15}
-_MAC_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-
-
-def _number_with_unit(text: str, units: dict[str, float], what: str, example: str) -> float:
-    stripped = text.strip()
-    for unit in sorted(units, key=len, reverse=True):
-        if unit and stripped.upper().endswith(unit.upper()):
-            number, factor = stripped[: -len(unit)], units[unit]
-            break
-    else:
-        number, factor = stripped, units.get("", None)
-    try:
-        value = float(number) * factor if factor is not None else float("nan")
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected {what} > 0 such as {example}, got {text!r}")
-    return value
-
-
-def _macs(text: str) -> float:
-    return _number_with_unit(text, _MAC_UNITS, "a MACs count", "1.8G, 600M or 1.8e9")
-
-
-def _seconds(text: str) -> float:
-    return _number_with_unit(text, _TIME_UNITS, "a time with a unit", "25ms, 0.1s or 800us")
 
 
 def _macs_text(macs: float) -> str:
@@ -215,18 +189,15 @@ def _solve_target(args: argparse.Namespace, base: NetSpec) -> tuple[float, Multi
     if args.target_macs is None and args.target_latency is None:
         return None
     coefficients = _coefficients(args)
-    strategy_kw = {"strategy": args.strategy, "a": args.dollar_a, **coefficients}
+    scaling = {"strategy": args.strategy, "a": args.dollar_a, **coefficients}
     by_phi = args.strategy is None
     if args.target_macs is not None:
-        tolerance = args.tolerance or 0.03
-        solution = (budget.solve_for_macs(base, args.target_macs, tolerance=tolerance, **coefficients) if by_phi else
-                    budget.solve_scale_for_macs(base, args.target_macs, tolerance=tolerance, **strategy_kw))
+        solution = budget.solve_for_macs(base, args.target_macs, tolerance=args.tolerance or 0.03, **scaling)
         show = _macs_text
     else:
         print(f"measuring forward latency at batch {args.batch} on this machine ...", flush=True)
-        latency = {"batch": args.batch, "tolerance": args.tolerance or 0.05, "threads": args.threads}
-        solution = (budget.solve_for_latency(base, args.target_latency, **latency, **coefficients) if by_phi else
-                    budget.solve_scale_for_latency(base, args.target_latency, **latency, **strategy_kw))
+        solution = budget.solve_for_latency(base, args.target_latency, batch=args.batch, threads=args.threads,
+                                            tolerance=args.tolerance or 0.05, **scaling)
         show = lambda v: f"{v * 1e3:.2f} ms"
     key = "phi" if by_phi else "s"
     if not solution.within_tolerance:

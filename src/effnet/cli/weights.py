@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from effnet.cli._args import positive_float
+from effnet.cli._args import fraction, positive_float
 from effnet.registry import get_spec
 from effnet.weights import SOURCES, WeightsError, convert_file
 
@@ -31,18 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override the input std the weights expect (on [0, 1] pixels)")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"), default=None,
                    help="record the resize interpolation the weights were evaluated with")
-    p.add_argument("--crop-fraction", type=_fraction, default=None,
+    p.add_argument("--crop-fraction", type=fraction, default=None,
                    help="record the eval centre-crop fraction (resolution / resize size), in (0, 1]")
     p.set_defaults(func=run_convert)
 
 
-
-
-def _fraction(text: str) -> float:
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
 
 
 def run_convert(args: argparse.Namespace) -> int:
