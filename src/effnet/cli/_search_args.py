@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
 
-from effnet.cli._args import non_negative_int
+from effnet.cli._args import non_negative_int, positive_float, positive_int
 
 
 def add_budget_group(parser: argparse.ArgumentParser, title: str, *, val_help: str, set_example: str):
     """The trainer settings of every trial (they are part of the study's identity); returns the group."""
     budget = parser.add_argument_group(title)
     budget.add_argument("--epochs", type=float, default=None, help="epochs per trial (default 1)")
-    budget.add_argument("--steps", type=int, default=None, help="optimizer steps per trial (instead of --epochs)")
-    budget.add_argument("--batch-size", type=int, default=None, help="default 64")
-    budget.add_argument("--train-subset", type=int, default=None, help="train on this many images (fixed subset)")
-    budget.add_argument("--val-subset", type=int, default=None, help=val_help)
+    budget.add_argument("--steps", type=positive_int, default=None,
+                        help="optimizer steps per trial (instead of --epochs)")
+    budget.add_argument("--batch-size", type=positive_int, default=None, help="default 64")
+    budget.add_argument("--train-subset", type=positive_int, default=None,
+                        help="train on this many images (fixed subset)")
+    budget.add_argument("--val-subset", type=positive_int, default=None, help=val_help)
     budget.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's 0.016 x B/256)")
     budget.add_argument("--optimizer", default=None, help="rmsproptf (default) or sgd")
     budget.add_argument("--augment", default=None, help="autoaugment, randaugment or none (default none)")
@@ -25,18 +29,59 @@ def add_budget_group(parser: argparse.ArgumentParser, title: str, *, val_help: s
     return budget
 
 
+# TrainConfig fields a search sets itself; `--set` may not touch them.
+_RESERVED = {"model", "data", "out_dir", "progress", "workers", "threads", "resume", "device", "pretrained"}
+
+
+def _parse_set(items: list[str]) -> dict:
+    import json
+    from dataclasses import fields
+
+    from effnet.errors import EffnetError
+    from effnet.train import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known or key in _RESERVED:
+            allowed = ", ".join(sorted(known - _RESERVED))
+            raise EffnetError(f"--set {item!r}: expected KEY=VALUE with KEY one of {allowed}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def budget_settings(args: argparse.Namespace, defaults: dict) -> dict:
+    """The trainer settings of every trial: `defaults`, then the budget flags given, then every --set; --steps
+    replaces the epochs."""
+    settings = dict(defaults)
+    given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
+             "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,
+             "optimizer": args.optimizer, "augment": args.augment, "seed": args.seed}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    settings.update(_parse_set(args.set))
+    if "steps" in settings:
+        settings.pop("epochs", None)
+    return settings
+
+
 def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> None:
-    """Speed (not part of the study's identity) and the leases of workers sharing one study."""
+    """--jobs, speed (not part of the study's identity) and the leases of workers sharing one study."""
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="worker processes to start on this machine (default 1)")
     speed = parser.add_argument_group("speed only (not part of the study's identity)")
-    speed.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    speed.add_argument("--threads", type=positive_int, default=None, help="torch threads per worker")
     speed.add_argument("--workers", dest="loader_workers", type=non_negative_int, default=0, metavar="N",
                        help="data-loading processes per worker (default 0)")
     speed.add_argument("--loader-workers", dest="loader_workers", type=non_negative_int, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)  # older spelling
     lease = parser.add_argument_group("sharing")
-    lease.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a worker's heartbeats")
-    lease.add_argument("--grace", type=float, default=60.0, help=stale_help)
-    lease.add_argument("--poll", type=float, default=5.0, help="seconds between looks while others finish")
+    lease.add_argument("--heartbeat", type=positive_float, default=10.0, help="seconds between a worker's heartbeats")
+    lease.add_argument("--grace", type=positive_float, default=60.0, help=stale_help)
+    lease.add_argument("--poll", type=positive_float, default=5.0, help="seconds between looks while others finish")
 
 
 def worker_flags(args: argparse.Namespace, given: Sequence[str]) -> list[str]:
@@ -51,3 +96,30 @@ def worker_flags(args: argparse.Namespace, given: Sequence[str]) -> list[str]:
     for item in args.set:
         argv += ["--set", item]
     return argv
+
+
+def run_workers(args: argparse.Namespace, prog: str, header: str, child_argv: Sequence[str],
+                work: Callable[[], object]) -> int:
+    """The training part of a search command: print `header` (a spawned worker leaves it to its parent), then run
+    `work()` here, or with --jobs N run N workers (`effnet <child_argv>`) in child processes and wait.  Returns 0,
+    or 1 when a worker process failed."""
+    from effnet.search.leases import spawn_workers
+
+    if not os.environ.get("EFFNET_SEARCH_CHILD"):
+        print(header, flush=True)
+    if args.jobs > 1:
+        codes = spawn_workers(child_argv, args.jobs)
+        if any(codes):
+            print(f"{prog}: worker exit codes {codes}", file=sys.stderr)
+            return 1
+    else:
+        work()
+    return 0
+
+
+def print_trial_counts(study) -> None:
+    """The study's trials by state, after the report's table."""
+    from effnet.search.leases import trial_counts
+
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(trial_counts(study).items()))
+    print(f"\ntrials in the study: {counts or 'none'}")

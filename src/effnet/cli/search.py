@@ -5,16 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 
-from effnet.cli._args import add_data_source, data_source
-from effnet.cli._search_args import add_budget_group, add_worker_groups, worker_flags
+from effnet.cli._args import add_data_source, data_source, finite_float
+from effnet.cli._search_args import (
+    add_budget_group,
+    add_worker_groups,
+    budget_settings,
+    print_trial_counts,
+    run_workers,
+    worker_flags,
+)
 from effnet.errors import EffnetError
 from effnet.report import format_table
-
-# TrainConfig fields the search sets itself; `--set` may not touch them.
-_RESERVED = {"model", "data", "out_dir", "progress", "workers", "threads", "resume", "device", "pretrained"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,12 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--step", type=float, default=None, help="grid step for alpha, beta, gamma (default 0.05)")
     c.add_argument("--tolerance", type=float, default=None,
                    help="keep points with |alpha*beta^2*gamma^2 - 2| <= this (default 0.1)")
-    c.add_argument("--phi", type=float, default=1.0, help="phi of the candidate models (default 1, as the paper)")
+    c.add_argument("--phi", type=finite_float, default=1.0,
+                   help="phi of the candidate models (default 1, as the paper)")
     c.add_argument("--storage", default=None,
                    help="shared study: an RDB URL (sqlite:///search.db, postgresql://...) or a journal file path "
                         "(default: STUDY.journal in the current folder)")
     c.add_argument("--study", default=None, help="study name (default: coefficients-BASE-DATASET)")
-    c.add_argument("--jobs", type=int, default=1, help="worker processes to start on this machine (default 1)")
     add_budget_group(c, "training budget per grid point (effnet.train settings)",
                      val_help="validate on this many of the images held out from the training set",
                      set_example="warmup_epochs=0.2")
@@ -52,23 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_architecture(kinds)
 
 
-def _parse_set(items: list[str]) -> dict:
-    from effnet.train import TrainConfig
-
-    known = {f.name for f in fields(TrainConfig)}
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or key not in known or key in _RESERVED:
-            allowed = ", ".join(sorted(known - _RESERVED))
-            raise EffnetError(f"--set {item!r}: expected KEY=VALUE with KEY one of {allowed}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
-
-
 def _config(args: argparse.Namespace):
     from effnet.registry import get_spec
     from effnet.scaling import CONSTRAINT_TOLERANCE
@@ -77,14 +63,7 @@ def _config(args: argparse.Namespace):
     from effnet.train import TrainConfig, check_config
 
     args.dataset = data_source(args, default="fashion-mnist")
-    train = dict(SEARCH_TRAIN_DEFAULTS)
-    given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
-             "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,
-             "optimizer": args.optimizer, "augment": args.augment, "seed": args.seed}
-    train.update({k: v for k, v in given.items() if v is not None})
-    train.update(_parse_set(args.set))
-    if "steps" in train:
-        train.pop("epochs", None)
+    train = budget_settings(args, SEARCH_TRAIN_DEFAULTS)
     base = get_spec(args.base)
     if args.dataset != "fashion-mnist" and not os.path.isdir(args.dataset):
         raise EffnetError(f"--dataset {args.dataset}: not found; expected 'fashion-mnist' or a folder with train/ "
@@ -109,33 +88,29 @@ def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]
 
 
 def run_coefficients(args: argparse.Namespace) -> int:
-    from effnet.search.coefficients import run_worker_process, spawn_workers, study_name_for
+    from effnet.search.coefficients import run_worker_process, study_name_for
     from effnet.search.grid import coefficient_grid
 
     config = _config(args)
     grid = config.grid()
     if args.list_grid:
-        rows = [(c.alpha, c.beta, c.gamma, f"{c.product:.4f}") for c in grid]
-        print(format_table(["alpha", "beta", "gamma", "a*b^2*g^2"], rows,
+        rows = [(c.alpha, c.beta, c.gamma, c.product) for c in grid]
+        print(format_table(["alpha", "beta", "gamma", "a*b^2*g^2"], rows, formats={"a*b^2*g^2": ".4f"},
                            title=f"{len(grid)} grid points (step {config.step:g}, |product - 2| <= "
                                  f"{config.tolerance:g})"))
         return 0
     study_name = args.study or study_name_for(config)
     storage = args.storage or f"{study_name}.journal"
-    if args.jobs < 1:
-        raise EffnetError(f"--jobs: got {args.jobs}, expected at least 1")
     if not args.report_only:
-        if not os.environ.get("EFFNET_SEARCH_CHILD"):
-            print(f"study {study_name!r} in {storage}: {len(grid)} grid points, phi={config.phi:g}, budget per point "
-                  f"{json.dumps(config.train, sort_keys=True)}", flush=True)
-        if args.jobs > 1:
-            codes = spawn_workers(_child_argv(args, storage, study_name), args.jobs)
-            if any(codes):
-                print(f"effnet search: worker exit codes {codes}", file=sys.stderr)
-                return 1
-        else:
+        header = (f"study {study_name!r} in {storage}: {len(grid)} grid points, phi={config.phi:g}, budget per "
+                  f"point {json.dumps(config.train, sort_keys=True)}")
+
+        def work() -> None:
             run_worker_process(config, storage, study_name, heartbeat_s=args.heartbeat, grace_s=args.grace,
                                poll_s=args.poll, log=lambda m: print(m, flush=True))
+
+        if run_workers(args, "effnet search", header, _child_argv(args, storage, study_name), work):
+            return 1
     if args.no_report:
         return 0
     return _report(args, config, storage, study_name, coefficient_grid(config.step, config.tolerance))
@@ -145,6 +120,7 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
     from effnet.search.coefficients import open_coefficient_study
     from effnet.search.report import (
+        TABLE_FORMATS,
         TABLE_HEADERS,
         plot_search,
         scale_command,
@@ -163,11 +139,10 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
                           "counts": trial_counts(study), "base_macs": base_macs,
                           "rows": [r.to_dict() for r in rows], "command": command}, indent=2))
         return 0
-    print(format_table(TABLE_HEADERS, table_rows(rows, base_macs),
+    print(format_table(TABLE_HEADERS, table_rows(rows, base_macs), formats=TABLE_FORMATS,
                        title=f"alpha/beta/gamma grid search of {config.base.name} at phi={config.phi:g} on "
                              f"{config.dataset} ({len(rows)} of {len(grid)} grid points trained)"))
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(trial_counts(study).items()))
-    print(f"\ntrials in the study: {counts}")
+    print_trial_counts(study)
     if not rows:
         return 0
     best = rows[0].coefficients

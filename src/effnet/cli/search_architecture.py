@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 
-from effnet.cli._args import add_data_source, data_source
-from effnet.cli._search_args import add_budget_group, add_worker_groups, worker_flags
+from effnet.cli._args import add_data_source, data_source, macs, positive_float, positive_int
+from effnet.cli._search_args import (
+    add_budget_group,
+    add_worker_groups,
+    budget_settings,
+    print_trial_counts,
+    run_workers,
+    worker_flags,
+)
 from effnet.errors import EffnetError
 from effnet.report import format_table
 
@@ -18,8 +23,6 @@ _BUDGET_FLAGS = {"epochs", "steps", "batch-size", "train-subset", "val-subset", 
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
-    from effnet.cli.models import _macs
-
     a = kinds.add_parser(
         "architecture", help="search a baseline ConvNet: MnasNet's space and reward ACC x (MACs/T)^w",
         description="Sample architectures from MnasNet's factorised space over EfficientNet-B0's skeleton (per "
@@ -34,29 +37,28 @@ def register(kinds: argparse._SubParsersAction) -> None:
                     "process died is run again.",
         epilog="example: effnet search architecture --dataset fashion-mnist --target-macs 8M --trials 40 "
                "--storage arch.journal --jobs 2 -o best.json --plot arch.png")
-    a.error = _one_line_error(a)  # argparse's usage block would make a bad flag several lines
     add_data_source(a, "'fashion-mnist' or a folder with train/", default="fashion-mnist")
     a.add_argument("--space", default=None, metavar="FILE",
                    help="search-space JSON (default: the shipped MnasNet space on B0's skeleton; --list-space shows "
                         "it and where the file is, to copy and edit)")
-    a.add_argument("--target-macs", type=_macs, default=None, metavar="MACS",
+    a.add_argument("--target-macs", type=macs, default=None, metavar="MACS",
                    help="T of the reward, in MACs per image at --resolution, e.g. 8M (required unless --list-space)")
     a.add_argument("--w", type=float, default=None,
                    help="exponent w of the reward, in [-1, 0] (default -0.07, the paper's soft constraint)")
     a.add_argument("--resolution", type=int, default=32,
                    help="input size of every candidate, for training and MACs (default 32)")
-    a.add_argument("--trials", type=int, default=None, help="finished trials in the study, all workers together")
-    a.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+    a.add_argument("--trials", type=positive_int, default=None,
+                   help="finished trials in the study, all workers together")
+    a.add_argument("--timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="trial time of the study, summed over all workers and reruns; no trial starts after it")
     a.add_argument("--storage", default=None,
                    help="shared study: an RDB URL (sqlite:///arch.db, postgresql://...) or a journal file path "
                         "(default: STUDY.journal in the current folder)")
     a.add_argument("--study", default=None, help="study name (default: architecture-SPACE-DATASET-RESpx)")
-    a.add_argument("--jobs", type=int, default=1, help="worker processes to start on this machine (default 1)")
     budget = add_budget_group(a, "proxy training per candidate (effnet.train settings)",
                               val_help="score on this many of the images held out from the training set",
                               set_example="bn_momentum=0.1")
-    budget.add_argument("--holdout", type=int, default=None,
+    budget.add_argument("--holdout", type=positive_int, default=None,
                         help="images held out from the end of the training set for scoring (default 5000 for "
                              "Fashion-MNIST, a tenth of train/ for a folder)")
     add_worker_groups(a, stale_help="a running trial whose heartbeat is older than this is run again (seconds)")
@@ -72,23 +74,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_architecture)
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
-    def error(message: str):
-        parser.exit(2, f"{PROG}: error: {message} (see --help)\n")
-
-    return error
-
-
-def _positive(flag: str, value, *, integer: bool = True, zero_ok: bool = False) -> None:
-    if value is None:
-        return
-    if not (value >= 0 if zero_ok else value > 0) or value != value or value == float("inf"):
-        kind = "an integer" if integer else "a number"
-        raise EffnetError(f"{flag}: got {value!r}, expected {kind} {'>= 0' if zero_ok else '> 0'}")
-
-
 def _config(args: argparse.Namespace, space):
-    from effnet.cli.search import _parse_set
     from effnet.data import open_sources
     from effnet.data.sources import is_fashion_mnist
     from effnet.search.architecture import DEFAULT_W, SEARCH_TRAIN_DEFAULTS, ArchitectureSearch, check_w
@@ -104,11 +90,6 @@ def _config(args: argparse.Namespace, space):
         check_resolution(args.resolution, "--resolution")
     except ConfigError as exc:
         raise EffnetError(str(exc)) from None
-    for flag, value, integer in (("--trials", args.trials, True), ("--timeout", args.timeout, False),
-                                 ("--jobs", args.jobs, True), ("--heartbeat", args.heartbeat, False),
-                                 ("--grace", args.grace, False), ("--poll", args.poll, False)):
-        _positive(flag, value, integer=integer)
-    _positive("--holdout", args.holdout, zero_ok=False)
     if args.trials is None and args.timeout is None and not args.report_only:
         raise EffnetError("no budget: give --trials N (finished trials in all) and/or --timeout SECONDS")
     try:
@@ -118,17 +99,10 @@ def _config(args: argparse.Namespace, space):
     holdout = args.holdout
     if holdout is None and not is_fashion_mnist(args.dataset):
         holdout = max(1, len(train) // 10)  # a folder's val/ may be its test set: score on a holdout instead
-    settings = dict(SEARCH_TRAIN_DEFAULTS)
-    given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
-             "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,
-             "optimizer": args.optimizer, "augment": args.augment, "seed": args.seed}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    settings.update(_parse_set(args.set))
+    settings = budget_settings(args, SEARCH_TRAIN_DEFAULTS)
     for key in ("holdout", "test", "resolution"):
         if key in settings:
             raise EffnetError(f"--set {key}=...: not allowed here; the search sets it (use --{key} if offered)")
-    if "steps" in settings:
-        settings.pop("epochs", None)
     config = ArchitectureSearch(space=space, target_macs=float(args.target_macs), dataset=args.dataset,
                                 num_classes=len(train.classes), resolution=args.resolution, w=w, holdout=holdout,
                                 train=settings, threads=args.threads, loader_workers=args.loader_workers)
@@ -152,7 +126,6 @@ def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]
 
 def run_architecture(args: argparse.Namespace) -> int:
     from effnet.search.architecture import Budget, make_evaluator, open_architecture_study, run_worker
-    from effnet.search.coefficients import spawn_workers
     from effnet.search.space import load_space
     from effnet.train import TrainingDiverged
 
@@ -165,21 +138,18 @@ def run_architecture(args: argparse.Namespace) -> int:
     budget = Budget(args.trials, args.timeout)
     if not args.report_only:
         study = open_architecture_study(storage, study_name, config)  # refuses other settings before any work
-        if not os.environ.get("EFFNET_SEARCH_CHILD"):
-            limits = " and ".join(x for x in (f"{args.trials} trials" if args.trials else "",
-                                              f"{args.timeout:g} s of trial time" if args.timeout else "") if x)
-            print(f"study {study_name!r} in {storage}: {space.name} space ({space.size:.3g} points), "
+        limits = " and ".join(x for x in (f"{args.trials} trials" if args.trials else "",
+                                          f"{args.timeout:g} s of trial time" if args.timeout else "") if x)
+        header = (f"study {study_name!r} in {storage}: {space.name} space ({space.size:.3g} points), "
                   f"T={config.target_macs / 1e6:g} MMACs, w={config.w:g}, {config.resolution} px, budget {limits}, "
-                  f"per trial {json.dumps(config.train, sort_keys=True)}", flush=True)
-        if args.jobs > 1:
-            codes = spawn_workers(_child_argv(args, storage, study_name), args.jobs)
-            if any(codes):
-                print(f"{PROG}: worker exit codes {codes}", file=sys.stderr)
-                return 1
-        else:
-            run_worker(study, config, make_evaluator(config), budget, heartbeat_s=args.heartbeat,
-                       grace_s=args.grace, poll_s=args.poll, log=lambda m: print(m, flush=True),
-                       error_types=(TrainingDiverged,))
+                  f"per trial {json.dumps(config.train, sort_keys=True)}")
+
+        def work() -> None:
+            run_worker(study, config, make_evaluator(config), budget, heartbeat_s=args.heartbeat, grace_s=args.grace,
+                       poll_s=args.poll, log=lambda m: print(m, flush=True), error_types=(TrainingDiverged,))
+
+        if run_workers(args, PROG, header, _child_argv(args, storage, study_name), work):
+            return 1
     if args.no_report:
         return 0
     return _report(args, config, storage, study_name)
@@ -188,6 +158,7 @@ def run_architecture(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, config, storage: str, study_name: str) -> int:
     from effnet.search.architecture import open_architecture_study
     from effnet.search.architecture_report import (
+        TABLE_FORMATS,
         TABLE_HEADERS,
         architecture_rows,
         pareto_front,
@@ -215,11 +186,10 @@ def _report(args: argparse.Namespace, config, storage: str, study_name: str) -> 
                           "front": [r.to_dict() for r in front], "best": rows[0].to_dict() if rows else None,
                           "spec": output if rows else None, "plot": str(plot) if plot else None}, indent=2))
         return 0
-    print(format_table(TABLE_HEADERS, table_rows(front, config.target_macs),
+    print(format_table(TABLE_HEADERS, table_rows(front, config.target_macs), formats=TABLE_FORMATS,
                        title=f"Pareto front (top-1 vs MACs) of {len(rows)} trained candidates, {config.space.name} "
                              f"space on {config.dataset} at {config.resolution} px"))
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(trial_counts(study).items()))
-    print(f"\ntrials in the study: {counts or 'none'}")
+    print_trial_counts(study)
     if not rows:
         return 0
     best = rows[0]

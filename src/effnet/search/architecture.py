@@ -23,8 +23,6 @@ pruned before training, the lowest-numbered trials win), and `timeout` seconds o
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -35,16 +33,16 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.errors import EffnetError
+from effnet.report import format_duration
+from effnet.search.leases import LIVE, Move, claim, finished, recover_stale, requeue, run_leased, work
 from effnet.search.space import SearchSpace, describe_point
-from effnet.search.study import _Heartbeat, _is_stale, open_checked_study
+from effnet.search.study import open_checked_study
 
 DEFAULT_W = -0.07
 """MnasNet's soft-constraint exponent (α = β = −0.07), also the EfficientNet paper's."""
 
 SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augment": "none"}
 """Proxy-training budget per candidate when the command line gives none (short runs: no augmentation)."""
-
-LIVE = (TrialState.WAITING, TrialState.RUNNING)
 
 
 def reward(top1: float, macs: float, target_macs: float, w: float = DEFAULT_W) -> float:
@@ -151,35 +149,23 @@ class WorkerSummary:
     recovered: list[int] = field(default_factory=list)
 
 
-def _finished(t: optuna.trial.FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error")
-
-
 def survey(study: optuna.Study, grace_s: float) -> Standing:
     """Recover trials whose worker is gone (FAIL "stale", their point queued again), then count the study."""
     storage, now = study._storage, time.time()
     trials = storage.get_all_trials(study._study_id, deepcopy=False)
     out = Standing()
-    for t in trials:
-        if t.state == TrialState.RUNNING and _is_stale(t, grace_s, now):
-            try:
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
-                if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                    _requeue(study, t, "stale")
-                    out.recovered.append(t.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker recovered it, or it just finished
+    out.recovered = recover_stale(study, trials, grace_s, lambda t: requeue(study, t.params, "stale", t.number))
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:  # recovered or interrupted, but the worker that was to queue it again died first
         if (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in ("stale", "interrupted")
                 and t.number not in retried):
-            _requeue(study, t, "lost")
+            requeue(study, t.params, "lost", t.number)
             out.recovered.append(t.number)
     if out.recovered:
         trials = storage.get_all_trials(study._study_id, deepcopy=False)
     walls, pids = [], set()
     for t in trials:
-        if _finished(t):
+        if finished(t):
             out.done += 1
             wall = t.user_attrs.get("trial_wall_s")
             if wall is not None:
@@ -198,10 +184,6 @@ def survey(study: optuna.Study, grace_s: float) -> Standing:
     return out
 
 
-def _requeue(study: optuna.Study, t: optuna.trial.FrozenTrial, reason: str) -> None:
-    study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number, "retry_reason": reason})
-
-
 def _ahead_and_twin(study: optuna.Study, number: int, point: dict[str, Any]) -> tuple[int, int | None]:
     """How many trials count before trial `number` (finished, or live with a lower number), and the trial that
     already holds the same point (finished, or live with a lower number), if any."""
@@ -209,15 +191,11 @@ def _ahead_and_twin(study: optuna.Study, number: int, point: dict[str, Any]) -> 
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
         if t.number == number:
             continue
-        counts = _finished(t) or (t.state in LIVE and t.number < number)
+        counts = finished(t) or (t.state in LIVE and t.number < number)
         ahead += counts
         if counts and twin is None and t.params == point:
             twin = t.number
     return ahead, twin
-
-
-class _Lost(Exception):
-    pass
 
 
 def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget: Budget, *,
@@ -233,14 +211,11 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
     if budget.trials is None and budget.timeout is None:
         raise EffnetError("give a budget: --trials N and/or --timeout SECONDS")
     summary = WorkerSummary()
-    storage, me = study._storage, {"host": socket.gethostname(), "pid": os.getpid()}
     repeats = 0
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal repeats
-        for key, value in me.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("heartbeat", time.time())
+        claim(trial)
         point = config.space.sample(trial)
         code = describe_point(config.space, point)
         trial.set_user_attr("architecture", code)
@@ -255,29 +230,10 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
             repeats += reason == "duplicate"
             raise optuna.TrialPruned()
         repeats = 0
-        with _Heartbeat(storage, trial._trial_id, heartbeat_s) as beat:
-            start = time.perf_counter()
-            try:
-                value, attrs = evaluate(point, f"{config.space.name}_t{trial.number}")
-            except error_types as exc:
-                trial.set_user_attr("fail_reason", "error")
-                trial.set_user_attr("error", str(exc))
-                trial.set_user_attr("trial_wall_s", time.perf_counter() - start)
-                summary.errors.append(trial.number)
-                log(f"trial {trial.number}: {code} failed: {exc}")
-                raise
-            except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted")
-                _requeue(study, study._storage.get_trial(trial._trial_id), "interrupted")
-                raise
-            wall = time.perf_counter() - start
-        if beat.lost:
-            log(f"trial {trial.number}: declared stale by another worker while running; result discarded")
-            raise _Lost()
-        for key, v in attrs.items():
-            trial.set_user_attr(key, v)
+        value, attrs, wall = run_leased(study, trial, lambda: evaluate(point, f"{config.space.name}_t{trial.number}"),
+                                        what=code, heartbeat_s=heartbeat_s, error_types=error_types, log=log,
+                                        errors=summary.errors)
         trial.set_user_attr("reward", value)
-        trial.set_user_attr("trial_wall_s", wall)
         summary.trained.append(trial.number)
         standing = survey(study, grace_s)
         standing.done += 1  # this trial, still RUNNING until the objective returns
@@ -285,7 +241,7 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
         log(progress_line(standing, budget, trial.number, value, attrs, wall))
         return value
 
-    while True:
+    def next_move() -> Move:
         standing = survey(study, grace_s)
         summary.recovered += standing.recovered
         for number in standing.recovered:
@@ -293,19 +249,16 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
         out_of_trials = budget.trials is not None and standing.done >= budget.trials
         out_of_time = budget.timeout is not None and standing.spent_s >= budget.timeout
         if out_of_trials or (out_of_time and not standing.running):
-            return summary
+            return "stop"
         if repeats >= max_repeats:
             log(f"the sampler proposed {repeats} points in a row that were already evaluated; stopping "
                 "(the space is nearly exhausted: widen it, or lower --trials)")
-            return summary
+            return "stop"
         covered = budget.trials is not None and standing.done + standing.running >= budget.trials
-        if out_of_time or (covered and not standing.waiting):
-            time.sleep(poll_s)  # the rest is running elsewhere: wait for it, or for it to go stale
-            continue
-        try:
-            study.optimize(objective, n_trials=1, catch=error_types + (_Lost,))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # our trial was declared stale and finished by another worker meanwhile
+        return "wait" if out_of_time or (covered and not standing.waiting) else "claim"
+
+    work(study, objective, next_move, poll_s=poll_s, error_types=error_types)
+    return summary
 
 
 def progress_line(standing: Standing, budget: Budget, number: int, value: float, attrs: dict[str, Any],
@@ -318,18 +271,9 @@ def progress_line(standing: Standing, budget: Budget, number: int, value: float,
         eta.append(max(0, budget.trials - standing.done) * standing.mean_s / workers)
     if budget.timeout is not None:
         eta.append(max(0.0, budget.timeout - standing.spent_s) / workers)
-    left = f"ETA {_duration(min(eta))}" if eta else "ETA ?"
+    left = f"ETA {format_duration(min(eta))}" if eta else "ETA ?"
     return (f"[{standing.done}/{total}] trial {number}: reward {value:.4f}, top-1 {attrs['top1']:.2f}%, "
             f"{attrs['macs'] / 1e6:.2f} MMACs ({wall:.0f} s), {left}")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 __all__ = ["ArchitectureSearch", "Budget", "DEFAULT_W", "SEARCH_TRAIN_DEFAULTS", "Standing", "WorkerSummary",

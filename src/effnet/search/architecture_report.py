@@ -9,6 +9,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from effnet.search.leases import trial_counts
+
 
 @dataclass(frozen=True)
 class ArchitectureRow:
@@ -55,23 +57,15 @@ def pareto_front(rows: list[ArchitectureRow]) -> list[ArchitectureRow]:
     return front
 
 
-def trial_counts(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        key = t.state.name.lower()
-        if t.state in (TrialState.FAIL, TrialState.PRUNED):
-            key += f" ({t.user_attrs.get('fail_reason', 'error')})"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 TABLE_HEADERS = ["trial", "MMACs", "x T", "top-1 %", "reward", "params (M)", "wall s", "architecture (per stage)"]
+TABLE_FORMATS = {"trial": "d", "MMACs": ".2f", "x T": ".2f", "top-1 %": ".2f", "reward": ".4f", "params (M)": ".3f",
+                 "wall s": ".0f"}
 
 
 def table_rows(rows: list[ArchitectureRow], target_macs: float) -> list[tuple]:
-    """Cells as fixed-width text, so numbers line up (`format_table` left-aligns text)."""
-    return [(f"{r.trial:5d}", f"{r.macs / 1e6:8.2f}", f"{r.macs / target_macs:5.2f}", f"{r.top1:7.2f}",
-             f"{r.reward:6.4f}", f"{r.params / 1e6:10.3f}", f"{r.wall_s:6.0f}", r.architecture) for r in rows]
+    """One row of values per trial, in the order of `TABLE_HEADERS` (printed with `TABLE_FORMATS`)."""
+    return [(r.trial, r.macs / 1e6, r.macs / target_macs, r.top1, r.reward, r.params / 1e6, r.wall_s, r.architecture)
+            for r in rows]
 
 
 def plot_architectures(rows: list[ArchitectureRow], path: str | Path, *, title: str, target_macs: float) -> Path:
@@ -105,5 +99,5 @@ def plot_architectures(rows: list[ArchitectureRow], path: str | Path, *, title: 
     return path
 
 
-__all__ = ["ArchitectureRow", "TABLE_HEADERS", "architecture_rows", "pareto_front", "plot_architectures",
-           "table_rows", "trial_counts"]
+__all__ = ["ArchitectureRow", "TABLE_FORMATS", "TABLE_HEADERS", "architecture_rows", "pareto_front",
+           "plot_architectures", "table_rows", "trial_counts"]

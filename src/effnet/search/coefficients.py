@@ -7,17 +7,14 @@ in the study, and a worker joining with different ones is refused, so every tria
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from effnet.errors import EffnetError
 from effnet.profile import profile
 from effnet.scaling import CONSTRAINT_TOLERANCE, compound, scale
 from effnet.search.grid import DEFAULT_STEP, Coefficients, coefficient_grid
+from effnet.search.leases import spawn_workers
 from effnet.search.study import SearchError, open_study, run_worker
 from effnet.spec import NetSpec
 
@@ -124,20 +121,6 @@ def run_worker_process(config: SearchConfig, storage: str | None, study_name: st
     summary = run_worker(study, grid, make_evaluator(config), heartbeat_s=heartbeat_s, grace_s=grace_s,
                          poll_s=poll_s, log=log, error_types=(TrainingDiverged,))
     return study, summary
-
-
-def spawn_workers(argv: Sequence[str], jobs: int) -> list[int]:
-    """Run `effnet <argv>` (one worker each) in `jobs` child processes and wait; returns their exit codes."""
-    if jobs < 1:
-        raise EffnetError(f"--jobs: got {jobs}, expected at least 1")
-    env = dict(os.environ, EFFNET_SEARCH_CHILD="1")  # children leave the header and the report to the parent
-    children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
-    try:
-        return [child.wait() for child in children]
-    except KeyboardInterrupt:
-        for child in children:
-            child.send_signal(2)
-        return [child.wait() for child in children]
 
 
 __all__ = ["SCORE", "SEARCH_TRAIN_DEFAULTS", "SearchConfig", "make_evaluator", "open_coefficient_study",

@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.search.grid import TARGET_PRODUCT, Coefficients
+from effnet.search.leases import trial_counts
 from effnet.search.study import PARAM
 
 
@@ -42,31 +43,18 @@ def search_rows(study: optuna.Study) -> list[SearchRow]:
     return sorted(rows, key=lambda r: (-r.top1, r.macs, r.trial))
 
 
-def trial_counts(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        key = t.state.name.lower()
-        if t.state == TrialState.FAIL:
-            key += f" ({t.user_attrs.get('fail_reason', 'error')})"
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def table_rows(rows: list[SearchRow], base_macs: int | None = None) -> list[tuple]:
-    """Cells as fixed-width text, so columns of numbers line up (`format_table` left-aligns text)."""
-    out = []
-    for r in rows:
-        c = r.coefficients
-        out.append((f"{c.alpha:5.2f}", f"{c.beta:4.2f}", f"{c.gamma:5.2f}", f"{c.product:9.3f}", f"{r.resolution:3d}",
-                    f"{r.params / 1e6:10.3f}", f"{r.macs / 1e6:6.2f}",
-                    f"{r.macs / base_macs:6.2f}" if base_macs else "     -", f"{r.top1:7.2f}",
-                    f"{r.ema_top1:11.2f}" if r.ema_top1 is not None else "          -", f"{r.wall_s:6.0f}",
-                    f"{r.trial:5d}"))
-    return out
+    """One row of values per trial, in the order of `TABLE_HEADERS` (printed with `TABLE_FORMATS`)."""
+    return [(r.coefficients.alpha, r.coefficients.beta, r.coefficients.gamma, r.coefficients.product, r.resolution,
+             r.params / 1e6, r.macs / 1e6, r.macs / base_macs if base_macs else None, r.top1, r.ema_top1, r.wall_s,
+             r.trial) for r in rows]
 
 
 TABLE_HEADERS = ["alpha", "beta", "gamma", "a*b^2*g^2", "res", "params (M)", "MMACs", "x base", "top-1 %",
                  "EMA top-1 %", "wall s", "trial"]
+TABLE_FORMATS = {"alpha": ".2f", "beta": ".2f", "gamma": ".2f", "a*b^2*g^2": ".3f", "res": "d", "params (M)": ".3f",
+                 "MMACs": ".2f", "x base": ".2f", "top-1 %": ".2f", "EMA top-1 %": ".2f", "wall s": ".0f",
+                 "trial": "d"}
 
 
 def scale_command(base_ref: str, best: Coefficients, phi: float = 1.0) -> str:
@@ -123,5 +111,5 @@ def plot_search(rows: list[SearchRow], path: str | Path, *, title: str, base_mac
     return path
 
 
-__all__ = ["SearchRow", "TABLE_HEADERS", "plot_search", "scale_command", "search_rows", "table_rows",
-           "trial_counts"]
+__all__ = ["SearchRow", "TABLE_FORMATS", "TABLE_HEADERS", "plot_search", "scale_command", "search_rows",
+           "table_rows", "trial_counts"]

@@ -9,12 +9,13 @@ How each grid point is trained exactly once, even when a worker is killed:
   process wins) or creates a new one.  Inside the objective, before any training, the worker checks the point's
   other trials: if one already completed (or failed with an error of its own), or a live one has a lower number,
   this trial is a duplicate from a race and is PRUNED at once.  The lowest-numbered live trial always wins.
-- **Leases.** The claiming worker writes host, pid and a heartbeat timestamp into the trial's user attributes and
-  refreshes the heartbeat from a thread.  A RUNNING trial is *stale* when its worker's process is gone (same host)
-  or its heartbeat is older than the grace period (any host).  Any worker that sees a stale trial marks it FAIL
-  (`fail_reason` "stale"; the storage lets exactly one process do so) and adds a WAITING copy for the same grid
-  point (like Optuna's `RetryFailedTrialCallback`), which the next free worker picks up.  Optuna's own heartbeat
-  is not used because `JournalStorage` has none; this works the same on SQLite/PostgreSQL and on journal files.
+- **Leases** (`effnet.search.leases`). The claiming worker writes host, pid and a heartbeat timestamp into the
+  trial's user attributes and refreshes the heartbeat from a thread.  A RUNNING trial is *stale* when its worker's
+  process is gone (same host) or its heartbeat is older than the grace period (any host).  Any worker that sees a
+  stale trial marks it FAIL (`fail_reason` "stale"; the storage lets exactly one process do so) and adds a WAITING
+  copy for the same grid point (like Optuna's `RetryFailedTrialCallback`), which the next free worker picks up.
+  Optuna's own heartbeat is not used because `JournalStorage` has none; this works the same on SQLite/PostgreSQL
+  and on journal files.
 - **Reconcile.** A point whose trials all failed for stale/interrupted reasons and has no live copy (the recovering
   worker died between the two steps) gets a new copy; a race here makes a duplicate, which the claim check prunes.
 - **Done.** When every point has a COMPLETE trial (or an error FAIL: a diverged model is a result, not retried),
@@ -28,8 +29,6 @@ import functools
 import json
 import os
 import random
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,10 +38,10 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.errors import EffnetError
+from effnet.search.leases import LIVE, Move, claim, finished, recover_stale, requeue, run_leased, work
 
 PARAM = "point"
 CONFIG_ATTR = "effnet_search"
-LIVE = (TrialState.WAITING, TrialState.RUNNING)
 
 
 class SearchError(EffnetError):
@@ -127,17 +126,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# -- leases ------------------------------------------------------------------------------------------------------
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
+# -- the grid's workers (leases: effnet.search.leases) ---------------------------------------------------------
 
 def _point(trial: optuna.trial.FrozenTrial, labels: Sequence[str]) -> str | None:
     if PARAM in trial.params:
@@ -180,37 +169,18 @@ class GridStatus:
         return self.waiting > 0 or self.unstarted > 0
 
 
-def _is_stale(t: optuna.trial.FrozenTrial, grace_s: float, now: float) -> bool:
-    attrs = t.user_attrs
-    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
-        if not _pid_alive(attrs["pid"]):
-            return True
-    beat = attrs.get("heartbeat")
-    if beat is None and t.datetime_start is not None:
-        beat = t.datetime_start.timestamp()
-    return beat is not None and now - beat > grace_s
-
-
-def _requeue(study: optuna.Study, point: str, reason: str, number: int | None) -> None:
-    study.enqueue_trial({PARAM: point}, user_attrs={"retry_of": number, "retry_reason": reason})
-
-
 def survey(study: optuna.Study, labels: Sequence[str], grace_s: float) -> GridStatus:
     """Recover stale trials and lost points, then count the grid points by state."""
-    storage, now = study._storage, time.time()
+    storage = study._storage
     trials = storage.get_all_trials(study._study_id, deepcopy=False)
     status = GridStatus(total=len(labels))
-    for t in trials:
-        if t.state == TrialState.RUNNING and _is_stale(t, grace_s, now):
-            try:
-                storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
-                if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                    point = _point(t, labels)
-                    if point is not None:
-                        _requeue(study, point, "stale", t.number)
-                    status.recovered.append(t.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker recovered it, or it just finished
+
+    def requeue_point(t: optuna.trial.FrozenTrial) -> None:
+        point = _point(t, labels)
+        if point is not None:
+            requeue(study, {PARAM: point}, "stale", t.number)
+
+    status.recovered = recover_stale(study, trials, grace_s, requeue_point)
     if status.recovered:
         trials = storage.get_all_trials(study._study_id, deepcopy=False)
     by_point: dict[str, list[optuna.trial.FrozenTrial]] = {}
@@ -223,7 +193,7 @@ def survey(study: optuna.Study, labels: Sequence[str], grace_s: float) -> GridSt
         states = {t.state for t in ts}
         if TrialState.COMPLETE in states:
             status.complete += 1
-        elif any(t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error" for t in ts):
+        elif any(finished(t) for t in ts):
             status.errors += 1
         elif TrialState.RUNNING in states:
             status.running += 1
@@ -232,41 +202,9 @@ def survey(study: optuna.Study, labels: Sequence[str], grace_s: float) -> GridSt
         elif not ts:
             status.unstarted += 1
         else:  # only stale/interrupted/duplicate failures and no live copy: the recovering worker died mid-way
-            _requeue(study, label, "lost", max(t.number for t in ts))
+            requeue(study, {PARAM: label}, "lost", max(t.number for t in ts))
             status.waiting += 1
     return status
-
-
-class _Heartbeat:
-    """Refreshes the trial's `heartbeat` user attribute every `interval` seconds until stopped."""
-
-    def __init__(self, storage, trial_id: int, interval: float) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
-            except optuna.exceptions.UpdateFinishedTrialError:
-                self.lost = True  # another worker declared this trial stale; its result will be discarded
-                return
-            except Exception:  # a transient storage error: try again at the next beat
-                continue
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
-
-
-class _Duplicate(Exception):
-    pass
 
 
 @dataclass
@@ -300,12 +238,9 @@ def run_worker(
     labels = [c.label for c in grid]
     by_label = {c.label: c for c in grid}
     summary = WorkerSummary()
-    storage, me = study._storage, {"host": socket.gethostname(), "pid": os.getpid()}
 
     def objective(trial: optuna.Trial) -> float:
-        for key, value in me.items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("heartbeat", time.time())
+        claim(trial)
         label = trial.suggest_categorical(PARAM, labels)
         c = by_label[label]
         for key, value in c.trial_attributes().items():
@@ -317,47 +252,23 @@ def run_worker(
             summary.duplicates.append(trial.number)
             log(f"trial {trial.number}: {label} is already taken by trial {taken_by}; pruned")
             raise optuna.TrialPruned()
-        with _Heartbeat(storage, trial._trial_id, heartbeat_s) as beat:
-            log(f"trial {trial.number}: {c.describe()} ...")
-            start = time.perf_counter()
-            try:
-                value, attrs = evaluate(c)
-            except error_types as exc:
-                trial.set_user_attr("fail_reason", "error")
-                trial.set_user_attr("error", str(exc))
-                summary.errors.append(trial.number)
-                log(f"trial {trial.number}: {label} failed: {exc}")
-                raise
-            except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted")
-                _requeue(study, label, "interrupted", trial.number)
-                raise
-            wall = time.perf_counter() - start
-        if beat.lost:
-            log(f"trial {trial.number}: declared stale by another worker while running; result discarded")
-            raise _Duplicate()
-        for key, v in attrs.items():
-            trial.set_user_attr(key, v)
-        trial.set_user_attr("trial_wall_s", wall)
+        log(f"trial {trial.number}: {c.describe()} ...")
+        value, _, wall = run_leased(study, trial, lambda: evaluate(c), what=label, heartbeat_s=heartbeat_s,
+                                    error_types=error_types, log=log, errors=summary.errors)
         summary.trained.append(trial.number)
         log(f"trial {trial.number}: {label} -> {value:.2f} ({wall:.0f}s)")
         return value
 
-    while True:
+    def next_move() -> Move:
         status = survey(study, labels, grace_s)
         summary.recovered += status.recovered
         for number in status.recovered:
             log(f"trial {number}: its worker is gone; queued its grid point again")
-        if status.done:
-            summary.status = status
-            return summary
-        if not status.claimable:
-            time.sleep(poll_s)  # the rest is running elsewhere; wait for it (or for it to go stale)
-            continue
-        try:
-            study.optimize(objective, n_trials=1, catch=error_types + (_Duplicate,))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # our trial was declared stale and finished by another worker meanwhile
+        summary.status = status
+        return "stop" if status.done else "claim" if status.claimable else "wait"
+
+    work(study, objective, next_move, poll_s=poll_s, error_types=error_types)
+    return summary
 
 
 def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str]) -> int | None:
@@ -366,9 +277,7 @@ def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
         if t.number == number or _point(t, labels) != label:
             continue
-        done = t.state == TrialState.COMPLETE or (
-            t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error")
-        if done or (t.state in LIVE and t.number < number):
+        if finished(t) or (t.state in LIVE and t.number < number):
             return t.number
     return None
 

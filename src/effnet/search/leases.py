@@ -1,0 +1,198 @@
+"""How worker processes share one Optuna study without losing or repeating work: the leases of `effnet.search.study`
+(the α/β/γ grid and the experiments' runs) and of `effnet.search.architecture` (sampled architectures).
+
+- **Lease.** A worker that claims a trial writes its host, pid and a heartbeat timestamp into the trial's user
+  attributes (`claim`) and refreshes the heartbeat from a thread while the trial runs (`run_leased`).
+- **Stale.** A RUNNING trial is stale when its worker's process is gone (same host) or its heartbeat is older than
+  the grace period (any host).  `recover_stale` marks it FAIL (`fail_reason` "stale"; the storage lets exactly one
+  process do so) and queues its point again, for the next free worker.
+- **Results.** An error of the caller's `error_types` (a diverged model) is the point's result: FAIL with
+  `fail_reason` "error", not retried.  A KeyboardInterrupt fails the trial as "interrupted" and queues its point
+  again.  A worker whose trial was declared stale meanwhile discards its result.
+- **Loop.** `work` claims one trial at a time while the caller's survey of the study says there is work, and waits
+  while the rest runs elsewhere (so a killed worker's point is never left behind).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+
+from effnet.errors import EffnetError
+
+LIVE = (TrialState.WAITING, TrialState.RUNNING)
+
+
+def finished(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial whose point needs no more work: complete, or failed with an error of its own (not retried)."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") == "error")
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state; failed and pruned ones by their reason too (`fail (stale)`, `pruned (duplicate)`)."""
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        if t.state in (TrialState.FAIL, TrialState.PRUNED):
+            key += f" ({t.user_attrs.get('fail_reason', 'error')})"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def requeue(study: optuna.Study, params: Mapping[str, Any], reason: str, number: int | None) -> None:
+    """Queue the point `params` again, noting which trial it replaces and why."""
+    study.enqueue_trial(dict(params), user_attrs={"retry_of": number, "retry_reason": reason})
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(t: optuna.trial.FrozenTrial, grace_s: float, now: float) -> bool:
+    attrs = t.user_attrs
+    if attrs.get("host") == socket.gethostname() and isinstance(attrs.get("pid"), int):
+        if not _pid_alive(attrs["pid"]):
+            return True
+    beat = attrs.get("heartbeat")
+    if beat is None and t.datetime_start is not None:
+        beat = t.datetime_start.timestamp()
+    return beat is not None and now - beat > grace_s
+
+
+def recover_stale(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial], grace_s: float,
+                  requeue_point: Callable[[optuna.trial.FrozenTrial], None]) -> list[int]:
+    """Mark every stale RUNNING trial of `trials` FAIL ("stale") and `requeue_point` it; the numbers recovered."""
+    storage, now, recovered = study._storage, time.time(), []
+    for t in trials:
+        if t.state == TrialState.RUNNING and is_stale(t, grace_s, now):
+            try:
+                storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
+                if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                    requeue_point(t)
+                    recovered.append(t.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker recovered it, or it just finished
+    return recovered
+
+
+class _Heartbeat:
+    """Refreshes the trial's `heartbeat` user attribute every `interval` seconds until stopped."""
+
+    def __init__(self, storage, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.set_trial_user_attr(self.trial_id, "heartbeat", time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.lost = True  # another worker declared this trial stale; its result will be discarded
+                return
+            except Exception:  # a transient storage error: try again at the next beat
+                continue
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+
+
+class _Lost(Exception):
+    """The trial was declared stale by another worker while it ran: its result is discarded."""
+
+
+def claim(trial: optuna.Trial) -> None:
+    """The lease's first beat: this host, this process, now (before the trial's point is even chosen)."""
+    for key, value in {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}.items():
+        trial.set_user_attr(key, value)
+
+
+def run_leased(study: optuna.Study, trial: optuna.Trial, evaluate: Callable[[], tuple[float, dict[str, Any]]], *,
+               what: str, heartbeat_s: float, error_types: tuple[type[BaseException], ...],
+               log: Callable[[str], None], errors: list[int]) -> tuple[float, dict[str, Any], float]:
+    """Run `evaluate()` under heartbeats and record its attributes and wall time on `trial`; returns
+    (objective, attributes, wall seconds).  An error of `error_types` is recorded (and its trial number appended to
+    `errors`) and re-raised; `what` names the point in the log."""
+    with _Heartbeat(study._storage, trial._trial_id, heartbeat_s) as beat:
+        start = time.perf_counter()
+        try:
+            value, attrs = evaluate()
+        except error_types as exc:
+            trial.set_user_attr("fail_reason", "error")
+            trial.set_user_attr("error", str(exc))
+            trial.set_user_attr("trial_wall_s", time.perf_counter() - start)
+            errors.append(trial.number)
+            log(f"trial {trial.number}: {what} failed: {exc}")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            requeue(study, trial.params, "interrupted", trial.number)
+            raise
+        wall = time.perf_counter() - start
+    if beat.lost:
+        log(f"trial {trial.number}: declared stale by another worker while running; result discarded")
+        raise _Lost()
+    for key, v in attrs.items():
+        trial.set_user_attr(key, v)
+    trial.set_user_attr("trial_wall_s", wall)
+    return value, attrs, wall
+
+
+Move = Literal["claim", "wait", "stop"]
+
+
+def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], next_move: Callable[[], Move], *,
+         poll_s: float, error_types: tuple[type[BaseException], ...]) -> None:
+    """Claim and run one trial at a time (`study.optimize(n_trials=1)`: Optuna pops a WAITING trial atomically, or
+    creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop"."""
+    while True:
+        move = next_move()
+        if move == "stop":
+            return
+        if move == "wait":
+            time.sleep(poll_s)  # the rest is running elsewhere: wait for it, or for it to go stale
+            continue
+        try:
+            study.optimize(objective, n_trials=1, catch=error_types + (_Lost,))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # our trial was declared stale and finished by another worker meanwhile
+
+
+def spawn_workers(argv: Sequence[str], jobs: int, child_flag: str = "EFFNET_SEARCH_CHILD") -> list[int]:
+    """Run `effnet <argv>` (one worker each) in `jobs` child processes and wait; returns their exit codes.  The
+    children see `child_flag`=1 in their environment (they leave the header and the report to the parent)."""
+    if jobs < 1:
+        raise EffnetError(f"--jobs: got {jobs}, expected at least 1")
+    env = dict(os.environ, **{child_flag: "1"})
+    children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
+    try:
+        return [child.wait() for child in children]
+    except KeyboardInterrupt:
+        for child in children:
+            child.send_signal(2)
+        return [child.wait() for child in children]
+
+
+__all__ = ["LIVE", "claim", "finished", "is_stale", "recover_stale", "requeue", "run_leased", "spawn_workers",
+           "trial_counts", "work"]
