@@ -5,12 +5,16 @@ file or the new one, never a truncated one; stray temporaries from a killed writ
 Layout: `RUN_DIR/checkpoints/step-0000123.pt` (the last k kept) and `RUN_DIR/checkpoints/best.pt`; a step
 checkpoint found damaged on resume is renamed `step-0000123.pt.damaged` (no longer a step checkpoint, so pruning
 never keeps it in place of a good one).
+
+A step checkpoint holds everything a run continues from (`training_state`, `restore_training_state`): the model,
+EMA and optimizer states, where the run stands (`PROGRESS_KEYS`) and the RNG states.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import random
 import re
 import tempfile
 import warnings
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from effnet.errors import EffnetError
@@ -173,3 +178,65 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an effnet training checkpoint (no 'model'/'spec' entries)")
     state["path"] = str(path)
     return state
+
+
+# -- the training state a step checkpoint holds ----------------------------------------------------------------
+
+FORMAT = "effnet-train/1"
+PROGRESS_KEYS = ("step", "epoch_sums", "best", "best_step", "skipped_total", "history")
+"""Where a run stands, besides its weights: the step, the epoch's running sums, the best validation score and its
+step, the unreadable images skipped so far, and the per-epoch history."""
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states of torch, Python and NumPy, as tensors and lists (the safe loader reads them back).
+    Every batch is a function of (seed, step), so a resume needs them only for anything outside the step."""
+    version, python, gauss = random.getstate()
+    kind, keys, *rest = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": list(python), "python_version": version,
+            "python_gauss": gauss, "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *rest]}
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
+    n = rng["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
+
+
+def training_state(model, ema, optimizer, *, about: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+    """A step checkpoint: `about` the run (spec, classes, preprocess, config), its `progress` (`PROGRESS_KEYS`), the
+    model's, EMA's and optimizer's states and the RNG states."""
+    return {"format": FORMAT, **about, "step": progress["step"], "model": model.state_dict(),
+            "ema": ema.state_dict() if ema else None, "optimizer": optimizer.state_dict(),
+            **{k: progress[k] for k in PROGRESS_KEYS if k != "step"}, "rng": rng_state()}
+
+
+def restore_training_state(state: dict[str, Any], model, ema, optimizer) -> dict[str, Any]:
+    """Load a step checkpoint's states into `model`, `ema` and `optimizer`, restore the RNG states, and return its
+    progress (`PROGRESS_KEYS`)."""
+    model.load_state_dict(state["model"])
+    if ema and state.get("ema"):
+        ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    restore_rng(state["rng"])
+    return {"step": int(state["step"]), "epoch_sums": state["epoch_sums"].clone(), "best": float(state["best"]),
+            "best_step": state.get("best_step"), "skipped_total": int(state["skipped_total"]),
+            "history": list(state["history"])}
+
+
+def best_weights(run_dir: str | Path | None, best_step: int | None, ema: bool) -> dict[str, torch.Tensor] | None:
+    """The chosen module's weights (EMA's if `ema`) from the run folder's best.pt, after a resume.  A best.pt of
+    another step than the resumed run's best (written after the checkpoint resumed from) is not used: the continued
+    run, bit-identical, reaches that step again and chooses it again."""
+    path = checkpoint_dir(run_dir) / "best.pt" if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        warnings.warn(f"{exc}; the test split is evaluated only if a later epoch scores better", stacklevel=3)
+        return None
+    if state.get("step") != best_step:
+        return None
+    return state["ema"]["model"] if ema and state.get("ema") else state["model"]

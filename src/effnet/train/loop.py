@@ -8,16 +8,12 @@ continue exactly where it stopped; RNG states are saved as well, for anything ou
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -27,19 +23,21 @@ from effnet.data import ResumableSampler, TransformedSource, collate, train_tran
 from effnet.data.loader import mix_seed
 from effnet.data.sources import DataError
 from effnet.errors import EffnetError
-from effnet.network import ConvNet
-from effnet.optimize import fuse_bn_silu_for_training
-from effnet.registry import create_model, get_config, get_spec
-from effnet.spec import NetSpec, with_options
+from effnet.registry import get_config, get_spec
+from effnet.spec import NetSpec
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train import run_folder as folder
-from effnet.train.config import RESUME_KEYS, ConfigError, TrainConfig, check_config, recipe_lines
+from effnet.train.config import TrainConfig, check_config
 from effnet.train.ema import ModelEma
-from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader, evaluate
+from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader
+from effnet.train.model import build_model, train_mode
 from effnet.train.optim import make_optimizer, param_groups
 from effnet.train.plan import make_plan, open_data
+from effnet.train.resume import check_recorded_settings, find_resume
+from effnet.train.run_log import RunLog, summary_writer
 from effnet.train.schedule import make_schedule
+from effnet.train.validation import epoch_row, test_with, validate
 
 
 class TrainingDiverged(EffnetError, RuntimeError):
@@ -96,11 +94,10 @@ class Trainer:
         if c.threads:
             torch.set_num_threads(c.threads)  # on a shared CPU, fewer threads than cores is often faster
         self.run_dir = Path(c.out_dir) if c.out_dir else None
-        self.events = None
-        self.record: dict[str, Any] | None = None  # the run record (run.json), kept current by rank 0
+        self.run_log: RunLog | None = None
         self._locked = False
         if c.tensorboard and distributed.env_rank() == 0:
-            _summary_writer()  # a missing extra is said before any work starts
+            summary_writer()  # a missing extra is said before any work starts
         spec = get_spec(c.model)
         self.train_src, self.val_src, self.test_src = open_data(c)
         try:
@@ -111,11 +108,12 @@ class Trainer:
 
     def _setup(self, spec: NetSpec) -> None:
         c = self.c
-        self._check_recorded_settings()  # before the lock: a refused resume writes nothing
+        check_recorded_settings(c, self.run_dir)  # before the lock: a refused resume writes nothing
         self._claim_folder()
-        resume_state = self._find_resume()
+        resume_state = find_resume(c, self.run_dir, main=distributed.env_rank() == 0)
         self.dist = distributed.setup(c.device)
         self.main = self.dist.is_main
+        self.run_log = RunLog(c, self.run_dir, self.main)
         self.plan = p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size, self.test_src)
         self.spec_name = spec.name
         self.schedule = replace(
@@ -124,7 +122,7 @@ class Trainer:
             warmup_steps=p.warmup_steps,
         )
         self.device = self.dist.device
-        self.model = self._build_model(spec, resume_state)
+        self.model = build_model(c, p, spec, resume_state, self.dist.device)
         self.ema = ModelEma(self.model, c.ema_decay, c.ema_warmup) if c.ema_decay > 0 else None
         groups = param_groups(self.model, c.weight_decay, backbone_lr_scale=c.backbone_lr_scale)
         self.optimizer = make_optimizer(c.optimizer, groups, lr=p.base_lr, decay=c.rmsprop_decay,
@@ -141,7 +139,7 @@ class Trainer:
                                             else None) if self.dist.distributed else self.model)
         self.train_loader, self.sampler = self._train_loader()
         self.val_loader = self._eval_loader(self.val_src)
-        self.events = self._open_events()
+        self.run_log.open_events(self.step)
 
     # -- set-up ----------------------------------------------------------------------------------------------
 
@@ -159,79 +157,6 @@ class Trainer:
             folder.overwrite(d)
         elif not c.resume:
             folder.refuse_if_occupied(d)  # again under the lock: another run may have started meanwhile
-
-    def _check_recorded_settings(self) -> None:
-        """Resuming a run folder: the settings must be those it records (run.json, or an older run's config.json)."""
-        if self.c.resume is not True or self.run_dir is None:
-            return
-        recorded = folder.run_settings(self.run_dir, RESUME_KEYS)
-        changes = folder.setting_changes(recorded or {}, folder.settings_of(self.c.to_dict(), RESUME_KEYS))
-        if changes:
-            raise ConfigError(f"{self.run_dir}: cannot resume with different settings ({', '.join(changes)}); "
-                              "rerun the original command with --resume, or use another --out")
-
-    def _find_resume(self) -> dict[str, Any] | None:
-        """The state to continue from: a named checkpoint, or the run folder's newest good step checkpoint
-        (damaged ones renamed aside); None to start from the beginning (no checkpoint yet)."""
-        c = self.c
-        if not c.resume:
-            return None
-        now = folder.settings_of(c.to_dict(), RESUME_KEYS)
-        if isinstance(c.resume, str):
-            state = ckpt.load_checkpoint(c.resume)
-        else:
-            if self.run_dir is None:
-                raise ConfigError("resume: got True without out_dir; expected the run folder to resume (--out)")
-            main = distributed.env_rank() == 0
-            if main:
-                ckpt.remove_stale_temporaries(ckpt.checkpoint_dir(self.run_dir))
-            state = folder.choose_checkpoint(self.run_dir, RESUME_KEYS, rename=main)
-            if state is None:
-                return None  # nothing saved yet: start from the beginning
-        changes = folder.setting_changes(folder.settings_of(state.get("config", {}), RESUME_KEYS), now)
-        if changes:
-            raise ConfigError(f"{state['path']}: cannot resume with different settings ({', '.join(changes)}); "
-                              "rerun the original command with --resume")
-        return state
-
-    def _open_events(self):
-        """TensorBoard's writer into the run folder (`tensorboard=True`); events after a resumed step are purged,
-        as the jsonl files are truncated."""
-        if not (self.c.tensorboard and self.main and self.run_dir is not None):
-            return None
-        return _summary_writer()(log_dir=str(self.run_dir), purge_step=self.step + 1)
-
-    def _build_model(self, spec: NetSpec, resume_state: dict[str, Any] | None) -> nn.Module:
-        c, p = self.c, self.plan
-        torch.manual_seed(c.seed)  # the same initial weights in every process and on every rerun
-        if resume_state is not None:
-            model = ConvNet(NetSpec.from_dict(resume_state["spec"]))
-        else:
-            options = dict(num_classes=p.num_classes, drop_rate=p.dropout, drop_path_rate=p.drop_path,
-                           resolution=p.resolution, bn_momentum=p.bn_momentum)
-            if c.pretrained:
-                try:
-                    model = create_model(c.model, pretrained=c.pretrained, **options)
-                except ImportError as exc:
-                    raise ConfigError(f"pretrained: weights for {spec.name!r} need effnet.weights ({exc})") from None
-                model.spec = with_options(model.spec, **{k: v for k, v in options.items() if k != "drop_rate"},
-                                          dropout=p.dropout)
-                # A fresh head starting at zero gives uniform predictions (loss ln C) instead of large random
-                # logits whose gradients would first scramble the pretrained backbone (as in BiT's fine-tuning).
-                if isinstance(model.classifier, nn.Linear):
-                    nn.init.zeros_(model.classifier.weight)
-                    nn.init.zeros_(model.classifier.bias)
-            else:
-                model = create_model(c.model, **options)
-        if c.freeze_backbone:
-            for name, param in model.named_parameters():
-                param.requires_grad_(name.startswith("classifier."))
-        if c.fused_bn_silu:
-            fuse_bn_silu_for_training(model)
-        model.to(self.device)
-        if c.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model
 
     def _model_config(self):
         p = self.plan
@@ -257,47 +182,21 @@ class Trainer:
     # -- checkpoint state --------------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
-        np_state = np.random.get_state()
         cfg = self._model_config()
-        return {
-            "format": "effnet-train/1",
-            "spec": self.model.spec.to_dict(),
-            "classes": list(self.train_src.classes),
-            "preprocess": {"resolution": cfg.resolution, "crop_fraction": cfg.crop_fraction,
-                           "interpolation": cfg.interpolation, "mean": tuple(cfg.mean), "std": tuple(cfg.std)},
-            "config": self.c.to_dict(),
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "optimizer": self.optimizer.state_dict(),
-            "epoch_sums": self.epoch_sums.clone(),
-            "best": self.best,
-            "best_step": self.best_step,
-            "skipped_total": self.skipped_total,
-            "history": list(self.history),
-            "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                    "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
-                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]},
-        }
+        about = {"spec": self.model.spec.to_dict(), "classes": list(self.train_src.classes),
+                 "preprocess": {"resolution": cfg.resolution, "crop_fraction": cfg.crop_fraction,
+                                "interpolation": cfg.interpolation, "mean": tuple(cfg.mean), "std": tuple(cfg.std)},
+                 "config": self.c.to_dict()}
+        progress = {"step": self.step, "epoch_sums": self.epoch_sums.clone(), "best": self.best,
+                    "best_step": self.best_step, "skipped_total": self.skipped_total, "history": list(self.history)}
+        return ckpt.training_state(self.model, self.ema, self.optimizer, about=about, progress=progress)
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        if self.ema and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.epoch_sums = state["epoch_sums"].clone()
-        self.best = float(state["best"])
-        self.best_step = state.get("best_step")
-        self.best_weights = self._saved_best_weights()
-        self.skipped_total = int(state["skipped_total"])
-        self.history = list(state["history"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
-        n = rng["numpy"]
-        np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-        self._log(f"resumed from {state['path']} at step {self.step}")
+        p = ckpt.restore_training_state(state, self.model, self.ema, self.optimizer)
+        self.step, self.epoch_sums, self.best = p["step"], p["epoch_sums"], p["best"]
+        self.best_step, self.skipped_total, self.history = p["best_step"], p["skipped_total"], p["history"]
+        self.best_weights = ckpt.best_weights(self.run_dir, self.best_step, ema=self.ema is not None)
+        self.run_log.say(f"resumed from {state['path']} at step {self.step}")
 
     def _save(self, best: bool = False) -> None:
         if self.run_dir is None or not self.main:
@@ -315,37 +214,13 @@ class Trainer:
             raise folder.RunFolderError(
                 f"{ckpt.checkpoint_dir(self.run_dir)}: cannot write the checkpoint of step {self.step} ({reason}); "
                 "the earlier checkpoints are intact: free space, then rerun with --resume") from None
-        self._update_record(steps_done=self.step)
-
-    def _start_record(self) -> None:
-        c, p = self.c, self.plan
-        previous = folder.read_record(self.run_dir) if self.step else None
-        self.record = folder.new_record(model=self.spec_name, data=c.data,
-                                        settings=folder.settings_of(c.to_dict(), RESUME_KEYS), seed=c.seed,
-                                        total_steps=p.total_steps, previous=previous)
-        self.record["steps_done"] = self.step
-        folder.write_record(self.run_dir, self.record)
-
-    def _update_record(self, **fields: Any) -> None:
-        if self.record is None:
-            return
-        best = self.best if math.isfinite(self.best) else None
-        self.record.update(best_val_top1=best, updated=folder.now(), **fields)
-        folder.write_record(self.run_dir, self.record)
+        self.run_log.update_record(self.best, steps_done=self.step)
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        c, p = self.c, self.plan
-        if self.main and self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.remove_stale_temporaries(ckpt.checkpoint_dir(self.run_dir))
-            lines = recipe_lines(c, p, self.spec_name)
-            (self.run_dir / "recipe.txt").write_text("".join(f"{k:20s} {v}\n" for k, v in lines))
-            (self.run_dir / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
-            for name in ("metrics.jsonl", "steps.jsonl"):  # lines after the resumed step, and a torn last line
-                folder.repair_jsonl(self.run_dir / name, self.step)
-            self._start_record()
+        p = self.plan
+        self.run_log.start(p, self.spec_name, self.step)
         start, images = time.perf_counter(), 0
         try:
             while self.step < p.total_steps:
@@ -354,15 +229,15 @@ class Trainer:
             distributed.barrier()
             test = self._test()
         except TrainingDiverged:
-            self._end_record("diverged")
+            self.run_log.end_record("diverged", self.best, self.step)
             raise
         except BaseException:
-            self._end_record("interrupted")
+            self.run_log.end_record("interrupted", self.best, self.step)
             raise
-        self._end_record("finished")
+        self.run_log.end_record("finished", self.best, self.step)
         last = self.history[-1] if self.history else {}
         if self.skipped_total:
-            self._log(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
+            self.run_log.say(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
         return TrainResult(
             top1=last.get("val_top1", float("nan")), top5=last.get("val_top5", float("nan")),
             ema_top1=last.get("ema_top1"), ema_top5=last.get("ema_top5"), val_loss=last.get("val_loss", float("nan")),
@@ -375,51 +250,21 @@ class Trainer:
             test_images=test.images if test else 0,
         )
 
-    def _end_record(self, state: str) -> None:
-        """The run's final state; steps done stay the last checkpoint's unless it finished."""
-        try:
-            self._update_record(state=state, **({"steps_done": self.step} if state == "finished" else {}))
-        except OSError:
-            pass  # a full disk must not hide the error that ended the run
-
     def _selected_kind(self) -> str:
         return "ema" if self.ema is not None else "raw"
 
-    def _saved_best_weights(self) -> dict[str, torch.Tensor] | None:
-        """The chosen module's weights from the run folder's best.pt (after a resume).  A best.pt of a later step
-        than the resumed run's best (written after the checkpoint resumed from) is not used: the continued run,
-        bit-identical, reaches that step again and chooses it again."""
-        path = ckpt.checkpoint_dir(self.run_dir) / "best.pt" if self.run_dir else None
-        if path is None or not path.is_file():
-            return None
-        try:
-            state = ckpt.load_checkpoint(path)
-        except ckpt.CheckpointError as exc:
-            warnings.warn(f"{exc}; the test split is evaluated only if a later epoch scores better", stacklevel=2)
-            return None
-        if state.get("step") != self.best_step:
-            return None
-        return state["ema"]["model"] if self.ema is not None and state.get("ema") else state["model"]
+    def _chosen_module(self) -> nn.Module:
+        """The module whose weights validation scores and chooses: the EMA's when kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _test(self) -> EvalMetrics | None:
         """The chosen weights (best validation score) on the test split: once, after training, only reported."""
         if self.test_src is None or not self.c.test or self.best_weights is None:
             return None
-        module = self.ema.module if self.ema is not None else self.model
-        current = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        module.load_state_dict(self.best_weights)
-        try:
-            metrics = evaluate(module, self._eval_loader(self.test_src), device=self.device,
-                               channels_last=self.c.channels_last, strict=self.c.strict)
-        finally:
-            module.load_state_dict(current)
-        if self.main and self.run_dir is not None:
-            record = {"top1": metrics.top1, "top5": metrics.top5, "loss": metrics.loss, "images": metrics.images,
-                      "split": self.test_src.name, "selected_step": self.best_step,
-                      "selected_weights": self._selected_kind(), "val_top1": self.best}
-            ckpt.atomic_write_text(json.dumps(record, indent=2) + "\n", self.run_dir / "test.json")
-        self._log(f"test top-1 {metrics.top1:.2f}% top-5 {metrics.top5:.2f}% ({metrics.images} images, "
-                  f"{self._selected_kind()} weights of step {self.best_step}, chosen on validation)")
+        metrics = test_with(self._chosen_module(), self.best_weights, self._eval_loader(self.test_src),
+                            device=self.device, channels_last=self.c.channels_last, strict=self.c.strict)
+        self.run_log.test(metrics, split=self.test_src.name, selected_step=self.best_step,
+                          selected_weights=self._selected_kind(), val_top1=self.best)
         return metrics
 
     def _run_epoch(self) -> int:
@@ -427,8 +272,8 @@ class Trainer:
         epoch, offset = divmod(self.step, p.steps_per_epoch)
         end = min((epoch + 1) * p.steps_per_epoch, p.total_steps)
         self.sampler.set_position(epoch, offset * p.per_rank_batch)
-        self._train_mode()
-        bar = self._progress(epoch, offset, end - epoch * p.steps_per_epoch)
+        train_mode(self.model, self.c.freeze_backbone)
+        bar = self.run_log.progress(p, epoch, offset, end - epoch * p.steps_per_epoch)
         t0, images, window = time.perf_counter(), 0, torch.zeros(3, dtype=torch.float64)
         for images_b, labels, skipped in self.train_loader:
             stats = self._step(images_b, labels, skipped)
@@ -446,8 +291,8 @@ class Trainer:
                         "loss": window[0].item() / max(window[2].item(), 1),
                         "acc": 100 * window[1].item() / max(window[2].item(), 1),
                         "lr": self.schedule(self.step - 1), "img_per_s": rate}
-                self._append("steps.jsonl", line)
-                self._scalars(self.step, {f"train/{k}": line[k] for k in ("loss", "acc", "lr", "img_per_s")})
+                self.run_log.append("steps.jsonl", line)
+                self.run_log.scalars(self.step, {f"train/{k}": line[k] for k in ("loss", "acc", "lr", "img_per_s")})
                 window.zero_()
             if self.step >= end:
                 break
@@ -491,56 +336,28 @@ class Trainer:
         return stats
 
     def _end_epoch(self, epoch: int, images: int, seconds: float) -> None:
-        p = self.plan
-        raw = evaluate(self.model, self.val_loader, device=self.device, channels_last=self.c.channels_last,
-                       strict=self.c.strict)
-        ema = (evaluate(self.ema.module, self.val_loader, device=self.device, channels_last=self.c.channels_last,
-                        strict=self.c.strict) if self.ema else None)
+        raw, ema = validate(self.model, self.ema.module if self.ema else None, self.val_loader, device=self.device,
+                            channels_last=self.c.channels_last, strict=self.c.strict)
         sums = distributed.all_reduce_sum(self.epoch_sums[3:].clone())  # skipped counts live per process
         skipped = int(sums[0].item())
         self.skipped_total += skipped
-        s = self.epoch_sums
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "step": self.step, "epoch_float": round(self.step / p.steps_per_epoch, 4),
-            "train_loss": s[0].item() / max(s[2].item(), 1), "train_acc": 100 * s[1].item() / max(s[2].item(), 1),
-            "lr": self.schedule(self.step - 1), "val_top1": raw.top1, "val_top5": raw.top5, "val_loss": raw.loss,
-        }
-        if ema is not None:
-            row.update(ema_top1=ema.top1, ema_top5=ema.top5, ema_loss=ema.loss)
-        row.update(img_per_s=images * self.dist.world_size / max(seconds, 1e-9), epoch_s=seconds,
-                   skipped_train=skipped, skipped_val=raw.skipped)
+        row = epoch_row(epoch, self.step, self.plan.steps_per_epoch, self.epoch_sums, self.schedule(self.step - 1),
+                        raw, ema, images_per_s=images * self.dist.world_size / max(seconds, 1e-9), seconds=seconds,
+                        skipped=skipped)
         score = ema.top1 if ema is not None else raw.top1
         is_best = score > self.best
         self.best = max(self.best, score)
         if is_best:
             self.best_step = self.step
             if self.test_src is not None and self.c.test:
-                module = self.ema.module if self.ema is not None else self.model
-                self.best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                self.best_weights = {k: v.detach().clone() for k, v in self._chosen_module().state_dict().items()}
         self.history.append(row)
         self.epoch_sums = torch.zeros(4, dtype=torch.float64)
-        self._append("metrics.jsonl", row)
-        self._scalars(self.step, {"val/top1": raw.top1, "val/top5": raw.top5, "val/loss": raw.loss,
-                                  "epoch/train_loss": row["train_loss"], "epoch/train_acc": row["train_acc"],
-                                  **({"ema/top1": ema.top1, "ema/top5": ema.top5, "ema/loss": ema.loss}
-                                     if ema is not None else {})})
-        if self.events is not None:
-            self.events.flush()
-        self._log(f"epoch {epoch + 1} step {self.step}: train loss {row['train_loss']:.4f} acc "
-                  f"{row['train_acc']:.2f}% | val top-1 {raw.top1:.2f}% top-5 {raw.top5:.2f}%"
-                  + (f" | EMA top-1 {ema.top1:.2f}% top-5 {ema.top5:.2f}%" if ema else "")
-                  + (f" | skipped {skipped} unreadable" if skipped else ""))
+        self.run_log.epoch(row, raw, ema)
         self._save(best=is_best)
         distributed.barrier()
 
     # -- helpers -------------------------------------------------------------------------------------------------
-
-    def _train_mode(self) -> None:
-        self.model.train()
-        if self.c.freeze_backbone:  # a frozen backbone keeps its BatchNorm statistics too
-            for name, m in self.model.named_modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith("classifier"):
-                    m.eval()
 
     def _diverged(self, what: str) -> TrainingDiverged:
         last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None
@@ -551,44 +368,11 @@ class Trainer:
             "lower the learning rate (--lr) or check the data"
         )
 
-    def _progress(self, epoch: int, done: int, total: int):
-        if not (self.c.progress and self.main):
-            return None
-        from tqdm import tqdm
-
-        epochs = math.ceil(self.plan.total_steps / self.plan.steps_per_epoch)
-        return tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="step",
-                    dynamic_ncols=True, mininterval=1.0, leave=True)
-
-    def _append(self, name: str, row: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.main:
-            return
-        with open(self.run_dir / name, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def _scalars(self, step: int, values: dict[str, float]) -> None:
-        if self.events is not None:
-            for tag, value in values.items():
-                self.events.add_scalar(tag, value, step)
-
-    def _log(self, message: str) -> None:
-        if self.main and self.c.progress:
-            print(message, flush=True)
-
     def close(self) -> None:
-        if self.events is not None:
-            self.events.close()
-            self.events = None
+        if self.run_log is not None:
+            self.run_log.close()
         if self._locked:
             folder.release(self.run_dir)
             self._locked = False
         distributed.teardown()
 
-
-def _summary_writer():
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("tensorboard: the tensorboard package is not installed; install the extra: "
-                          "pip install 'effnet[tensorboard]'") from None
-    return SummaryWriter
