@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from effnet.experiments import tables
-from effnet.experiments.runner import ExperimentError, machine
+from effnet.experiments.records import machine
+from effnet.experiments.runner import ExperimentError
 
 NAME = "cam"
 SOURCE = "compound-vs-single"

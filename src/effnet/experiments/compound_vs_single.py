@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from effnet.experiments import design, tables
-from effnet.experiments.plan import candidates
+from effnet.experiments.plan import budget_plan
 from effnet.experiments.runner import Run
 from effnet.report import format_table
-from effnet.spec import NetSpec
 
 NAME = "compound-vs-single"
 BUDGETS = (2.0, 3.0, 8.0)
@@ -26,20 +25,7 @@ def methods(out: Path) -> list[design.Method]:
 
 
 def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
-    base = design.baseline()
-    budgets = QUICK_BUDGETS if quick else BUDGETS
-    found = candidates(out, base, methods(out), budgets, log=log)
-    train = design.recipe(quick)
-    runs = []
-    for seed in range(seeds):  # seed-major: an interrupted experiment holds whole seeds
-        runs.append(Run.make(base, seed, train, method="baseline", budget=1.0))
-        for c in found:
-            if c["spec"] is not None:
-                runs.append(Run.make(NetSpec.from_dict(c["spec"]), seed, train, method=c["method"],
-                                     budget=c["budget"]))
-    meta = {"baseline": base.to_dict(), "budgets": list(budgets), "candidates": found, "seeds": seeds,
-            "recipe": design.recipe_text(train)}
-    return runs, meta
+    return budget_plan(out, methods(out), QUICK_BUDGETS if quick else BUDGETS, quick, seeds, log=log)
 
 
 def _method_names(results: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +133,21 @@ def train_step_times(spec, *, batch: int, steps: int, warmup: int = TRAIN_WARMUP
             F.cross_entropy(model(x), y).backward()
             optimizer.step()
 
-        for _ in range(warmup):
-            step()
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        return times
+        return timed(step, warmup, steps)
     finally:
         torch.set_num_threads(previous)
+
+
+def timed(fn: Callable[[], object], warmup: int, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `fn`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 # -- from results.json: points, correlations, sentences, table, plot --------------------------------------------
@@ -285,4 +290,4 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
 
 
 __all__ = ["COSTS", "GROUPS", "TIMES", "TRAIN_BATCH", "best_sentences", "correlations", "log_pearson", "pearson",
-           "plot", "points", "ranks", "section", "source_models", "spearman", "train_step_times"]
+           "plot", "points", "ranks", "section", "source_models", "spearman", "timed", "train_step_times"]

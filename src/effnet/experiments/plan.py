@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from effnet.experiments import design
 from effnet.experiments.design import Candidate, Method, candidate, shape_of
+from effnet.experiments.runner import Run
 from effnet.spec import NetSpec
 from effnet.train.checkpoint import atomic_write_text
 
@@ -38,6 +40,24 @@ def candidates(out: Path, base: NetSpec, methods: Sequence[Method], budgets: Seq
     return entries
 
 
+def budget_plan(out: Path, methods: Sequence[Method], budgets: Sequence[float], quick: bool, seeds: int,
+                log=print) -> tuple[list[Run], dict[str, Any]]:
+    """The runs (and results.json's plan) of an experiment that scales the baseline by each of `methods` to each
+    of `budgets` × its MACs: per seed the baseline, then every candidate that reaches its budget.  Seed-major, so
+    an interrupted experiment holds whole seeds."""
+    base = design.baseline()
+    found = candidates(out, base, methods, budgets, log=log)
+    train = design.recipe(quick)
+    runs = []
+    for seed in range(seeds):
+        runs.append(Run.make(base, seed, train, method="baseline", budget=1.0))
+        runs += [Run.make(NetSpec.from_dict(c["spec"]), seed, train, method=c["method"], budget=c["budget"])
+                 for c in found if c["spec"] is not None]
+    meta = {"baseline": base.to_dict(), "budgets": list(budgets), "candidates": found, "seeds": seeds,
+            "recipe": design.recipe_text(train)}
+    return runs, meta
+
+
 def _entry(c: Candidate, base: NetSpec) -> dict[str, Any]:
     entry = {"method": c.method, "budget": c.target_ratio, "phi": c.phi, "d": c.depth, "w": c.width,
              "r": c.resolution, "macs": c.macs, "base_macs": c.base_macs, "ratio": c.ratio, "within": c.within,
@@ -49,4 +69,4 @@ def _entry(c: Candidate, base: NetSpec) -> dict[str, Any]:
     return entry
 
 
-__all__ = ["CANDIDATES", "candidates"]
+__all__ = ["CANDIDATES", "budget_plan", "candidates"]

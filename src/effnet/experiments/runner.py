@@ -3,12 +3,12 @@ trainer (`effnet.train.train`), recorded in `results.json`, and turned into `rep
 
 - **Identity.** A run is its spec, its training settings and its seed; `Run.key` hashes the three, so the same
   model with the same budget and seed is one run even when two experiments (or two curves of one) plan it.
-- **Once, even when killed.** The runs are the grid of an Optuna study (`effnet.search.study`: atomic claims,
-  leases with heartbeats, stale trials re-queued), so `--jobs N` processes here and processes on other machines
-  given the same `--storage` share one experiment without training a run twice.  Each run trains in its own folder
-  (`RUNS/<key>/`) with checkpoints every `CHECKPOINT_EVERY` steps and `resume=True`: a run killed mid-way continues
-  from its last checkpoint, bit for bit.  A finished run leaves `record.json` there; a rerun reads it and trains
-  nothing.
+- **Once, even when killed.** The runs are the grid of an Optuna study (`effnet.search.study`: atomic claims;
+  `effnet.search.leases`: heartbeats, stale trials re-queued), so `--jobs N` processes here and processes on other
+  machines given the same `--storage` share one experiment without training a run twice.  Each run trains in its
+  own folder (`RUNS/<key>/`) with checkpoints every `CHECKPOINT_EVERY` steps and `resume=True`: a run killed
+  mid-way continues from its last checkpoint, bit for bit.  A finished run leaves `record.json` there
+  (`effnet.experiments.records`); a rerun reads it and trains nothing.
 - **Validation, then test.** Every run validates on images held out from the training set (Fashion-MNIST: its
   last 5,000) and chooses its weights there; the test split is evaluated once, at the end, and only reported.
 """
@@ -17,30 +17,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
+from effnet.experiments.records import (
+    RECORD,
+    RECORD_FIELDS,
+    RESULTS,
+    completed_record,
+    end_of_training_accuracy,
+    known_records,
+    machine,
+    measured_spec_dict,
+    now,
+    recorded_rows,
+    run_facts,
+    study_records,
+    train_wall,
+    with_classes,
+)
+from effnet.report import format_duration
+from effnet.search.leases import spawn_workers
 from effnet.spec import NetSpec
 
 CHECKPOINT_EVERY = 200
-RECORD = "record.json"
-RESULTS = "results.json"
-RECORD_FIELDS = (
-    "key", "model", "seed", "data", "train", "spec", "macs", "params", "resolution", "blocks", "training",
-    "val_top1", "val_images", "val_split", "selected_step", "selected_weights", "test_top1", "test_top5",
-    "test_images", "test_split", "final_val_top1", "train_loss", "train_acc", "train_acc_end", "wall_s",
-    "images_per_s", "history", "machine", "finished",
-)
-"""What a run's record holds (results.json rows add the experiment's labels: method, budget, setting...)."""
 
 
 class ExperimentError(EffnetError):
@@ -108,14 +112,7 @@ class Progress:
         if not self.trained_wall or not left:
             return f"[{self.done}/{self.total} runs]"
         eta = left * (sum(self.trained_wall) / len(self.trained_wall)) / max(jobs, 1)
-        return f"[{self.done}/{self.total} runs, ETA {_duration(eta)}]"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+        return f"[{self.done}/{self.total} runs, ETA {format_duration(eta)}]"
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
@@ -130,15 +127,15 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[s
     folder = runs_dir / run.key
     record_path = folder / RECORD
     if record_path.is_file():
-        return _completed_record(folder, json.loads(record_path.read_text()))
+        return completed_record(folder, json.loads(record_path.read_text()))
     settings = dict(run.train)
     config = TrainConfig(model=run.spec, data=run.data, out_dir=str(folder), seed=run.seed, resume=True,
                          checkpoint_every=CHECKPOINT_EVERY, keep_last=1, progress=False, workers=0, threads=threads,
                          **settings)
     result = train(config)
     spec = get_spec(run.spec)
-    plan = _plan_of(folder)
-    measured = profile(_with_classes(spec, plan, settings))
+    plan = run_facts(folder)
+    measured = profile(with_classes(spec, plan, settings))
     history = [{k: row.get(k) for k in ("step", "epoch_float", "train_loss", "val_top1", "ema_top1")}
                for row in result.history]
     record = {
@@ -153,103 +150,13 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[s
         "test_split": plan["test_split"], "final_val_top1": result.ema_top1 if result.ema_top1 is not None
         else result.top1, "train_loss": result.train_loss, "train_acc": result.train_acc,
         "train_acc_end": end_of_training_accuracy(folder),
-        "wall_s": round(_train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
-        "history": history, "machine": machine(), "finished": _now(),
+        "wall_s": round(train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
+        "history": history, "machine": machine(), "finished": now(),
     }
     from effnet.train.checkpoint import atomic_write_text
 
     atomic_write_text(json.dumps(record, indent=2) + "\n", record_path)
     return record
-
-
-def end_of_training_accuracy(folder: Path, last_fraction: float = 0.1) -> float | None:
-    """Training accuracy (percent, dropout and drop-path on) over the last 10% of the steps, from steps.jsonl:
-    how well the model fits its training data when the budget ends (low means under-trained, not over-fitted)."""
-    path = folder / "steps.jsonl"
-    if not path.is_file():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return None
-    last = max(r["step"] for r in rows)
-    tail = [r["acc"] for r in rows if r["step"] > (1 - last_fraction) * last] or [rows[-1]["acc"]]
-    return round(sum(tail) / len(tail), 3)
-
-
-def _completed_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """A record written before a field existed gets it from the run folder (written back, once)."""
-    if "train_acc_end" not in record and (folder / "steps.jsonl").is_file():
-        from effnet.train.checkpoint import atomic_write_text
-
-        record["train_acc_end"] = end_of_training_accuracy(folder)
-        atomic_write_text(json.dumps(record, indent=2) + "\n", folder / RECORD)
-    return record
-
-
-def _plan_of(folder: Path) -> dict[str, Any]:
-    """The facts of a finished run that its folder records (config.json and test.json)."""
-    config = json.loads((folder / "config.json").read_text())
-    test = json.loads((folder / "test.json").read_text()) if (folder / "test.json").is_file() else {}
-    from effnet.train import TrainConfig
-    from effnet.train.plan import open_data
-
-    settings = {k: (tuple(v) if k == "crop_scale" else v) for k, v in config.items()}
-    if isinstance(settings["model"], dict):
-        settings["model"] = NetSpec.from_dict(settings["model"])
-    c = TrainConfig(**settings)
-    train_src, val_src, test_src = open_data(c)
-    resolution = c.resolution
-    if resolution is None:
-        from effnet.registry import get_spec
-
-        resolution = get_spec(c.model).resolution
-    return {"resolution": resolution, "batch_size": c.batch_size, "val_images": len(val_src),
-            "val_split": val_src.name, "test_split": test.get("split", test_src.name if test_src else None),
-            "num_classes": len(train_src.classes), "in_channels": 3}
-
-
-def _with_classes(spec: NetSpec, plan: dict[str, Any], settings: dict[str, Any]) -> NetSpec:
-    from dataclasses import replace
-
-    return replace(spec, num_classes=plan["num_classes"], resolution=plan["resolution"])
-
-
-def measured_spec_dict(spec: NetSpec, plan: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    return _with_classes(spec, plan, settings).to_dict()
-
-
-def _train_wall(folder: Path, this_process_s: float) -> float:
-    """Training seconds over every process that worked on the run (the epochs' own times, so a resumed run
-    counts the time before its interruption too), or this process's time if the log is missing."""
-    path = folder / "metrics.jsonl"
-    if not path.is_file():
-        return this_process_s
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    total = sum(float(r.get("epoch_s", 0.0)) for r in rows)
-    return total or this_process_s
-
-
-def machine() -> dict[str, Any]:
-    """The CPU this ran on (model name and the ISA features that change speed), cores and threads."""
-    import torch
-
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
-    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def run_of_record(record: dict[str, Any]) -> Run:
@@ -330,7 +237,7 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
             progress.trained_wall.append(record["wall_s"])
         test = record["test_top1"]
         how = "cached" if cached else (f"reused (trained {record.get('finished', 'earlier')})" if reused
-                                       else _duration(record["wall_s"]))
+                                       else format_duration(record["wall_s"]))
         log(f"{progress.line(options.jobs)} {run.describe()}: val {record['val_top1']:.2f}%, test "
             f"{'-' if test is None else f'{test:.2f}%'}, {record['macs'] / 1e6:.2f} MMACs, {how}")
         return float(record["val_top1"]), {"record": record}
@@ -346,45 +253,6 @@ def _completed(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def known_records(storage: str | None, out: Path | None) -> dict[str, dict[str, Any]]:
-    """Records of runs finished before, by key, that a plan may reuse instead of training them again (the same
-    key is the same spec, training settings, data and seed): every finished run of every study in `storage`
-    (also the studies of an earlier plan of this experiment), and every run in the results.json of `out` and of
-    the experiments next to it.  A results.json row wins over a study's copy (it keeps the validation history)."""
-    return {**_study_records(storage), **recorded_rows(out)}
-
-
-def _study_records(storage: str | None) -> dict[str, dict[str, Any]]:
-    records: dict[str, dict[str, Any]] = {}
-    if storage and (("://" in storage) or Path(storage).is_file()):
-        from optuna.trial import TrialState
-
-        from effnet.search.study import make_storage
-
-        store = make_storage(storage)
-        for summary in store.get_all_studies():
-            for t in store.get_all_trials(summary._study_id, deepcopy=False, states=(TrialState.COMPLETE,)):
-                record = t.user_attrs.get("record")
-                if isinstance(record, dict) and "key" in record:
-                    records[record["key"]] = record
-    return records
-
-
-def recorded_rows(out: Path | None) -> dict[str, dict[str, Any]]:
-    """The runs recorded in the results.json of `out` and of the experiments next to it, by key."""
-    records: dict[str, dict[str, Any]] = {}
-    if out is not None:
-        for path in sorted(out.parent.glob(f"*/{RESULTS}")):
-            try:
-                rows = json.loads(path.read_text()).get("runs", [])
-            except (OSError, ValueError, AttributeError):
-                continue  # an unreadable neighbour is not this experiment's problem
-            for row in rows:
-                if isinstance(row, dict) and "key" in row:
-                    records[row["key"]] = {k: v for k, v in row.items() if k in RECORD_FIELDS}
-    return records
-
-
 def finished_before(runs: Sequence[Run], options: Options, storage: str) -> list[str]:
     """Keys of `runs` that finished before this call: in their run folders, or in the shared record and the
     results.json files that `known_records` reads (what a rerun or a fresh checkout reuses)."""
@@ -396,11 +264,11 @@ def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str
     """Every planned run with its record (labels first), from the run folders here or, for runs trained on
     another machine or by another experiment, from the shared studies and results (`known_records`); a run
     already recorded in a results.json keeps that row; runs not finished yet are left out."""
-    records = _study_records(storage)
+    records = study_records(storage)
     for run in runs:
         path = options.runs_dir / run.key / RECORD
         if path.is_file():
-            records[run.key] = _completed_record(path.parent, json.loads(path.read_text()))
+            records[run.key] = completed_record(path.parent, json.loads(path.read_text()))
     # A recorded row wins over a run folder: a run trained again later (for its checkpoint, on another machine)
     # does not change the numbers that every experiment sharing it has reported.
     records.update(recorded_rows(options.out))
@@ -415,7 +283,7 @@ def write_results(path: Path, experiment: str, command: str, options: Options, r
     results = {
         "experiment": experiment, "command": command, "quick": options.quick,
         "planned_runs": len(runs), "finished_runs": len(rows), "training_wall_s": round(sum(walls), 1),
-        "machine": machine(), "updated": _now(), **meta, "runs": rows,
+        "machine": machine(), "updated": now(), **meta, "runs": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(results, indent=2) + "\n", path)
@@ -424,18 +292,11 @@ def write_results(path: Path, experiment: str, command: str, options: Options, r
 
 def spawn(argv: Sequence[str], jobs: int) -> list[int]:
     """`effnet <argv>` in `jobs` child processes (one worker each); their exit codes."""
-    env = dict(os.environ, EFFNET_EXPERIMENT_CHILD="1")
-    children = [subprocess.Popen([sys.executable, "-m", "effnet", *argv], env=env) for _ in range(jobs)]
-    try:
-        return [child.wait() for child in children]
-    except KeyboardInterrupt:
-        for child in children:
-            child.send_signal(2)
-        return [child.wait() for child in children]
+    return spawn_workers(argv, jobs, child_flag="EFFNET_EXPERIMENT_CHILD")
 
 
 def elapsed(start: float) -> str:
-    return _duration(time.perf_counter() - start)
+    return format_duration(time.perf_counter() - start)
 
 
 __all__ = ["CHECKPOINT_EVERY", "ExperimentError", "Options", "Progress", "RECORD", "RECORD_FIELDS", "RESULTS", "Run",

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from effnet.experiments import design, tables
-from effnet.experiments.plan import candidates
+from effnet.experiments.plan import budget_plan
 from effnet.experiments.runner import Run
-from effnet.spec import NetSpec
 
 NAME = "single-dims"
 TARGETS = (2.0, 3.0, 4.0, 6.0, 8.0)
@@ -18,20 +17,7 @@ _DIMENSION_OF = {"depth": "blocks", "width": "width_eff", "resolution": "resolut
 
 
 def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
-    base = design.baseline()
-    targets = QUICK_TARGETS if quick else TARGETS
-    found = candidates(out, base, design.SINGLE_DIMENSIONS, targets, log=log)
-    train = design.recipe(quick)
-    runs = []
-    for seed in range(seeds):
-        runs.append(Run.make(base, seed, train, method="baseline", budget=1.0))
-        for c in found:
-            if c["spec"] is not None:
-                runs.append(Run.make(NetSpec.from_dict(c["spec"]), seed, train, method=c["method"],
-                                     budget=c["budget"]))
-    meta = {"baseline": base.to_dict(), "budgets": list(targets), "candidates": found, "seeds": seeds,
-            "recipe": design.recipe_text(train)}
-    return runs, meta
+    return budget_plan(out, design.SINGLE_DIMENSIONS, QUICK_TARGETS if quick else TARGETS, quick, seeds, log=log)
 
 
 def _steps(results: dict[str, Any], method: str) -> list[dict[str, Any]]:

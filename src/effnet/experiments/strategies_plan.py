@@ -148,7 +148,7 @@ def latency_candidates(base: NetSpec, budgets: Sequence[float], planned: list[di
     latency of the `planned` (matched-MACs) candidates, in place.  Returns the entries and the measurement's
     conditions (settings, machine, load before and after, date)."""
     from effnet.budget import solve_scale_for_latency
-    from effnet.experiments.runner import machine
+    from effnet.experiments.records import machine
     from effnet.profile import count_macs
 
     timer = _Timer(settings, measure)
