@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 
@@ -29,24 +29,34 @@ from effnet.scaling import (
 )
 from effnet.spec import NetSpec, SpecError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class Scaling(TypedDict, total=False):
+    """How a solver scales the base.  `strategy` None (the default) solves for φ of Eq. 3 (a `PhiSolution`);
+    a name of `scaling.STRATEGIES` solves for its nominal multiplier s (a `ScaleSolution`).  `alpha`, `beta`,
+    `gamma`: compound scaling's bases (default 1.2, 1.1, 1.15); `a`: Dollár's parameter of strategy "dollar"."""
+
+    strategy: str | None
+    alpha: float
+    beta: float
+    gamma: float
+    a: float | None
+
 
 def solve_for_macs(
     base: str | NetSpec,
     target_macs: float,
     *,
-    strategy: str | None = None,
-    alpha: float = 1.2,
-    beta: float = 1.1,
-    gamma: float = 1.15,
-    a: float | None = None,
     tolerance: float = 0.03,
     phi_range: tuple[float, float] = DEFAULT_PHI_RANGE,
     log2_range: tuple[float, float] = DEFAULT_LOG2_SCALE_RANGE,
+    **scaling: Unpack[Scaling],
 ) -> PhiSolution | ScaleSolution:
-    """φ (Eq. 3, `PhiSolution`) whose rounded model has `target_macs` multiply-accumulates per image (±tolerance);
-    with a `strategy` (`scaling.STRATEGIES`; `a` for "dollar"), the nominal multiplier s under it (`ScaleSolution`)."""
-    return _solve(base, target_macs, count_macs, strategy, dict(alpha=alpha, beta=beta, gamma=gamma), a, tolerance,
-                  phi_range if strategy is None else log2_range)
+    """φ (or, with a `strategy`, s; see `Scaling`) whose rounded model has `target_macs` multiply-accumulates per
+    image (±tolerance)."""
+    return _solve(base, target_macs, count_macs, tolerance, phi_range, log2_range, scaling)
 
 
 def solve_scale_for_macs(base: str | NetSpec, target_macs: float, *, strategy: str = "compound",
@@ -116,20 +126,16 @@ def solve_for_latency(
     base: str | NetSpec,
     target_seconds: float,
     *,
-    strategy: str | None = None,
     batch: int = 1,
-    alpha: float = 1.2,
-    beta: float = 1.1,
-    gamma: float = 1.15,
-    a: float | None = None,
+    threads: int | None = None,
+    measure: Callable[[NetSpec], float] | None = None,
     tolerance: float = 0.05,
     phi_range: tuple[float, float] = (-3.0, 4.0),
     log2_range: tuple[float, float] = (-6.0, 6.0),
-    threads: int | None = None,
-    measure: Callable[[NetSpec], float] | None = None,
+    **scaling: Unpack[Scaling],
 ) -> PhiSolution | ScaleSolution:
-    """φ (or, with a `strategy`, s) whose rounded model runs one forward pass of `batch` images in
-    `target_seconds` on this machine, as `solve_for_macs` with latency as the cost.
+    """φ (or, with a `strategy`, s; see `Scaling`) whose rounded model runs one forward pass of `batch` images in
+    `target_seconds` on this machine.
 
     Measurements are noisy (other processes share the cores), so the default tolerance is 5%, and every distinct
     rounded model is measured once; the default s range reaches 64x the base's cost.  `measure` replaces
@@ -138,8 +144,7 @@ def solve_for_latency(
     def cost(spec: NetSpec) -> float:
         return measure(spec) if measure is not None else measure_latency(spec, batch=batch, threads=threads)
 
-    return _solve(base, target_seconds, cost, strategy, dict(alpha=alpha, beta=beta, gamma=gamma), a, tolerance,
-                  phi_range if strategy is None else log2_range)
+    return _solve(base, target_seconds, cost, tolerance, phi_range, log2_range, scaling)
 
 
 def solve_scale_for_latency(base: str | NetSpec, target_seconds: float, *, strategy: str = "compound",
@@ -149,17 +154,19 @@ def solve_scale_for_latency(base: str | NetSpec, target_seconds: float, *, strat
     return solve_for_latency(base, target_seconds, strategy=strategy, **options)
 
 
-def _solve(base: str | NetSpec, target: float, cost: Callable[[NetSpec], float], strategy: str | None,
-           coefficients: dict[str, float], a: float | None, tolerance: float,
-           bounds: tuple[float, float]) -> PhiSolution | ScaleSolution:
-    """`scaling.solve_phi` without a strategy (bounds: the φ range), `scaling.solve_scale` with one (log2 s)."""
-    spec = get_spec(base)
+def _solve(base: str | NetSpec, target: float, cost: Callable[[NetSpec], float], tolerance: float,
+           phi_range: tuple[float, float], log2_range: tuple[float, float], scaling: Scaling
+           ) -> PhiSolution | ScaleSolution:
+    """`scaling.solve_phi` without a strategy, `scaling.solve_scale` with one (their defaults for what is not
+    given)."""
+    spec, options = get_spec(base), dict(scaling)
+    strategy = options.pop("strategy", None)
     if strategy is None:
-        if a is not None:
+        if options.pop("a", None) is not None:
             raise SpecError("a is Dollár's parameter of the 'dollar' strategy; give strategy='dollar' with it")
-        return solve_phi(spec, target, cost, tolerance=tolerance, phi_range=bounds, **coefficients)
-    return solve_scale(spec, target, cost, strategy=strategy, a=a, tolerance=tolerance, log2_range=bounds,
-                       **coefficients)
+        return solve_phi(spec, target, cost, tolerance=tolerance, phi_range=phi_range, **options)
+    return solve_scale(spec, target, cost, strategy=strategy, tolerance=tolerance, log2_range=log2_range, **options)
 
 
-__all__ = ["measure_latency", "solve_for_latency", "solve_for_macs", "solve_scale_for_latency", "solve_scale_for_macs"]
+__all__ = ["Scaling", "measure_latency", "solve_for_latency", "solve_for_macs", "solve_scale_for_latency",
+           "solve_scale_for_macs"]
