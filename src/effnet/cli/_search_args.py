@@ -117,9 +117,11 @@ def run_workers(args: argparse.Namespace, prog: str, header: str, child_argv: Se
     return 0
 
 
-def print_trial_counts(study) -> None:
-    """The study's trials by state, after the report's table."""
+def print_table(study, headers: Sequence[str], rows: Sequence[Sequence], formats: dict[str, str], title: str) -> None:
+    """The report's table, then the study's trials by state."""
+    from effnet.report import format_table
     from effnet.search.leases import trial_counts
 
+    print(format_table(headers, rows, formats=formats, title=title))
     counts = ", ".join(f"{v} {k}" for k, v in sorted(trial_counts(study).items()))
     print(f"\ntrials in the study: {counts or 'none'}")

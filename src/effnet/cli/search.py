@@ -7,15 +7,8 @@ import json
 import os
 from dataclasses import replace
 
+from effnet.cli import _search_args as shared
 from effnet.cli._args import add_data_source, data_source, finite_float
-from effnet.cli._search_args import (
-    add_budget_group,
-    add_worker_groups,
-    budget_settings,
-    print_trial_counts,
-    run_workers,
-    worker_flags,
-)
 from effnet.errors import EffnetError
 from effnet.report import format_table
 
@@ -39,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="shared study: an RDB URL (sqlite:///search.db, postgresql://...) or a journal file path "
                         "(default: STUDY.journal in the current folder)")
     c.add_argument("--study", default=None, help="study name (default: coefficients-BASE-DATASET)")
-    add_budget_group(c, "training budget per grid point (effnet.train settings)",
+    shared.add_budget_group(c, "training budget per grid point (effnet.train settings)",
                      val_help="validate on this many of the images held out from the training set",
                      set_example="warmup_epochs=0.2")
-    add_worker_groups(c, stale_help="a running trial whose heartbeat is older than this is re-queued (seconds)")
+    shared.add_worker_groups(c, stale_help="a running trial whose heartbeat is older than this is re-queued (seconds)")
     out = c.add_argument_group("output")
     out.add_argument("--plot", default=None, help="PNG of the results (default: STUDY.png)")
     out.add_argument("--report-only", action="store_true", help="print what the study holds now; train nothing")
@@ -63,7 +56,7 @@ def _config(args: argparse.Namespace):
     from effnet.train import TrainConfig, check_config
 
     args.dataset = data_source(args, default="fashion-mnist")
-    train = budget_settings(args, SEARCH_TRAIN_DEFAULTS)
+    train = shared.budget_settings(args, SEARCH_TRAIN_DEFAULTS)
     base = get_spec(args.base)
     if args.dataset != "fashion-mnist" and not os.path.isdir(args.dataset):
         raise EffnetError(f"--dataset {args.dataset}: not found; expected 'fashion-mnist' or a folder with train/ "
@@ -83,8 +76,8 @@ def _config(args: argparse.Namespace):
 def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]:
     return ["search", "coefficients", "--base", args.base, "--dataset", args.dataset, "--phi", repr(args.phi),
             "--storage", storage, "--study", study, "--jobs", "1", "--no-report",
-            *worker_flags(args, ("step", "tolerance", "epochs", "steps", "batch_size", "train_subset", "val_subset",
-                                 "lr", "optimizer", "augment", "seed", "threads"))]
+            *shared.worker_flags(args, ("step", "tolerance", "epochs", "steps", "batch_size", "train_subset",
+                                        "val_subset", "lr", "optimizer", "augment", "seed", "threads"))]
 
 
 def run_coefficients(args: argparse.Namespace) -> int:
@@ -109,7 +102,7 @@ def run_coefficients(args: argparse.Namespace) -> int:
             run_worker_process(config, storage, study_name, heartbeat_s=args.heartbeat, grace_s=args.grace,
                                poll_s=args.poll, log=lambda m: print(m, flush=True))
 
-        if run_workers(args, "effnet search", header, _child_argv(args, storage, study_name), work):
+        if shared.run_workers(args, "effnet search", header, _child_argv(args, storage, study_name), work):
             return 1
     if args.no_report:
         return 0
@@ -118,41 +111,33 @@ def run_coefficients(args: argparse.Namespace) -> int:
 
 def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
+    from effnet.search import report as grid_report
     from effnet.search.coefficients import open_coefficient_study
-    from effnet.search.report import (
-        TABLE_FORMATS,
-        TABLE_HEADERS,
-        plot_search,
-        scale_command,
-        search_rows,
-        table_rows,
-        trial_counts,
-    )
 
     study = open_coefficient_study(storage, study_name, config)
-    rows = search_rows(study)
+    rows = grid_report.search_rows(study)
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs
     if args.format == "json":
-        command = scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None
+        command = grid_report.scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None
         print(json.dumps({"study": study_name, "storage": storage, "grid_points": len(grid),
-                          "counts": trial_counts(study), "base_macs": base_macs,
+                          "counts": grid_report.trial_counts(study), "base_macs": base_macs,
                           "rows": [r.to_dict() for r in rows], "command": command}, indent=2))
         return 0
-    print(format_table(TABLE_HEADERS, table_rows(rows, base_macs), formats=TABLE_FORMATS,
-                       title=f"alpha/beta/gamma grid search of {config.base.name} at phi={config.phi:g} on "
-                             f"{config.dataset} ({len(rows)} of {len(grid)} grid points trained)"))
-    print_trial_counts(study)
+    shared.print_table(study, grid_report.TABLE_HEADERS, grid_report.table_rows(rows, base_macs),
+                       grid_report.TABLE_FORMATS,
+                       f"alpha/beta/gamma grid search of {config.base.name} at phi={config.phi:g} on "
+                       f"{config.dataset} ({len(rows)} of {len(grid)} grid points trained)")
     if not rows:
         return 0
     best = rows[0].coefficients
     print(f"best: alpha={best.alpha:g}, beta={best.beta:g}, gamma={best.gamma:g} (top-1 {rows[0].top1:.2f}%, "
           f"{rows[0].macs / 1e6:.2f} MMACs, alpha*beta^2*gamma^2 = {best.product:.3f})")
-    plot = plot_search(rows, args.plot or f"{study_name}.png",
-                       title=f"{config.base.name}: alpha/beta/gamma at phi={config.phi:g} on {config.dataset}",
-                       base_macs=base_macs)
+    plot = grid_report.plot_search(rows, args.plot or f"{study_name}.png", base_macs=base_macs,
+                                   title=f"{config.base.name}: alpha/beta/gamma at phi={config.phi:g} on "
+                                         f"{config.dataset}")
     print(f"plot: {plot}")
-    print(f"scale with it: {scale_command(config.base_ref, best, config.phi)}")
+    print(f"scale with it: {grid_report.scale_command(config.base_ref, best, config.phi)}")
     return 0
 
 

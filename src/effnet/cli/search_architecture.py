@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from effnet.cli import _search_args as shared
 from effnet.cli._args import add_data_source, data_source, macs, positive_float, positive_int
-from effnet.cli._search_args import (
-    add_budget_group,
-    add_worker_groups,
-    budget_settings,
-    print_trial_counts,
-    run_workers,
-    worker_flags,
-)
 from effnet.errors import EffnetError
 from effnet.report import format_table
 
@@ -55,13 +48,13 @@ def register(kinds: argparse._SubParsersAction) -> None:
                    help="shared study: an RDB URL (sqlite:///arch.db, postgresql://...) or a journal file path "
                         "(default: STUDY.journal in the current folder)")
     a.add_argument("--study", default=None, help="study name (default: architecture-SPACE-DATASET-RESpx)")
-    budget = add_budget_group(a, "proxy training per candidate (effnet.train settings)",
+    budget = shared.add_budget_group(a, "proxy training per candidate (effnet.train settings)",
                               val_help="score on this many of the images held out from the training set",
                               set_example="bn_momentum=0.1")
     budget.add_argument("--holdout", type=positive_int, default=None,
                         help="images held out from the end of the training set for scoring (default 5000 for "
                              "Fashion-MNIST, a tenth of train/ for a folder)")
-    add_worker_groups(a, stale_help="a running trial whose heartbeat is older than this is run again (seconds)")
+    shared.add_worker_groups(a, stale_help="a running trial whose heartbeat is older than this is run again (seconds)")
     out = a.add_argument_group("output")
     out.add_argument("-o", "--output", default=None, metavar="JSON",
                      help="where to save the best-reward spec (default: STUDY.best.json)")
@@ -99,7 +92,7 @@ def _config(args: argparse.Namespace, space):
     holdout = args.holdout
     if holdout is None and not is_fashion_mnist(args.dataset):
         holdout = max(1, len(train) // 10)  # a folder's val/ may be its test set: score on a holdout instead
-    settings = budget_settings(args, SEARCH_TRAIN_DEFAULTS)
+    settings = shared.budget_settings(args, SEARCH_TRAIN_DEFAULTS)
     for key in ("holdout", "test", "resolution"):
         if key in settings:
             raise EffnetError(f"--set {key}=...: not allowed here; the search sets it (use --{key} if offered)")
@@ -120,8 +113,9 @@ def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]
     return ["search", "architecture", "--dataset", args.dataset, "--target-macs", repr(args.target_macs),
             "--resolution", str(args.resolution), "--storage", storage, "--study", study, "--jobs", "1",
             "--no-report",
-            *worker_flags(args, ("space", "w", "trials", "timeout", "epochs", "steps", "batch_size", "train_subset",
-                                 "val_subset", "holdout", "lr", "optimizer", "augment", "seed", "threads"))]
+            *shared.worker_flags(args, ("space", "w", "trials", "timeout", "epochs", "steps", "batch_size",
+                                        "train_subset", "val_subset", "holdout", "lr", "optimizer", "augment", "seed",
+                                        "threads"))]
 
 
 def run_architecture(args: argparse.Namespace) -> int:
@@ -148,7 +142,7 @@ def run_architecture(args: argparse.Namespace) -> int:
             run_worker(study, config, make_evaluator(config), budget, heartbeat_s=args.heartbeat, grace_s=args.grace,
                        poll_s=args.poll, log=lambda m: print(m, flush=True), error_types=(TrainingDiverged,))
 
-        if run_workers(args, PROG, header, _child_argv(args, storage, study_name), work):
+        if shared.run_workers(args, PROG, header, _child_argv(args, storage, study_name), work):
             return 1
     if args.no_report:
         return 0
@@ -156,40 +150,33 @@ def run_architecture(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, config, storage: str, study_name: str) -> int:
+    from effnet.search import architecture_report as arch_report
     from effnet.search.architecture import open_architecture_study
-    from effnet.search.architecture_report import (
-        TABLE_FORMATS,
-        TABLE_HEADERS,
-        architecture_rows,
-        pareto_front,
-        plot_architectures,
-        table_rows,
-        trial_counts,
-    )
     from effnet.spec import save_spec
 
     study = open_architecture_study(storage, study_name, config)
-    rows = architecture_rows(study)
-    front = pareto_front(rows)
+    rows = arch_report.architecture_rows(study)
+    front = arch_report.pareto_front(rows)
     best_spec = config.spec(rows[0].point, f"{config.space.name}_t{rows[0].trial}") if rows else None
     output = args.output or f"{study_name}.best.json"
     if best_spec is not None:
         save_spec(best_spec, output)
     plot = None
     if rows:
-        plot = plot_architectures(rows, args.plot or f"{study_name}.png", target_macs=config.target_macs,
-                                  title=f"{config.space.name} on {config.dataset} at {config.resolution} px: "
-                                        f"top-1 vs MACs (T={config.target_macs / 1e6:g}M, w={config.w:g})")
+        plot = arch_report.plot_architectures(
+            rows, args.plot or f"{study_name}.png", target_macs=config.target_macs,
+            title=f"{config.space.name} on {config.dataset} at {config.resolution} px: top-1 vs MACs "
+                  f"(T={config.target_macs / 1e6:g}M, w={config.w:g})")
     if args.format == "json":
-        print(json.dumps({"study": study_name, "storage": storage, "counts": trial_counts(study),
+        print(json.dumps({"study": study_name, "storage": storage, "counts": arch_report.trial_counts(study),
                           "target_macs": config.target_macs, "w": config.w,
                           "front": [r.to_dict() for r in front], "best": rows[0].to_dict() if rows else None,
                           "spec": output if rows else None, "plot": str(plot) if plot else None}, indent=2))
         return 0
-    print(format_table(TABLE_HEADERS, table_rows(front, config.target_macs), formats=TABLE_FORMATS,
-                       title=f"Pareto front (top-1 vs MACs) of {len(rows)} trained candidates, {config.space.name} "
-                             f"space on {config.dataset} at {config.resolution} px"))
-    print_trial_counts(study)
+    shared.print_table(study, arch_report.TABLE_HEADERS, arch_report.table_rows(front, config.target_macs),
+                       arch_report.TABLE_FORMATS,
+                       f"Pareto front (top-1 vs MACs) of {len(rows)} trained candidates, {config.space.name} space "
+                       f"on {config.dataset} at {config.resolution} px")
     if not rows:
         return 0
     best = rows[0]

@@ -14,7 +14,7 @@ suits a sample-efficient model-based sampler better.  We use Optuna's TPE with `
 optimised a single reward; `constant_liar=True` keeps parallel workers from proposing the same point.  NSGA-II on
 the two objectives would need generations of a 50-candidate population before it improves on random sampling.
 
-**Sharing and resuming** use the lease code of the coefficient grid (`effnet.search.study`): each trial records its
+**Sharing and resuming** use the leases of the coefficient grid (`effnet.search.leases`): each trial records its
 host, pid and a heartbeat; a trial whose process is gone (or silent past the grace period) is marked FAIL
 (`fail_reason` "stale") and its point queued again, so a rerun or a surviving worker finishes it.  The budget is
 counted in the storage, not per process: `trials` finished trials in all (a trial started beyond it by a race is
@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 
 from effnet.errors import EffnetError
 from effnet.report import format_duration
+from effnet.search import leases
 from effnet.search.leases import LIVE, Move, claim, finished, recover_stale, requeue, run_leased, work
 from effnet.search.space import SearchSpace, describe_point
 from effnet.search.study import open_checked_study
@@ -142,11 +143,11 @@ class Standing:
 
 
 @dataclass
-class WorkerSummary:
-    trained: list[int] = field(default_factory=list)
+class WorkerSummary(leases.WorkerSummary):
+    """What one worker did (`leases.WorkerSummary`) and the trials it pruned before training (beyond the budget, or
+    a point another trial holds)."""
+
     pruned: list[int] = field(default_factory=list)
-    errors: list[int] = field(default_factory=list)
-    recovered: list[int] = field(default_factory=list)
 
 
 def survey(study: optuna.Study, grace_s: float) -> Standing:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import optuna
@@ -30,6 +31,16 @@ from optuna.trial import TrialState
 from effnet.errors import EffnetError
 
 LIVE = (TrialState.WAITING, TrialState.RUNNING)
+
+
+@dataclass
+class WorkerSummary:
+    """What one worker did: the trials it trained, those whose point failed with an error of its own, and the
+    stale trials it recovered (their points queued again)."""
+
+    trained: list[int] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)
+    recovered: list[int] = field(default_factory=list)
 
 
 def finished(t: optuna.trial.FrozenTrial) -> bool:
@@ -194,5 +205,5 @@ def spawn_workers(argv: Sequence[str], jobs: int, child_flag: str = "EFFNET_SEAR
         return [child.wait() for child in children]
 
 
-__all__ = ["LIVE", "claim", "finished", "is_stale", "recover_stale", "requeue", "run_leased", "spawn_workers",
-           "trial_counts", "work"]
+__all__ = ["LIVE", "WorkerSummary", "claim", "finished", "is_stale", "recover_stale", "requeue", "run_leased",
+           "spawn_workers", "trial_counts", "work"]

@@ -38,6 +38,7 @@ import optuna
 from optuna.trial import TrialState
 
 from effnet.errors import EffnetError
+from effnet.search import leases
 from effnet.search.leases import LIVE, Move, claim, finished, recover_stale, requeue, run_leased, work
 
 PARAM = "point"
@@ -208,11 +209,11 @@ def survey(study: optuna.Study, labels: Sequence[str], grace_s: float) -> GridSt
 
 
 @dataclass
-class WorkerSummary:
-    trained: list[int] = field(default_factory=list)
+class WorkerSummary(leases.WorkerSummary):
+    """What one worker did (`leases.WorkerSummary`), the trials it pruned as duplicates of a point another trial
+    holds, and the grid's state when it returned."""
+
     duplicates: list[int] = field(default_factory=list)
-    errors: list[int] = field(default_factory=list)
-    recovered: list[int] = field(default_factory=list)
     status: GridStatus | None = None
 
 
