@@ -68,10 +68,11 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         for sentence in _verdicts(rows, names, singles, budget):
             md.append(f"- {sentence}")
         md.append("")
-        text.append(format_table(["method", "MACs", "res", "blocks", "val top-1", "test top-1", "seeds"],
-                                 [(r[0], r[5], r[4], r[2], r[7], r[8], r[9]) for r in out_rows],
-                                 title=f"budget {budget:g}x", right=("MACs", "res", "blocks", "val top-1",
-                                                                      "test top-1")))
+        reached = [r[1] != "-" for r in out_rows]  # an unreachable budget's MACs cell says why: a note here
+        text.append(format_table(["method", "MACs", "res", "blocks", "val top-1", "test top-1", "seeds", "note"],
+                                 [(r[0], r[5] if ok else "-", r[4], r[2], r[7], r[8], r[9], "" if ok else r[5])
+                                  for r, ok in zip(out_rows, reached)], title=f"budget {budget:g}x",
+                                 right=("MACs", "res", "blocks", "val top-1", "test top-1")))
     md.append("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
               "seeds; differences are paired by seed (same initial weights, data order and augmentation).")
     return "\n".join(md), "\n".join(text)

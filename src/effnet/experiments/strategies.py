@@ -176,8 +176,10 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
     md += [f"- {s}" for s in _verdicts(rows, [c["method"] for c in _cands(results, match, budget)],
                                        {"budget": budget, "match": match, "length": 1})]
     md.append("")
-    lines.append(format_table(["method", "MACs", "latency", "val top-1", "test top-1", "seeds"],
-                              [(r[0], r[5], r[6], r[8], r[9], r[10]) for r in out_rows], title=f"{what} {budget:g}x",
+    reached = [r[1] != "-" for r in out_rows]  # an unreachable budget's MACs cell says why: a note here
+    lines.append(format_table(["method", "MACs", "latency", "val top-1", "test top-1", "seeds", "note"],
+                              [(r[0], r[5] if ok else "-", r[6], r[8], r[9], r[10], "" if ok else r[5])
+                               for r, ok in zip(out_rows, reached)], title=f"{what} {budget:g}x",
                               right=("MACs", "latency", "val top-1", "test top-1")))
     return md, lines
 
