@@ -41,7 +41,6 @@ from effnet.experiments.records import (
     with_classes,
 )
 from effnet.report import format_duration
-from effnet.search.leases import spawn_workers
 from effnet.spec import NetSpec
 
 CHECKPOINT_EVERY = 200
@@ -292,6 +291,8 @@ def write_results(path: Path, experiment: str, command: str, options: Options, r
 
 def spawn(argv: Sequence[str], jobs: int) -> list[int]:
     """`effnet <argv>` in `jobs` child processes (one worker each); their exit codes."""
+    from effnet.search.leases import spawn_workers  # imports optuna: the `search` extra, needed only here
+
     return spawn_workers(argv, jobs, child_flag="EFFNET_EXPERIMENT_CHILD")
 
 
