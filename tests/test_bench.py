@@ -25,6 +25,7 @@ def _bench(capsys, *args):
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_infer_json_has_every_path_and_a_ratio_per_peer(capsys, spec_path):
     code, out, _ = _bench(capsys, spec_path, "--batch", "1,2", "--paths", "eager,channels_last,folded",
                           "--vs", "onnxruntime", "--format", "json")
@@ -45,6 +46,7 @@ def test_missing_peer_is_skipped_with_a_note(capsys, spec_path):
     assert "skipped timm: timm has no tiny" in out and "skipped torchvision" in out
 
 
+@pytest.mark.slow
 def test_train_mode_table(capsys, spec_path):
     code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "eager,checkpoint,bf16",
                           "--vs", "none")
@@ -52,6 +54,7 @@ def test_train_mode_table(capsys, spec_path):
     assert "train at 32px" in out and "checkpoint" in out and "act MB" in out
 
 
+@pytest.mark.slow
 def test_train_memory_in_own_process_via_json(capsys, spec_path):
     code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "eager,checkpoint",
                           "--vs", "none", "--isolate-memory", "--format", "json", "--repeats", "1")

@@ -236,6 +236,7 @@ def test_train_run_reads_a_finished_record(tmp_path):
     assert train_run(run, tmp_path)["val_top1"] == 50.0  # read back: nothing trained (no data, no model needed)
 
 
+@pytest.mark.slow
 def test_unknown_experiment_and_bad_out(tmp_path):
     bad = tmp_path / "file"
     bad.write_text("x")

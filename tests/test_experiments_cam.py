@@ -65,6 +65,7 @@ def test_missing_checkpoint_names_the_command_to_run_first(tmp_path, capsys):
     assert "best.pt: checkpoint of the baseline run (seed 0) not found; pass --retrain to train it again" in err
 
 
+@pytest.mark.slow
 def test_retrain_trains_a_missing_checkpoint_again(tmp_path):
     """The checkpoint of a recorded run is made again from its record (same key: same spec, settings, seed)."""
     from effnet.experiments.cam import Options, _checkpoint, retrain_missing

@@ -39,6 +39,7 @@ def _results(out):
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_quick_run_has_one_record_per_model_threads_batch_engine(quick):
     out, _ = quick
     results = _results(out)

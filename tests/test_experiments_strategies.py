@@ -46,6 +46,7 @@ def _check_within_or_unreachable(entries: list[dict], ratio_field: str) -> None:
             assert not any(_within(n, c["budget"]) for n in nearest), what
 
 
+@pytest.mark.slow
 def test_each_macs_candidate_is_within_its_budget_or_reported_unreachable(macs_found):
     from effnet.profile import count_macs
 
@@ -74,6 +75,7 @@ def test_shared_models_have_the_compound_vs_single_run_keys(macs_found):
         assert planned[(row["method"], row["budget"], row["seed"])] == row["key"], (row["method"], row["budget"])
 
 
+@pytest.mark.slow
 def test_latency_candidates_are_within_their_budget_or_reported_unreachable(macs_found):
     """With a stand-in for the timer (monotone in blocks, width and resolution): every strategy at 2x, 3x, 8x the
     baseline's latency, and a latency candidate that is an already planned model keeps that model's name."""

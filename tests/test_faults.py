@@ -234,6 +234,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_locked_folder_is_refused_and_writes_nothing(data, reference, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
@@ -271,6 +272,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_earlier_checkpoints(data, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", FULL_DISK, *_argv(data, out)], env=U.env(), cwd=U.REPO,

@@ -226,6 +226,7 @@ _IMPORT_EACH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_every_module_imports_in_a_fresh_interpreter():
     names = [m for m in MODULES if m not in _SCRIPTS]

@@ -59,6 +59,7 @@ def test_core_dependencies_are_ranges_not_pins():
     assert any(r.startswith("torch>=") for r in _requirements())
 
 
+@pytest.mark.slow
 def test_core_works_with_every_optional_package_blocked():
     code = BLOCKER + CORE_USE.replace('assert "site-packages" in effnet.__file__, effnet.__file__', "")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -66,6 +67,7 @@ def test_core_works_with_every_optional_package_blocked():
     assert "core ok" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "extra"), [
     (["search", "coefficients", "--base", "efficientnet_b0", "--report-only"], "effnet[search]"),
     (["export", "efficientnet_b0", "--format", "onnx", "-o", "x.onnx"], "effnet[export]"),

@@ -34,6 +34,7 @@ def _ref(model, x):
         return model(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", [
     "torch", pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)])
 def test_fp32_matches_eager(model, x, backend, tmp_path):
@@ -48,6 +49,7 @@ def test_bf16_close_to_eager(model, x, backend):
     assert _rel(load_runtime(model, backend, "bf16")(x), _ref(model, x)) <= BF16_RTOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", [
     pytest.param("onnxruntime", marks=needs_ort), pytest.param("openvino", marks=needs_ov)])
 def test_int8_runs_and_stays_near_eager(model, x, backend, tmp_path):
@@ -56,6 +58,7 @@ def test_int8_runs_and_stays_near_eager(model, x, backend, tmp_path):
     assert _rel(rt(x), _ref(model, x)) <= INT8_RTOL
 
 
+@pytest.mark.slow
 @needs_ort
 def test_onnx_file_round_trip(model, x, tmp_path):
     path = export_onnx(model, tmp_path / "m.onnx")
@@ -73,6 +76,7 @@ def test_onnx_export_failure_is_one_export_error(tmp_path):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 @needs_ort
 def test_onnx_int8_is_u8s8_not_the_depthwise_trap(model, tmp_path):
     """Signed int8 activations leave ORT's depthwise convs unfused (slower than fp32); we quantize U8S8."""
@@ -86,6 +90,7 @@ def test_onnx_int8_is_u8s8_not_the_depthwise_trap(model, tmp_path):
     assert onnx.TensorProto.UINT8 in activation_types
 
 
+@pytest.mark.slow
 @needs_ov
 def test_openvino_file_round_trip(model, x, tmp_path):
     path = export_openvino(model, tmp_path / "m.xml")
@@ -122,6 +127,7 @@ def test_lossy_paths_measured_on_real_photos_with_pretrained_lite0():
     assert results["int8"].top1_agreement >= 0.8
 
 
+@pytest.mark.slow
 @needs_ort
 def test_runtime_module_stands_in_for_the_model(model, x):
     from effnet.runtime import runtime_module
@@ -132,6 +138,7 @@ def test_runtime_module_stands_in_for_the_model(model, x):
     assert _rel(wrapped.eval()(x), _ref(model, x)) <= FP32_RTOL
 
 
+@pytest.mark.slow
 @needs_ov
 def test_openvino_streams_split_the_batch_and_match_eager(model):
     """An even batch runs as one slice per thread on parallel streams; odd batches as one request; both are the
@@ -158,6 +165,7 @@ def test_bundled_photos_by_name():
         photos(["lena"])
 
 
+@pytest.mark.slow
 @needs_ort
 def test_onnxruntime_leaves_no_temporary_files(model, x, tmp_path, monkeypatch):
     import tempfile

@@ -176,6 +176,7 @@ def _worker(argv: list[str], log: Path) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_two_workers_one_killed_every_point_trained_once(tmp_path):
     spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
     save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)

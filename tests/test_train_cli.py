@@ -55,6 +55,7 @@ def test_bad_input_is_one_line_and_exit_2(setup, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_on_other_runtimes(setup, capsys):
     """fp32 engines reproduce eager's accuracy; int8 calibrates on the train split (24 images here, fewer than the
     64 asked for) and reports it."""
