@@ -7,7 +7,7 @@ import argparse
 import json
 
 from effnet.bench import INFER_PATHS, LOSSY, PEERS, TRAIN_PATHS, TRAIN_PEERS, BenchError, Report, run_bench
-from effnet.cli._args import non_negative_int, positive_int
+from effnet.cli._args import int_list, non_negative_int, positive_int
 from effnet.report import format_table
 
 
@@ -51,8 +51,8 @@ def _list(text: str | None, allowed: tuple[str, ...], what: str) -> list[str] | 
 
 def _batches(text: str) -> list[int]:
     try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
+        values = int_list(text, "batch sizes")
+    except argparse.ArgumentTypeError:
         values = []
     if not values or min(values) < 1:
         raise BenchError(f"bench: --batch got {text!r}, expected positive integers separated by commas, e.g. 1,32")
