@@ -28,6 +28,7 @@ from effnet.bench.candidates import (
     infer_candidate,
     train_candidate,
 )
+from effnet.bench.ceiling import machine_ceiling
 from effnet.bench.machine import Machine, machine
 from effnet.bench.memory import isolated_train_memory, peak_memory_mb, peak_tensor_mb, saved_activation_mb
 from effnet.errors import EffnetError
@@ -168,7 +169,7 @@ def run_bench(
     macs = count_macs(spec, res)
     if mode == "train":
         macs *= 3  # forward + input and weight gradients
-    mach = machine()
+    mach = machine(ceiling=machine_ceiling())  # the measured fp32 ceiling, cached per machine
     make = (lambda p: infer_candidate(model_name, p, calibration, spec)) if mode == "infer" else \
         (lambda p: train_candidate(model_name, p, spec))
     results: list[Result] = []

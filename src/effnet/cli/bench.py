@@ -1,12 +1,28 @@
 """`effnet bench MODEL`: effnet's inference or training paths against timm, torchvision, ONNX Runtime and
-OpenVINO, measured side by side in one run (see `effnet.bench`)."""
+OpenVINO, measured side by side in one run (see `effnet.bench`); `--layers`: one forward pass layer by layer on the
+roofline of this machine's measured ceiling (`effnet.bench.layers`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from effnet.bench import INFER_PATHS, LOSSY, PEERS, TRAIN_PATHS, TRAIN_PEERS, BenchError, Report, run_bench
+from effnet.bench import (
+    INFER_PATHS,
+    LAYER_PATHS,
+    LOSSY,
+    PEERS,
+    TRAIN_PATHS,
+    TRAIN_PEERS,
+    BenchError,
+    LayerReport,
+    Machine,
+    Report,
+    layer_report,
+    machine,
+    machine_ceiling,
+    run_bench,
+)
 from effnet.cli._args import int_list, non_negative_int, positive_int
 from effnet.report import format_table
 
@@ -34,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
     p.add_argument("--isolate-memory", action="store_true",
                    help="train mode: measure each candidate's peak memory in a fresh process (slower, truer)")
+    p.add_argument("--layers", action="store_true",
+                   help="instead: one forward pass of one path (default eager) at the first batch size, a row per "
+                        "layer: MACs, bytes, time and the roofline of this machine's measured ceiling")
+    p.add_argument("--refresh-ceiling", action="store_true",
+                   help="measure this machine's GEMM and bandwidth ceiling again instead of using the cached one")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -66,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.layers:
+        return _run_layers(args)
     train = args.mode == "train"
     peers = _list(args.vs, TRAIN_PEERS if train else PEERS, "--vs")
     if peers is None:
@@ -77,11 +100,76 @@ def run(args: argparse.Namespace) -> int:
 
         calibration = calibration_images(args.model, 64, args.resolution)
     log = (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
-    report = run_bench(args.model, batches=_batches(args.batch), mode=args.mode, paths=paths, peers=peers,
+    batches = _batches(args.batch)
+    if args.refresh_ceiling:
+        machine_ceiling(refresh=True)  # run_bench reads the cache this refreshes
+    report = run_bench(args.model, batches=batches, mode=args.mode, paths=paths, peers=peers,
                        resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
                        calibration=calibration, isolate_memory=args.isolate_memory, log=log)
     print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_report(report))
     return 1 if report.failed else 0  # a candidate failed (its row says why); bad input is exit 2
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from effnet.registry import get_spec
+
+    if args.mode != "infer" or args.vs is not None or args.isolate_memory:
+        raise BenchError("bench: --layers times effnet's own forward pass; drop --mode train, --vs and "
+                         "--isolate-memory")
+    paths = _list(args.paths, LAYER_PATHS, "--paths (with --layers)") or ["eager"]
+    if len(paths) != 1:
+        raise BenchError(f"bench: --layers times one path, got --paths {args.paths!r}; choose one of "
+                         f"{', '.join(LAYER_PATHS)}")
+    batch = _batches(args.batch)[0]
+    spec = get_spec(args.model)
+    mach = machine(ceiling=machine_ceiling(refresh=args.refresh_ceiling))
+    report = layer_report(spec, batch=batch, resolution=args.resolution, path=paths[0], ceiling=mach.ceiling,
+                          repeats=args.repeats, warmup=args.warmup)
+    if args.format == "json":
+        print(json.dumps({**report.to_dict(), "machine": asdict(mach)}, indent=2))
+    else:
+        print(format_layers(report, mach))
+    return 0
+
+
+def format_layers(report: LayerReport, mach: Machine) -> str:
+    """The per-layer roofline table, a summary by kind of layer, and the conditions it was measured in."""
+    c = report.ceiling
+    headers = ["layer", "kind", "output", "MMACs", "MB", "MAC/B", "ms", "GMAC/s", "GB/s", "roof GMAC/s", "% roof",
+               "bound"]
+    rows = [[r.name + (f" x{r.calls}" if r.kind == "other" else ""), r.kind,
+             "x".join(map(str, r.output_shape)) if r.output_shape else None, r.macs / 1e6, r.bytes / 1e6,
+             r.intensity, r.time_ms, r.gmacs_per_s, r.gb_per_s, r.limit_gmacs,
+             None if r.fraction is None else 100 * r.fraction, r.bound] for r in report.rows]
+    title = (f"{report.model} {report.path} forward at {report.resolution}px, batch {report.batch}: a row per "
+             f"compute layer, then the other operators folded by name; each operator timed around its own call, "
+             f"median of {report.repeats} passes")
+    formats = {"MMACs": ".3f", "MB": ".3f", "MAC/B": ".2f", "ms": ".3f", "GMAC/s": ".2f", "GB/s": ".2f",
+               "roof GMAC/s": ".1f", "% roof": ".1f"}
+    kinds = [[kind, int(s["layers"]), s["time_ms"], 100 * s["time_share"], s["macs"] / 1e6, s["gmacs_per_s"]]
+             for kind, s in report.shares().items()]
+    diff = report.macs / report.model_macs - 1 if report.model_macs else 0.0
+    lines = [
+        format_table(headers, rows, title=title, formats=formats), "",
+        format_table(["kind", "layers", "ms", "% time", "MMACs", "GMAC/s"], kinds, title="time by kind of layer",
+                     formats={"ms": ".3f", "% time": ".1f", "MMACs": ".1f", "GMAC/s": ".2f"}), "",
+        f"MACs: the rows add up to {report.macs / 1e6:.2f} M; effnet.profile.count_macs gives "
+        f"{report.model_macs / 1e6:.2f} M for batch {report.batch} ({diff:+.2%})",
+        f"time: the timed operators add up to {report.ops_ms:.2f} ms; a plain forward pass takes "
+        f"{report.forward_ms:.2f} ms (median of {report.repeats})"
+        + ("" if report.call_floor_us is None else
+           f"; timing one call adds about {report.call_floor_us:.1f} us (the median call of a view, which does no "
+           "work)"),
+        "bytes: each operator's inputs (activations, weights, bias) and outputs at its dtype; MAC/B = MACs per byte; "
+        "roof = min(GEMM ceiling, MAC/B x bandwidth); % roof of rows without MACs = GB/s over the bandwidth; over "
+        "100 %: the bytes came from cache, not memory",
+        f"machine: {mach.cpu_model}, {mach.isa} (bf16 on {mach.bf16}, int8 on {mach.int8}), {report.threads} threads; "
+        f"load average {mach.load_average[0]:.1f} at start; OMP_WAIT_POLICY={mach.omp_wait_policy or 'unset'}",
+        f"ceiling: {c.describe()}; fp32 ridge point {c.fp32_gmacs / c.bandwidth_gbs:.1f} MAC/B",
+    ]
+    return "\n".join(lines)
 
 
 def format_report(report: Report) -> str:

@@ -1,0 +1,197 @@
+"""The measured ceiling of this machine: the GEMM throughput torch reaches for fp32, bf16 and int8, and the memory
+bandwidth, on the threads in use; measured once and cached per machine.
+
+    c = machine_ceiling()          # cached; measured on the first call for this CPU, threads and torch
+    c.fp32_gmacs, c.bf16_gmacs, c.int8_gmacs, c.bandwidth_gbs
+
+Throughput is in GMAC/s: multiply-accumulates, not FLOPs (one MAC = 2 FLOPs).  A square n×n by n×n product is
+n³ MACs; the ceiling is the best of a few repeats (the least disturbed), since it stands for what the hardware and
+torch's kernels *can* do.  int8 uses `torch._int_mm` (int8 × int8 → int32); where torch lacks it or this CPU's
+build cannot run it, the int8 ceiling is None and `notes` says why.
+
+Bandwidth is a large tensor copy (`dst.copy_(src)`, far bigger than the caches), counted as STREAM counts a copy:
+bytes read plus bytes written, in GB/s (10⁹ bytes).
+
+Why measured: a formula (FMA ports × lanes × clock) misses what matters — a virtual machine's real clock, and that
+torch's own fp32 kernels can run at half of the GEMM peak another library reaches on the same cores.  The roofline
+of `effnet.bench.layers` and the "% fp32 peak" of `effnet bench` are fractions of this measurement.
+
+The cache is one small JSON file per key (CPU model, CPU flags, threads, torch version) in `$XDG_CACHE_HOME/effnet`
+(default `~/.cache/effnet`), written atomically; a file that cannot be read or parsed is ignored and replaced.  The
+load average at measurement is kept with it: a ceiling measured while other jobs ran is low, and
+`effnet bench --refresh-ceiling` measures again on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from effnet.bench.machine import cpu_model
+from effnet.optimize import cpu_flags
+
+CACHE_ENV = "XDG_CACHE_HOME"
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """What the GEMMs and the copy of `measure_ceiling` reached (GMAC/s, GB/s) and how they were measured."""
+
+    fp32_gmacs: float
+    bf16_gmacs: float | None
+    int8_gmacs: float | None
+    bandwidth_gbs: float
+    threads: int
+    gemm_size: int
+    copy_mb: int
+    repeats: int
+    measured_at: str  # UTC, ISO 8601
+    notes: tuple[str, ...] = ()
+    load_average: float = 0.0  # 1-minute load average when it was measured: a loaded machine measures low
+
+    def gmacs(self, dtype: torch.dtype) -> float | None:
+        """The GEMM ceiling for operands of `dtype` (None when not measured for it)."""
+        return {torch.float32: self.fp32_gmacs, torch.bfloat16: self.bf16_gmacs, torch.int8: self.int8_gmacs,
+                torch.uint8: self.int8_gmacs}.get(dtype)
+
+    def describe(self) -> str:
+        def rate(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.0f}"
+
+        return (f"measured {self.measured_at[:10]}: best of {self.repeats} {self.gemm_size}² torch matmuls on "
+                f"{self.threads} threads, fp32 {rate(self.fp32_gmacs)} / bf16 {rate(self.bf16_gmacs)} / int8 "
+                f"{rate(self.int8_gmacs)} GMAC/s; copy of {self.copy_mb} MB {self.bandwidth_gbs:.1f} GB/s; load "
+                f"average {self.load_average:.1f} then" + "".join(f"; {n}" for n in self.notes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Ceiling:
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        if not required <= set(data):
+            raise KeyError(f"a ceiling record needs {sorted(required)}")
+        values = {k: v for k, v in data.items() if k in names}
+        values["notes"] = tuple(values.get("notes", ()))
+        return cls(**values)
+
+
+def _best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up: first-call allocation, kernel selection, page faults
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return max(best, 1e-9)
+
+
+def _gemm_gmacs(dtype: torch.dtype, size: int, repeats: int) -> tuple[float | None, str]:
+    """GMAC/s of an n×n by n×n product in `dtype`, or (None, why) where torch cannot run it here."""
+    name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.int8: "int8"}[dtype]
+    if dtype is torch.int8:
+        if not hasattr(torch, "_int_mm"):
+            return None, "int8: unavailable (this torch has no torch._int_mm)"
+        a = torch.randint(-64, 64, (size, size), dtype=torch.int8)
+        b = torch.randint(-64, 64, (size, size), dtype=torch.int8)
+        fn: Callable[[], object] = lambda: torch._int_mm(a, b)
+    else:
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        out = torch.empty(size, size, dtype=dtype)
+        fn = lambda: torch.mm(a, b, out=out)
+    try:
+        seconds = _best_seconds(fn, repeats)
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, f"{name}: unavailable ({first})"
+    return size**3 / seconds / 1e9, ""
+
+
+def _copy_gbs(megabytes: int, repeats: int) -> float:
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    seconds = _best_seconds(lambda: dst.copy_(src), repeats)
+    return 2 * src.nbytes / seconds / 1e9  # read + write, as STREAM counts a copy
+
+
+def measure_ceiling(size: int = 2048, repeats: int = 3, copy_mb: int = 256) -> Ceiling:
+    """Measure the GEMM ceilings (an n×n product, n = `size`, best of `repeats` after one warm-up) and the copy
+    bandwidth (`copy_mb` MB) on torch's current threads.  About a second at the defaults on 2 cores."""
+    if size < 16 or repeats < 1 or copy_mb < 1:
+        raise ValueError(f"measure_ceiling: size {size}, repeats {repeats}, copy_mb {copy_mb}; expected size >= 16, "
+                         "repeats >= 1, copy_mb >= 1")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    notes = []
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.int8):
+        rates[dtype], why = _gemm_gmacs(dtype, size, repeats)
+        if why:
+            notes.append(why)
+    if rates[torch.float32] is None:
+        raise RuntimeError(f"measure_ceiling: an fp32 matmul failed: {notes[0]}")
+    measured = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Ceiling(rates[torch.float32], rates[torch.bfloat16], rates[torch.int8], _copy_gbs(copy_mb, repeats),
+                   torch.get_num_threads(), size, copy_mb, repeats, measured, tuple(notes), round(load, 2))
+
+
+def cache_dir() -> Path:
+    """Where effnet keeps what it measures about this machine: `$XDG_CACHE_HOME/effnet`, else `~/.cache/effnet`
+    (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    base = os.environ.get(CACHE_ENV, "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
+
+
+def ceiling_key() -> dict:
+    """What the ceiling depends on: CPU model, CPU flags (hashed), torch's threads and torch's version."""
+    flags = " ".join(sorted(cpu_flags()))
+    return {"cpu": cpu_model(), "flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def _cache_file(key: dict, folder: Path) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return folder / f"ceiling-{digest}.json"
+
+
+def _load(path: Path, key: dict) -> Ceiling | None:
+    """The cached ceiling for `key`, or None when the file is missing, unreadable, corrupt or for another key."""
+    try:
+        record = json.loads(path.read_text())
+        if record.get("key") != key:
+            return None
+        return Ceiling.from_dict(record["ceiling"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def machine_ceiling(*, refresh: bool = False, folder: str | Path | None = None, size: int = 2048, repeats: int = 3,
+                    copy_mb: int = 256) -> Ceiling:
+    """This machine's ceiling on torch's current threads: the cached measurement for this CPU, threads and torch
+    (whatever size it was measured at), else a new one (`measure_ceiling(size, repeats, copy_mb)`), cached.
+    `refresh` measures again; `folder` overrides `cache_dir()`.  A cache that cannot be written is left alone."""
+    from effnet.train.checkpoint import atomic_write_text
+
+    key = ceiling_key()
+    path = _cache_file(key, Path(folder) if folder is not None else cache_dir())
+    cached = None if refresh else _load(path, key)
+    if cached is not None:
+        return cached
+    ceiling = measure_ceiling(size, repeats, copy_mb)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"key": key, "ceiling": ceiling.to_dict()}, indent=2) + "\n", path)
+    except OSError:
+        pass  # a read-only home still gets its measurement, only not remembered
+    return ceiling
+
+
+__all__ = ["CACHE_ENV", "Ceiling", "cache_dir", "ceiling_key", "machine_ceiling", "measure_ceiling"]
