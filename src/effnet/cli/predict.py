@@ -13,7 +13,8 @@ from effnet.errors import EffnetError
 from effnet.predict import classify, classify_images, model_config
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
-from effnet.runtime import BACKENDS, PRECISIONS, runtime_module
+from effnet.runtime import ENGINES, PRECISIONS, runtime_module
+from effnet.runtime.auto import announce_choices
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--format", choices=("table", "json"), default="table")
-    p.add_argument("--runtime", choices=BACKENDS, default="torch",
-                   help="inference engine (effnet.runtime; default torch)")
+    p.add_argument("--runtime", choices=ENGINES, default="torch",
+                   help="inference engine (effnet.runtime; default torch); auto: the fastest one here at "
+                        "--batch-size, timed once and cached")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16 (AMX) and int8 (calibrated on real photos) are lossy; see docs/RESULTS.md")
     p.set_defaults(func=run_predict)
@@ -46,7 +48,10 @@ def run_predict(args: argparse.Namespace) -> int:
     config = model_config(model.spec, None if args.pretrained else args.weights)
     # int8 calibrates on photos preprocessed as the predictions are (a weights file's normalisation included)
     calibration = calibration_images(config) if args.precision == "int8" else None
-    model = runtime_module(model, args.runtime, args.precision, calibration=calibration, resolution=config.resolution)
+    auto = {"batch": args.batch_size} if args.runtime == "auto" else {}  # the batch auto times the engines at
+    with announce_choices("effnet predict"):
+        model = runtime_module(model, args.runtime, args.precision, calibration=calibration,
+                               resolution=config.resolution, **auto)
     result = classify(model, config, args.images, labels=_labels(model.spec.num_classes), top=args.top,
                       batch_size=args.batch_size)
     if args.format == "json":

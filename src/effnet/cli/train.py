@@ -7,7 +7,8 @@ from dataclasses import fields
 
 from effnet.cli._args import add_data_source, data_source, device, non_negative_int, positive_int
 from effnet.report import format_table
-from effnet.runtime import BACKENDS, PRECISIONS
+from effnet.runtime import ENGINES, PRECISIONS
+from effnet.runtime.auto import announce_choices
 from effnet.train.config import ConfigError, TrainConfig
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
@@ -196,7 +197,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                    help="auto (default: the GPU if there is one, as train), cpu, cuda or cuda:N")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     g = p.add_argument_group("inference engine (accuracy of the fast and lossy paths)")
-    g.add_argument("--runtime", choices=BACKENDS, default="torch", help="engine (default %(default)s: eager PyTorch)")
+    g.add_argument("--runtime", choices=ENGINES, default="torch",
+                   help="engine (default %(default)s: eager PyTorch; auto: the fastest one here, timed once, cached)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32, bf16 (AMX) or int8 (post-training quantization); default %(default)s")
     g.add_argument("--calibration", type=positive_int, default=64, metavar="N",
@@ -211,10 +213,11 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    r = evaluate_checkpoint(args.checkpoint, data_source(args), split=args.split, batch_size=args.batch_size,
-                            workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
-                            subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
-                            precision=args.precision, calibration=args.calibration)
+    with announce_choices("effnet eval"):  # what --runtime auto chose, one line on stderr
+        r = evaluate_checkpoint(args.checkpoint, data_source(args), split=args.split, batch_size=args.batch_size,
+                                workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
+                                subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
+                                precision=args.precision, calibration=args.calibration)
     print(f"{r['checkpoint']} (step {r['step']}) on {r['data']} at {r['resolution']} px")
     if (args.runtime, args.precision) != ("torch", "fp32"):
         calibrated = f", calibrated on {r['calibration_images']} train-split images" if args.precision == "int8" else ""

@@ -8,6 +8,7 @@ import importlib
 import io
 import warnings
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,7 +16,11 @@ from torch import nn
 
 from effnet.errors import EXTRA_OF_PACKAGE, EffnetError
 
+if TYPE_CHECKING:
+    from effnet.runtime.auto import EngineChoice
+
 BACKENDS = ("torch", "onnxruntime", "openvino")
+ENGINES = (*BACKENDS, "auto")  # what `load_runtime(engine=...)` and `--runtime` accept: auto times the backends
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
@@ -32,6 +37,7 @@ class Runtime(ABC):
 
     backend: str
     precision: str
+    choice: EngineChoice | None = None  # set when `engine="auto"` chose this engine: the timings, cached or not
 
     @abstractmethod
     def run(self, x: np.ndarray) -> np.ndarray: ...
@@ -46,9 +52,10 @@ class Runtime(ABC):
 
 
 def check_runtime(backend: str, precision: str) -> None:
-    """Raise `RuntimeUnavailable` for an unknown backend or precision, or a pair no engine runs."""
-    if backend not in BACKENDS:
-        raise RuntimeUnavailable(f"runtime: got backend {backend!r}, expected one of {', '.join(BACKENDS)}")
+    """Raise `RuntimeUnavailable` for an unknown backend or precision, or a pair no engine runs ("auto": any
+    precision, some backend runs each)."""
+    if backend not in ENGINES:
+        raise RuntimeUnavailable(f"runtime: got backend {backend!r}, expected one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise RuntimeUnavailable(f"runtime: got precision {precision!r}, expected one of {', '.join(PRECISIONS)}")
     if backend == "torch" and precision == "int8":
@@ -97,4 +104,4 @@ def _quiet(log: io.StringIO | None = None):
         yield
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "ExportError", "Runtime", "RuntimeUnavailable", "check_runtime"]
+__all__ = ["BACKENDS", "ENGINES", "PRECISIONS", "ExportError", "Runtime", "RuntimeUnavailable", "check_runtime"]

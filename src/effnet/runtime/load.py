@@ -1,5 +1,6 @@
-"""`load_runtime`: the one way to a runtime, from a module or an exported file; `runtime_module` dresses one as
-an `nn.Module` for code written against modules (`effnet predict`, `effnet eval --runtime`)."""
+"""`load_runtime`: the one way to a runtime, from a module or an exported file (`engine="auto"`: the fastest one
+here, chosen by `effnet.runtime.auto`); `runtime_module` dresses one as an `nn.Module` for code written against
+modules (`effnet predict`, `effnet eval --runtime`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.runtime.base import Runtime, RuntimeUnavailable, check_runtime
+from effnet.runtime.auto import fastest_runtime
+from effnet.runtime.base import ENGINES, Runtime, RuntimeUnavailable, check_runtime
 from effnet.runtime.onnxruntime_engine import OnnxRuntime, export_onnx, quantize_onnx
 from effnet.runtime.openvino_engine import OpenVinoRuntime, _to_openvino, quantize_openvino, read_openvino
 from effnet.runtime.torch_engine import TorchRuntime
@@ -22,27 +24,47 @@ _CALIBRATION_HINT = ("int8 needs calibration images (N×C×H×W, preprocessed as
 
 def load_runtime(
     model: nn.Module | str | Path,
-    backend: str = "onnxruntime",
+    backend: str | None = None,
     precision: str = "fp32",
     *,
+    engine: str | None = None,
+    batch: int = 1,
     calibration: torch.Tensor | np.ndarray | None = None,
     resolution: int | None = None,
     threads: int | None = None,
     workdir: str | Path | None = None,
     compile: bool = False,
 ) -> Runtime:
-    """A runtime for `model` (a module, or an exported .onnx / .xml file) on `backend` at `precision`.
+    """A runtime for `model` (a module, or an exported .onnx / .xml file) on `engine` at `precision`.
+
+    `engine`: torch, onnxruntime (the default), openvino, or "auto": every installed engine that runs this
+    precision is timed on a batch of `batch` images and the fastest returned, its timings in `runtime.choice`;
+    the choice is cached per model, precision, batch, resolution, threads and CPU, so the next call times nothing
+    (`effnet.runtime.auto`).  `backend` is the older name of `engine` (either may be given, not two different
+    ones).  OpenVINO keeps several requests in flight by itself: a batch that splits evenly over the threads runs
+    as one single-threaded stream per thread (`OpenVinoRuntime`), which is what auto times at `batch` > 1.
 
     int8 needs `calibration`: a few dozen real images preprocessed exactly as at inference (see
     `effnet.data.calibration.calibration_images`); quantizing on noise gives wrong ranges and loses accuracy."""
-    check_runtime(backend, precision)
+    name = _engine_name(engine, backend)
+    check_runtime(name, precision)
     if precision == "int8" and calibration is None:
         raise RuntimeUnavailable(f"runtime: {_CALIBRATION_HINT}")
+    if name == "auto":
+        if isinstance(model, (str, Path)):
+            _existing_file(Path(model))
+
+        def build(candidate: str) -> Runtime:
+            return load_runtime(model, engine=candidate, precision=precision, calibration=calibration,
+                                resolution=resolution, threads=threads, workdir=workdir, compile=compile)
+
+        return fastest_runtime(model, precision, build, batch=batch, resolution=resolution, threads=threads,
+                               compile=compile)
     if isinstance(model, (str, Path)):
-        return _from_file(Path(model), backend, precision, calibration, threads, workdir)
-    if backend == "torch":
+        return _from_file(Path(model), name, precision, calibration, threads, workdir)
+    if name == "torch":
         return TorchRuntime(model, precision, compile)
-    if backend == "openvino":
+    if name == "openvino":
         ov_model = _to_openvino(model, resolution)
         if precision == "int8":
             ov_model = quantize_openvino(ov_model, calibration)
@@ -52,6 +74,14 @@ def load_runtime(
         if precision == "int8":
             path = quantize_onnx(path, work / "model.int8.onnx", calibration)
         return OnnxRuntime(path, precision, threads)  # the session holds the model: the files may go
+
+
+def _engine_name(engine: str | None, backend: str | None) -> str:
+    """The engine asked for by either name (default onnxruntime); two different ones are an error."""
+    if engine is not None and backend is not None and engine != backend:
+        raise RuntimeUnavailable(f"runtime: got engine={engine!r} and backend={backend!r}; pass one of them "
+                                 f"(backend is the older name of engine), one of {', '.join(ENGINES)}")
+    return engine or backend or "onnxruntime"
 
 
 @contextlib.contextmanager
@@ -64,10 +94,14 @@ def _workdir(workdir: str | Path | None):
         yield Path(tmp)
 
 
-def _from_file(path: Path, backend: str, precision: str, calibration, threads, workdir) -> Runtime:
+def _existing_file(path: Path) -> None:
     if not path.is_file():
         raise RuntimeUnavailable(f"runtime: {path}: no such file; make one with `effnet export MODEL --format onnx` "
                                  "or `--format openvino`")
+
+
+def _from_file(path: Path, backend: str, precision: str, calibration, threads, workdir) -> Runtime:
+    _existing_file(path)
     if backend == "torch":
         raise RuntimeUnavailable(f"runtime: {path}: an exported file runs on onnxruntime or openvino, not torch")
     if backend == "onnxruntime":
@@ -105,10 +139,11 @@ def runtime_module(
     *,
     calibration: torch.Tensor | np.ndarray | None = None,
     resolution: int | None = None,
+    batch: int = 1,
 ) -> nn.Module:
-    """`model` on `backend` at `precision` as a module (torch fp32: `model` itself).  int8 is calibrated on
-    `calibration`, by default on real photos preprocessed for the model
-    (`effnet.data.calibration.calibration_images`)."""
+    """`model` on `backend` (an engine name, "auto" included) at `precision` as a module (torch fp32: `model`
+    itself; "auto" times the engines at `batch`).  int8 is calibrated on `calibration`, by default on real photos
+    preprocessed for the model (`effnet.data.calibration.calibration_images`)."""
     if backend == "torch" and precision == "fp32":
         return model
     spec = getattr(model, "spec", None)
@@ -118,7 +153,8 @@ def runtime_module(
         if spec is None:
             raise RuntimeUnavailable("runtime: int8 calibration needs an effnet model (with a spec)")
         calibration = calibration_images(spec, 64, resolution)
-    runtime = load_runtime(model, backend, precision, calibration=calibration, resolution=resolution)
+    runtime = load_runtime(model, engine=backend, precision=precision, calibration=calibration,
+                           resolution=resolution, batch=batch)
     return RuntimeModule(runtime, spec)
 
 
