@@ -46,6 +46,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="train on a fixed random subset of N images")
     g.add_argument("--val-subset", type=positive_int, default=None,
                    help="validate on a fixed random subset of N images")
+    g.add_argument("--test-subset", type=positive_int, default=None,
+                   help="test on a fixed random subset of N images of the test split (a smoke test)")
     g.add_argument("--holdout", type=int, default=None,
                    help="validate on the last N training images, and evaluate the data's own val/test split once "
                         "after training on the weights chosen there (default: 5000 for fashion-mnist, 0 for a "
@@ -127,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
         resume=args.resume, overwrite=args.overwrite, strict=args.strict, train_subset=args.train_subset,
-        val_subset=args.val_subset,
+        val_subset=args.val_subset, test_subset=args.test_subset,
         holdout=args.holdout, test=not args.no_test, log_every=args.log_every, tensorboard=args.tensorboard,
         progress=not args.no_progress, device=args.device, threads=args.threads,
     )

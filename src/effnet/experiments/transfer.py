@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import tables
+from effnet.experiments import design, tables
 from effnet.experiments.runner import Run
 from effnet.report import format_table
 
@@ -26,7 +26,7 @@ backbone at 0.1× the lr when pretrained, BatchNorm momentum 0.1, EMA 0.999, ran
 flips.  From scratch uses the same settings (its backbone lr scale is 1: there is nothing to preserve)."""
 
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "resolution": 32, "epochs": 1.0, "train_subset": 256, "val_subset": 128,
-                                "batch_size": 32}
+                                "test_subset": design.QUICK_TEST_IMAGES, "batch_size": 32}
 
 
 def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:

@@ -84,6 +84,7 @@ class TrainConfig:
     strict: bool = False
     train_subset: int | None = None
     val_subset: int | None = None
+    test_subset: int | None = None  # test on a fixed random subset of the test split (a smoke test; reported as such)
     holdout: int | None = None  # validation images carved from the end of the training set (None: HOLDOUT_DEFAULT)
     test: bool = True  # with a holdout, evaluate the data's own val/test split once, at the end, on the chosen weights
     log_every: int = 20
@@ -172,7 +173,7 @@ def check_config(c: TrainConfig) -> None:
     if c.checkpoint_every is not None:
         _positive("checkpoint_every", c.checkpoint_every, integer=True)
     _positive("keep_last", c.keep_last, integer=True)
-    for name in ("train_subset", "val_subset"):
+    for name in ("train_subset", "val_subset", "test_subset"):
         if getattr(c, name) is not None:
             _positive(name, getattr(c, name), integer=True)
     if c.holdout is not None:

@@ -39,7 +39,7 @@ def holdout_size(c: TrainConfig) -> int:
 def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource, ImageSource | None]:
     """(train, val, test) sources of `c.data`, checked.  With a holdout, val is the last `holdout` training
     images and test the data's own evaluation split; without, val is that split and test is None.  Train and val
-    are cut to their fixed random subsets if asked; test never is."""
+    are cut to their fixed random subsets if asked, and test too where `c.test_subset` asks (a smoke test)."""
     sources = open_sources(c.data)
     train, val, test = sources.train, sources.val, None
     n = holdout_size(c)
@@ -49,6 +49,8 @@ def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource, ImageSource | N
         keep = len(train) - n
         train, val, test = (SubsetSource(train, list(range(keep)), f"{train.name} [:{keep}]"),
                             SubsetSource(train, list(range(keep, len(train))), f"{train.name} [{keep}:]"), val)
+    if test is not None:
+        test = fixed_subset(test, c.test_subset, c.seed)
     return fixed_subset(train, c.train_subset, c.seed), fixed_subset(val, c.val_subset, c.seed), test
 
 
