@@ -4,6 +4,15 @@ import torch
 from effnet.spec import HeadSpec, NetSpec, StageSpec, StemSpec
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Per-machine caches (the measured ceiling, engine choices) go to a directory of this test session, never into
+    the user's own cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -36,9 +36,8 @@ from pathlib import Path
 import torch
 
 from effnet.bench.machine import cpu_model
+from effnet.files import CACHE_ENV, atomic_write_text, cache_dir
 from effnet.optimize import cpu_flags
-
-CACHE_ENV = "XDG_CACHE_HOME"
 
 
 @dataclass(frozen=True)
@@ -143,13 +142,6 @@ def measure_ceiling(size: int = 2048, repeats: int = 3, copy_mb: int = 256) -> C
                    torch.get_num_threads(), size, copy_mb, repeats, measured, tuple(notes), round(load, 2))
 
 
-def cache_dir() -> Path:
-    """Where effnet keeps what it measures about this machine: `$XDG_CACHE_HOME/effnet`, else `~/.cache/effnet`
-    (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
-    base = os.environ.get(CACHE_ENV, "")
-    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
-
-
 def ceiling_key() -> dict:
     """What the ceiling depends on: CPU model, CPU flags (hashed), torch's threads and torch's version."""
     flags = " ".join(sorted(cpu_flags()))
@@ -178,8 +170,6 @@ def machine_ceiling(*, refresh: bool = False, folder: str | Path | None = None, 
     """This machine's ceiling on torch's current threads: the cached measurement for this CPU, threads and torch
     (whatever size it was measured at), else a new one (`measure_ceiling(size, repeats, copy_mb)`), cached.
     `refresh` measures again; `folder` overrides `cache_dir()`.  A cache that cannot be written is left alone."""
-    from effnet.train.checkpoint import atomic_write_text
-
     key = ceiling_key()
     path = _cache_file(key, Path(folder) if folder is not None else cache_dir())
     cached = None if refresh else _load(path, key)

@@ -13,8 +13,8 @@ from typing import Any
 from effnet.experiments import design
 from effnet.experiments.design import Candidate, Method, candidate, shape_of
 from effnet.experiments.runner import Run
+from effnet.files import atomic_write_text
 from effnet.spec import NetSpec
-from effnet.train.checkpoint import atomic_write_text
 
 CANDIDATES = "candidates.json"
 

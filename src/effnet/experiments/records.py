@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from effnet.files import atomic_write_text
 from effnet.spec import NetSpec
 
 RECORD = "record.json"
@@ -42,8 +43,6 @@ def end_of_training_accuracy(folder: Path, last_fraction: float = 0.1) -> float 
 def completed_record(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
     """A record written before a field existed gets it from the run folder (written back, once)."""
     if "train_acc_end" not in record and (folder / "steps.jsonl").is_file():
-        from effnet.train.checkpoint import atomic_write_text
-
         record["train_acc_end"] = end_of_training_accuracy(folder)
         atomic_write_text(json.dumps(record, indent=2) + "\n", folder / RECORD)
     return record

@@ -40,6 +40,7 @@ from effnet.experiments.records import (
     train_wall,
     with_classes,
 )
+from effnet.files import atomic_write_text
 from effnet.report import format_duration
 from effnet.spec import NetSpec
 
@@ -152,8 +153,6 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[s
         "wall_s": round(train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
         "history": history, "machine": machine(), "finished": now(),
     }
-    from effnet.train.checkpoint import atomic_write_text
-
     atomic_write_text(json.dumps(record, indent=2) + "\n", record_path)
     return record
 
@@ -276,8 +275,6 @@ def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str
 
 def write_results(path: Path, experiment: str, command: str, options: Options, runs: Sequence[Run],
                   rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    from effnet.train.checkpoint import atomic_write_text
-
     walls = [r["wall_s"] for r in rows]
     results = {
         "experiment": experiment, "command": command, "quick": options.quick,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.experiments import design
+from effnet.files import atomic_write_text
 from effnet.spec import NetSpec
 
 CANDIDATES = "candidates.json"
@@ -109,8 +110,6 @@ def candidates(out: Path, base: NetSpec, budgets: Sequence[float], quick: bool, 
             return {"candidates": held["candidates"], "latency": held["latency"]}
     found = macs_candidates(base, budgets, log=log)
     latency_found, info = latency_candidates(base, budgets, found, settings, log=log, measure=measure)
-    from effnet.train.checkpoint import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     held = {"digest": digest, **wanted, "latency": info, "candidates": found + latency_found}
     atomic_write_text(json.dumps(held, indent=2) + "\n", path)

@@ -15,6 +15,7 @@ from typing import Any
 
 from effnet.experiments import runner
 from effnet.experiments.runner import ExperimentError, Options
+from effnet.files import atomic_write_text
 
 MODULES = {
     "single-dims": "effnet.experiments.single_dims",
@@ -79,8 +80,6 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
 
 def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
     """report.md and the plots from `results` (a results.json), and the terminal table."""
-    from effnet.train.checkpoint import atomic_write_text
-
     body, table = mod.report(results)
     plots = mod.plots(results, out) if results["runs"] else []
     header = render_header(results)

@@ -25,11 +25,9 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effnet.files import atomic_write_text, cache_dir
 from effnet.runtime.base import BACKENDS, ExportError, Runtime, RuntimeUnavailable, _in_channels, _resolution
 
 CACHE_FILE = "engine-choices.json"
@@ -198,8 +197,7 @@ def model_identity(model: nn.Module | str | Path) -> dict[str, Any]:
 
 def cache_path() -> Path:
     """The cache file: `$XDG_CACHE_HOME/effnet/engine-choices.json`, else `~/.cache/effnet/engine-choices.json`."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "effnet" / CACHE_FILE
+    return cache_dir() / CACHE_FILE
 
 
 @contextlib.contextmanager
@@ -304,14 +302,7 @@ def _write_cache(path: Path, digest: str, key: Mapping[str, Any], choice: Engine
     text = json.dumps({"format": _FORMAT, "choices": choices}, indent=1, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(text, path)
     except OSError as exc:
         warnings.warn(f"could not save the engine choice in {path} ({exc.strerror or exc}); the next call times "
                       "the engines again", stacklevel=2)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from effnet.errors import EffnetError
+from effnet.files import TMP_PREFIX
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
-TMP_PREFIX = _TMP_PREFIX = ".tmp-"
 DAMAGED_SUFFIX = ".damaged"
 
 
@@ -43,7 +43,7 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def atomic_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -54,16 +54,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -83,7 +73,7 @@ def remove_stale_temporaries(folder: str | Path) -> int:
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(_TMP_PREFIX)]
+    stale = [p for p in folder.iterdir() if p.name.startswith(TMP_PREFIX)]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)

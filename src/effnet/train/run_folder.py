@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
+from effnet.files import atomic_write_text
 from effnet.train import checkpoint as ckpt
 
 RECORD = "run.json"
@@ -217,7 +218,7 @@ def run_settings(folder: str | Path, keys: tuple[str, ...]) -> dict[str, Any] | 
 
 
 def write_record(folder: str | Path, record: dict[str, Any]) -> None:
-    ckpt.atomic_write_text(json.dumps(record, indent=2) + "\n", Path(folder) / RECORD)
+    atomic_write_text(json.dumps(record, indent=2) + "\n", Path(folder) / RECORD)
 
 
 def new_record(*, model: str, data: str, settings: dict[str, Any], seed: int, total_steps: int,
@@ -281,7 +282,7 @@ def repair_jsonl(path: Path, step: int) -> None:
             continue
         if isinstance(row, dict) and row.get("step", 0) <= step:
             keep.append(line)
-    ckpt.atomic_write_text("".join(ln + "\n" for ln in keep), path)
+    atomic_write_text("".join(ln + "\n" for ln in keep), path)
 
 
 # -- `effnet runs` ----------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from effnet.files import atomic_write_text
 from effnet.train import checkpoint as ckpt
 from effnet.train import run_folder as folder
 from effnet.train.config import RESUME_KEYS, ConfigError, Plan, TrainConfig, recipe_lines
@@ -107,7 +108,7 @@ class RunLog:
             record = {"top1": metrics.top1, "top5": metrics.top5, "loss": metrics.loss, "images": metrics.images,
                       "split": split, "selected_step": selected_step, "selected_weights": selected_weights,
                       "val_top1": val_top1}
-            ckpt.atomic_write_text(json.dumps(record, indent=2) + "\n", self.run_dir / "test.json")
+            atomic_write_text(json.dumps(record, indent=2) + "\n", self.run_dir / "test.json")
         self.say(f"test top-1 {metrics.top1:.2f}% top-5 {metrics.top5:.2f}% ({metrics.images} images, "
                  f"{selected_weights} weights of step {selected_step}, chosen on validation)")
 

@@ -1,0 +1,37 @@
+"""Small file helpers shared across effnet, with no effnet imports of their own: whole-or-nothing text writes and
+the folder where effnet keeps what it measures about this machine."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "XDG_CACHE_HOME"
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write `text` to a temporary file beside `path`, flush and fsync it, then rename it over `path`: a reader
+    (or a crash) sees the old file or the new one, never half of one.  The temporary is removed on failure."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cache_dir() -> Path:
+    """Where effnet keeps what it measures about this machine: `$XDG_CACHE_HOME/effnet`, else `~/.cache/effnet`
+    (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
+    base = os.environ.get(CACHE_ENV, "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
+
+
+__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write_text", "cache_dir"]
