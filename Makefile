@@ -13,7 +13,7 @@ demo: setup data
 	$(VENV)/bin/effnet demo
 
 test: setup data postgres
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

@@ -145,7 +145,7 @@ def evaluate_checkpoint(
             from effnet.runtime import runtime_module
 
             model = runtime_module(model.eval(), runtime, precision, calibration=calibration_batch,
-                                   resolution=cfg.resolution)
+                                   resolution=cfg.resolution, batch=batch_size)
         results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
     return results
 
