@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 demo: setup data
 	$(VENV)/bin/effnet demo
 
+# --dist loadfile: a file's tests run on one worker, so a module-scoped fixture (a quick experiment) is set up once.
 test: setup data postgres
-	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

@@ -1,6 +1,7 @@
 """effnet bench: smoke tests at tiny size, paired ratios, missing peers skipped with a note, bad input."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from effnet.bench import Result, machine, peak_memory_mb
 from effnet.bench.timing import _add_ratios
 from effnet.cli import main
+from effnet.runtime import BACKENDS
 from effnet.spec import save_spec
 from tests.conftest import tiny_spec
 
@@ -19,8 +21,9 @@ def spec_path(tmp_path):
     return str(path)
 
 
-def _bench(capsys, *args):
-    code = main(["bench", *args, "--repeats", "2", "--iters", "1", "--warmup", "1", "--quiet"])
+def _bench(capsys, *args, auto=False):
+    extra = [] if auto else ["--no-auto"]
+    code = main(["bench", *args, "--repeats", "2", "--iters", "1", "--warmup", "1", "--quiet", *extra])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -38,6 +41,17 @@ def test_infer_json_has_every_path_and_a_ratio_per_peer(capsys, spec_path):
         assert r["gmacs_per_s"] > 0 and 0 < r["ceiling_fraction"]
         assert ("onnxruntime" in r["ratios"]) == (name != "onnxruntime")
         assert len(r["rounds"]) == 2
+
+
+def test_infer_ends_with_the_engine_auto_picks_at_each_batch(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1,2", "--paths", "eager", "--vs", "none", auto=True)
+    assert code == 0
+    picks = re.findall(r"^engine=auto: auto chose (\w+) for fp32 at batch (\d+)", out, re.M)
+    assert [b for _, b in picks] == ["1", "2"] and all(e in BACKENDS for e, _ in picks), out
+    code, out, _ = _bench(capsys, spec_path, "--batch", "1", "--paths", "eager", "--vs", "none", "--format", "json",
+                          auto=True)
+    [choice] = json.loads(out)["auto"]
+    assert choice["batch"] == 1 and choice["engine"] in BACKENDS and choice["engine"] in choice["seconds"]
 
 
 def test_missing_peer_is_skipped_with_a_note(capsys, spec_path):

@@ -20,7 +20,7 @@ from effnet.registry import ModelConfig  # noqa: E402
 from tests._cam_util import one_thread, run_cli  # noqa: E402, F401
 from tests.conftest import tiny_spec  # noqa: E402
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("test_cam")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SIZE, SQUARE = 32, 8

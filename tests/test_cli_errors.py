@@ -126,10 +126,6 @@ NO_GPU_CASES: list[tuple[str, str]] = [
 ]
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_cli_errors")
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """The prepared inputs, in one folder: the working directory of every case."""

@@ -231,10 +231,6 @@ def test_lukemelas_efficientnet_b1_flat_blocks_split_into_scaled_stages(tmp_path
 # -- Keras ----------------------------------------------------------------------------------------------------------
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_convert")
-
-
 @pytest.fixture(scope="module")
 def keras_b0(tmp_path_factory):
     """Keras 3 on the torch backend builds EfficientNetB0 (random weights) and saves a `.weights.h5`."""

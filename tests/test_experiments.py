@@ -29,10 +29,6 @@ def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=1800, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_experiments")
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> dict[str, Path]:
     """Every experiment run once with --quick into one temporary tree (run folders shared, as by default)."""

@@ -24,10 +24,6 @@ COMPOUND_VS_SINGLE = REPO / "docs" / "experiments" / "compound-vs-single" / "res
 SHARED = ("baseline", "depth", "width", "resolution", "compound (paper)")
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_experiments_strategies")
-
-
 @pytest.fixture(scope="module")
 def macs_found() -> list[dict]:
     """The full experiment's matched-MACs candidates (2x, 3x, 8x), solved once for the module."""

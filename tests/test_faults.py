@@ -23,10 +23,6 @@ STOP_AT = 8  # an interrupted run stops after this step; it keeps step-4/6/8 che
 TIMING = ("epoch_s", "img_per_s")
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_faults")
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")

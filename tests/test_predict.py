@@ -13,9 +13,6 @@ from effnet.cli import main
 from effnet.predict import ImageError, classify, load_image
 from effnet.weights import imagenet_classes
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_predict")
-
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):

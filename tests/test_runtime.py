@@ -18,10 +18,6 @@ needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, 
 needs_ov = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_runtime")
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

@@ -60,10 +60,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "effnet" / auto.CACHE_FILE
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_runtime_auto")
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

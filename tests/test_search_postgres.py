@@ -41,10 +41,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_search_postgres")
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL cluster of its own, on 127.0.0.1; yields its URL and stops it afterwards."""

@@ -7,9 +7,6 @@ from effnet.experiments.table3 import NOTES, PAPER_GMACS, SETTINGS, table3_cells
 from effnet.families.resnet import RESNET50
 from effnet.profile import profile_stages
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_table3")
-
 
 @pytest.fixture(scope="module")
 def cells():

@@ -5,9 +5,6 @@ import pytest
 from effnet.cli import main
 from tests import _train_util as U
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_train_cli")
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

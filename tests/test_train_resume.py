@@ -17,10 +17,6 @@ STEPS = 24  # 48 images / batch 8 = 6 steps per epoch: 4 epochs, so the kill may
 KILL_SEED = int(os.environ.get("EFFNET_KILL_SEED", "7"))  # the step of the kill: seeded, so a failure reproduces
 
 
-# Its module-scoped fixture is set up once: every test of this file runs on one xdist worker.
-pytestmark = pytest.mark.xdist_group("test_train_resume")
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return U.make_folder(tmp_path_factory.mktemp("data"), classes=3, per_class=16, val_per_class=3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 
 from effnet.bench import (
     INFER_PATHS,
@@ -55,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "layer: MACs, bytes, time and the roofline of this machine's measured ceiling")
     p.add_argument("--refresh-ceiling", action="store_true",
                    help="measure this machine's GEMM and bandwidth ceiling again instead of using the cached one")
+    p.add_argument("--no-auto", action="store_true",
+                   help="infer mode: skip the last lines, which engine `engine=\"auto\"` picks at each batch size")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -106,13 +109,32 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(args.model, batches=batches, mode=args.mode, paths=paths, peers=peers,
                        resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
                        calibration=calibration, isolate_memory=args.isolate_memory, log=log)
-    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_report(report))
+    choices = [] if train or args.no_auto else _auto_choices(args.model, batches, report.resolution, log)
+    if args.format == "json":
+        print(json.dumps({**report.to_dict(), "auto": [asdict(c) for c in choices]}, indent=2))
+    else:
+        print("\n".join([format_report(report)] + [f"engine=auto: {c.describe()}" for c in choices]))
     return 1 if report.failed else 0  # a candidate failed (its row says why); bad input is exit 2
 
 
-def _run_layers(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+def _auto_choices(model_name: str, batches: list[int], resolution: int, log) -> list:
+    """What `load_runtime(..., engine="auto")` picks for this model (fp32) at each batch: its own timing of the
+    installed engines, the same call `--runtime auto` makes in predict and eval."""
+    from effnet import create_model
+    from effnet.runtime import RuntimeUnavailable, load_runtime
 
+    model = create_model(model_name).eval()
+    choices = []
+    for batch in batches:
+        log(f"engine=auto at batch {batch} ...")
+        try:
+            choices.append(load_runtime(model, engine="auto", batch=batch, resolution=resolution).choice)
+        except RuntimeUnavailable as exc:
+            log(f"engine=auto at batch {batch}: {exc}")
+    return choices
+
+
+def _run_layers(args: argparse.Namespace) -> int:
     from effnet.registry import get_spec
 
     if args.mode != "infer" or args.vs is not None or args.isolate_memory:
