@@ -255,9 +255,9 @@ def test_eval_runtime_auto_says_what_it_chose(tmp_path, capsys):
     for weights in (state["model"], state["ema"]["model"]):
         net = ConvNet(NetSpec.from_dict(state["spec"]))
         net.load_state_dict(weights)
-        _prime(net, "torch")
+        _prime(net, "torch", batch=4)  # auto times the engines at the eval batch
     capsys.readouterr()
-    assert main(["eval", str(out), str(data), "--workers", "0", "--runtime", "auto"]) == 0
+    assert main(["eval", str(out), str(data), "--workers", "0", "--batch-size", "4", "--runtime", "auto"]) == 0
     out_text, err = capsys.readouterr()
     assert "\nraw " in out_text and "\nema " in out_text
-    assert err.count("effnet eval: auto chose torch for fp32 at batch 1 (cached)") == 2
+    assert err.count("effnet eval: auto chose torch for fp32 at batch 4 (cached)") == 2

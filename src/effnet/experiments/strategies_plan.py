@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -164,8 +165,11 @@ def latency_candidates(base: NetSpec, budgets: Sequence[float], planned: list[di
     for st in STRATEGIES:
         for b in budgets:
             log(f"solving: {st.name} at {b:g}x the baseline's latency ({b * base_s * 1e3:.2f} ms) ...")
+            # A model smaller than the baseline is never the answer to a budget above its latency (only timing
+            # noise could make it look so): the search starts at s = 1 then.
+            lowest = 0.0 if b >= 1 else math.log2(b) - 1.0
             sol = solve_scale_for_latency(base, b * base_s, strategy=st.strategy, batch=settings.batch,
-                                          tolerance=design.BUDGET_TOLERANCE, log2_range=(-1.0, settings.max_log2),
+                                          tolerance=design.BUDGET_TOLERANCE, log2_range=(lowest, settings.max_log2),
                                           measure=timer)
             entry = _solved(sol, f"{base.name}_{st.strategy}_lat{b:g}", base_s)
             if entry["spec"] is not None:
