@@ -16,14 +16,20 @@ MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 TARGET_TOP1 = 93.0  # the fine-tuned Lite0 is expected to reach this test top-1
 
 RECIPE: dict[str, Any] = {
-    "resolution": 64, "epochs": 3.0, "batch_size": 64, "optimizer": "rmsproptf", "lr": 0.004,
-    "warmup_epochs": 0.2, "decay_epochs": 0.3, "decay_rate": 0.8, "backbone_lr_scale": 0.1, "bn_momentum": 0.1,
-    "label_smoothing": 0.1, "ema_decay": 0.999, "augment": "none", "crop_scale": (0.5, 1.0), "hflip": True,
+    "resolution": 64, "epochs": 4.0, "batch_size": 64, "optimizer": "rmsproptf", "lr": 0.004,
+    "warmup_epochs": 0.2, "decay_epochs": 0.3, "decay_rate": 0.8, "backbone_lr_scale": 1.0, "bn_momentum": 0.1,
+    "label_smoothing": 0.1, "ema_decay": 0.999, "augment": "none", "crop_scale": (0.85, 1.0), "hflip": True,
 }
-"""Every transfer run: 64 px (grey repeated to RGB), 3 epochs of the 55,000 training images at batch 64, the
-paper's RMSProp (TF form) at lr 0.004 (= 0.016 × 64/256) after a 0.2-epoch warm-up, ×0.8 every 0.3 epoch, the
-backbone at 0.1× the lr when pretrained, BatchNorm momentum 0.1, EMA 0.999, random-resized crop (area 0.5–1) and
-flips.  From scratch uses the same settings (its backbone lr scale is 1: there is nothing to preserve)."""
+"""Every transfer run: 64 px (grey repeated to RGB), 4 epochs of the 55,000 training images at batch 64, the
+paper's RMSProp (TF form) at lr 0.004 (= 0.016 × 64/256) on every layer after a 0.2-epoch warm-up, ×0.8 every
+0.3 epoch, BatchNorm momentum 0.1, EMA 0.999, random-resized crop (area 0.85–1) and flips.  From scratch uses the
+same settings.
+
+The backbone's lr and the crop were chosen on the validation split (never the test split) with one-epoch pilots of
+the fine-tuned Lite0, seed 0, EMA validation top-1 after one epoch: backbone at 0.1× the lr and crop area 0.5–1
+(the first recipe) 89.58%; backbone at 1× 90.14%; crop area 0.85–1 90.88%; both 91.96%.  Fashion-MNIST is far from
+ImageNet, so the backbone has to move; and a crop of half the area likely cuts off the sleeves, collars and hems
+that tell its classes apart.  The first recipe (3 epochs) stopped at 91.05 ± 0.46% test top-1 for Lite0."""
 
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "resolution": 32, "epochs": 1.0, "train_subset": 256, "val_subset": 128,
                                 "test_subset": design.QUICK_TEST_IMAGES, "batch_size": 32}
@@ -31,7 +37,7 @@ QUICK_RECIPE: dict[str, Any] = {**RECIPE, "resolution": 32, "epochs": 1.0, "trai
 
 def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
     train = dict(QUICK_RECIPE if quick else RECIPE)
-    scratch = {**train, "backbone_lr_scale": 1.0}
+    scratch = {**train, "backbone_lr_scale": 1.0}  # nothing to preserve (the same as `train`'s today)
     runs = []
     for seed in range(seeds):
         for name in MODELS:
