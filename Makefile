@@ -12,9 +12,10 @@ PYTEST_ARGS ?=
 demo: setup data
 	$(VENV)/bin/effnet demo
 
-# --dist loadfile: a file's tests run on one worker, so a module-scoped fixture (a quick experiment) is set up once.
+# --dist loadfile: a file's tests run on one worker, so a module-scoped fixture (a quick experiment) is set up once;
+# files in collection order, where tests/conftest.py puts the slowest first.
 test: setup data postgres
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

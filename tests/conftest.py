@@ -3,6 +3,15 @@ import torch
 
 from effnet.spec import HeadSpec, NetSpec, StageSpec, StemSpec
 
+# The slowest files (quick experiments end to end, torch.compile) are handed out first, one to each xdist worker
+# (`make test` runs `--dist loadfile --no-loadscope-reorder`), so that no worker is left alone with one at the end.
+SLOW_FILES = ("test_experiments_strategies.py", "test_experiments.py", "test_faults.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: other files keep their order
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
