@@ -119,7 +119,7 @@ def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def quick(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("strategies")
     done = _effnet("experiments", "strategies", "--quick", "--out", str(root / "strategies"), "--runs",
-                   str(root / "runs"), cwd=root)
+                   str(root / "runs"), "--threads", "1", cwd=root)  # the other xdist worker has the other core
     assert done.returncode == 0, done.stderr[-3000:]
     return root / "strategies"
 
