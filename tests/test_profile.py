@@ -75,3 +75,15 @@ def test_activations_of_b0_and_resnet50_match_dollar_et_al():
     """Dollár, Singh & Girshick (CVPR 2021), Table 2: EfficientNet-B0 6.7M activations, ResNet-50 11.1M."""
     assert round(profile(effnet.get_spec("efficientnet_b0")).activations / 1e6, 1) == 6.7
     assert round(count_activations(effnet.get_spec("resnet50")) / 1e6, 1) == 11.1
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "resnet50", "mobilenet_v2", "efficientnet_lite0"])
+def test_block_by_block_count_equals_one_traced_forward(name):
+    """Specs are counted part by part with each distinct block traced once; the totals equal one traced forward."""
+    from effnet.network import build_meta
+    from effnet.profile import _counted
+
+    spec = effnet.get_spec(name)
+    for res in (spec.resolution, 96):
+        whole = _counted(build_meta(spec).eval(), torch.empty(1, spec.in_channels, res, res, device="meta"))[:2]
+        assert (count_macs(spec, res), count_activations(spec, res)) == whole
