@@ -2,7 +2,9 @@
 
 MACs are multiply-accumulates, the paper's "FLOPS".  They are counted by PyTorch's own
 `torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products; it reports 2 FLOPs per MAC, so
-MACs = counted FLOPs / 2).  Counting runs on the "meta" device, so even L2 at 800 px costs no memory or time.
+MACs = counted FLOPs / 2).  Counting runs on the "meta" device, so even L2 at 800 px costs no memory; a spec is
+counted block by block and each distinct block (structure and input shape) is traced once per process, which is
+what keeps a budget solver's hundreds of counts cheap.
 
 Activations are Dollár, Singh & Girshick's third cost ("Fast and Accurate Model Scaling", CVPR 2021, Section 3):
 the number of elements of every convolution's and linear layer's output, per image; they found it predicts a
