@@ -5,26 +5,33 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 CACHE_ENV = "XDG_CACHE_HOME"
 TMP_PREFIX = ".tmp-"
 
 
-def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write `text` to a temporary file beside `path`, flush and fsync it, then rename it over `path`: a reader
+def atomic_write(path: str | Path, write: Callable[[IO], object], *, binary: bool = False) -> None:
+    """Call `write(f)` on a temporary file beside `path`, flush and fsync it, then rename it over `path`: a reader
     (or a crash) sees the old file or the new one, never half of one.  The temporary is removed on failure."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """`text` written to `path` whole or not at all (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text))
 
 
 def cache_dir() -> Path:
@@ -34,4 +41,4 @@ def cache_dir() -> Path:
     return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
 
 
-__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write_text", "cache_dir"]
+__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir"]

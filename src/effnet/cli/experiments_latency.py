@@ -22,7 +22,7 @@ def register(experiments: argparse._SubParsersAction) -> None:
         "latency", help=help_text,
         description=help_text + ". Measure on a quiet machine: every record notes the load average. Rerunning the "
                     "command continues an interrupted measurement; finished records are not measured again.",
-        epilog="example: effnet experiments latency\n         effnet experiments latency --quick --out /tmp/latency",
+        epilog="example: effnet experiments latency\n         effnet experiments latency --quick --out out/latency",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     size = e.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",

@@ -16,7 +16,6 @@ import os
 import pickle
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from effnet.errors import EffnetError
-from effnet.files import TMP_PREFIX
+from effnet.files import TMP_PREFIX, atomic_write
 
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 DAMAGED_SUFFIX = ".damaged"
@@ -43,16 +42,7 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def atomic_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
     _fsync_dir(path.parent)
 
 
