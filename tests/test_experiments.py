@@ -131,6 +131,24 @@ def test_a_fresh_checkout_retrains_nothing(quick, tmp_path):
         [(r["key"], r["test_top1"], r["method"]) for r in before]
 
 
+@pytest.mark.slow
+def test_report_only_keeps_the_training_command_and_names_the_baseline(quick, tmp_path):
+    """--report-only rewrites report.md from the records; the command it states stays the one that trained them."""
+    import shutil
+
+    out = tmp_path / "single-dims"
+    shutil.copytree(quick["single-dims"], out)
+    before = json.loads((out / "results.json").read_text())
+    done = _effnet("experiments", "single-dims", "--quick", "--report-only", "--out", str(out), "--runs",
+                   str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = json.loads((out / "results.json").read_text())
+    assert after["command"] == before["command"] and "--report-only" not in after["command"]
+    base = next(r for r in after["runs"] if r["method"] == "baseline")
+    report = (out / "report.md").read_text()
+    assert f"| {base['blocks']} (baseline) |" in report and f"| {base['resolution']} (baseline) |" in report
+
+
 def test_known_records_come_from_neighbouring_results(tmp_path):
     """A run another experiment finished is found by key, without that experiment's labels."""
     from effnet.experiments.runner import known_records

@@ -30,8 +30,10 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
           "28 px adds real detail; inputs above 28 px (marked `*`) are upsampled and add none.", ""]
     text = []
     base = tables.summary(rows, method="baseline")
+    base_row = tables.first(rows, method="baseline") or {}
+    base_value = {"depth": base_row.get("blocks", "?"), "width": "1.00", "resolution": base_row.get("resolution", "?")}
     for m in design.SINGLE_DIMENSIONS:
-        out_rows = [("1 (baseline)", "1.00x", "-", tables.pct(base), "-", base.n)]
+        out_rows = [(f"{base_value[m.name]} (baseline)", "1.00x", "-", tables.pct(base), "-", base.n)]
         previous = {"method": "baseline", "budget": 1.0}
         gains = []
         for c in _steps(results, m.name):

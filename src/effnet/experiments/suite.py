@@ -8,6 +8,7 @@ table)` and `plots(results, out) -> [paths]`; everything else (claiming, resumin
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import time
 from pathlib import Path
@@ -70,12 +71,22 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
         else:
             runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
     rows = runner.collect(name, runs, options, options.storage)
+    if report_only:  # a report written again names the command that trained the runs, not --report-only
+        command = _recorded_command(options.out / runner.RESULTS) or command
     results = runner.write_results(options.out / runner.RESULTS, name, command, options, runs, rows,
                                    {**meta, "seeds": seeds_of(options)})
     markdown, table = write_report(mod, results, options.out)
     if not report_only:
         print(f"{name}: finished in {runner.elapsed(start)}", flush=True)
     return results, table
+
+
+def _recorded_command(path: Path) -> str | None:
+    try:
+        command = json.loads(path.read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return command if isinstance(command, str) else None
 
 
 def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
