@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from effnet.experiments import design, stats, suite
+from effnet.experiments import design, nas, stats, suite
 from effnet.experiments.runner import RECORD, Run, train_run
+from effnet.spec import NetSpec
 from tests.conftest import tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ("compound-vs-single", "single-dims", "width-at-depth-res", "transfer")
+EXPERIMENTS = ("compound-vs-single", "single-dims", "width-at-depth-res", "transfer", "nas")
 
 
 def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -147,6 +148,41 @@ def test_report_only_keeps_the_training_command_and_names_the_baseline(quick, tm
     base = next(r for r in after["runs"] if r["method"] == "baseline")
     report = (out / "report.md").read_text()
     assert f"| {base['blocks']} (baseline) |" in report and f"| {base['resolution']} (baseline) |" in report
+
+
+def test_the_nas_space_holds_the_b0_like_baseline():
+    """The searched and the hand-made baseline compete in one space: the B0-like baseline is one of its points."""
+    from effnet.search.space import load_space
+
+    space, base = load_space(nas.space_path()), design.baseline()
+    blocks = {(1, 0.25): "mbconv1", (6, 0.25): "mbconv6"}
+    point = {}
+    for i, stage in enumerate(base.stages, 1):
+        point |= {f"s{i}_block": blocks[(stage.expand_ratio, stage.se_ratio)], f"s{i}_kernel": stage.kernel,
+                  f"s{i}_se_ratio": stage.se_ratio, f"s{i}_repeats": stage.repeats, f"s{i}_width": 1.0}
+    spec = space.spec(point, resolution=base.resolution, num_classes=base.num_classes, name=base.name)
+    assert spec.to_dict() == base.to_dict()
+
+
+@pytest.mark.slow
+def test_nas_scales_the_searched_spec_and_the_baseline_alike(quick):
+    """nas trains the search's best-reward spec and the B0-like baseline at the same phis, paired by seed."""
+    out = quick["nas"]
+    results = json.loads((out / "results.json").read_text())
+    search = json.loads((out / "search.json").read_text())
+    found = NetSpec.from_json((out / "found.json").read_text())
+    assert found.name.endswith(f"_t{search['best']['trial']}") and results["found"] == found.to_dict()
+    assert search["counts"].get("COMPLETE", 0) + search["counts"].get("complete", 0) >= 1
+    phis = sorted({p["phi"] for p in results["points"]})
+    assert phis == list(nas.QUICK_PHIS)
+    for phi in phis:
+        arches = {r["arch"] for r in results["runs"] if r["phi"] == phi}
+        assert arches == {"B0-like", "searched"}
+    searched0 = next(r for r in results["runs"] if r["arch"] == "searched" and r["phi"] == 0)
+    assert searched0["spec"] == found.to_dict()
+    report = (out / "report.md").read_text()
+    assert "--space SPACE" in report and str(nas.space_path().parent) not in report  # no machine path
+    assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_known_records_come_from_neighbouring_results(tmp_path):

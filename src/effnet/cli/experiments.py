@@ -20,6 +20,8 @@ TRAINED = {
     "compound-vs-single": "Figure 8 / Table 7: compound vs single-dimension scaling at matched MACs budgets",
     "transfer": "Table 5 / Figure 6: pretrained Lite0/1/2 fine-tuned on Fashion-MNIST, and Lite0 from scratch",
     "strategies": "compound, depth, width, resolution, uniform and fast scaling at matched MACs and latency",
+    "nas": "Sec. 4.2: search a baseline in MnasNet's space, then compound-scale it and the B0-like baseline to "
+           "phi = 0, 1, 2",
 }
 
 

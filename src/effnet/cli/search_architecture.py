@@ -170,6 +170,7 @@ def _report(args: argparse.Namespace, config, storage: str, study_name: str) -> 
     if args.format == "json":
         print(json.dumps({"study": study_name, "storage": storage, "counts": arch_report.trial_counts(study),
                           "target_macs": config.target_macs, "w": config.w,
+                          "trial_wall_s": round(sum(r.wall_s for r in rows), 1),
                           "front": [r.to_dict() for r in front], "best": rows[0].to_dict() if rows else None,
                           "spec": output if rows else None, "plot": str(plot) if plot else None}, indent=2))
         return 0

@@ -2,7 +2,9 @@
 with workers on other machines sharing `--storage`), then write results.json, report.md and the plots.
 
 Each experiment module declares `NAME`, `plan(out, quick, seeds) -> (runs, meta)`, `report(results) -> (markdown,
-table)` and `plots(results, out) -> [paths]`; everything else (claiming, resuming, recording) is the runner's.
+table)` and `plots(results, out) -> [paths]`, and may declare `prepare(options)`, a step the parent process runs
+before planning (never a worker, never `--report-only`); everything else (claiming, resuming, recording) is the
+runner's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ MODULES = {
     "compound-vs-single": "effnet.experiments.compound_vs_single",
     "transfer": "effnet.experiments.transfer",
     "strategies": "effnet.experiments.strategies",
+    "nas": "effnet.experiments.nas",
 }
 DEFAULT_SEEDS = 3
 
@@ -55,6 +58,8 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     """Train what is missing (unless `report_only`), then write and return the results and the table."""
     _check_out(options.out)
     start = time.perf_counter()
+    if not report_only and hasattr(module(name), "prepare"):  # a step before planning (nas: the search)
+        module(name).prepare(options, log=lambda m: print(m, flush=True))
     mod, runs, meta = _plan(name, options, log=lambda m: print(m, flush=True))
     todo = runner.unique_runs(runs)
     print(f"{name}: {len(runs)} runs planned ({len(todo)} distinct), {seeds_of(options)} seed(s); run folders in "

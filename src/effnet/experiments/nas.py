@@ -1,0 +1,202 @@
+"""Sec. 4.2's two steps from our own data: search a baseline in MnasNet's space (`effnet search architecture`,
+reward ACC × (MACs/T)^w scored on the validation split), then compound-scale the searched baseline and the
+hand-made one (the experiments' B0-like baseline, whose MACs are T) by the paper's α, β, γ to φ = 0, 1, 2 and
+train both with the same recipe and seeds: does the searched baseline stay ahead after scaling, as the paper argues?
+
+The search runs first, in the parent process (its own study in `OUT/search.journal`, resumable, with `--jobs`
+workers); its best-reward spec is kept in `OUT/found.json`, which plans the runs of every worker and every rerun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from effnet.experiments import design, tables
+from effnet.experiments.runner import ExperimentError, Options, Run
+from effnet.files import atomic_write_text
+from effnet.profile import count_macs, profile, profile_stages
+from effnet.report import format_table
+from effnet.scaling import scale
+from effnet.spec import NetSpec
+
+NAME = "nas"
+SPACE_FILE = "nas_space.json"
+FOUND = "found.json"
+SEARCH = "search.json"
+PHIS = (0, 1, 2)
+QUICK_PHIS = (0, 1)
+SEARCH_TRIALS = 30
+QUICK_SEARCH_TRIALS = 2
+PROXY_STEPS = 150
+"""Proxy training per candidate: the experiments' recipe cut to 150 steps of 128 images (a third of an epoch), scored
+on the 5,000 held-out training images (the validation split every experiment chooses on)."""
+BASELINE, SEARCHED = "B0-like", "searched"
+_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer",
+          "augment": "--augment", "train_subset": "--train-subset", "val_subset": "--val-subset"}
+
+
+def space_path() -> Path:
+    return Path(str(resources.files("effnet.experiments").joinpath(SPACE_FILE)))
+
+
+def proxy_recipe(quick: bool) -> dict[str, Any]:
+    settings = design.recipe(quick)
+    settings.pop("test_subset", None)  # the search never reads the test split
+    if not quick:
+        settings["steps"] = PROXY_STEPS
+    return settings
+
+
+def search_argv(out: Path, quick: bool, jobs: int | None = None, threads: int | None = None,
+                space: str | None = None) -> list[str]:
+    """`effnet search architecture` as this experiment runs it (the budget, the space, T = the baseline's MACs);
+    without `jobs` and `threads` (speed only), as the report states it."""
+    argv = ["search", "architecture", "--dataset", "fashion-mnist", "--space", space or str(space_path()),
+            "--target-macs", str(count_macs(design.baseline())), "--resolution", str(design.baseline().resolution),
+            "--trials", str(QUICK_SEARCH_TRIALS if quick else SEARCH_TRIALS), "--seed", "0",
+            "--storage", str(out / "search.journal"), "-o", str(out / FOUND), "--plot", str(out / "search.png")]
+    if jobs is not None and threads is not None:
+        argv += ["--jobs", str(jobs), "--threads", str(threads)]
+    for key, value in sorted(proxy_recipe(quick).items()):
+        if key in _FLAGS:
+            argv += [_FLAGS[key], str(value)]
+        else:
+            text = json.dumps(list(value) if isinstance(value, tuple) else value, separators=(",", ":"))
+            argv += ["--set", f"{key}={text}"]
+    return argv
+
+
+def prepare(options: Options, log=print) -> None:
+    """Run (or resume) the search, then record its report (`search.json`) and best spec (`found.json`)."""
+    argv = search_argv(options.out, options.quick, options.jobs, options.threads)
+    log("nas: searching a baseline first: effnet " + " ".join(argv[:2]) + " ... (resumes a search begun before)")
+    effnet = [sys.executable, "-m", "effnet"]
+    done = subprocess.run([*effnet, *argv, "--no-report"])
+    if done.returncode:
+        raise ExperimentError(f"the architecture search stopped with exit status {done.returncode}; rerun the same "
+                              "command to continue it")
+    report = subprocess.run([*effnet, *argv, "--report-only", "--format", "json"], capture_output=True, text=True)
+    if report.returncode:
+        raise ExperimentError(f"the architecture search's report failed: {report.stderr.strip()[-300:]}")
+    atomic_write_text(report.stdout, options.out / SEARCH)
+
+
+def found_spec(out: Path) -> NetSpec:
+    path = out / FOUND
+    if not path.is_file():
+        raise ExperimentError(f"{path}: no searched baseline yet; run `effnet experiments nas` (without "
+                              "--report-only) to search one first")
+    return NetSpec.from_json(path.read_text())
+
+
+def _scaled(spec: NetSpec, phi: int) -> NetSpec:
+    if phi == 0:
+        return spec
+    m = design.PAPER_COMPOUND.multipliers(phi)
+    return scale(spec, m.depth, m.width, m.resolution, name=f"{spec.name}_phi{phi}")
+
+
+def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
+    base, found = design.baseline(), found_spec(out)
+    train = design.recipe(quick)
+    points = []
+    for phi in QUICK_PHIS if quick else PHIS:
+        for arch, spec in ((BASELINE, base), (SEARCHED, found)):
+            s = _scaled(spec, phi)
+            cost = profile(s)
+            points.append({"arch": arch, "phi": phi, "spec": s.to_dict(), "macs": cost.macs, "params": cost.params,
+                           "blocks": sum(st.repeats for st in s.stages), "resolution": s.resolution})
+    runs = [Run.make(NetSpec.from_dict(p["spec"]), seed, train, arch=p["arch"], phi=p["phi"])
+            for seed in range(seeds) for p in points]
+    search = json.loads((out / SEARCH).read_text()) if (out / SEARCH).is_file() else None
+    meta = {"baseline": base.to_dict(), "found": found.to_dict(), "points": points, "search": search,
+            "search_command": "effnet " + " ".join(search_argv(Path("OUT"), quick, space="SPACE")),
+            "coefficients": {"alpha": design.PAPER_COMPOUND.alpha, "beta": design.PAPER_COMPOUND.beta,
+                             "gamma": design.PAPER_COMPOUND.gamma},
+            "seeds": seeds, "recipe": design.recipe_text(train)}
+    return runs, meta
+
+
+def _point(results: dict[str, Any], arch: str, phi: int) -> dict[str, Any]:
+    return next(p for p in results["points"] if p["arch"] == arch and p["phi"] == phi)
+
+
+def _phis(results: dict[str, Any]) -> list[int]:
+    return sorted({p["phi"] for p in results["points"]})
+
+
+def _search_lines(results: dict[str, Any]) -> list[str]:
+    search = results.get("search")
+    if not search or not search.get("best"):
+        return ["The search has not finished a trial yet."]
+    best, counts = search["best"], search.get("counts", {})
+    base = _point(results, BASELINE, 0)
+    return [
+        f"Search: `{results['search_command']}` (OUT: this folder; SPACE: `effnet/experiments/{SPACE_FILE}` in the "
+        "installed package, MnasNet's space over the B0-like baseline's skeleton, which holds that baseline). "
+        "Optuna TPE on the reward ACC x (MACs/T)^w, "
+        f"T = {search['target_macs'] / 1e6:.2f}M MACs (the B0-like baseline's), w = {search['w']:g}; trials by "
+        f"state: {', '.join(f'{v} {k}' for k, v in sorted(counts.items())) or 'none'}; "
+        f"{search.get('trial_wall_s', 0.0) / 3600:.2f} h of trial time summed.",
+        "",
+        f"Best reward: trial {best['trial']}, {best['reward']:.4f} (validation top-1 {best['top1']:.2f}% after the "
+        f"proxy training, {best['macs'] / 1e6:.2f}M MACs = {best['macs'] / base['macs']:.2f}x the B0-like "
+        f"baseline's): `{best['architecture']}`. Every trial, the Pareto front joined:",
+        "",
+        "![search](search.png)",
+    ]
+
+
+def _stage_rows(spec: NetSpec) -> list[tuple]:
+    return [(r.name, r.operator, r.kernel, f"{r.output_size[0]}x{r.output_size[1]}", r.out_channels, r.repeats,
+             r.params, f"{r.macs / 1e6:.3f}") for r in profile_stages(spec)]
+
+
+def report(results: dict[str, Any]) -> tuple[str, str]:
+    rows = results["runs"]
+    md = [*_search_lines(results), ""]
+    stage_headers = ["stage", "operator", "k", "output", "out", "layers", "params", "MMACs"]
+    for title, key in (("The searched baseline", "found"), ("The B0-like baseline", "baseline")):
+        md += [f"**{title}** (`{results[key]['name']}`, per stage, as `effnet info` prints it):", "",
+               tables.markdown_table(stage_headers, _stage_rows(NetSpec.from_dict(results[key]))), ""]
+    table, text, verdicts = [], [], []
+    for phi in _phis(results):
+        b, s = _point(results, BASELINE, phi), _point(results, SEARCHED, phi)
+        bt = tables.summary(rows, arch=BASELINE, phi=phi)
+        st = tables.summary(rows, arch=SEARCHED, phi=phi)
+        diff = tables.compare(rows, {"arch": SEARCHED, "phi": phi}, {"arch": BASELINE, "phi": phi})
+        table.append((phi, f"{b['macs'] / 1e6:.2f}M", f"{s['macs'] / 1e6:.2f}M", f"{s['macs'] / b['macs']:.2f}x",
+                      tables.pct(bt), tables.pct(st), "-" if diff.n == 0 else tables.pct(diff), min(bt.n, st.n)))
+        text.append((phi, b["macs"] / 1e6, s["macs"] / 1e6, tables.pct(bt), tables.pct(st),
+                     "-" if diff.n == 0 else tables.pct(diff)))
+        if diff.n:
+            cost = s["macs"] / b["macs"]
+            at = "" if abs(cost - 1) <= design.BUDGET_TOLERANCE else f" (at {cost:.2f}x its MACs)"
+            verdicts.append(f"phi = {phi}: " + tables.verdict(diff, f"the searched baseline{at}", "the B0-like one"))
+    md += ["**Both baselines compound-scaled** (the paper's alpha = 1.2, beta = 1.1, gamma = 1.15) and trained with "
+           "the recipe above; test top-1, mean ± 95% interval over seeds, and the paired difference:", "",
+           tables.markdown_table(["phi", "B0-like MACs", "searched MACs", "searched / B0-like", "B0-like test top-1",
+                                  "searched test top-1", "searched - B0-like (paired)", "seeds"], table), ""]
+    md += [f"- {v}" for v in verdicts]
+    terminal = format_table(["phi", "B0-like MMACs", "searched MMACs", "B0-like top-1", "searched top-1",
+                             "difference"], text, formats={"B0-like MMACs": ".2f", "searched MMACs": ".2f"})
+    return "\n".join(md), terminal
+
+
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    rows = results["runs"]
+    curves = {arch: [(_point(results, arch, phi)["macs"] / 1e6, tables.summary(rows, arch=arch, phi=phi), False)
+                     for phi in _phis(results)] for arch in (BASELINE, SEARCHED)}
+    phi_of = {(p["arch"], p["macs"] / 1e6): p["phi"] for p in results["points"]}
+    return [tables.plot_curves(out / "nas.png", curves, xlabel="MMACs per image",
+                               title="The searched and the B0-like baseline, both compound-scaled (alpha 1.2, beta "
+                                     "1.1, gamma 1.15) to phi = 0, 1, 2; Fashion-MNIST, mean and 95% CI over seeds",
+                               annotate=lambda arch, x, _iv: f"phi={phi_of[(arch, x)]}")]
+
+
+__all__ = ["NAME", "PHIS", "found_spec", "plan", "plots", "prepare", "proxy_recipe", "report", "search_argv",
+           "space_path"]
