@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from effnet.data import ResumableSampler, TransformedSource, collate, train_transform
-from effnet.data.loader import mix_seed
+from effnet.data.loader import mix_seed, seed_cpu
 from effnet.data.sources import DataError
 from effnet.errors import EffnetError
 from effnet.registry import get_config, get_spec
@@ -313,7 +313,11 @@ class Trainer:
             if self.dist.distributed:
                 raise DataError(f"every image of a batch was unreadable (first: {skipped[0].path}); fix the data")
             return torch.zeros(4, dtype=torch.float64)
-        torch.manual_seed(mix_seed(c.seed, self.step, self.dist.rank, 0xD120))
+        step_seed = mix_seed(c.seed, self.step, self.dist.rank, 0xD120)  # dropout and drop-path masks
+        if self.device.type == "cuda":
+            torch.manual_seed(step_seed)
+        else:
+            seed_cpu(step_seed)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         if c.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
