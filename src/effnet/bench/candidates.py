@@ -1,5 +1,6 @@
 """What a benchmark times: effnet's inference and training paths and the peers a user would pick instead
-(timm, torchvision, ONNX Runtime, OpenVINO), each a `Candidate` whose `step(x)` runs one batch."""
+(timm, torchvision, ONNX Runtime, OpenVINO; and, opt-in, the engines of `effnet.bench.peers`: ExecuTorch, LiteRT,
+OpenVINO in THROUGHPUT mode, ONNX Runtime int8), each a `Candidate` whose `step(x)` runs one batch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.bench.peers import (
+    NEW_PEERS,
+    NOTES,
+    PeerMissing,
+    executorch_step,
+    litert_step,
+    openvino_throughput_step,
+    require_peer,
+)
 from effnet.errors import EffnetError
 from effnet.optimize import (
     compile_for_inference,
@@ -23,9 +33,10 @@ INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-b
                "openvino-bf16", "openvino-int8")
 TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16", "bf16-fused",
                "checkpoint", "bf16-checkpoint")
-PEERS = ("timm", "torchvision", "onnxruntime", "openvino")
+DEFAULT_PEERS = ("timm", "torchvision", "onnxruntime", "openvino")  # what `--vs` compares with unless told
+PEERS = DEFAULT_PEERS + NEW_PEERS  # NEW_PEERS (lowering, conversion, calibration: slow to build) are asked for by name
 TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
-LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8"}
+LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8", "ort-int8"}
 _TORCHVISION = {f"efficientnet_b{i}" for i in range(8)}
 
 
@@ -108,11 +119,30 @@ def infer_candidate(
         if peer is None:
             raise PeerMissing(f"{path} has no {model_name}")
         return Candidate(path, _infer_step(peer.eval()), peer=True, note=f"{path} eager fp32")
+    if path in NEW_PEERS:
+        return _engine_peer(path, model, calibration)
     raise BenchError(f"bench: unknown path {path!r}; expected one of {', '.join(INFER_PATHS + PEERS)}")
 
 
-class PeerMissing(Exception):
-    """A peer that is not installed or lacks the model: skipped with a note."""
+def _engine_peer(peer: str, model: nn.Module, calibration: torch.Tensor | None) -> Candidate:
+    """One of `effnet.bench.peers`' engines running `model`, or `PeerMissing` when its packages are not here."""
+    require_peer(peer)
+    if peer == "executorch":
+        step = executorch_step(model)
+    elif peer == "litert":
+        step = litert_step(model)
+    elif peer == "openvino-throughput":
+        step, requests = openvino_throughput_step(model)
+        return Candidate(peer, step, peer=True, note=NOTES[peer].format(requests=requests))
+    else:  # ort-int8: ONNX Runtime's documented x86 recipe, which is also effnet's onnxruntime-int8 path
+        from effnet.runtime import load_runtime
+
+        if calibration is None:
+            from effnet.data.calibration import calibration_images
+
+            calibration = calibration_images(model.spec, 64)
+        step = load_runtime(model, "onnxruntime", "int8", calibration=calibration)
+    return Candidate(peer, step, peer=True, note=NOTES[peer])
 
 
 def _train_step(model: nn.Module, *, bf16: bool, channels_last: bool) -> Callable[[torch.Tensor], object]:
@@ -160,6 +190,6 @@ def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> 
 
 
 __all__ = [
-    "INFER_PATHS", "LOSSY", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate", "infer_candidate",
-    "peer_model", "train_candidate",
+    "DEFAULT_PEERS", "INFER_PATHS", "LOSSY", "PEERS", "TRAIN_PATHS", "TRAIN_PEERS", "BenchError", "Candidate",
+    "PeerMissing", "infer_candidate", "peer_model", "train_candidate",
 ]

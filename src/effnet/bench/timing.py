@@ -20,6 +20,7 @@ from functools import partial
 import torch
 
 from effnet.bench.candidates import (
+    DEFAULT_PEERS,
     PEERS,
     TRAIN_PEERS,
     BenchError,
@@ -135,7 +136,7 @@ def run_bench(
     batches: Sequence[int] = (1, 32),
     mode: str = "infer",
     paths: Sequence[str] | None = None,
-    peers: Sequence[str] = ("timm", "torchvision", "onnxruntime", "openvino"),
+    peers: Sequence[str] = DEFAULT_PEERS,
     resolution: int | None = None,
     repeats: int = 5,
     iters: int = 0,

@@ -1,5 +1,6 @@
 """`effnet bench MODEL`: effnet's inference or training paths against timm, torchvision, ONNX Runtime and
-OpenVINO, measured side by side in one run (see `effnet.bench`); `--layers`: one forward pass layer by layer on the
+OpenVINO (and, asked for by name, ExecuTorch, LiteRT, OpenVINO THROUGHPUT and ONNX Runtime int8), measured side by
+side in one run (see `effnet.bench`); `--layers`: one forward pass layer by layer on the
 roofline of this machine's measured ceiling (`effnet.bench.layers`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 from dataclasses import asdict
 
 from effnet.bench import (
+    DEFAULT_PEERS,
     INFER_PATHS,
     LAYER_PATHS,
     LOSSY,
@@ -39,8 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="infer (default): forward passes; train: forward, backward and optimizer steps")
     p.add_argument("--vs", default=None,
-                   help=f"peers, comma-separated: infer {','.join(PEERS)} (default all); train "
-                        f"{','.join(TRAIN_PEERS)} (default timm); 'none' for none")
+                   help=f"peers, comma-separated: infer {','.join(PEERS)} (default {','.join(DEFAULT_PEERS)}; "
+                        "executorch: XNNPACK, litert: LiteRT on XNNPACK, openvino-throughput: THROUGHPUT hint with "
+                        "several requests in flight, ort-int8: ONNX Runtime static int8 U8S8 on real photos, a lossy "
+                        "peer (the recipe of the onnxruntime-int8 path); pip install 'effnet[peers]'); "
+                        f"train {','.join(TRAIN_PEERS)} (default timm); 'none' for none")
     p.add_argument("--paths", default=None,
                    help=f"effnet paths: infer {','.join(INFER_PATHS)} (default eager,folded,compile); "
                         f"train {','.join(TRAIN_PATHS)} (default eager,bf16,checkpoint)")
@@ -48,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--iters", type=non_negative_int, default=0, help="calls per round (default: about 0.5 s per round)")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls per candidate first (default 2)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch/ORT/OpenVINO threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="threads of torch and every engine (default: torch's)")
     p.add_argument("--isolate-memory", action="store_true",
                    help="train mode: measure each candidate's peak memory in a fresh process (slower, truer)")
     p.add_argument("--layers", action="store_true",
@@ -95,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
     train = args.mode == "train"
     peers = _list(args.vs, TRAIN_PEERS if train else PEERS, "--vs")
     if peers is None:
-        peers = ["timm"] if train else list(PEERS)
+        peers = ["timm"] if train else list(DEFAULT_PEERS)
     paths = _list(args.paths, TRAIN_PATHS if train else INFER_PATHS, "--paths")
     calibration = None
-    if paths and any(p.endswith("int8") for p in paths):
+    if any(p.endswith("int8") for p in (paths or []) + peers):
         from effnet.data.calibration import calibration_images
 
         calibration = calibration_images(args.model, 64, args.resolution)
