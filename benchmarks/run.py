@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/run.py --quick    # a few-minute smoke run at 64 px (writes results/quick/)
 
 Sections (each prints a table and writes JSON under benchmarks/results/):
-  infer     EfficientNet-B0 at 224, batch 1 and 32: effnet's paths vs timm, torchvision, ONNX Runtime, OpenVINO
+  infer     EfficientNet-B0 at 224, batch 1 and 32: effnet's paths vs every peer installed (effnet.bench.PEERS)
   accuracy  pretrained Lite0: top-1 agreement of every lossy path with eager fp32 on real photos
   accuracy_fmnist  the Fashion-MNIST fine-tuned Lite0: test top-1 under every path, change vs eager fp32
   train     B0 at 224 batch 16, and B0 at 32 px batch 128: effnet vs timm (fp32, and bf16 at the same settings)
@@ -29,7 +29,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the op-class profile (section 
 
 import torch  # noqa: E402
 
-from effnet.bench import run_bench  # noqa: E402
+from effnet.bench import PEERS, TRAIN_PEERS, run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
 from effnet.report import format_table, markdown_table  # noqa: E402
 
@@ -60,7 +60,7 @@ def infer(quick: bool) -> None:
     res = 64 if quick else None
     calibration = calibration_images("efficientnet_b0", 64, res)
     report = run_bench("efficientnet_b0", batches=(1, 32) if not quick else (1, 4), mode="infer", paths=INFER_PATHS,
-                       peers=("timm", "torchvision", "onnxruntime", "openvino"), resolution=res,
+                       peers=PEERS, resolution=res,  # every peer; one not installed is skipped with a note
                        repeats=2 if quick else 4, calibration=calibration, log=log)
     _save("infer_b0", report.to_dict(), format_report(report))
 
@@ -325,9 +325,7 @@ def markdown() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if "results" in data and "machine" in data:
-            peers = [p for p in ("timm", "torchvision", "onnxruntime", "openvino", "timm-channels_last",
-                                 "timm-bf16")
-                     if any(r["name"] == p for r in data["results"])]
+            peers = [p for p in PEERS + TRAIN_PEERS if any(r["name"] == p for r in data["results"])]
             headers = ["batch", "path", "img/s (min-max)", "ms/batch", "peak MB"]
             headers += ["peak tensor MB", "saved act. MB"] if data["mode"] == "train" else []
             headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers]
