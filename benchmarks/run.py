@@ -319,13 +319,13 @@ def train(quick: bool) -> None:
 SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train}
 
 
-def markdown() -> str:
-    """The saved results as the markdown tables of docs/RESULTS.md."""
+def markdown(folder: Path = RESULTS) -> str:
+    """The saved results in `folder` as the markdown tables of docs/RESULTS.md."""
     out = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
         if "results" in data and "machine" in data:
-            peers = [p for p in PEERS + TRAIN_PEERS if any(r["name"] == p for r in data["results"])]
+            peers = [p for p in dict.fromkeys(PEERS + TRAIN_PEERS) if any(r["name"] == p for r in data["results"])]
             headers = ["batch", "path", "img/s (min-max)", "ms/batch", "peak MB"]
             headers += ["peak tensor MB", "saved act. MB"] if data["mode"] == "train" else []
             headers += ["GMAC/s", "% fp32 peak"] + [f"x {p}" for p in peers]
@@ -368,12 +368,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated ({','.join(SECTIONS)})")
     parser.add_argument("--markdown", action="store_true", help="print the saved results as markdown and stop")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default benchmarks/results, or benchmarks/results/quick with --quick); "
+                             "a run on another kind of machine goes in a folder of its own")
     args = parser.parse_args()
-    if args.markdown:
-        print(markdown())
-        return 0
     global _out
-    _out = QUICK_RESULTS if args.quick else RESULTS
+    _out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    if args.markdown:
+        print(markdown(_out))
+        return 0
     unknown = [name for name in args.only.split(",") if name not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
