@@ -141,6 +141,40 @@ def test_a_corrupt_or_foreign_cache_is_measured_again_and_replaced(measured, _ca
         assert json.loads(path.read_text())["ceiling"]["fp32_gmacs"] > 0
 
 
+def test_the_fp32_ceiling_is_the_best_library_and_names_it(monkeypatch):
+    """torch, NumPy's BLAS and ONNX Runtime each time the same product; the fastest one is the fp32 ceiling."""
+    numpy_gemm, ort_gemm = (lambda: None), (lambda: None)
+    seconds = {numpy_gemm: 0.001, ort_gemm: 0.002}
+    monkeypatch.setattr(ceiling_module, "_numpy_fp32", lambda size: numpy_gemm)
+    monkeypatch.setattr(ceiling_module, "_onnxruntime_fp32", lambda size: ort_gemm)
+    monkeypatch.setattr(ceiling_module, "_best_seconds", lambda fn, repeats: seconds.get(fn, 0.004))
+    c = measure_ceiling(size=100, repeats=1, copy_mb=1)
+    assert c.fp32_library == "numpy" and c.fp32_gmacs == pytest.approx(100**3 / 0.001 / 1e9)
+    assert "fp32 torch 0, numpy 1, onnxruntime 0" in c.notes and "(numpy)" in c.describe()
+    seconds[ort_gemm] = 0.0005
+    assert measure_ceiling(size=100, repeats=1, copy_mb=1).fp32_library == "onnxruntime"
+
+
+def test_a_ceiling_measured_under_load_is_measured_again_when_quieter(measured, _cache, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(ceiling_module.os, "getloadavg", lambda: (1.9, 1.9, 1.9))
+    first = machine_ceiling()
+    assert len(measured) == 1 and first.load_average == 1.9
+    assert machine_ceiling() == first and len(measured) == 1  # still loaded: the cached one is used
+    (path,) = _cache.glob("ceiling-*.json")
+    record = json.loads(path.read_text())
+    record["ceiling"]["fp32_gmacs"] = 1e-9  # what a badly loaded machine measures
+    path.write_text(json.dumps(record))
+    monkeypatch.setattr(ceiling_module.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    quiet = machine_ceiling()
+    assert len(measured) == 2 and quiet.load_average == 0.1 and quiet.fp32_gmacs > 1e-9
+    assert machine_ceiling() == quiet and len(measured) == 2  # measured quiet: cached for good
+    high = dataclasses.replace(quiet, fp32_gmacs=1e12, load_average=1.9)  # loaded, yet higher: it stands
+    path.write_text(json.dumps({"key": record["key"], "ceiling": high.to_dict()}))
+    assert machine_ceiling() == high and len(measured) == 3
+
+
 def test_the_cache_key_follows_threads(measured):
     threads = torch.get_num_threads()
     machine_ceiling()

@@ -1,13 +1,16 @@
-"""The measured ceiling of this machine: the GEMM throughput torch reaches for fp32, bf16 and int8, and the memory
-bandwidth, on the threads in use; measured once and cached per machine.
+"""The measured ceiling of this machine: the GEMM throughput reached for fp32 (the best of torch, NumPy's BLAS and
+ONNX Runtime), bf16 and int8 (torch), and the memory bandwidth, on the threads in use; measured once and cached per
+machine.
 
     c = machine_ceiling()          # cached; measured on the first call for this CPU, threads and torch
     c.fp32_gmacs, c.bf16_gmacs, c.int8_gmacs, c.bandwidth_gbs
 
 Throughput is in GMAC/s: multiply-accumulates, not FLOPs (one MAC = 2 FLOPs).  A square n×n by n×n product is
-n³ MACs; the ceiling is the best of a few repeats (the least disturbed), since it stands for what the hardware and
-torch's kernels *can* do.  int8 uses `torch._int_mm` (int8 × int8 → int32); where torch lacks it or this CPU's
-build cannot run it, the int8 ceiling is None and `notes` says why.
+n³ MACs; the ceiling is the best of a few repeats (the least disturbed), since it stands for what the hardware *can*
+do.  For fp32 that is the best of three libraries on the same threads: torch's `mm`, NumPy's `matmul` (its BLAS)
+and, where installed, an ONNX Runtime MatMul: on one CPU they have differed by up to 2x, and a ceiling from torch
+alone let other engines run "above 100%" of it.  int8 uses `torch._int_mm` (int8 × int8 → int32); where torch lacks
+it or this CPU's build cannot run it, the int8 ceiling is None and `notes` says why.
 
 Bandwidth is a large tensor copy (`dst.copy_(src)`, far bigger than the caches), counted as STREAM counts a copy:
 bytes read plus bytes written, in GB/s (10⁹ bytes).
@@ -16,10 +19,11 @@ Why measured: a formula (FMA ports × lanes × clock) misses what matters — a 
 torch's own fp32 kernels can run at half of the GEMM peak another library reaches on the same cores.  The roofline
 of `effnet.bench.layers` and the "% fp32 peak" of `effnet bench` are fractions of this measurement.
 
-The cache is one small JSON file per key (CPU model, CPU flags, threads, torch version) in `$XDG_CACHE_HOME/effnet`
-(default `~/.cache/effnet`), written atomically; a file that cannot be read or parsed is ignored and replaced.  The
-load average at measurement is kept with it: a ceiling measured while other jobs ran is low, and
-`effnet bench --refresh-ceiling` measures again on a quiet machine.
+The cache is one small JSON file per key (CPU model, CPU flags, threads, torch version, method) in
+`$XDG_CACHE_HOME/effnet` (default `~/.cache/effnet`), written atomically; a file that cannot be read or parsed is
+ignored and replaced.  The load average at measurement is kept with it: a ceiling measured while other jobs ran is
+low (on 2 cores, half of the quiet value has been seen), so a cached one measured under load is measured again when
+the machine is quieter, and the higher of the two is kept; `effnet bench --refresh-ceiling` measures again anyway.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from effnet.bench.machine import cpu_model
 from effnet.files import CACHE_ENV, atomic_write_text, cache_dir
 from effnet.optimize import cpu_flags
 
+METHOD = 2  # how the ceiling is measured; a cached ceiling of another method is measured again
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -55,6 +61,7 @@ class Ceiling:
     measured_at: str  # UTC, ISO 8601
     notes: tuple[str, ...] = ()
     load_average: float = 0.0  # 1-minute load average when it was measured: a loaded machine measures low
+    fp32_library: str = "torch"  # which library reached the fp32 ceiling
 
     def gmacs(self, dtype: torch.dtype) -> float | None:
         """The GEMM ceiling for operands of `dtype` (None when not measured for it)."""
@@ -65,10 +72,11 @@ class Ceiling:
         def rate(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.0f}"
 
-        return (f"measured {self.measured_at[:10]}: best of {self.repeats} {self.gemm_size}² torch matmuls on "
-                f"{self.threads} threads, fp32 {rate(self.fp32_gmacs)} / bf16 {rate(self.bf16_gmacs)} / int8 "
-                f"{rate(self.int8_gmacs)} GMAC/s; copy of {self.copy_mb} MB {self.bandwidth_gbs:.1f} GB/s; load "
-                f"average {self.load_average:.1f} then" + "".join(f"; {n}" for n in self.notes))
+        return (f"measured {self.measured_at[:10]}: best of {self.repeats} {self.gemm_size}² matmuls on "
+                f"{self.threads} threads, fp32 {rate(self.fp32_gmacs)} ({self.fp32_library}) / bf16 "
+                f"{rate(self.bf16_gmacs)} / int8 {rate(self.int8_gmacs)} GMAC/s (torch); copy of {self.copy_mb} MB "
+                f"{self.bandwidth_gbs:.1f} GB/s; load average {self.load_average:.1f} then"
+                + "".join(f"; {n}" for n in self.notes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +123,48 @@ def _gemm_gmacs(dtype: torch.dtype, size: int, repeats: int) -> tuple[float | No
     return size**3 / seconds / 1e9, ""
 
 
+def _numpy_fp32(size: int) -> Callable[[], object]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    return lambda: np.matmul(a, b, out=out)
+
+
+def _onnxruntime_fp32(size: int) -> Callable[[], object] | None:
+    """An ONNX Runtime session of one MatMul on torch's threads, or None without onnxruntime/onnx."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in ("a", "b", "c")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", io[:2], io[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.random((size, size), dtype=np.float32), "b": rng.random((size, size), dtype=np.float32)}
+    return lambda: session.run(None, feed)
+
+
+def _fp32_gmacs(size: int, repeats: int) -> tuple[float, str, str]:
+    """The best fp32 GEMM rate of torch, NumPy and ONNX Runtime: (GMAC/s, library, a note with every rate)."""
+    torch_rate, why = _gemm_gmacs(torch.float32, size, repeats)
+    if torch_rate is None:
+        raise RuntimeError(f"measure_ceiling: an fp32 matmul failed: {why}")
+    rates = {"torch": torch_rate, "numpy": size**3 / _best_seconds(_numpy_fp32(size), repeats) / 1e9}
+    ort_gemm = _onnxruntime_fp32(size)
+    if ort_gemm is not None:
+        rates["onnxruntime"] = size**3 / _best_seconds(ort_gemm, repeats) / 1e9
+    library = max(rates, key=rates.get)
+    return rates[library], library, "fp32 " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+
+
 def _copy_gbs(megabytes: int, repeats: int) -> float:
     src = torch.ones(megabytes * 2**20 // 4)
     dst = torch.empty_like(src)
@@ -129,24 +179,24 @@ def measure_ceiling(size: int = 2048, repeats: int = 3, copy_mb: int = 256) -> C
         raise ValueError(f"measure_ceiling: size {size}, repeats {repeats}, copy_mb {copy_mb}; expected size >= 16, "
                          "repeats >= 1, copy_mb >= 1")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    notes = []
+    fp32, library, fp32_note = _fp32_gmacs(size, repeats)
+    notes = [fp32_note]
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16, torch.int8):
+    for dtype in (torch.bfloat16, torch.int8):
         rates[dtype], why = _gemm_gmacs(dtype, size, repeats)
         if why:
             notes.append(why)
-    if rates[torch.float32] is None:
-        raise RuntimeError(f"measure_ceiling: an fp32 matmul failed: {notes[0]}")
     measured = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Ceiling(rates[torch.float32], rates[torch.bfloat16], rates[torch.int8], _copy_gbs(copy_mb, repeats),
-                   torch.get_num_threads(), size, copy_mb, repeats, measured, tuple(notes), round(load, 2))
+    return Ceiling(fp32, rates[torch.bfloat16], rates[torch.int8], _copy_gbs(copy_mb, repeats),
+                   torch.get_num_threads(), size, copy_mb, repeats, measured, tuple(notes), round(load, 2), library)
 
 
 def ceiling_key() -> dict:
-    """What the ceiling depends on: CPU model, CPU flags (hashed), torch's threads and torch's version."""
+    """What the ceiling depends on: CPU model, CPU flags (hashed), torch's threads, torch's version and how it is
+    measured."""
     flags = " ".join(sorted(cpu_flags()))
     return {"cpu": cpu_model(), "flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
-            "threads": torch.get_num_threads(), "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "method": METHOD}
 
 
 def _cache_file(key: dict, folder: Path) -> Path:
@@ -165,17 +215,29 @@ def _load(path: Path, key: dict) -> Ceiling | None:
         return None
 
 
+LOADED = 0.5  # a 1-minute load average above this (besides the measurement) counts as measured under load
+
+
+def _quieter_now(cached: Ceiling) -> bool:
+    """Was `cached` measured under load, and is the machine quieter now?"""
+    now = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return cached.load_average > LOADED and now < cached.load_average - LOADED
+
+
 def machine_ceiling(*, refresh: bool = False, folder: str | Path | None = None, size: int = 2048, repeats: int = 3,
                     copy_mb: int = 256) -> Ceiling:
     """This machine's ceiling on torch's current threads: the cached measurement for this CPU, threads and torch
-    (whatever size it was measured at), else a new one (`measure_ceiling(size, repeats, copy_mb)`), cached.
+    (whatever size it was measured at; measured again when it was taken under load and the machine is quieter now),
+    else a new one (`measure_ceiling(size, repeats, copy_mb)`), cached.
     `refresh` measures again; `folder` overrides `cache_dir()`.  A cache that cannot be written is left alone."""
     key = ceiling_key()
     path = _cache_file(key, Path(folder) if folder is not None else cache_dir())
     cached = None if refresh else _load(path, key)
-    if cached is not None:
+    if cached is not None and not _quieter_now(cached):
         return cached
     ceiling = measure_ceiling(size, repeats, copy_mb)
+    if cached is not None and cached.fp32_gmacs > ceiling.fp32_gmacs:
+        return cached  # measured again, and still lower: the cached one stands
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps({"key": key, "ceiling": ceiling.to_dict()}, indent=2) + "\n", path)
