@@ -17,7 +17,10 @@ Every engine is told to use as many threads as torch does.  A peer whose package
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -54,6 +57,21 @@ def require_peer(peer: str) -> None:
     for module, how in _NEEDS[peer].items():
         if importlib.util.find_spec(module) is None:
             raise PeerMissing(f"{module} is not installed ({how})")
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block: native libraries' log lines, which Python's
+    `sys.stderr` does not see (an error still raises, with its Python message)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _threads(threads: int | None) -> int:
@@ -104,29 +122,32 @@ def executorch_step(model: nn.Module, threads: int | None = None) -> Step:
 def litert_step(model: nn.Module, threads: int | None = None) -> Step:
     """`model` converted to a LiteRT flatbuffer by litert-torch and run by a `CompiledModel` on the CPU
     accelerator (XNNPACK) with `threads` threads."""
-    import litert_torch
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.cpu_options import CpuOptions
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import Options
+    with _native_stderr_silenced():  # importing the converter's TensorFlow parts logs on stderr
+        import litert_torch
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.cpu_options import CpuOptions
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import Options
 
     options = Options(HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=_threads(threads)))
 
     def build(x: torch.Tensor) -> Step:
-        with torch.no_grad(), _quiet():  # the converter prints its progress on stdout
+        # the converter prints its progress on stdout; LiteRT's C++ side logs every accelerator it probes on stderr
+        with torch.no_grad(), _quiet(), _native_stderr_silenced():
             flatbuffer = litert_torch.convert(model.eval(), (x,)).model_content()
-        compiled = CompiledModel.from_buffer(flatbuffer, options=options)
-        signature = next(iter(compiled.get_signature_list()))
-        (output,) = compiled.get_output_tensor_details(signature).values()
-        inputs, outputs = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
-        shape = tuple(output["shape"])
+            compiled = CompiledModel.from_buffer(flatbuffer, options=options)
+            signature = next(iter(compiled.get_signature_list()))
+            (output,) = compiled.get_output_tensor_details(signature).values()
+            inputs, outputs = compiled.create_input_buffers(0), compiled.create_output_buffers(0)
+            shape = tuple(output["shape"])
+            run(x, compiled, inputs, outputs, shape)  # the first run sets up the runtime environment, and says so
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            inputs[0].write(x.detach().contiguous().numpy())
-            compiled.run_by_index(0, inputs, outputs)
-            return torch.from_numpy(outputs[0].read(int(np.prod(shape)), np.float32).reshape(shape))
+        return lambda x: run(x, compiled, inputs, outputs, shape)
 
-        return run
+    def run(x: torch.Tensor, compiled, inputs, outputs, shape: tuple[int, ...]) -> torch.Tensor:
+        inputs[0].write(x.detach().contiguous().numpy())
+        compiled.run_by_index(0, inputs, outputs)
+        return torch.from_numpy(outputs[0].read(int(np.prod(shape)), np.float32).reshape(shape))
 
     return _per_shape(build)
 
