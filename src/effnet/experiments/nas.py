@@ -55,8 +55,9 @@ def search_argv(out: Path, quick: bool, jobs: int | None = None, threads: int | 
                 space: str | None = None) -> list[str]:
     """`effnet search architecture` as this experiment runs it (the budget, the space, T = the baseline's MACs);
     without `jobs` and `threads` (speed only), as the report states it."""
+    base = design.baseline()
     argv = ["search", "architecture", "--dataset", "fashion-mnist", "--space", space or str(space_path()),
-            "--target-macs", str(count_macs(design.baseline())), "--resolution", str(design.baseline().resolution),
+            "--target-macs", str(count_macs(base)), "--resolution", str(base.resolution),
             "--trials", str(QUICK_SEARCH_TRIALS if quick else SEARCH_TRIALS), "--seed", "0",
             "--storage", str(out / "search.journal"), "-o", str(out / FOUND), "--plot", str(out / "search.png")]
     if jobs is not None and threads is not None:

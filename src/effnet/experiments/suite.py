@@ -58,8 +58,9 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     """Train what is missing (unless `report_only`), then write and return the results and the table."""
     _check_out(options.out)
     start = time.perf_counter()
-    if not report_only and hasattr(module(name), "prepare"):  # a step before planning (nas: the search)
-        module(name).prepare(options, log=lambda m: print(m, flush=True))
+    prepare = getattr(module(name), "prepare", None)  # a step before planning (nas: the search)
+    if prepare is not None and not report_only:
+        prepare(options, log=lambda m: print(m, flush=True))
     mod, runs, meta = _plan(name, options, log=lambda m: print(m, flush=True))
     todo = runner.unique_runs(runs)
     print(f"{name}: {len(runs)} runs planned ({len(todo)} distinct), {seeds_of(options)} seed(s); run folders in "
