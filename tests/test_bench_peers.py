@@ -2,6 +2,7 @@
 effnet (fp32 within 1e-4 relative at every batch shape, int8 within the bound of tests/test_runtime.py), a peer whose
 packages are missing is skipped with a note saying what to install, and `--vs` names them all."""
 
+import importlib.machinery
 import importlib.util
 import json
 
@@ -81,18 +82,23 @@ def test_ort_int8_peer_is_lossy_calibrated_on_photos_and_near_eager():
 
 @pytest.fixture
 def without(monkeypatch):
-    """Make the named modules look uninstalled to `importlib.util.find_spec`."""
+    """Make the named modules look uninstalled to `importlib.util.find_spec`, and those in `present` installed."""
     find_spec = importlib.util.find_spec
 
-    def hide(*names: str) -> None:
+    def lookup(name, *args, names, present):
+        if name in names:
+            return None
+        return importlib.machinery.ModuleSpec(name, None) if name in present else find_spec(name, *args)
+
+    def hide(*names: str, present: tuple[str, ...] = ()) -> None:
         monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda name, *args: None if name in names else find_spec(name, *args))
+                            lambda name, *args: lookup(name, *args, names=names, present=present))
 
     return hide
 
 
 def test_missing_peer_is_skipped_with_what_to_install(capsys, spec_path, without):
-    without("executorch", "litert_torch")
+    without("executorch", "litert_torch", present=("ai_edge_litert",))  # the runtime here, its converter not
     code = main(["bench", spec_path, "--batch", "1", "--paths", "eager", "--vs", "executorch,litert", "--repeats",
                  "1", "--iters", "1", "--warmup", "0", "--quiet", "--no-auto"])
     out = capsys.readouterr().out
