@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from effnet.cli._args import positive_int
+from effnet.experiments.more_seeds import DEFAULT_TARGET
 from effnet.report import format_table
 
 TRAINED = {
@@ -41,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--quick", action="store_true",
                        help="tiny budget, 1 seed, few points: the whole experiment end to end in about a minute")
         e.add_argument("--seeds", type=positive_int, default=None, help="seeds per point (default 3; 1 with --quick)")
+        e.add_argument("--seeds-within-noise", type=positive_int, default=None, metavar="N",
+                       help="once the planned seeds have finished, the points of every comparison whose paired "
+                            "validation difference is within the noise (95%% interval including zero) are trained "
+                            f"with N seeds (default {DEFAULT_TARGET}; N at most --seeds adds none)")
         e.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes here")
         e.add_argument("--out", default=None, help=f"output folder (default docs/experiments/{name}/)")
         e.add_argument("--storage", default=None,
@@ -68,7 +73,8 @@ def run_trained(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
                       storage=args.storage or str(out / "runs.journal"),
-                      runs_dir=Path(args.runs or "runs/experiments"), threads=threads)
+                      runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
+                      seeds_within_noise=args.seeds_within_noise or DEFAULT_TARGET)
     command = _training_command(sys.argv[1:], args.experiment)
     if args.worker:
         suite.work(args.experiment, options)
@@ -90,7 +96,7 @@ def _child_argv(args: argparse.Namespace, options) -> list[str]:
         argv.append("--quick")
     if args.seeds:
         argv += ["--seeds", str(args.seeds)]
-    return argv
+    return argv + ["--seeds-within-noise", str(options.seeds_within_noise)]
 
 
 def run_table3(args: argparse.Namespace) -> int:

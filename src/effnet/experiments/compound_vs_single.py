@@ -40,7 +40,6 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     """(report.md body, the terminal table), both from results.json alone."""
     rows = results["runs"]
     names = _method_names(results)
-    singles = [m.name for m in design.SINGLE_DIMENSIONS]
     md, text = [], []
     base = tables.summary(rows, method="baseline")
     base_val = tables.summary(rows, "val_top1", method="baseline")
@@ -65,7 +64,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         md.append(f"### Budget {budget:g}x the baseline's MACs\n")
         md.append(tables.markdown_table(headers, out_rows))
         md.append("")
-        for sentence in _verdicts(rows, names, singles, budget):
+        for sentence in _verdicts(rows, names, budget):
             md.append(f"- {sentence}")
         md.append("")
         reached = [r[1] != "-" for r in out_rows]  # an unreachable budget's MACs cell says why: a note here
@@ -84,19 +83,28 @@ def _unreachable(c: dict[str, Any]) -> str:
     return "no model within 5%" + (f" (nearest: {' and '.join(sides)})" if sides else "")
 
 
-def _verdicts(rows, names: list[str], singles: list[str], budget: float) -> list[str]:
-    """Compound vs the best single dimension at `budget`, the best chosen by mean validation accuracy."""
-    vals = {m: tables.summary(rows, "val_top1", method=m, budget=budget) for m in singles}
+def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The report's paired comparisons: at each budget, each compound method against the best single dimension."""
+    return [pair for budget in results["budgets"] for pair in _pairs(results["runs"], _method_names(results), budget)]
+
+
+def _pairs(rows, names: list[str], budget: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(compound, best single dimension) label pairs at `budget`, the best chosen by mean validation accuracy."""
+    vals = {m.name: tables.summary(rows, "val_top1", method=m.name, budget=budget) for m in design.SINGLE_DIMENSIONS}
     vals = {m: v for m, v in vals.items() if v.n}
     if not vals:
         return []
     best = max(vals, key=lambda m: vals[m].mean)
+    return [({"method": name, "budget": budget}, {"method": best, "budget": budget}) for name in names
+            if name.startswith("compound")]
+
+
+def _verdicts(rows, names: list[str], budget: float) -> list[str]:
     out = []
-    for name in names:
-        if name.startswith("compound"):
-            diff = tables.compare(rows, {"method": name, "budget": budget}, {"method": best, "budget": budget})
-            if diff.n:
-                out.append(tables.verdict(diff, name, f"{best}-only (best single dimension on validation)"))
+    for a, b in _pairs(rows, names, budget):
+        diff = tables.compare(rows, a, b)
+        if diff.n:
+            out.append(tables.verdict(diff, a["method"], f"{b['method']}-only (best single dimension on validation)"))
     return out
 
 
@@ -121,4 +129,4 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     return [path]
 
 
-__all__ = ["BUDGETS", "NAME", "plan", "plots", "report"]
+__all__ = ["BUDGETS", "NAME", "comparisons", "plan", "plots", "report"]

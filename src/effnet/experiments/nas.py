@@ -157,6 +157,15 @@ def _stage_rows(spec: NetSpec) -> list[tuple]:
              r.params, f"{r.macs / 1e6:.3f}") for r in profile_stages(spec)]
 
 
+def _pair(phi: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    return {"arch": SEARCHED, "phi": phi}, {"arch": BASELINE, "phi": phi}
+
+
+def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The report's paired comparisons: at each phi, the searched baseline scaled against the B0-like one."""
+    return [_pair(phi) for phi in _phis(results)]
+
+
 def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
     md = [*_search_lines(results), ""]
@@ -169,7 +178,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         b, s = _point(results, BASELINE, phi), _point(results, SEARCHED, phi)
         bt = tables.summary(rows, arch=BASELINE, phi=phi)
         st = tables.summary(rows, arch=SEARCHED, phi=phi)
-        diff = tables.compare(rows, {"arch": SEARCHED, "phi": phi}, {"arch": BASELINE, "phi": phi})
+        diff = tables.compare(rows, *_pair(phi))
         table.append((phi, f"{b['macs'] / 1e6:.2f}M", f"{s['macs'] / 1e6:.2f}M", f"{s['macs'] / b['macs']:.2f}x",
                       tables.pct(bt), tables.pct(st), "-" if diff.n == 0 else tables.pct(diff), min(bt.n, st.n)))
         text.append((phi, b["macs"] / 1e6, s["macs"] / 1e6, tables.pct(bt), tables.pct(st),
@@ -199,5 +208,5 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                                annotate=lambda arch, x, _iv: f"phi={phi_of[(arch, x)]}")]
 
 
-__all__ = ["NAME", "PHIS", "found_spec", "plan", "plots", "prepare", "proxy_recipe", "report", "search_argv",
-           "space_path"]
+__all__ = ["NAME", "PHIS", "comparisons", "found_spec", "plan", "plots", "prepare", "proxy_recipe", "report",
+           "search_argv", "space_path"]

@@ -24,6 +24,18 @@ def _steps(results: dict[str, Any], method: str) -> list[dict[str, Any]]:
     return [c for c in results["candidates"] if c["method"] == method and c["spec"] is not None]
 
 
+def _step_pairs(results: dict[str, Any], method: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(step, previous step) label pairs along one dimension, the first step's previous being the baseline."""
+    points = [{"method": "baseline", "budget": 1.0}]
+    points += [{"method": method, "budget": c["budget"]} for c in _steps(results, method)]
+    return list(zip(points[1:], points[:-1]))
+
+
+def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The report's paired comparisons: each step of each dimension against the step before it."""
+    return [pair for m in design.SINGLE_DIMENSIONS for pair in _step_pairs(results, m.name)]
+
+
 def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
     md = ["The baseline sees Fashion-MNIST at 18 px, downsampled from the native 28 px, so resolution scaling up to "
@@ -34,11 +46,9 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     base_value = {"depth": base_row.get("blocks", "?"), "width": "1.00", "resolution": base_row.get("resolution", "?")}
     for m in design.SINGLE_DIMENSIONS:
         out_rows = [(f"{base_value[m.name]} (baseline)", "1.00x", "-", tables.pct(base), "-", base.n)]
-        previous = {"method": "baseline", "budget": 1.0}
         gains = []
-        for c in _steps(results, m.name):
-            test = tables.summary(rows, method=m.name, budget=c["budget"])
-            here = {"method": m.name, "budget": c["budget"]}
+        for c, (here, previous) in zip(_steps(results, m.name), _step_pairs(results, m.name)):
+            test = tables.summary(rows, **here)
             gain = tables.compare(rows, here, previous)
             gains.append((c["budget"], gain))
             value = c[_DIMENSION_OF[m.name]]
@@ -46,7 +56,6 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
             out_rows.append((f"{shown}{'*' if m.name == 'resolution' and c['upsampled'] else ''}",
                              f"{c['ratio']:.2f}x", f"{c['phi']:.3f}", tables.pct(test),
                              "-" if gain.n == 0 else tables.pct(gain), test.n))
-            previous = here
         label = {"depth": "blocks", "width": "width (head channels / baseline's)", "resolution": "input px"}[m.name]
         md.append(f"### {m.name} only\n")
         md.append(tables.markdown_table([label, "MACs", "phi", "test top-1", "gain over previous step (paired)",
@@ -92,4 +101,4 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                                      "input upsampled above 28 px)", xlabel="MMACs per image")]
 
 
-__all__ = ["NAME", "TARGETS", "plan", "plots", "report"]
+__all__ = ["NAME", "TARGETS", "comparisons", "plan", "plots", "report"]

@@ -3,8 +3,9 @@ with workers on other machines sharing `--storage`), then write results.json, re
 
 Each experiment module declares `NAME`, `plan(out, quick, seeds) -> (runs, meta)`, `report(results) -> (markdown,
 table)` and `plots(results, out) -> [paths]`, and may declare `prepare(options)`, a step the parent process runs
-before planning (never a worker, never `--report-only`); everything else (claiming, resuming, recording) is the
-runner's.
+before planning (never a worker, never `--report-only`), and `comparisons(results)`, the paired comparisons its
+report states: once the planned seeds have finished, those within the noise on validation get more seeds
+(`effnet.experiments.more_seeds`).  Everything else (claiming, resuming, recording) is the runner's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import runner
+from effnet.experiments import more_seeds, runner
 from effnet.experiments.runner import ExperimentError, Options
 from effnet.files import atomic_write_text
 
@@ -42,8 +43,17 @@ def seeds_of(options: Options) -> int:
 
 
 def _plan(name: str, options: Options, log=print):
+    """The experiment's runs: its planned seeds, and more seeds for the points of the comparisons found within
+    the noise once those have all finished (the same list in every process: see `more_seeds`)."""
     mod = module(name)
-    runs, meta = mod.plan(options.out, options.quick, seeds_of(options), log=log)
+    seeds = seeds_of(options)
+    runs, meta = mod.plan(options.out, options.quick, seeds, log=log)
+    comparisons = getattr(mod, "comparisons", None)
+    if comparisons is not None:
+        rows = runner.collect(name, runs, options, options.storage)
+        decision = more_seeds.decide(comparisons, runs, rows, meta, seeds, options.seeds_within_noise)
+        runs = [*runs, *decision.runs]
+        meta = {**meta, "more_seeds": decision.to_meta()}
     return mod, runs, meta
 
 
@@ -62,20 +72,15 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     if prepare is not None and not report_only:
         prepare(options, log=lambda m: print(m, flush=True))
     mod, runs, meta = _plan(name, options, log=lambda m: print(m, flush=True))
-    todo = runner.unique_runs(runs)
-    print(f"{name}: {len(runs)} runs planned ({len(todo)} distinct), {seeds_of(options)} seed(s); run folders in "
-          f"{options.runs_dir}; shared record {options.storage}", flush=True)
+    print(f"{name}: {len(runs)} runs planned ({len(runner.unique_runs(runs))} distinct), {seeds_of(options)} "
+          f"seed(s); run folders in {options.runs_dir}; shared record {options.storage}", flush=True)
     if not report_only:
-        runner.open_experiment_study(name, runs, options, options.storage)  # queued once, before any worker
-        done = runner.finished_before(todo, options, options.storage)
-        print(f"{name}: {len(done)} of {len(todo)} runs finished before (run folders, the shared record or "
-              f"results.json: reused, not trained again); {len(todo) - len(done)} to train", flush=True)
-        if options.jobs > 1 and worker_argv is not None:
-            codes = runner.spawn(worker_argv, options.jobs)
-            if any(codes):
-                raise ExperimentError(f"worker exit codes {codes}; rerun the same command to continue")
-        else:
-            runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
+        _train(name, runs, options, worker_argv)
+        _, more, meta = _plan(name, options, log=lambda m: None)  # the planned seeds are done: any close pair?
+        if len(more) > len(runs):
+            print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
+            runs = more
+            _train(name, runs, options, worker_argv)
     rows = runner.collect(name, runs, options, options.storage)
     if report_only:  # a report written again names the command that trained the runs, not --report-only
         command = _recorded_command(options.out / runner.RESULTS) or command
@@ -85,6 +90,21 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     if not report_only:
         print(f"{name}: finished in {runner.elapsed(start)}", flush=True)
     return results, table
+
+
+def _train(name: str, runs: list[runner.Run], options: Options, worker_argv: list[str] | None) -> None:
+    """Train the runs of `runs` not finished yet, here or in `options.jobs` worker processes."""
+    todo = runner.unique_runs(runs)
+    runner.open_experiment_study(name, runs, options, options.storage)  # queued once, before any worker
+    done = runner.finished_before(todo, options, options.storage)
+    print(f"{name}: {len(done)} of {len(todo)} runs finished before (run folders, the shared record or "
+          f"results.json: reused, not trained again); {len(todo) - len(done)} to train", flush=True)
+    if options.jobs > 1 and worker_argv is not None:
+        codes = runner.spawn(worker_argv, options.jobs)
+        if any(codes):
+            raise ExperimentError(f"worker exit codes {codes}; rerun the same command to continue")
+    else:
+        runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
 
 
 def _recorded_command(path: Path) -> str | None:
@@ -123,6 +143,7 @@ def machines_text(results: dict[str, Any]) -> str:
 
 def render_header(results: dict[str, Any]) -> str:
     wall = results["training_wall_s"]
+    more = more_seeds.summary(results.get("more_seeds"))
     return "\n".join([
         f"# {results['experiment']}{' (quick)' if results['quick'] else ''}",
         "",
@@ -134,6 +155,7 @@ def render_header(results: dict[str, Any]) -> str:
         f"- Budget and recipe, the same for every run: {results.get('recipe', '-')}",
         "- Validation: the last 5,000 Fashion-MNIST training images (held out; each run chooses its weights "
         "there). Test: the 10,000-image test split, evaluated once per run and only reported.",
+        *([f"- {more}"] if more else []),
         f"- Training time: {wall / 3600:.2f} h summed over runs; trained on {machines_text(results)}; updated "
         f"{results['updated']}.",
     ])

@@ -70,10 +70,23 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         met = "reaches" if lite0.mean >= TARGET_TOP1 else "does not reach"
         md.append(f"- The fine-tuned Lite0 {met} {TARGET_TOP1:g}% test top-1 (mean {lite0.mean:.2f}% over {lite0.n} "
                   f"seed(s)), with the budget above ({results.get('recipe', '')}).")
-    diff = tables.compare(rows, {"model": MODELS[0], "start": "ImageNet"}, {"model": MODELS[0], "start": "scratch"})
-    if diff.n:
-        md.append(f"- {tables.verdict(diff, 'Fine-tuned Lite0', 'Lite0 from scratch at the same budget')}")
+    for a, b in comparisons(results):
+        diff = tables.compare(rows, a, b)
+        if diff.n:
+            md.append(f"- {tables.verdict(diff, _described(a), _described(b))}")
     return "\n".join(md), text
+
+
+def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The report's paired comparisons: fine-tuned Lite0 against Lite0 from scratch, then each fine-tuned model
+    against the next smaller one (does the larger ImageNet model transfer better, as in Figure 6?)."""
+    tuned = [{"model": name, "start": "ImageNet"} for name in MODELS]
+    return [(tuned[0], {"model": MODELS[0], "start": "scratch"}), *zip(tuned[1:], tuned[:-1])]
+
+
+def _described(labels: dict[str, Any]) -> str:
+    name = labels["model"].replace("efficientnet_lite", "Lite")
+    return f"fine-tuned {name}" if labels["start"] == "ImageNet" else f"{name} from scratch at the same budget"
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
@@ -89,4 +102,4 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                                annotate=lambda curve, x, iv: None)]
 
 
-__all__ = ["MODELS", "NAME", "RECIPE", "TARGET_TOP1", "plan", "plots", "report"]
+__all__ = ["MODELS", "NAME", "RECIPE", "TARGET_TOP1", "comparisons", "plan", "plots", "report"]

@@ -63,17 +63,21 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     return "\n".join(md), text
 
 
+def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The report's paired comparisons: per setting, the widest model against the narrowest."""
+    widths = sorted({p["w"] for p in results["points"]})
+    return [({"setting": setting, "width": widths[-1]}, {"setting": setting, "width": widths[0]})
+            for setting in dict.fromkeys(p["setting"] for p in results["points"])]
+
+
 def _observation(results: dict[str, Any]) -> list[str]:
     """Per setting: the paired gain from the narrowest to the widest model, against the baseline setting's."""
-    rows = results["runs"]
-    widths = sorted({p["w"] for p in results["points"]})
-    lo, hi = widths[0], widths[-1]
     out = []
-    for setting in dict.fromkeys(p["setting"] for p in results["points"]):
-        gain = tables.compare(rows, {"setting": setting, "width": hi}, {"setting": setting, "width": lo})
+    for wide, narrow in comparisons(results):
+        gain = tables.compare(results["runs"], wide, narrow)
         if gain.n:
-            out.append(f"{setting}: widening {lo:g} → {hi:g} gains {tables.pct(gain)} pp (paired over {gain.n} "
-                       "seed(s)).")
+            out.append(f"{wide['setting']}: widening {narrow['width']:g} → {wide['width']:g} gains "
+                       f"{tables.pct(gain)} pp (paired over {gain.n} seed(s)).")
     return out
 
 
@@ -88,4 +92,4 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                                xlabel="MMACs per image")]
 
 
-__all__ = ["NAME", "SETTINGS", "WIDTHS", "plan", "plots", "report"]
+__all__ = ["NAME", "SETTINGS", "WIDTHS", "comparisons", "plan", "plots", "report"]

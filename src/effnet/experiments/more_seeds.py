@@ -1,0 +1,99 @@
+"""More seeds where a comparison is within the noise.
+
+An experiment trains every point with its planned seeds (3 by default).  Once all of those runs have finished,
+every paired comparison its report states (the module's `comparisons(results)`: pairs of label sets, A against B)
+is checked on the **validation** split: where the 95% interval of the paired difference A − B includes zero, the
+runs of A and of B get more seeds, up to `target` (5 by default).  The test split plays no part in the decision.
+
+The decision reads only the planned seeds' records, so every process that plans the experiment (the parent, its
+workers, a worker on another machine sharing the storage) adds the same runs, and the decision does not move as
+the added runs finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from effnet.experiments import tables
+
+if TYPE_CHECKING:  # the runner reads DEFAULT_TARGET from here
+    from effnet.experiments.runner import Run
+
+DEFAULT_TARGET = 5
+
+Labels = dict[str, Any]
+Comparisons = Callable[[dict[str, Any]], list[tuple[Labels, Labels]]]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the check added: `runs` (new seeds of the points in a close comparison) and, per comparison, its
+    paired validation difference.  `waiting` counts planned runs not finished yet (no decision while any is)."""
+
+    target: int
+    seeds: int
+    runs: tuple[Run, ...] = ()
+    checked: tuple[dict[str, Any], ...] = ()
+    waiting: int = 0
+
+    def to_meta(self) -> dict[str, Any]:
+        """What results.json keeps of it (`more_seeds`)."""
+        return {"target": self.target, "planned_seeds": self.seeds, "waiting_for": self.waiting,
+                "added_runs": len(self.runs), "comparisons": list(self.checked)}
+
+
+def decide(comparisons: Comparisons, runs: Sequence[Run], rows: Sequence[dict[str, Any]], meta: dict[str, Any],
+           seeds: int, target: int = DEFAULT_TARGET) -> Decision:
+    """The runs to add to `runs` (the planned ones, seeds 0..`seeds`−1) given `rows`, the finished runs' records
+    with their labels (results.json rows).  Nothing while a planned run is unfinished, or when `target` ≤ `seeds`
+    (a paired interval needs two seeds, so one planned seed never adds any)."""
+    planned_keys = {r.key for r in runs}
+    finished = [row for row in rows if row["key"] in planned_keys and row["seed"] < seeds]
+    waiting = len(planned_keys - {row["key"] for row in finished})
+    if target <= seeds or seeds < 2:
+        return Decision(target, seeds)
+    if waiting:
+        return Decision(target, seeds, waiting=waiting)
+    checked, close = [], []
+    for a, b in comparisons({**meta, "runs": finished}):
+        diff = tables.compare(finished, a, b, metric="val_top1")
+        within = diff.n >= 2 and not diff.excludes_zero()
+        checked.append({"a": a, "b": b, "val_difference": diff.to_dict(), "within_noise": within})
+        if within:
+            close += [a, b]
+    return Decision(target, seeds, tuple(_more(runs, close, seeds, target)), tuple(checked))
+
+
+def _more(runs: Sequence[Run], points: list[Labels], seeds: int, target: int) -> list[Run]:
+    """Seeds `seeds`..`target`−1 of every planned run (one per point, seed 0) whose labels include a point's."""
+    added: dict[str, Run] = {}
+    for run in runs:
+        labels = run.label_dict()
+        if run.seed == 0 and any(all(labels.get(k) == v for k, v in p.items()) for p in points):
+            for seed in range(seeds, target):
+                extra = dataclasses.replace(run, seed=seed)
+                added.setdefault(extra.key, extra)
+    return list(added.values())
+
+
+def summary(more: dict[str, Any] | None) -> str | None:
+    """One sentence for a report's header, or None when the check added nothing and found nothing close."""
+    if not more or more["target"] <= more["planned_seeds"] or more["planned_seeds"] < 2:
+        return None
+    if more["waiting_for"]:
+        return (f"More seeds: once the {more['waiting_for']} planned runs still missing have finished, every "
+                f"comparison within the noise on validation gets seeds up to {more['target']}.")
+    close = [c for c in more["comparisons"] if c["within_noise"]]
+    if not close:
+        return (f"More seeds: none needed; all {len(more['comparisons'])} comparisons of this report differ by more "
+                "than the noise on validation.")
+    return (f"More seeds: {len(close)} of the {len(more['comparisons'])} comparisons of this report were within "
+            "the noise on validation (95% interval of the paired difference including zero) after "
+            f"{more['planned_seeds']} seeds, so both sides of each get {more['target']} seeds "
+            f"({more['added_runs']} runs added; the test split plays no part in this choice).")
+
+
+__all__ = ["DEFAULT_TARGET", "Decision", "decide", "summary"]
