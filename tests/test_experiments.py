@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from effnet.experiments import design, nas, stats, suite
+from effnet import stats
+from effnet.experiments import design, nas, suite
 from effnet.experiments.runner import RECORD, Run, train_run
 from effnet.spec import NetSpec
 from tests.conftest import tiny_spec

@@ -12,8 +12,8 @@ import textwrap
 from pathlib import Path
 
 from effnet.cli._args import positive_int
-from effnet.experiments.more_seeds import DEFAULT_TARGET
 from effnet.report import format_table
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 TRAINED = {
     "single-dims": "Figure 3 (Observation 1): one baseline scaled by width, depth or resolution alone",
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--seeds-within-noise", type=positive_int, default=None, metavar="N",
                        help="once the planned seeds have finished, the points of every comparison whose paired "
                             "validation difference is within the noise (95%% interval including zero) are trained "
-                            f"with N seeds (default {DEFAULT_TARGET}; N at most --seeds adds none)")
+                            f"with N seeds (default {SEEDS_WITHIN_NOISE}; N at most --seeds adds none)")
         e.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes here")
         e.add_argument("--out", default=None, help=f"output folder (default docs/experiments/{name}/)")
         e.add_argument("--storage", default=None,
@@ -74,7 +74,7 @@ def run_trained(args: argparse.Namespace) -> int:
     options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
                       storage=args.storage or str(out / "runs.journal"),
                       runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
-                      seeds_within_noise=args.seeds_within_noise or DEFAULT_TARGET)
+                      seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE)
     command = _training_command(sys.argv[1:], args.experiment)
     if args.worker:
         suite.work(args.experiment, options)

@@ -8,9 +8,10 @@ import os
 from dataclasses import replace
 
 from effnet.cli import _search_args as shared
-from effnet.cli._args import add_data_source, data_source, finite_float
+from effnet.cli._args import add_data_source, data_source, finite_float, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     shared.add_budget_group(c, "training budget per grid point (effnet.train settings)",
                      val_help="validate on this many of the images held out from the training set",
                      set_example="warmup_epochs=0.2")
+    seeds = c.add_argument_group("seeds")
+    seeds.add_argument("--seeds", type=positive_int, default=1,
+                       help="seeds per grid point, from --seed on (default 1), one study per seed; a point's score "
+                            "is its mean, and the table gives its 95%% interval and paired difference with the best")
+    seeds.add_argument("--seeds-within-noise", type=positive_int, default=SEEDS_WITHIN_NOISE, metavar="N",
+                       help="with --seeds 2 or more: once those are done, the points whose paired difference with "
+                            f"the best includes zero (95%% interval) get N seeds (default {SEEDS_WITHIN_NOISE})")
     shared.add_worker_groups(c, stale_help="a running trial whose heartbeat is older than this is re-queued (seconds)")
     out = c.add_argument_group("output")
     out.add_argument("--plot", default=None, help="PNG of the results (default: STUDY.png)")
@@ -65,7 +73,8 @@ def _config(args: argparse.Namespace):
     config = SearchConfig(base=base, base_ref=args.base, dataset=args.dataset,
                           step=DEFAULT_STEP if args.step is None else args.step,
                           tolerance=CONSTRAINT_TOLERANCE if args.tolerance is None else args.tolerance,
-                          phi=args.phi, train=train, threads=args.threads, loader_workers=args.loader_workers)
+                          phi=args.phi, train=train, threads=args.threads, loader_workers=args.loader_workers,
+                          seeds=args.seeds, seeds_within_noise=args.seeds_within_noise)
     try:
         config.grid()  # a grid error is reported here, before any work
     except EffnetError as exc:
@@ -77,11 +86,13 @@ def _child_argv(args: argparse.Namespace, storage: str, study: str) -> list[str]
     return ["search", "coefficients", "--base", args.base, "--dataset", args.dataset, "--phi", repr(args.phi),
             "--storage", storage, "--study", study, "--jobs", "1", "--no-report",
             *shared.worker_flags(args, ("step", "tolerance", "epochs", "steps", "batch_size", "train_subset",
-                                        "val_subset", "lr", "optimizer", "augment", "seed", "threads"))]
+                                        "val_subset", "lr", "optimizer", "augment", "seed", "threads",
+                                        "seeds", "seeds_within_noise"))]
 
 
 def run_coefficients(args: argparse.Namespace) -> int:
-    from effnet.search.coefficients import run_worker_process, study_name_for
+    from effnet.search.coefficient_seeds import run_worker_process
+    from effnet.search.coefficients import study_name_for
     from effnet.search.grid import coefficient_grid
 
     config = _config(args)
@@ -95,8 +106,9 @@ def run_coefficients(args: argparse.Namespace) -> int:
     study_name = args.study or study_name_for(config)
     storage = args.storage or f"{study_name}.journal"
     if not args.report_only:
-        header = (f"study {study_name!r} in {storage}: {len(grid)} grid points, phi={config.phi:g}, budget per "
-                  f"point {json.dumps(config.train, sort_keys=True)}")
+        seeds = "" if config.seeds == 1 else f" x {config.seeds} seeds (a study each)"
+        header = (f"study {study_name!r} in {storage}: {len(grid)} grid points{seeds}, phi={config.phi:g}, budget "
+                  f"per point {json.dumps(config.train, sort_keys=True)}")
 
         def work() -> None:
             run_worker_process(config, storage, study_name, heartbeat_s=args.heartbeat, grace_s=args.grace,
@@ -112,33 +124,55 @@ def run_coefficients(args: argparse.Namespace) -> int:
 def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
     from effnet.search import report as grid_report
-    from effnet.search.coefficients import open_coefficient_study
 
-    study = open_coefficient_study(storage, study_name, config)
-    rows = grid_report.search_rows(study)
+    study, rows, names = _rows(config, storage, study_name)
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs
     if args.format == "json":
         command = grid_report.scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None
-        print(json.dumps({"study": study_name, "storage": storage, "grid_points": len(grid),
+        print(json.dumps({"study": study_name, "studies": names, "seeds": config.seeds, "storage": storage,
+                          "grid_points": len(grid),
                           "counts": grid_report.trial_counts(study), "base_macs": base_macs,
                           "rows": [r.to_dict() for r in rows], "command": command}, indent=2))
         return 0
-    shared.print_table(study, grid_report.TABLE_HEADERS, grid_report.table_rows(rows, base_macs),
-                       grid_report.TABLE_FORMATS,
+    headers = grid_report.SEEDED_HEADERS if config.seeds > 1 else grid_report.TABLE_HEADERS
+    seeds = "" if config.seeds == 1 else (f"; {config.seeds} seeds per point, up to {config.seeds_within_noise} "
+                                          f"where close to the best: studies {', '.join(names)}")
+    shared.print_table(study, headers, grid_report.table_rows(rows, base_macs), grid_report.TABLE_FORMATS,
                        f"alpha/beta/gamma grid search of {config.base.name} at phi={config.phi:g} on "
-                       f"{config.dataset} ({len(rows)} of {len(grid)} grid points trained)")
+                       f"{config.dataset} ({len(rows)} of {len(grid)} grid points trained{seeds})")
     if not rows:
         return 0
     best = rows[0].coefficients
-    print(f"best: alpha={best.alpha:g}, beta={best.beta:g}, gamma={best.gamma:g} (top-1 {rows[0].top1:.2f}%, "
+    mean = "mean " if config.seeds > 1 else ""
+    print(f"best: alpha={best.alpha:g}, beta={best.beta:g}, gamma={best.gamma:g} ({mean}top-1 {rows[0].top1:.2f}%, "
           f"{rows[0].macs / 1e6:.2f} MMACs, alpha*beta^2*gamma^2 = {best.product:.3f})")
+    if config.seeds > 1:
+        tied = [r for r in rows[1:] if r.vs_best is not None and r.vs_best.n > 1 and not r.vs_best.excludes_zero()]
+        print(f"within the noise of the best (paired 95% interval including zero): "
+              f"{', '.join(r.coefficients.label for r in tied) or 'none'}")
     plot = grid_report.plot_search(rows, args.plot or f"{study_name}.png", base_macs=base_macs,
                                    title=f"{config.base.name}: alpha/beta/gamma at phi={config.phi:g} on "
                                          f"{config.dataset}")
     print(f"plot: {plot}")
     print(f"scale with it: {grid_report.scale_command(config.base_ref, best, config.phi)}")
     return 0
+
+
+def _rows(config, storage: str, study_name: str):
+    """The first seed's study (joined or created), the report's rows and the names of the studies they come from:
+    one study's trials as they are, or with several seeds one row per point over every seed's study."""
+    from effnet.search import coefficient_seeds
+    from effnet.search import report as grid_report
+    from effnet.search.coefficients import open_coefficient_study
+
+    study = open_coefficient_study(storage, study_name, config)
+    if config.seeds == 1:
+        return study, grid_report.search_rows(study), [study_name]
+    studies = coefficient_seeds.all_studies(config, study_name, storage)
+    held = coefficient_seeds.existing(storage, studies)
+    rows = grid_report.combine({s.seed: grid_report.search_rows(st) for s, st in held})
+    return study, rows, [s.name for s, _ in held]
 
 
 __all__ = ["register"]

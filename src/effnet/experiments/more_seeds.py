@@ -3,7 +3,8 @@
 An experiment trains every point with its planned seeds (3 by default).  Once all of those runs have finished,
 every paired comparison its report states (the module's `comparisons(results)`: pairs of label sets, A against B)
 is checked on the **validation** split: where the 95% interval of the paired difference A − B includes zero, the
-runs of A and of B get more seeds, up to `target` (5 by default).  The test split plays no part in the decision.
+runs of A and of B get more seeds, up to `target` (`effnet.stats.SEEDS_WITHIN_NOISE`, 5).  The test split plays
+no part in the decision.
 
 The decision reads only the planned seeds' records, so every process that plans the experiment (the parent, its
 workers, a worker on another machine sharing the storage) adds the same runs, and the decision does not move as
@@ -15,14 +16,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from effnet.experiments import tables
-
-if TYPE_CHECKING:  # the runner reads DEFAULT_TARGET from here
-    from effnet.experiments.runner import Run
-
-DEFAULT_TARGET = 5
+from effnet.experiments.runner import Run
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 Labels = dict[str, Any]
 Comparisons = Callable[[dict[str, Any]], list[tuple[Labels, Labels]]]
@@ -46,7 +44,7 @@ class Decision:
 
 
 def decide(comparisons: Comparisons, runs: Sequence[Run], rows: Sequence[dict[str, Any]], meta: dict[str, Any],
-           seeds: int, target: int = DEFAULT_TARGET) -> Decision:
+           seeds: int, target: int = SEEDS_WITHIN_NOISE) -> Decision:
     """The runs to add to `runs` (the planned ones, seeds 0..`seeds`−1) given `rows`, the finished runs' records
     with their labels (results.json rows).  Nothing while a planned run is unfinished, or when `target` ≤ `seeds`
     (a paired interval needs two seeds, so one planned seed never adds any)."""
@@ -96,4 +94,4 @@ def summary(more: dict[str, Any] | None) -> str | None:
             f"({more['added_runs']} runs added; the test split plays no part in this choice).")
 
 
-__all__ = ["DEFAULT_TARGET", "Decision", "decide", "summary"]
+__all__ = ["Decision", "decide", "summary"]

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
-from effnet.experiments import more_seeds
 from effnet.experiments.records import (
     RECORD,
     RECORD_FIELDS,
@@ -44,6 +43,7 @@ from effnet.experiments.records import (
 from effnet.files import atomic_write_text
 from effnet.report import format_duration
 from effnet.spec import NetSpec
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 CHECKPOINT_EVERY = 200
 
@@ -182,7 +182,7 @@ class Options:
     storage: str | None = None
     runs_dir: Path | None = None
     threads: int | None = None
-    seeds_within_noise: int = more_seeds.DEFAULT_TARGET  # seeds of the points of a comparison within the noise
+    seeds_within_noise: int = SEEDS_WITHIN_NOISE  # seeds of the points of a comparison within the noise
     heartbeat_s: float = 10.0
     grace_s: float = 60.0
     poll_s: float = 5.0

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet import report
-from effnet.experiments.stats import Interval, interval, paired_difference
+from effnet.stats import Interval, interval, paired_difference
 
 
 def by_seed(rows: Sequence[dict[str, Any]], metric: str = "test_top1", **match: Any) -> dict[int, float]:

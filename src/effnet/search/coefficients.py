@@ -7,7 +7,7 @@ in the study, and a worker joining with different ones is refused, so every tria
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,8 +15,9 @@ from effnet.profile import profile
 from effnet.scaling import CONSTRAINT_TOLERANCE, compound, scale
 from effnet.search.grid import DEFAULT_STEP, Coefficients, coefficient_grid
 from effnet.search.leases import spawn_workers
-from effnet.search.study import SearchError, open_study, run_worker
+from effnet.search.study import SearchError, open_study
 from effnet.spec import NetSpec
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augment": "none"}
 """Budget defaults for a trial when the command line gives none (short runs: no augmentation)."""
@@ -25,7 +26,8 @@ SEARCH_TRAIN_DEFAULTS: dict[str, Any] = {"epochs": 1.0, "batch_size": 64, "augme
 @dataclass(frozen=True)
 class SearchConfig:
     """What makes a search: base, data, grid, φ and the per-trial training budget (`effnet.train.TrainConfig`
-    fields).  `threads` and `loader_workers` only change speed, so they are not part of a study's identity."""
+    fields).  `threads` and `loader_workers` only change speed, so they are not part of a study's identity;
+    `seeds` and `seeds_within_noise` say how many studies there are, one per seed (`coefficient_seeds`)."""
 
     base: NetSpec
     base_ref: str
@@ -36,6 +38,8 @@ class SearchConfig:
     train: dict[str, Any] = field(default_factory=lambda: dict(SEARCH_TRAIN_DEFAULTS))
     threads: int | None = None
     loader_workers: int = 0
+    seeds: int = 1
+    seeds_within_noise: int = SEEDS_WITHIN_NOISE
 
     def grid(self) -> tuple[Coefficients, ...]:
         return coefficient_grid(self.step, self.tolerance)
@@ -96,9 +100,12 @@ SCORE = "top-1 on images held out from the training set"
 such mark, and their trials (scored on test images) must not be joined or reported as a validation search."""
 
 
-def open_coefficient_study(storage: str | None, study_name: str, config: SearchConfig):
-    """Create or join the grid-search study (`open_study`), refusing one whose trials were scored otherwise."""
-    study = open_study(storage, study_name, config.grid(), config.identity())
+def open_coefficient_study(storage: str | None, study_name: str, config: SearchConfig,
+                           grid: Sequence[Coefficients] | None = None, identity: dict[str, Any] | None = None):
+    """Create or join the grid-search study (`open_study`) over `grid` (default: the whole grid), refusing one
+    whose trials were scored otherwise."""
+    study = open_study(storage, study_name, config.grid() if grid is None else grid,
+                       config.identity() if identity is None else identity)
     held = study.user_attrs.get(SCORE_ATTR)
     if held is None and study.get_trials(deepcopy=False):
         raise SearchError(f"study {study_name!r} in {storage}: its trials were scored on test images by an earlier "
@@ -111,17 +118,5 @@ def open_coefficient_study(storage: str | None, study_name: str, config: SearchC
     return study
 
 
-def run_worker_process(config: SearchConfig, storage: str | None, study_name: str, *, heartbeat_s: float = 10.0,
-                       grace_s: float = 60.0, poll_s: float = 5.0, log: Callable[[str], None] = print):
-    """One worker: join (or create) the study and train grid points until the whole grid is done."""
-    from effnet.train import TrainingDiverged
-
-    grid = config.grid()
-    study = open_coefficient_study(storage, study_name, config)
-    summary = run_worker(study, grid, make_evaluator(config), heartbeat_s=heartbeat_s, grace_s=grace_s,
-                         poll_s=poll_s, log=log, error_types=(TrainingDiverged,))
-    return study, summary
-
-
 __all__ = ["SCORE", "SEARCH_TRAIN_DEFAULTS", "SearchConfig", "make_evaluator", "open_coefficient_study",
-           "run_worker_process", "spawn_workers", "study_name_for", "trial_spec"]
+           "spawn_workers", "study_name_for", "trial_spec"]

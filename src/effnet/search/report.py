@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,14 @@ from optuna.trial import TrialState
 from effnet.search.grid import TARGET_PRODUCT, Coefficients
 from effnet.search.leases import trial_counts
 from effnet.search.study import PARAM
+from effnet.stats import Interval, interval, paired_difference
 
 
 @dataclass(frozen=True)
 class SearchRow:
+    """One grid point: its score (top-1 on the held-out images; with several seeds, their mean), what it costs,
+    and with several seeds the score per seed, its 95% half-width and its paired difference with the best point."""
+
     trial: int
     coefficients: Coefficients
     top1: float
@@ -24,12 +28,24 @@ class SearchRow:
     params: int
     resolution: int
     wall_s: float
+    by_seed: tuple[tuple[int, float], ...] = ()
+    half_width: float | None = None
+    vs_best: Interval | None = None
+
+    @property
+    def seeds(self) -> int:
+        return max(1, len(self.by_seed))
 
     def to_dict(self) -> dict[str, Any]:
         c = self.coefficients
-        return {"trial": self.trial, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "product": c.product,
-                "top1": self.top1, "ema_top1": self.ema_top1, "macs": self.macs, "params": self.params,
-                "resolution": self.resolution, "wall_s": self.wall_s}
+        out = {"trial": self.trial, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "product": c.product,
+               "top1": self.top1, "ema_top1": self.ema_top1, "macs": self.macs, "params": self.params,
+               "resolution": self.resolution, "wall_s": self.wall_s}
+        if self.by_seed:
+            out.update({"seeds": self.seeds, "top1_by_seed": {str(k): v for k, v in self.by_seed},
+                        "top1_half_width": self.half_width,
+                        "vs_best": None if self.vs_best is None else self.vs_best.to_dict()})
+        return out
 
 
 def search_rows(study: optuna.Study) -> list[SearchRow]:
@@ -43,15 +59,48 @@ def search_rows(study: optuna.Study) -> list[SearchRow]:
     return sorted(rows, key=lambda r: (-r.top1, r.macs, r.trial))
 
 
+def combine(rows_by_seed: dict[int, list[SearchRow]]) -> list[SearchRow]:
+    """The rows of several seeds' studies as one row per grid point: mean score and 95% interval over its seeds,
+    and its paired difference with the best point (the highest mean) over the seeds both have; best first."""
+    points: dict[Coefficients, dict[int, SearchRow]] = {}
+    for seed, rows in sorted(rows_by_seed.items()):
+        for r in rows:
+            points.setdefault(r.coefficients, {})[seed] = r
+    merged = []
+    for by_seed in points.values():
+        first = next(iter(by_seed.values()))
+        score = interval([r.top1 for r in by_seed.values()])
+        emas = [r.ema_top1 for r in by_seed.values() if r.ema_top1 is not None]
+        merged.append(replace(first, top1=score.mean, ema_top1=sum(emas) / len(emas) if emas else None,
+                              wall_s=sum(r.wall_s for r in by_seed.values()),
+                              by_seed=tuple((s, r.top1) for s, r in by_seed.items()),
+                              half_width=None if score.n < 2 else score.half_width))
+    merged.sort(key=lambda r: (-r.top1, r.macs, r.trial))
+    if not merged:
+        return merged
+    best = dict(merged[0].by_seed)
+    return [replace(r, vs_best=None if r is merged[0] else paired_difference(dict(r.by_seed), best)) for r in merged]
+
+
 def table_rows(rows: list[SearchRow], base_macs: int | None = None) -> list[tuple]:
-    """One row of values per trial, in the order of `TABLE_HEADERS` (printed with `TABLE_FORMATS`)."""
-    return [(r.coefficients.alpha, r.coefficients.beta, r.coefficients.gamma, r.coefficients.product, r.resolution,
-             r.params / 1e6, r.macs / 1e6, r.macs / base_macs if base_macs else None, r.top1, r.ema_top1, r.wall_s,
-             r.trial) for r in rows]
+    """One row of values per trial, in the order of `TABLE_HEADERS` (printed with `TABLE_FORMATS`); with several
+    seeds, `SEEDED_HEADERS` (`seeded=True`)."""
+    out = []
+    for r in rows:
+        row = (r.coefficients.alpha, r.coefficients.beta, r.coefficients.gamma, r.coefficients.product, r.resolution,
+               r.params / 1e6, r.macs / 1e6, r.macs / base_macs if base_macs else None, r.top1)
+        if r.by_seed:
+            diff = "best" if r.vs_best is None else ("-" if r.vs_best.n < 2 else
+                                                     f"{r.vs_best.mean:+.2f} [{r.vs_best.low:+.2f}, "
+                                                     f"{r.vs_best.high:+.2f}]")
+            row += ("-" if r.half_width is None else f"{r.half_width:.2f}", r.seeds, diff)
+        out.append(row + (r.ema_top1, r.wall_s, r.trial))
+    return out
 
 
 TABLE_HEADERS = ["alpha", "beta", "gamma", "a*b^2*g^2", "res", "params (M)", "MMACs", "x base", "top-1 %",
                  "EMA top-1 %", "wall s", "trial"]
+SEEDED_HEADERS = [*TABLE_HEADERS[:9], "± 95%", "seeds", "vs best (paired, 95% CI)", *TABLE_HEADERS[9:]]
 TABLE_FORMATS = {"alpha": ".2f", "beta": ".2f", "gamma": ".2f", "a*b^2*g^2": ".3f", "res": "d", "params (M)": ".3f",
                  "MMACs": ".2f", "x base": ".2f", "top-1 %": ".2f", "EMA top-1 %": ".2f", "wall s": ".0f",
                  "trial": "d"}
@@ -75,7 +124,11 @@ def plot_search(rows: list[SearchRow], path: str | Path, *, title: str, base_mac
     ax = fig.add_subplot(1, 2, 1)
     acc = np.array([r.top1 for r in rows])
     macs = np.array([r.macs / 1e6 for r in rows])
-    sc = ax.scatter(macs, acc, c=acc, cmap="viridis", s=40, edgecolors="k", linewidths=0.3)
+    sc = ax.scatter(macs, acc, c=acc, cmap="viridis", s=40, edgecolors="k", linewidths=0.3, zorder=2)
+    if any(r.half_width is not None for r in rows):  # several seeds: the mean's 95% interval
+        ax.errorbar(macs, acc, yerr=[r.half_width or 0.0 for r in rows], fmt="none", ecolor="grey", elinewidth=0.8,
+                    capsize=2, zorder=1, label=f"95% CI over seeds ({min(r.seeds for r in rows)}-"
+                                               f"{max(r.seeds for r in rows)} per point)")
     best = rows[0]
     ax.scatter([best.macs / 1e6], [best.top1], marker="*", s=300, c="red", edgecolors="k", zorder=3,
                label=f"best: α={best.coefficients.alpha:g} β={best.coefficients.beta:g} γ={best.coefficients.gamma:g}")
@@ -111,5 +164,5 @@ def plot_search(rows: list[SearchRow], path: str | Path, *, title: str, base_mac
     return path
 
 
-__all__ = ["SearchRow", "TABLE_FORMATS", "TABLE_HEADERS", "plot_search", "scale_command", "search_rows",
-           "table_rows", "trial_counts"]
+__all__ = ["SEEDED_HEADERS", "SearchRow", "TABLE_FORMATS", "TABLE_HEADERS", "combine", "plot_search",
+           "scale_command", "search_rows", "table_rows", "trial_counts"]

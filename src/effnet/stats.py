@@ -8,6 +8,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+SEEDS_WITHIN_NOISE = 5
+"""Seeds for the points of a comparison whose paired difference is within the noise (its 95% interval includes
+zero) after the planned seeds: the experiments' `--seeds-within-noise` and the grid search's default."""
+
 # Two-sided 95% critical values of Student's t for 1..30 degrees of freedom (beyond 30 the normal 1.96 is within 4%).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -68,4 +72,4 @@ def paired_difference(a: dict[int, float], b: dict[int, float]) -> Interval:
     return interval([a[s] - b[s] for s in seeds])
 
 
-__all__ = ["Interval", "interval", "paired_difference", "t_critical"]
+__all__ = ["SEEDS_WITHIN_NOISE", "Interval", "interval", "paired_difference", "t_critical"]
