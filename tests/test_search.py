@@ -196,6 +196,7 @@ def test_two_workers_one_killed_every_point_trained_once(tmp_path):
                 continue
             running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.user_attrs.get("pid") == a.pid]
             if running:
+                victim_pid = a.pid
                 a.kill()  # SIGKILL in the middle of a trial: no cleanup runs
                 a.wait()
                 victim = running[0].number
@@ -219,7 +220,8 @@ def test_two_workers_one_killed_every_point_trained_once(tmp_path):
         retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim]
         assert [t.state for t in retries] == [TrialState.COMPLETE]
     pids = {t.user_attrs["pid"] for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert len(pids) >= 2  # both workers trained
+    assert b.pid in pids and killed.user_attrs["pid"] == victim_pid  # the work was shared: a took the victim, b
+    # trained points (whether the restarted a also finished one depends on how fast it starts on a loaded machine)
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.user_attrs["steps"] == 6 and t.user_attrs["macs"] > 0 and 0 <= t.value <= 100
 

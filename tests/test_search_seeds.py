@@ -43,10 +43,10 @@ def _argv(tmp_path, *extra: str) -> list[str]:
     return [*_search_argv(spec_path, tmp_path / "study.journal"), *extra]
 
 
-def _run(argv):
+def _run(argv, log=lambda m: None):
     config = _config(build_parser().parse_args(argv))
     coefficient_seeds.run_worker_process(config, argv[argv.index("--storage") + 1], "t", heartbeat_s=0.2, grace_s=5,
-                                    poll_s=0.1, log=lambda m: None)
+                                         poll_s=0.1, log=log)
     return config
 
 
@@ -60,7 +60,12 @@ def _points(storage, name):
 
 def test_planned_seeds_then_more_for_the_points_within_the_noise(tmp_path, fake_training):
     argv = _argv(tmp_path, "--seeds", "3")
-    config = _run(argv)
+    lines = []
+    config = _run(argv, lines.append)
+    assert "seed 3 (added: within the noise of the best): study 't-seed3', 2 points" in lines
+    progress = [m for m in lines if m.startswith("[")]
+    assert progress[0] == "[1/8 points, 0 running, ETA 0s]" and progress[-1] == "[2/2 points, 0 running]"
+    assert len(progress) == 3 * 8 + 2 * 2  # one line per trained point
     storage = tmp_path / "study.journal"
     assert [s.name for s in coefficient_seeds.all_studies(config, "t", str(storage))] == \
         ["t", "t-seed1", "t-seed2", "t-seed3", "t-seed4"]

@@ -132,7 +132,8 @@ def run_worker_process(config: SearchConfig, storage: str | None, study_name: st
                 f"{len(s.grid)} points")
         study = open_coefficient_study(storage, s.name, s.config, s.grid, s.identity())
         return study, run_worker(study, s.grid, coefficients.make_evaluator(s.config), heartbeat_s=heartbeat_s,
-                                 grace_s=grace_s, poll_s=poll_s, log=log, error_types=(TrainingDiverged,))
+                                 grace_s=grace_s, poll_s=poll_s, log=log, error_types=(TrainingDiverged,),
+                                 progress=True)
 
     done = [work_on(s) for s in planned(config, study_name)]
     done += [work_on(s) for s in added(config, study_name, storage)]  # decided once the planned ones are done

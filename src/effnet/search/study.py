@@ -227,6 +227,7 @@ def run_worker(
     poll_s: float = 5.0,
     log: Callable[[str], None] = print,
     error_types: tuple[type[BaseException], ...] = (EffnetError,),
+    progress: bool = False,
 ) -> WorkerSummary:
     """Train grid points until every point of the study is done; returns what this worker did.
 
@@ -234,11 +235,14 @@ def run_worker(
     `describe()` (its progress line); `evaluate(point) -> (objective, attributes)`; errors of `error_types` (a
     diverged model, say) are that point's result: the trial fails with `fail_reason` "error" and is not retried.
     A KeyboardInterrupt fails the running trial with reason "interrupted", queues it again for the next worker,
-    and propagates.
+    and propagates.  With `progress`, each trained point is followed by the grid's state and an ETA (the points
+    left × this worker's mean time per point, shared among the workers running now).
     """
     labels = [c.label for c in grid]
     by_label = {c.label: c for c in grid}
     summary = WorkerSummary()
+    walls: list[float] = []
+    logged = 0
 
     def objective(trial: optuna.Trial) -> float:
         claim(trial)
@@ -257,19 +261,35 @@ def run_worker(
         value, _, wall = run_leased(study, trial, lambda: evaluate(c), what=label, heartbeat_s=heartbeat_s,
                                     error_types=error_types, log=log, errors=summary.errors)
         summary.trained.append(trial.number)
+        walls.append(wall)
         log(f"trial {trial.number}: {label} -> {value:.2f} ({wall:.0f}s)")
         return value
 
     def next_move() -> Move:
+        nonlocal logged
         status = survey(study, labels, grace_s)
         summary.recovered += status.recovered
         for number in status.recovered:
             log(f"trial {number}: its worker is gone; queued its grid point again")
+        if progress and len(walls) > logged:  # a point trained since the last look
+            logged = len(walls)
+            log(progress_line(status, sum(walls) / len(walls)))
         summary.status = status
         return "stop" if status.done else "claim" if status.claimable else "wait"
 
     work(study, objective, next_move, poll_s=poll_s, error_types=error_types)
     return summary
+
+
+def progress_line(status: GridStatus, mean_wall_s: float) -> str:
+    """`[done/total points, N running, ETA …]`: the points not done × `mean_wall_s`, shared among the workers
+    running now and this one."""
+    from effnet.report import format_duration
+
+    done = status.complete + status.errors
+    left = status.total - done
+    eta = "" if not left else f", ETA {format_duration(left * mean_wall_s / (status.running + 1))}"
+    return f"[{done}/{status.total} points, {status.running} running{eta}]"
 
 
 def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str]) -> int | None:
@@ -284,4 +304,4 @@ def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str
 
 
 __all__ = ["CONFIG_ATTR", "GridPoint", "GridStatus", "PARAM", "SearchError", "WorkerSummary", "make_storage",
-           "open_study", "run_worker", "survey"]
+           "open_study", "progress_line", "run_worker", "survey"]
