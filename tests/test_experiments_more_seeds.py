@@ -91,7 +91,7 @@ def test_experiment_trains_the_added_seeds_and_reports_them(tmp_path):
     more = results["more_seeds"]
     assert more["target"] == 3 and more["planned_seeds"] == 2 and more["waiting_for"] == 0
     close = [c for c in more["comparisons"] if c["within_noise"]]
-    assert len(more["comparisons"]) == 2 and close, "two seeds of a 12-step training should leave a close pair"
+    assert len(more["comparisons"]) == 3 and close, "two seeds of a 12-step training should leave a close pair"
     for c in more["comparisons"]:  # the verdict is the one its own validation interval gives
         diff = c["val_difference"]
         assert c["within_noise"] == (diff["mean"] - diff["half_width"] <= 0 <= diff["mean"] + diff["half_width"])
@@ -102,7 +102,7 @@ def test_experiment_trains_the_added_seeds_and_reports_them(tmp_path):
     for point, seeds in seeds_of.items():
         assert seeds == ({0, 1, 2} if point in widened else {0, 1}), point
     assert more["added_runs"] == len(widened) == results["planned_runs"] - 8
-    assert re.search(r"More seeds: \d of the 2 comparisons .* \(\d runs added", done.stdout), done.stdout[-2000:]
+    assert re.search(r"More seeds: \d of the 3 comparisons .* \(\d runs added", done.stdout), done.stdout[-2000:]
     report = (out / "report.md").read_text()
     assert more_seeds.summary(more) in report
     (tmp_path / "again").mkdir()

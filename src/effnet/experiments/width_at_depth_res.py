@@ -64,20 +64,48 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
 
 
 def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The report's paired comparisons: per setting, the widest model against the narrowest."""
+    """The report's paired comparisons: per setting, the widest model against the narrowest (`_widening`); then
+    at matched cost, each other setting's model nearest in MACs to the baseline setting's widest against that
+    model (`_at_matched_macs`: Figure 4's question, is width worth more on a deeper or larger-input network?)."""
+    return _widening(results) + _at_matched_macs(results)
+
+
+def _widening(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     widths = sorted({p["w"] for p in results["points"]})
     return [({"setting": setting, "width": widths[-1]}, {"setting": setting, "width": widths[0]})
             for setting in dict.fromkeys(p["setting"] for p in results["points"])]
 
 
+def _at_matched_macs(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    import math
+
+    points = results["points"]
+    base_setting = points[0]["setting"]  # (d, r) = (1, 1): the baseline's own setting comes first
+    anchor = max((p for p in points if p["setting"] == base_setting), key=lambda p: p["w"])
+    pairs = []
+    for setting in dict.fromkeys(p["setting"] for p in points if p["setting"] != base_setting):
+        near = min((p for p in points if p["setting"] == setting),
+                   key=lambda p: abs(math.log(p["macs"] / anchor["macs"])))
+        pairs.append(({"setting": setting, "width": near["w"]}, {"setting": base_setting, "width": anchor["w"]}))
+    return pairs
+
+
 def _observation(results: dict[str, Any]) -> list[str]:
-    """Per setting: the paired gain from the narrowest to the widest model, against the baseline setting's."""
+    """Per setting: the paired gain from the narrowest to the widest model; then each setting against the
+    baseline setting at about the same MACs."""
+    rows, ratio = results["runs"], {(p["setting"], p["w"]): p["ratio"] for p in results["points"]}
     out = []
-    for wide, narrow in comparisons(results):
-        gain = tables.compare(results["runs"], wide, narrow)
+    for wide, narrow in _widening(results):
+        gain = tables.compare(rows, wide, narrow)
         if gain.n:
             out.append(f"{wide['setting']}: widening {narrow['width']:g} → {wide['width']:g} gains "
                        f"{tables.pct(gain)} pp (paired over {gain.n} seed(s)).")
+    for a, b in _at_matched_macs(results):
+        diff = tables.compare(rows, a, b)
+        if diff.n:
+            what = f"{a['setting']}, width {a['width']:g} ({ratio[a['setting'], a['width']]:.2f}x MACs)"
+            against = f"{b['setting']}, width {b['width']:g} ({ratio[b['setting'], b['width']]:.2f}x)"
+            out.append("At about the same MACs: " + tables.verdict(diff, what, against))
     return out
 
 
