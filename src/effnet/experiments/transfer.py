@@ -73,7 +73,8 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     for a, b in comparisons(results):
         diff = tables.compare(rows, a, b)
         if diff.n:
-            md.append(f"- {tables.verdict(diff, _described(a), _described(b))}")
+            what = _described(a)
+            md.append(f"- {tables.verdict(diff, what[0].upper() + what[1:], _described(b))}")
     return "\n".join(md), text
 
 
