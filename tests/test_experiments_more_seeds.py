@@ -110,3 +110,20 @@ def test_experiment_trains_the_added_seeds_and_reports_them(tmp_path):
     again = _effnet(*argv, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "to train" in again.stdout and not re.search(r"; [1-9]\d* to train", again.stdout), again.stdout
+
+
+def test_width_settings_are_compared_at_about_the_same_macs():
+    """Each (d, r) setting's model nearest in MACs (log scale) to the (1, 1) setting's widest is paired with it."""
+    from effnet.experiments import width_at_depth_res
+
+    def point(setting, w, macs):
+        return {"setting": setting, "w": w, "macs": macs}
+
+    results = {"points": [point("d=1, r=1", 1.0, 10), point("d=1, r=1", 2.8, 70),
+                          point("d=2, r=1", 1.0, 21), point("d=2, r=1", 2.0, 76), point("d=2, r=1", 2.8, 147),
+                          point("d=1, r=1.3", 1.0, 11), point("d=1, r=1.3", 2.8, 50)]}
+    pairs = width_at_depth_res.comparisons(results)
+    assert pairs[:3] == [({"setting": s, "width": 2.8}, {"setting": s, "width": 1.0})
+                         for s in ("d=1, r=1", "d=2, r=1", "d=1, r=1.3")]
+    assert pairs[3:] == [({"setting": "d=2, r=1", "width": 2.0}, {"setting": "d=1, r=1", "width": 2.8}),
+                         ({"setting": "d=1, r=1.3", "width": 2.8}, {"setting": "d=1, r=1", "width": 2.8})]
