@@ -68,8 +68,15 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
+def format_local_time(seconds_since_epoch: float) -> str:
+    """A moment as local date and time to the minute, e.g. 2026-12-03 18:40."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds_since_epoch))
+
+
 def to_json(rows: Any) -> str:
     return json.dumps(rows, indent=2)
 
 
-__all__ = ["format_cell", "format_duration", "format_table", "markdown_table", "to_json"]
+__all__ = ["format_cell", "format_duration", "format_local_time", "format_table", "markdown_table", "to_json"]

@@ -72,6 +72,46 @@ def seconds(text: str) -> float:
                    "a time with a unit > 0 such as 25ms, 0.1s or 800us")
 
 
+UNTIL_HELP = ("start no new run after TIME, nor one that the typical finished run says would end after it; runs "
+              "under way finish, and the same command continues later. TIME: HH:MM (the next such local time), "
+              "an ISO date-time (2026-12-03T18:40, local unless it names its offset) or +DURATION (+90m, +2h30m)")
+
+
+def deadline(text: str, now: float | None = None) -> float:
+    """--until: a time, in seconds since the epoch: HH:MM[:SS] (the next such local time), an ISO date-time (local
+    unless it names its offset), +DURATION in h/m/s (+90m, +2h30m, +45s), or @SECONDS since the epoch (what a
+    parent passes its worker processes, taken as it is even when it has passed)."""
+    import datetime as dt
+    import re
+    import time
+
+    now = time.time() if now is None else now
+    stripped = text.strip()
+    if stripped.startswith("@"):
+        return _number(stripped[1:], float, lambda v: True, "@SECONDS since the epoch")
+    expected = "expected HH:MM, an ISO date-time such as 2026-12-03T18:40, or +DURATION such as +90m or +2h30m"
+    if stripped.startswith("+"):
+        match = re.fullmatch(r"\+(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?", stripped)
+        if match is None or not any(match.groups()):
+            raise argparse.ArgumentTypeError(f"{expected}; got {text!r}")
+        hours, minutes, secs = (float(g or 0) for g in match.groups())
+        return now + 3600 * hours + 60 * minutes + secs
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", stripped)
+    try:
+        if clock:
+            today = dt.datetime.fromtimestamp(now)
+            at = today.replace(hour=int(clock[1]), minute=int(clock[2]), second=int(clock[3] or 0), microsecond=0)
+            if at.timestamp() <= now:
+                at += dt.timedelta(days=1)
+            return at.timestamp()
+        at = dt.datetime.fromisoformat(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{expected}; got {text!r}") from None
+    if at.timestamp() <= now:
+        raise argparse.ArgumentTypeError(f"got {text!r}, which has passed; give a later time")
+    return at.timestamp()
+
+
 def check_output_file(path: str, flag: str = "-o/--output") -> None:
     """An output file's place, checked before any work: its folder exists and it is not itself a folder."""
     from pathlib import Path

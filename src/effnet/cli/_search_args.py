@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from effnet.cli._args import non_negative_int, positive_float, positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, non_negative_int, positive_float, positive_int
 
 
 def add_budget_group(parser: argparse.ArgumentParser, title: str, *, val_help: str, set_example: str):
@@ -82,13 +82,16 @@ def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> No
     lease.add_argument("--heartbeat", type=positive_float, default=10.0, help="seconds between a worker's heartbeats")
     lease.add_argument("--grace", type=positive_float, default=60.0, help=stale_help)
     lease.add_argument("--poll", type=positive_float, default=5.0, help="seconds between looks while others finish")
+    lease.add_argument("--until", type=deadline, default=None, metavar="TIME", help=UNTIL_HELP)
 
 
 def worker_flags(args: argparse.Namespace, given: Sequence[str]) -> list[str]:
     """The flags a spawned worker repeats from its parent's `args`: the leases and loader workers, each of `given`
     (dest names) that was set, and every --set."""
+    from effnet.search.leases import until_argv
+
     argv = ["--heartbeat", repr(args.heartbeat), "--grace", repr(args.grace), "--poll", repr(args.poll),
-            "--workers", str(args.loader_workers)]
+            "--workers", str(args.loader_workers), *until_argv(args.until)]
     for flag in given:
         value = getattr(args, flag)
         if value is not None:

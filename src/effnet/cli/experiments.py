@@ -11,7 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from effnet.cli._args import positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, positive_int
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
 
@@ -54,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--runs", default=None, help="folder of the runs' checkpoints (default runs/experiments)")
         e.add_argument("--threads", type=positive_int, default=None,
                        help="torch threads per run (default: the cores divided among the jobs)")
+        e.add_argument("--until", type=deadline, default=None, metavar="TIME", help=UNTIL_HELP)
         e.add_argument("--report-only", action="store_true", help="write the report of the runs finished so far")
         e.add_argument("--format", choices=("table", "json"), default="table")
         e.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_trained(args: argparse.Namespace) -> int:
     from effnet.experiments import suite
-    from effnet.experiments.runner import Options
+    from effnet.experiments.runner import Options, StoppedBeforePlanning
 
     out = Path(args.out or Path("docs/experiments") / args.experiment)
     jobs = args.jobs
@@ -74,13 +75,17 @@ def run_trained(args: argparse.Namespace) -> int:
     options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
                       storage=args.storage or str(out / "runs.journal"),
                       runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
-                      seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE)
+                      seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE, until=args.until)
     command = _training_command(sys.argv[1:], args.experiment)
     if args.worker:
         suite.work(args.experiment, options)
         return 0
-    results, table = suite.run(args.experiment, options, command=command, report_only=args.report_only,
-                               worker_argv=_child_argv(args, options))
+    try:
+        results, table = suite.run(args.experiment, options, command=command, report_only=args.report_only,
+                                   worker_argv=_child_argv(args, options))
+    except StoppedBeforePlanning as stop:
+        print(stop)
+        return 0
     if args.format == "json":
         print(json.dumps(results, indent=2))
     else:
@@ -90,13 +95,15 @@ def run_trained(args: argparse.Namespace) -> int:
 
 
 def _child_argv(args: argparse.Namespace, options) -> list[str]:
+    from effnet.search.leases import until_argv
+
     argv = ["experiments", args.experiment, "--worker", "--out", str(options.out), "--storage", options.storage,
             "--runs", str(options.runs_dir), "--threads", str(options.threads), "--jobs", str(options.jobs)]
     if args.quick:
         argv.append("--quick")
     if args.seeds:
         argv += ["--seeds", str(args.seeds)]
-    return argv + ["--seeds-within-noise", str(options.seeds_within_noise)]
+    return argv + ["--seeds-within-noise", str(options.seeds_within_noise), *until_argv(options.until)]
 
 
 def run_table3(args: argparse.Namespace) -> int:

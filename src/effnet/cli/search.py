@@ -112,7 +112,7 @@ def run_coefficients(args: argparse.Namespace) -> int:
 
         def work() -> None:
             run_worker_process(config, storage, study_name, heartbeat_s=args.heartbeat, grace_s=args.grace,
-                               poll_s=args.poll, log=lambda m: print(m, flush=True))
+                               poll_s=args.poll, log=lambda m: print(m, flush=True), until=args.until)
 
         if shared.run_workers(args, "effnet search", header, _child_argv(args, storage, study_name), work):
             return 1

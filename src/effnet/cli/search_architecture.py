@@ -140,7 +140,8 @@ def run_architecture(args: argparse.Namespace) -> int:
 
         def work() -> None:
             run_worker(study, config, make_evaluator(config), budget, heartbeat_s=args.heartbeat, grace_s=args.grace,
-                       poll_s=args.poll, log=lambda m: print(m, flush=True), error_types=(TrainingDiverged,))
+                       poll_s=args.poll, log=lambda m: print(m, flush=True), error_types=(TrainingDiverged,),
+                       until=args.until)
 
         if shared.run_workers(args, PROG, header, _child_argv(args, storage, study_name), work):
             return 1

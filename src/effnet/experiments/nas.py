@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from effnet.experiments import design, tables
-from effnet.experiments.runner import ExperimentError, Options, Run
+from effnet.experiments.runner import ExperimentError, Options, Run, StoppedBeforePlanning
 from effnet.files import atomic_write_text
 from effnet.profile import count_macs, profile, profile_stages
-from effnet.report import format_table
+from effnet.report import format_local_time, format_table
 from effnet.scaling import scale
+from effnet.search.leases import until_argv
 from effnet.spec import NetSpec
 
 NAME = "nas"
@@ -76,7 +77,7 @@ def prepare(options: Options, log=print) -> None:
     argv = search_argv(options.out, options.quick, options.jobs, options.threads)
     log("nas: searching a baseline first: effnet " + " ".join(argv[:2]) + " ... (resumes a search begun before)")
     effnet = [sys.executable, "-m", "effnet"]
-    done = subprocess.run([*effnet, *argv, "--no-report"])
+    done = subprocess.run([*effnet, *argv, "--no-report", *until_argv(options.until)])
     if done.returncode:
         raise ExperimentError(f"the architecture search stopped with exit status {done.returncode}; rerun the same "
                               "command to continue it")
@@ -84,6 +85,14 @@ def prepare(options: Options, log=print) -> None:
     if report.returncode:
         raise ExperimentError(f"the architecture search's report failed: {report.stderr.strip()[-300:]}")
     atomic_write_text(report.stdout, options.out / SEARCH)
+    trials = QUICK_SEARCH_TRIALS if options.quick else SEARCH_TRIALS
+    counts = json.loads(report.stdout)["counts"]
+    searched = counts.get("complete", 0) + counts.get("fail (error)", 0)
+    if searched < trials:  # only --until stops the search short of its budget
+        best = f" (its best so far in {options.out / FOUND})" if (options.out / FOUND).is_file() else ""
+        raise StoppedBeforePlanning(f"nas: --until {format_local_time(options.until or 0)}: the architecture search "
+                                    f"has {searched} of {trials} trials{best}; the same command continues it, then "
+                                    "trains the runs")
 
 
 def found_spec(out: Path) -> NetSpec:

@@ -52,6 +52,11 @@ class ExperimentError(EffnetError):
     """An experiment cannot run as asked (unknown name, missing prerequisite, unusable output folder)."""
 
 
+class StoppedBeforePlanning(Exception):  # noqa: N818 - a stop asked for, not an error
+    """`--until` came before an experiment's first step (nas: its search) had finished, so it has no runs to
+    plan yet; the message says where it stands.  Not an error: the same command continues."""
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run of an experiment: `spec` trained with `train` (TrainConfig fields) and `seed`.
@@ -183,6 +188,7 @@ class Options:
     runs_dir: Path | None = None
     threads: int | None = None
     seeds_within_noise: int = SEEDS_WITHIN_NOISE  # seeds of the points of a comparison within the noise
+    until: float | None = None  # no run starts that would end after it (seconds since the epoch; `leases.work`)
     heartbeat_s: float = 10.0
     grace_s: float = 60.0
     poll_s: float = 5.0
@@ -216,8 +222,9 @@ def open_experiment_study(experiment: str, runs: Sequence[Run], options: Options
 
 
 def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: str,
-               log: Callable[[str], None] = print) -> None:
-    """One worker process: claim runs of the experiment's study and train them until all are done."""
+               log: Callable[[str], None] = print) -> bool:
+    """One worker process: claim runs of the experiment's study and train them until all are done, or until
+    `options.until`; returns whether that deadline stopped it."""
     from effnet.search.study import run_worker as study_worker
     from effnet.train import TrainingDiverged
 
@@ -242,9 +249,10 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
             f"{'-' if test is None else f'{test:.2f}%'}, {record['macs'] / 1e6:.2f} MMACs, {how}")
         return float(record["val_top1"]), {"record": record}
 
-    study_worker(study, todo, evaluate, heartbeat_s=options.heartbeat_s, grace_s=options.grace_s,
-                 poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
-                 error_types=(TrainingDiverged,))
+    summary = study_worker(study, todo, evaluate, heartbeat_s=options.heartbeat_s, grace_s=options.grace_s,
+                           poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
+                           error_types=(TrainingDiverged,), until=options.until)
+    return summary.stopped_at_deadline
 
 
 def _completed(study) -> int:

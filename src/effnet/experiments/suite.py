@@ -20,6 +20,7 @@ from typing import Any
 from effnet.experiments import more_seeds, runner
 from effnet.experiments.runner import ExperimentError, Options
 from effnet.files import atomic_write_text
+from effnet.report import format_local_time
 
 MODULES = {
     "single-dims": "effnet.experiments.single_dims",
@@ -74,26 +75,33 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     mod, runs, meta = _plan(name, options, log=lambda m: print(m, flush=True))
     print(f"{name}: {len(runs)} runs planned ({len(runner.unique_runs(runs))} distinct), {seeds_of(options)} "
           f"seed(s); run folders in {options.runs_dir}; shared record {options.storage}", flush=True)
+    stopped = False
     if not report_only:
-        _train(name, runs, options, worker_argv)
-        _, more, meta = _plan(name, options, log=lambda m: None)  # the planned seeds are done: any close pair?
-        if len(more) > len(runs):
-            print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
-            runs = more
-            _train(name, runs, options, worker_argv)
+        stopped = _train(name, runs, options, worker_argv)
+        if not stopped:
+            _, more, meta = _plan(name, options, log=lambda m: None)  # the planned seeds are done: any close pair?
+            if len(more) > len(runs):
+                print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
+                runs = more
+                stopped = _train(name, runs, options, worker_argv)
     rows = runner.collect(name, runs, options, options.storage)
     if report_only:  # a report written again names the command that trained the runs, not --report-only
         command = _recorded_command(options.out / runner.RESULTS) or command
     results = runner.write_results(options.out / runner.RESULTS, name, command, options, runs, rows,
                                    {**meta, "seeds": seeds_of(options)})
     markdown, table = write_report(mod, results, options.out)
-    if not report_only:
+    if stopped:
+        total = len(runner.unique_runs(runs))
+        print(f"{name}: --until {format_local_time(options.until)}: {len(rows)} of {total} runs finished, report "
+              "written for those; the same command continues", flush=True)
+    elif not report_only:
         print(f"{name}: finished in {runner.elapsed(start)}", flush=True)
     return results, table
 
 
-def _train(name: str, runs: list[runner.Run], options: Options, worker_argv: list[str] | None) -> None:
-    """Train the runs of `runs` not finished yet, here or in `options.jobs` worker processes."""
+def _train(name: str, runs: list[runner.Run], options: Options, worker_argv: list[str] | None) -> bool:
+    """Train the runs of `runs` not finished yet, here or in `options.jobs` worker processes; returns whether
+    `options.until` left some of them untrained."""
     todo = runner.unique_runs(runs)
     runner.open_experiment_study(name, runs, options, options.storage)  # queued once, before any worker
     done = runner.finished_before(todo, options, options.storage)
@@ -105,6 +113,7 @@ def _train(name: str, runs: list[runner.Run], options: Options, worker_argv: lis
             raise ExperimentError(f"worker exit codes {codes}; rerun the same command to continue")
     else:
         runner.run_worker(name, runs, options, options.storage, log=lambda m: print(m, flush=True))
+    return options.until is not None and len(runner.finished_before(todo, options, options.storage)) < len(todo)
 
 
 def _recorded_command(path: Path) -> str | None:

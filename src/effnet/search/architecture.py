@@ -202,12 +202,13 @@ def _ahead_and_twin(study: optuna.Study, number: int, point: dict[str, Any]) -> 
 def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget: Budget, *,
                heartbeat_s: float = 10.0, grace_s: float = 60.0, poll_s: float = 5.0,
                log: Callable[[str], None] = print, error_types: tuple[type[BaseException], ...] = (EffnetError,),
-               max_repeats: int = 25) -> WorkerSummary:
+               max_repeats: int = 25, until: float | None = None) -> WorkerSummary:
     """Evaluate sampled points until the budget is spent in the storage; returns what this worker did.
 
     Before training, a trial that the budget no longer covers, or whose point another trial already holds, is
     PRUNED (`fail_reason` "surplus" / "duplicate").  Errors of `error_types` (a diverged model) are that point's
     result: FAIL with `fail_reason` "error", counted, not retried.  A KeyboardInterrupt queues the point again.
+    With `until` (seconds since the epoch), no trial starts that would, by the study's typical trial, end after it.
     """
     if budget.trials is None and budget.timeout is None:
         raise EffnetError("give a budget: --trials N and/or --timeout SECONDS")
@@ -258,7 +259,8 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
         covered = budget.trials is not None and standing.done + standing.running >= budget.trials
         return "wait" if out_of_time or (covered and not standing.waiting) else "claim"
 
-    work(study, objective, next_move, poll_s=poll_s, error_types=error_types)
+    summary.stopped_at_deadline = work(study, objective, next_move, poll_s=poll_s, error_types=error_types,
+                                       until=until, log=log)
     return summary
 
 

@@ -121,9 +121,10 @@ def all_studies(config: SearchConfig, name: str, storage: str | None) -> list[Se
 
 
 def run_worker_process(config: SearchConfig, storage: str | None, study_name: str, *, heartbeat_s: float = 10.0,
-                       grace_s: float = 60.0, poll_s: float = 5.0, log: Callable[[str], None] = print):
+                       grace_s: float = 60.0, poll_s: float = 5.0, log: Callable[[str], None] = print,
+                       until: float | None = None):
     """One worker: the study of each seed in turn (the planned seeds, then the added ones), training grid points
-    until each is done; returns the last study and its summary."""
+    until each is done, or until `until` (`leases.work`); returns the last study and its summary."""
     from effnet.train import TrainingDiverged
 
     def work_on(s: SeedStudy):
@@ -133,10 +134,15 @@ def run_worker_process(config: SearchConfig, storage: str | None, study_name: st
         study = open_coefficient_study(storage, s.name, s.config, s.grid, s.identity())
         return study, run_worker(study, s.grid, coefficients.make_evaluator(s.config), heartbeat_s=heartbeat_s,
                                  grace_s=grace_s, poll_s=poll_s, log=log, error_types=(TrainingDiverged,),
-                                 progress=True)
+                                 progress=True, until=until)
 
-    done = [work_on(s) for s in planned(config, study_name)]
-    done += [work_on(s) for s in added(config, study_name, storage)]  # decided once the planned ones are done
+    done = []
+    # the added seeds are decided once the planned ones are done
+    for studies in (lambda: planned(config, study_name), lambda: added(config, study_name, storage)):
+        for s in studies():
+            done.append(work_on(s))
+            if done[-1][1].stopped_at_deadline:
+                return done[-1]
     return done[-1]
 
 

@@ -11,6 +11,9 @@
   again.  A worker whose trial was declared stale meanwhile discards its result.
 - **Loop.** `work` claims one trial at a time while the caller's survey of the study says there is work, and waits
   while the rest runs elsewhere (so a killed worker's point is never left behind).
+- **Deadline.** With `until` (a time), a worker claims no trial after it, nor one that the study's typical trial
+  (the median wall time of its completed ones) would end after: a machine lent until a known time stops with
+  whole runs instead of being killed in the middle of one, and the same command continues later.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class WorkerSummary:
     trained: list[int] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)
     recovered: list[int] = field(default_factory=list)
+    stopped_at_deadline: bool = False
 
 
 def finished(t: optuna.trial.FrozenTrial) -> bool:
@@ -173,14 +177,50 @@ def run_leased(study: optuna.Study, trial: optuna.Trial, evaluate: Callable[[], 
 Move = Literal["claim", "wait", "stop"]
 
 
+def typical_wall(study: optuna.Study) -> float:
+    """The median wall time of the study's completed trials that took a second or more (a run reused from an
+    earlier record completes at once), in seconds; 0 when there is none yet."""
+    walls = sorted(w for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.datetime_start and t.datetime_complete
+                   and (w := (t.datetime_complete - t.datetime_start).total_seconds()) >= 1.0)
+    if not walls:
+        return 0.0
+    mid = len(walls) // 2
+    return walls[mid] if len(walls) % 2 else (walls[mid - 1] + walls[mid]) / 2
+
+
+def too_late(study: optuna.Study, until: float | None, now: float | None = None) -> bool:
+    """Whether a trial claimed now would start after `until` (seconds since the epoch) or, taking the study's
+    typical trial, end after it.  Never with `until` None."""
+    if until is None:
+        return False
+    return (time.time() if now is None else now) + typical_wall(study) > until
+
+
+def until_argv(until: float | None) -> list[str]:
+    """The `--until` flag that hands a deadline to a worker process unchanged (`@SECONDS`, which the command-line
+    parser takes as it is, even once passed); none without one."""
+    return [] if until is None else ["--until", f"@{until!r}"]
+
+
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], next_move: Callable[[], Move], *,
-         poll_s: float, error_types: tuple[type[BaseException], ...]) -> None:
+         poll_s: float, error_types: tuple[type[BaseException], ...], until: float | None = None,
+         log: Callable[[str], None] = print) -> bool:
     """Claim and run one trial at a time (`study.optimize(n_trials=1)`: Optuna pops a WAITING trial atomically, or
-    creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop"."""
+    creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop".  With `until`,
+    return instead of claiming or waiting once `too_late` says so.  Returns whether the deadline stopped it."""
     while True:
         move = next_move()
         if move == "stop":
-            return
+            return False
+        if too_late(study, until):
+            from effnet.report import format_duration, format_local_time
+
+            typical = typical_wall(study)
+            log(f"--until {format_local_time(until)}: no new run starts"
+                + (f" (a typical run takes {format_duration(typical)})" if typical else "")
+                + "; the same command continues later")
+            return True
         if move == "wait":
             time.sleep(poll_s)  # the rest is running elsewhere: wait for it, or for it to go stale
             continue
@@ -205,5 +245,5 @@ def spawn_workers(argv: Sequence[str], jobs: int, child_flag: str = "EFFNET_SEAR
         return [child.wait() for child in children]
 
 
-__all__ = ["LIVE", "WorkerSummary", "claim", "finished", "is_stale", "recover_stale", "requeue", "run_leased",
-           "spawn_workers", "trial_counts", "work"]
+__all__ = ["LIVE", "WorkerSummary", "claim", "finished", "is_stale", "recover_stale", "requeue",
+           "run_leased", "spawn_workers", "too_late", "trial_counts", "typical_wall", "until_argv", "work"]

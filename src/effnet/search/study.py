@@ -228,6 +228,7 @@ def run_worker(
     log: Callable[[str], None] = print,
     error_types: tuple[type[BaseException], ...] = (EffnetError,),
     progress: bool = False,
+    until: float | None = None,
 ) -> WorkerSummary:
     """Train grid points until every point of the study is done; returns what this worker did.
 
@@ -236,7 +237,8 @@ def run_worker(
     diverged model, say) are that point's result: the trial fails with `fail_reason` "error" and is not retried.
     A KeyboardInterrupt fails the running trial with reason "interrupted", queues it again for the next worker,
     and propagates.  With `progress`, each trained point is followed by the grid's state and an ETA (the points
-    left × this worker's mean time per point, shared among the workers running now).
+    left × this worker's mean time per point, shared among the workers running now).  With `until` (seconds
+    since the epoch), no point starts that would, by the study's typical point, end after it (`leases.work`).
     """
     labels = [c.label for c in grid]
     by_label = {c.label: c for c in grid}
@@ -277,7 +279,8 @@ def run_worker(
         summary.status = status
         return "stop" if status.done else "claim" if status.claimable else "wait"
 
-    work(study, objective, next_move, poll_s=poll_s, error_types=error_types)
+    summary.stopped_at_deadline = work(study, objective, next_move, poll_s=poll_s, error_types=error_types,
+                                       until=until, log=log)
     return summary
 
 
