@@ -317,3 +317,27 @@ def test_a_database_that_cannot_be_opened_is_not_retried(monkeypatch):
     with pytest.raises(study_module.SearchError, match="cannot open the database .password authentication failed"):
         study_module.make_storage("postgresql://u@h/db")
     assert len(calls) == 1
+
+
+def test_a_point_taken_back_from_a_dead_worker_goes_first(tmp_path):
+    """A queued study (as `effnet experiments` makes one): the points of two dead workers are claimed again before
+    the points not started yet, which keep their order; every point still completes exactly once."""
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    for c in GRID:
+        study.enqueue_trial({PARAM: c.label})
+    dead = []
+    for _ in range(2):
+        trial = study.ask()  # pops the oldest waiting trial, as a worker does ...
+        dead.append(trial.suggest_categorical(PARAM, [c.label for c in GRID]))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", _dead_pid())  # ... whose process then dies
+    order = []
+
+    def record(c):
+        order.append(c.label)
+        return _fake(c)
+
+    summary = run_worker(study, GRID, record, heartbeat_s=0.2, grace_s=60, poll_s=0.1, log=lambda m: None)
+    assert len(summary.recovered) == 2 and sorted(order[:2]) == sorted(dead)
+    assert order[2:] == [c.label for c in GRID if c.label not in dead]  # the rest in plan order
+    assert set(_complete_per_point(study).values()) == {1} and summary.duplicates == []

@@ -64,8 +64,28 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def requeue(study: optuna.Study, params: Mapping[str, Any], reason: str, number: int | None) -> None:
-    """Queue the point `params` again, noting which trial it replaces and why."""
-    study.enqueue_trial(dict(params), user_attrs={"retry_of": number, "retry_reason": reason})
+    """Queue the point `params` again, noting which trial it replaces and why, *ahead* of the points queued but not
+    started yet (the taken-back point's run folder usually holds a checkpoint to resume from, and a machine that is
+    lent for a while should finish that first): the oldest waiting trial that is not itself a retry takes `params`,
+    each later one the point of the one before, and the last point goes to the end of the queue, so the queue
+    keeps its order.  Without such trials, `params` goes to the end.
+
+    A worker that pops one of those trials meanwhile may still run its old point; the grid's own checks heal that
+    (a duplicate is pruned before training, a point with no live trial is queued again)."""
+    storage = study._storage
+    waiting = [t for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+               if "retry_of" not in t.user_attrs and set(t.system_attrs.get("fixed_params", {})) == set(params)]
+    retry = {"retry_of": number, "retry_reason": reason}
+    if not waiting:
+        study.enqueue_trial(dict(params), user_attrs=retry)
+        return
+    carried = dict(params)
+    for t in waiting:
+        point, carried = carried, dict(t.system_attrs["fixed_params"])
+        storage.set_trial_system_attr(t._trial_id, "fixed_params", point)
+    for key, value in retry.items():
+        storage.set_trial_user_attr(waiting[0]._trial_id, key, value)
+    study.enqueue_trial(carried)
 
 
 def _pid_alive(pid: int) -> bool:
