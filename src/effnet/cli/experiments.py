@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             name, help=help_text, description=help_text + ". Every run is trained with effnet.train.train, chooses "
             "its weights on images held out from the training set and reports the test split once. Rerunning the "
             "command continues an interrupted experiment; finished runs are not trained again.",
-            epilog=f"example: effnet experiments {name} --jobs 2\n         effnet experiments {name} --quick "
-                   "--out out/quick", formatter_class=argparse.RawDescriptionHelpFormatter)
+            epilog=f"example: effnet experiments {name} --jobs 2\n         effnet experiments {name} --jobs 2 "
+                   f"--until +3h\n         effnet experiments {name} --quick --out out/quick",
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         e.add_argument("--quick", action="store_true",
                        help="tiny budget, 1 seed, few points: the whole experiment end to end in about a minute")
         e.add_argument("--seeds", type=positive_int, default=None, help="seeds per point (default 3; 1 with --quick)")
