@@ -88,9 +88,9 @@ def prepare(options: Options, log=print) -> None:
     trials = QUICK_SEARCH_TRIALS if options.quick else SEARCH_TRIALS
     counts = json.loads(report.stdout)["counts"]
     searched = counts.get("complete", 0) + counts.get("fail (error)", 0)
-    if searched < trials:  # only --until stops the search short of its budget
+    if options.until is not None and searched < trials:  # stopped by --until short of its budget
         best = f" (its best so far in {options.out / FOUND})" if (options.out / FOUND).is_file() else ""
-        raise StoppedBeforePlanning(f"nas: --until {format_local_time(options.until or 0)}: the architecture search "
+        raise StoppedBeforePlanning(f"nas: --until {format_local_time(options.until)}: the architecture search "
                                     f"has {searched} of {trials} trials{best}; the same command continues it, then "
                                     "trains the runs")
 
