@@ -88,6 +88,7 @@ def test_an_experiment_past_its_deadline_trains_nothing_and_says_how_to_continue
     assert "runs finished, report written for those; the same command continues" in done.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["finished_runs"] == 0 and results["runs"] == [] and "more_seeds" in results
+    assert "--until" not in results["command"] and "--jobs 2" in results["command"]  # when to stop is no recipe
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import textwrap
 from pathlib import Path
@@ -77,7 +76,7 @@ def run_trained(args: argparse.Namespace) -> int:
                       storage=args.storage or str(out / "runs.journal"),
                       runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
                       seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE, until=args.until)
-    command = _training_command(sys.argv[1:], args.experiment)
+    command = suite.training_command(sys.argv[1:], args.experiment)
     if args.worker:
         suite.work(args.experiment, options)
         return 0
@@ -147,19 +146,3 @@ def demo_section() -> None:
 
 
 __all__ = ["demo_section", "register"]
-
-
-def _training_command(argv: list[str], experiment: str) -> str:
-    """The command that trains the experiment, as the report states it: without the flags that only choose
-    what is printed (--report-only, --format)."""
-    kept, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--report-only" or a.startswith("--format="):
-            continue
-        elif a == "--format":
-            skip = True
-        else:
-            kept.append(a)
-    return "effnet " + " ".join(shlex.quote(a) for a in kept) if kept else f"effnet experiments {experiment}"

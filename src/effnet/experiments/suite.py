@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,11 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     stopped = False
     if not report_only:
         stopped = _train(name, runs, options, worker_argv)
-        if not stopped:
-            _, more, meta = _plan(name, options, log=lambda m: None)  # the planned seeds are done: any close pair?
-            if len(more) > len(runs):
-                print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
-                runs = more
-                stopped = _train(name, runs, options, worker_argv)
+        _, more, meta = _plan(name, options, log=lambda m: None)  # where the runs stand now: any close pair?
+        if not stopped and len(more) > len(runs):
+            print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
+            runs = more
+            stopped = _train(name, runs, options, worker_argv)
     rows = runner.collect(name, runs, options, options.storage)
     if report_only:  # a report written again names the command that trained the runs, not --report-only
         command = _recorded_command(options.out / runner.RESULTS) or command
@@ -117,11 +117,29 @@ def _train(name: str, runs: list[runner.Run], options: Options, worker_argv: lis
 
 
 def _recorded_command(path: Path) -> str | None:
+    """The training command results.json names (as `training_command` states it), or None."""
     try:
         command = json.loads(path.read_text()).get("command")
-    except (OSError, ValueError, AttributeError):
+        words = shlex.split(command)
+    except (OSError, ValueError, AttributeError, TypeError):
         return None
-    return command if isinstance(command, str) else None
+    return training_command(words[1:], words[2] if len(words) > 2 else "") if words[:1] == ["effnet"] else None
+
+
+def training_command(argv: list[str], experiment: str) -> str:
+    """The command that trains the experiment, as the report states it: without the flags that only choose
+    what is printed (--report-only, --format) or when this sitting stops (--until)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--report-only" or a.startswith(("--format=", "--until=")):
+            continue
+        elif a in ("--format", "--until"):
+            skip = True
+        else:
+            kept.append(a)
+    return "effnet " + " ".join(shlex.quote(a) for a in kept) if kept else f"effnet experiments {experiment}"
 
 
 def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
@@ -182,4 +200,4 @@ def _check_out(out: Path) -> None:
         raise ExperimentError(f"--out {out}: not writable; choose another folder")
 
 
-__all__ = ["DEFAULT_SEEDS", "MODULES", "module", "run", "work", "write_report"]
+__all__ = ["DEFAULT_SEEDS", "MODULES", "module", "run", "training_command", "work", "write_report"]
