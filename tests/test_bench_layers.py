@@ -9,8 +9,9 @@ import torch
 
 import effnet.bench.ceiling as ceiling_module
 from effnet.bench import Ceiling, layer_report, machine, machine_ceiling, measure_ceiling, roofline
-from effnet.bench.machine import bf16_unit, int8_unit, isa_name
+from effnet.bench.machine import isa_name
 from effnet.cli import main
+from effnet.optimize import bf16_unit, int8_unit
 from effnet.profile import count_macs
 from effnet.registry import get_spec
 from effnet.spec import save_spec

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from effnet.network import ConvNet
-from effnet.optimize import cpu_flags
+from effnet.optimize import cpu_flags, int8_unit
 from effnet.runtime import ExportError, RuntimeUnavailable, export_onnx, export_openvino, load_runtime
 from tests.conftest import tiny_spec
 from tests.test_optimize import _randomize_bn, _rel
@@ -127,7 +127,7 @@ def test_lossy_paths_measured_on_real_photos_with_pretrained_lite0():
     assert results["bf16"].top1_agreement >= 0.85
     # Without VNNI/AMX (AVX2 only, e.g. AMD EPYC Zen 3) int8 products saturate unless the weights use 7 bits; even
     # with NNCF's overflow fix on every layer, 17 of the 22 views agree there (measured), against >= 18 with VNNI.
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+    vnni = int8_unit(cpu_flags()) != "none"
     assert results["int8"].top1_agreement >= (0.8 if vnni else 0.7)
 
 

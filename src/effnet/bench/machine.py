@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from effnet.optimize import cpu_flags
+from effnet.optimize import bf16_unit, cpu_flags, int8_unit
 
 if TYPE_CHECKING:
     from effnet.bench.ceiling import Ceiling
@@ -59,23 +59,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _amx(flags: set[str], kind: str) -> bool:
-    return "amx_tile" in flags and f"amx_{kind}" in flags
-
-
-def bf16_unit(flags: set[str]) -> str:
-    """The fastest unit for bf16 matrix products: "amx_bf16" (tiles), "avx512_bf16" (VDPBF16PS dot products) or
-    "none" (bf16 is converted and multiplied in fp32)."""
-    return "amx_bf16" if _amx(flags, "bf16") else "avx512_bf16" if "avx512_bf16" in flags else "none"
-
-
-def int8_unit(flags: set[str]) -> str:
-    """The fastest unit for int8 matrix products: "amx_int8", "avx512_vnni", "avx_vnni" or "none"."""
-    if _amx(flags, "int8"):
-        return "amx_int8"
-    return next((f for f in ("avx512_vnni", "avx_vnni") if f in flags), "none")
-
-
 def isa_name(flags: set[str]) -> str:
     """The vector ISA and the matrix extensions present, e.g. "avx512+avx512_bf16+avx512_vnni" (Zen 4/5) or
     "avx512+avx512_bf16+avx512_vnni+amx_bf16+amx_int8" (Sapphire Rapids).  AMX counts only with `amx_tile`."""
@@ -106,9 +89,9 @@ def machine(threads: int | None = None, ceiling: Ceiling | None = None) -> Machi
         note = (f"estimate: {threads} threads x 2 FMA x {lanes} fp32 lanes x {ghz:.2f} GHz "
                 "(clock as /proc/cpuinfo reports)")
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return Machine(os.cpu_count() or 1, threads, isa_name(flags), ghz, fp32, _amx(flags, "bf16"), note,
+    return Machine(os.cpu_count() or 1, threads, isa_name(flags), ghz, fp32, bf16_unit(flags) == "amx_bf16", note,
                    tuple(round(v, 2) for v in load), os.environ.get("OMP_WAIT_POLICY", ""), cpu_model(),
                    bf16_unit(flags), int8_unit(flags), ceiling)
 
 
-__all__ = ["Machine", "bf16_unit", "cpu_model", "int8_unit", "isa_name", "machine"]
+__all__ = ["Machine", "cpu_model", "isa_name", "machine"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.optimize import cpu_flags
+from effnet.optimize import cpu_flags, int8_unit
 from effnet.runtime.base import Runtime, _as_array, _in_channels, _quiet, _require, _resolution
 
 
@@ -52,7 +52,7 @@ def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
     dataset = nncf.Dataset([img[None] for img in images])
     # Without VNNI or AMX, int8 products go through VPMADDUBSW, whose 16-bit sums saturate with 8-bit weights:
     # NNCF's overflow fix (7-bit weight range) on every layer there, not only on the first.
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+    vnni = int8_unit(cpu_flags()) != "none"
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.FIRST_LAYER if vnni else OverflowFix.ENABLE)
     with _quiet():  # MIXED: asymmetric activations (SiLU outputs go below zero), symmetric per-channel weights
         return nncf.quantize(ov_model, dataset, subset_size=len(images), preset=nncf.QuantizationPreset.MIXED,
