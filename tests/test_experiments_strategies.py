@@ -98,6 +98,20 @@ def test_latency_candidates_are_within_their_budget_or_reported_unreachable(macs
     assert all(len(n) == 1 for n in names.values()), "one model planned under two names would train twice"
 
 
+def test_a_budget_only_one_strategy_reaches_is_listed_but_not_trained():
+    def cand(method: str, budget: float, reached: bool, blocks: int) -> dict:
+        spec = replace(design.baseline(), name=f"{method}_{budget:g}") if reached else None
+        return {"method": method, "match": "latency", "budget": budget, "blocks": blocks,
+                "spec": None if spec is None else spec.to_dict()}
+
+    found = [cand("depth", 2.0, True, 30), cand("width", 2.0, True, 16), cand("fast", 2.0, False, 0),
+             cand("uniform", 3.0, True, 55), cand("depth", 3.0, False, 0)]
+    assert [strategies.compared(c, found) for c in found] == [True, True, False, False, False]
+    runs = strategies.make_runs(design.baseline(), found, 2, design.recipe(False), 3.0)
+    assert sorted({r.label_dict()["method"] for r in runs}) == ["baseline", "depth", "width"]
+    assert len(runs) == 2 * 3
+
+
 def test_the_longer_training_stretches_the_schedule():
     longer = strategies.longer_recipe(design.recipe(False))
     assert longer["steps"] == 4 * design.RECIPE["steps"]

@@ -63,13 +63,14 @@ def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict
 
 def make_runs(base: NetSpec, found: list[dict[str, Any]], seeds: int, train: dict[str, Any],
               middle: float) -> list[Run]:
-    """Seed by seed: the baseline, every candidate at the recipe's length, then the Bello part's longer runs."""
+    """Seed by seed: the baseline, every candidate at the recipe's length (but a budget's lone candidate: see
+    `compared`), then the Bello part's longer runs."""
     longer = longer_recipe(train)
     runs = []
     for seed in range(seeds):
         runs.append(Run.make(base, seed, train, method="baseline", budget=1.0, length=1))
         for c in found:
-            if c["spec"] is not None:
+            if compared(c, found):
                 runs.append(Run.make(NetSpec.from_dict(c["spec"]), seed, train, method=c["method"],
                                      budget=c["budget"], match=c["match"], length=1))
         for c in found:
@@ -78,6 +79,15 @@ def make_runs(base: NetSpec, found: list[dict[str, Any]], seeds: int, train: dic
                 runs.append(Run.make(NetSpec.from_dict(c["spec"]), seed, longer, method=c["method"],
                                      budget=c["budget"], match="macs", length=LONGER))
     return runs
+
+
+def compared(candidate: dict[str, Any], found: list[dict[str, Any]]) -> bool:
+    """Whether a candidate is trained: it reached its budget and so did at least one other strategy.  A budget that
+    only one strategy reaches within the solver's range compares nothing, and its lone model is the most expensive
+    of the plan (the search went far up in s to get there), so it is listed with its cost but not trained."""
+    rivals = [c for c in found if c["match"] == candidate["match"] and c["budget"] == candidate["budget"]
+              and c["spec"] is not None]
+    return candidate["spec"] is not None and len(rivals) >= 2
 
 
 # -- report ----------------------------------------------------------------------------------------------------
@@ -173,8 +183,13 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
                "val top-1", "test top-1", "seeds"]
     what = "MACs" if match == "macs" else "latency"
     md = [f"### {budget:g}x the baseline's {what}\n", tables.markdown_table(headers, out_rows), ""]
-    md += [f"- {s}" for s in _verdicts(rows, [c["method"] for c in _cands(results, match, budget)],
-                                       {"budget": budget, "match": match, "length": 1})]
+    lone = [c["method"] for c in _cands(results, match, budget) if c["spec"] is not None
+            and not compared(c, results["candidates"])]
+    if lone:
+        md.append(f"- Only {lone[0]} reaches this budget: nothing to compare it with, so it is not trained.")
+    else:
+        md += [f"- {s}" for s in _verdicts(rows, [c["method"] for c in _cands(results, match, budget)],
+                                           {"budget": budget, "match": match, "length": 1})]
     md.append("")
     reached = [r[1] != "-" for r in out_rows]  # an unreachable budget's MACs cell says why: a note here
     lines.append(format_table(["method", "MACs", "latency", "val top-1", "test top-1", "seeds", "note"],
@@ -279,5 +294,5 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     return paths
 
 
-__all__ = ["BELLO_METHODS", "BUDGETS", "LONGER", "NAME", "QUICK_BUDGETS", "bello_budget", "longer_recipe",
+__all__ = ["BELLO_METHODS", "BUDGETS", "LONGER", "NAME", "QUICK_BUDGETS", "bello_budget", "compared", "longer_recipe",
            "make_runs", "plan", "plots", "report"]
