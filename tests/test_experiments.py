@@ -165,6 +165,19 @@ def test_the_nas_space_holds_the_b0_like_baseline():
     assert spec.to_dict() == base.to_dict()
 
 
+def test_the_matched_baseline_has_the_searched_specs_macs():
+    """The hand-made baseline of similar cost: the B0-like one compound-scaled (phi < 0 below T) to the searched
+    spec's MACs within the budget tolerance; a searched spec already at T is matched by the baseline itself."""
+    from effnet.profile import count_macs
+    from effnet.scaling import scale
+
+    base = design.baseline()
+    small = scale(base, 1.0, 0.6, 0.75, name="small")
+    matched, phi = nas.matched_spec(base, small)
+    assert phi < 0 and abs(count_macs(matched) / count_macs(small) - 1) <= design.BUDGET_TOLERANCE
+    assert nas.matched_spec(base, base) == (base, 0.0)
+
+
 @pytest.mark.slow
 def test_nas_scales_the_searched_spec_and_the_baseline_alike(quick):
     """nas trains the search's best-reward spec and the B0-like baseline at the same phis, paired by seed."""
@@ -178,7 +191,9 @@ def test_nas_scales_the_searched_spec_and_the_baseline_alike(quick):
     assert phis == list(nas.QUICK_PHIS)
     for phi in phis:
         arches = {r["arch"] for r in results["runs"] if r["phi"] == phi}
-        assert arches == {"B0-like", "searched"}
+        assert arches == {"B0-like", "B0-like, matched", "searched"}
+    matched = NetSpec.from_dict(results["matched"])
+    assert matched.to_dict() == nas.matched_spec(design.baseline(), found)[0].to_dict()
     searched0 = next(r for r in results["runs"] if r["arch"] == "searched" and r["phi"] == 0)
     assert searched0["spec"] == found.to_dict()
     report = (out / "report.md").read_text()

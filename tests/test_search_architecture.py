@@ -301,7 +301,7 @@ def test_a_tiny_search_saves_a_spec_that_trains_and_scales(tmp_path, capsys):
     (["--w", "0.2"], "--w"),
     (["--w", "abc"], "--w"),
     (["--trials", "0"], "--trials"),
-    (["--resolution", "8"], "--resolution"),
+    (["--resolution", "7"], "--resolution"),
     (["--space", "missing.json"], "--space"),
 ])
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, extra, flag):

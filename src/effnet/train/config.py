@@ -14,7 +14,7 @@ from effnet.errors import EffnetError
 from effnet.spec import NetSpec
 from effnet.train.optim import OPTIMIZERS
 
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 2048
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
 FASHION_MNIST_HOLDOUT = 5_000
 """Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
