@@ -80,7 +80,7 @@ class _ChannelsLast(nn.Module):
 
 def amx_available() -> bool:
     """Whether this CPU has AMX-BF16 tiles (Sapphire Rapids and later), which make bf16 convolutions fast."""
-    return "amx_bf16" in cpu_flags()
+    return bf16_unit(cpu_flags()) == "amx_bf16"
 
 
 def cpu_flags() -> set[str]:
