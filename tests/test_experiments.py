@@ -18,7 +18,7 @@ import pytest
 
 from effnet import stats
 from effnet.experiments import design, nas, suite
-from effnet.experiments.runner import RECORD, Run, train_run
+from effnet.experiments.runner import RECORD, Run, starting, train_run
 from effnet.spec import NetSpec
 from tests.conftest import tiny_spec
 
@@ -267,6 +267,15 @@ runner.CHECKPOINT_EVERY = 4
 run = runner.Run.make(NetSpec.from_json(Path(sys.argv[1]).read_text()), 0, json.loads(sys.argv[2]))
 runner.train_run(run, Path(sys.argv[4]), threads=1)
 """
+
+
+def test_a_run_says_whether_it_starts_fresh_or_resumes(tmp_path):
+    folder = tmp_path / "run"
+    assert starting(folder) == f"training in {folder}"
+    (folder / "checkpoints").mkdir(parents=True)
+    for step in (400, 600):
+        (folder / "checkpoints" / f"step-{step:07d}.pt").write_bytes(b"")
+    assert starting(folder) == f"resuming from step 600 in {folder}"
 
 
 @pytest.mark.slow

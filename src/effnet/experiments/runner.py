@@ -123,6 +123,14 @@ class Progress:
 
 # -- one run -------------------------------------------------------------------------------------------------------
 
+def starting(folder: Path) -> str:
+    """How a run that has no record yet starts in `folder`: from scratch, or from its newest step checkpoint."""
+    from effnet.train.checkpoint import step_checkpoints
+
+    found = step_checkpoints(folder)
+    return f"resuming from step {found[-1][0]} in {folder}" if found else f"training in {folder}"
+
+
 def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[str, Any]:
     """Train `run` in `runs_dir/<key>/` (resuming from its checkpoint if it was interrupted), or read its record
     if it already finished; returns the record (what results.json holds for it)."""
@@ -238,6 +246,8 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
     def evaluate(run: Run) -> tuple[float, dict[str, Any]]:
         cached = (runs_dir / run.key / RECORD).is_file()
         reused = not cached and run.key in known
+        if not (cached or reused):
+            log(f"{progress.line(options.jobs)} {run.describe()}: {starting(runs_dir / run.key)}")
         record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
         progress.done = _completed(study) + 1
         if not (cached or reused):
