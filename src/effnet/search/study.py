@@ -73,7 +73,9 @@ def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
                 if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
                     time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
                     continue
-                raise SearchError(f"--storage {storage!r}: cannot open the database ({exc})") from None
+                raise SearchError(f"--storage {storage!r}: cannot open the database ({exc}); expected a reachable "
+                                  "database URL such as sqlite:///search.db or postgresql://user@host/db, or a "
+                                  "journal file path") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     folder = os.path.dirname(os.path.abspath(storage))
