@@ -314,6 +314,28 @@ def test_runs_lists_state_steps_and_best(data, reference, tmp_path, monkeypatch,
     assert main(["runs", str(tmp_path / "nothing")]) == 2
 
 
+def test_runs_says_how_long_a_running_run_has_left(reference, tmp_path, capsys):
+    """The time left is the steps to go at the current epoch's logged rate; only a run that is running has one."""
+    run = tmp_path / "live"
+    shutil.copytree(reference, run)
+    record = json.loads((run / "run.json").read_text())
+    batch = record["settings"]["batch_size"]
+    (run / "run.json").write_text(json.dumps({**record, "state": "running", "steps_done": 4}))
+    (run / "steps.jsonl").write_text(json.dumps({"step": 6, "img_per_s": batch / 10.0}) + "\n")
+    run_folder.acquire(run)
+    try:
+        assert main(["runs", str(run), "--format", "json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["state"] == "running" and row["eta_s"] == pytest.approx((STEPS - 6) * 10.0)
+        assert main(["runs", str(run)]) == 0
+        assert capsys.readouterr().out.splitlines()[2].endswith(", about 1m00s left")
+    finally:
+        run_folder.release(run)
+    assert main(["runs", str(run), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["state"], row["eta_s"]) == ("interrupted", None)  # nobody holds it: no time left to tell
+
+
 def test_tensorboard_events_after_the_resumed_step_are_purged(data, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

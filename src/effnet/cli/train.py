@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 
 from effnet.cli._args import add_data_source, data_source, device, non_negative_int, positive_int
-from effnet.report import format_table
+from effnet.report import format_duration, format_table
 from effnet.runtime import ENGINES, PRECISIONS
 from effnet.runtime.auto import announce_choices
 from effnet.train.config import ConfigError, TrainConfig
@@ -258,7 +258,8 @@ def run_runs(args: argparse.Namespace) -> int:
     print(format_table(headers, [
         (r["run"], r["model"], r["data"], f"{r['steps_done'] if r['steps_done'] is not None else '?'} / "
          f"{r['total_steps'] if r['total_steps'] is not None else '?'}",
-         r["best_val_top1"], r["state"] + (f" ({r['holder']})" if r["holder"] else "")) for r in rows],
+         r["best_val_top1"], r["state"] + (f" ({r['holder']})" if r["holder"] else "")
+         + (f", about {format_duration(r['eta_s'])} left" if r["eta_s"] is not None else "")) for r in rows],
         formats={"best val top-1": "{:.2f}%"}))
     return 0
 

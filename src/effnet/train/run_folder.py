@@ -315,6 +315,8 @@ def describe(folder: str | Path) -> dict[str, Any]:
                "best_val_top1": record.get("best_val_top1"), "state": record.get("state")}
         if row["state"] == "running" and holder is None:
             row["state"] = "interrupted"
+        if row["state"] == "running":
+            row["eta_s"] = _time_left(folder, record)
     else:
         config = {}
         try:
@@ -330,7 +332,19 @@ def describe(folder: str | Path) -> dict[str, Any]:
                "data": config.get("data"), "steps_done": done, "total_steps": config.get("steps"),
                "best_val_top1": None, "state": "finished" if finished else ("running" if holder else "unknown")}
     row["holder"] = holder
+    row.setdefault("eta_s", None)
     return row
+
+
+def _time_left(folder: Path, record: dict[str, Any]) -> float | None:
+    """Seconds of training a running run has left: its steps to go at the rate of its current epoch (steps.jsonl;
+    validation passes not counted), or None before its first logged step."""
+    last = _last_json_line(folder / "steps.jsonl") or {}
+    batch = (record.get("settings") or {}).get("batch_size")
+    total, rate = record.get("total_steps"), last.get("img_per_s")
+    if not (batch and total and rate and "step" in last):
+        return None
+    return max(total - max(last["step"], record.get("steps_done") or 0), 0) * batch / rate
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
