@@ -278,6 +278,26 @@ def test_a_run_says_whether_it_starts_fresh_or_resumes(tmp_path):
     assert starting(folder) == f"resuming from step 600 in {folder}"
 
 
+def test_the_progress_line_counts_the_runs_finished_before(tmp_path, monkeypatch):
+    """A worker that joins a half-done plan counts the runs other workers finished, from its first line."""
+    from effnet.experiments import runner
+
+    runs = [Run.make(tiny_spec(), seed, {"steps": 1}) for seed in (0, 1, 2)]
+    options = runner.Options(jobs=1, out=tmp_path / "out", runs_dir=tmp_path / "runs", poll_s=0.01)
+    storage = str(tmp_path / "runs.journal")
+    study = runner.open_experiment_study("demo", runs, options, storage)
+    study.tell(study.ask(), 90.0)  # the first run was finished by another worker
+
+    def trained(run, runs_dir, *, threads=None):
+        return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 60.0}
+
+    monkeypatch.setattr(runner, "train_run", trained)
+    lines: list[str] = []
+    runner.run_worker("demo", runs, options, storage, log=lines.append)
+    started = [line for line in lines if "training in" in line]
+    assert [line.split("]")[0] + "]" for line in started] == ["[1/3 runs]", "[2/3 runs, ETA 1m00s]"], lines
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_record(tmp_path):
     """A run killed mid-way (SIGKILL after a checkpoint) continues from it and ends exactly as an unbroken one."""

@@ -247,6 +247,7 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
         cached = (runs_dir / run.key / RECORD).is_file()
         reused = not cached and run.key in known
         if not (cached or reused):
+            progress.done = _completed(study)  # also the runs finished before, or by another worker meanwhile
             log(f"{progress.line(options.jobs)} {run.describe()}: {starting(runs_dir / run.key)}")
         record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
         progress.done = _completed(study) + 1
