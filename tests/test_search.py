@@ -319,6 +319,17 @@ def test_a_database_that_cannot_be_opened_is_not_retried(monkeypatch):
     assert len(calls) == 1
 
 
+def test_a_database_that_refuses_the_connection_is_named_in_one_line():
+    pytest.importorskip("psycopg")
+    from effnet.search import study as study_module
+
+    with pytest.raises(study_module.SearchError) as raised:
+        study_module.make_storage("postgresql://nobody@127.0.0.1:1/effnet")  # port 1: nothing listens there
+    message = str(raised.value)
+    assert "\n" not in message and "cannot open the database (connection failed" in message, message
+    assert message.endswith("or a journal file path"), message
+
+
 def test_a_point_taken_back_from_a_dead_worker_goes_first(tmp_path):
     """A queued study (as `effnet experiments` makes one): the points of two dead workers are claimed again before
     the points not started yet, which keep their order; every point still completes exactly once."""

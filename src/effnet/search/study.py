@@ -60,6 +60,12 @@ def _lost_schema_race(exc: Exception) -> bool:
     return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
 
 
+def _driver_says(exc: Exception) -> str:
+    """The first line of what the database driver said: SQLAlchemy wraps it in lines of its own (a hint, a link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
     """An RDB URL (``sqlite:///search.db``, ``postgresql://...``) or a path to a journal file (anything else)."""
     if storage is None:
@@ -73,9 +79,9 @@ def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
                 if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
                     time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
                     continue
-                raise SearchError(f"--storage {storage!r}: cannot open the database ({exc}); expected a reachable "
-                                  "database URL such as sqlite:///search.db or postgresql://user@host/db, or a "
-                                  "journal file path") from None
+                raise SearchError(f"--storage {storage!r}: cannot open the database ({_driver_says(exc)}); expected a "
+                                  "reachable database URL such as sqlite:///search.db or postgresql://user@host/db, "
+                                  "or a journal file path") from None
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     folder = os.path.dirname(os.path.abspath(storage))
