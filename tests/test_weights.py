@@ -108,7 +108,7 @@ def test_corrupt_bundled_file_is_refused_by_hash(monkeypatch):
 
 
 def test_model_without_bundled_weights_says_so():
-    with pytest.raises(WeightsError, match="no bundled pretrained weights for 'efficientnet_b0'"):
+    with pytest.raises(WeightsError, match="no bundled pretrained weights for 'efficientnet_b0'.*--weights PATH"):
         effnet.create_model("efficientnet_b0", pretrained=True)
 
 

@@ -230,7 +230,8 @@ def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
     if not path.is_file():
         if str(name_or_path) == getattr(getattr(model, "spec", None), "name", None):  # the model's own name
             raise WeightsError(f"no bundled pretrained weights for {name_or_path!r} (bundled: {', '.join(BUNDLED)}); "
-                               f"convert a checkpoint with `effnet convert` and pass pretrained=PATH")
+                               f"convert a checkpoint with `effnet convert` and load that file (pretrained=PATH; "
+                               f"--weights PATH on the command line)")
         raise WeightsError(f"{path}: no such weights file (expected a .safetensors or .pth path, or one of "
                            f"{', '.join(BUNDLED)})")
     state, metadata = load_file(path)
