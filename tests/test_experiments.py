@@ -51,7 +51,9 @@ def test_quick_outputs_exist_and_parse(quick, name):
     out = quick[name]
     results = json.loads((out / "results.json").read_text())
     assert results["experiment"] == name and results["quick"] is True
-    assert results["finished_runs"] == results["planned_runs"] == len(results["runs"]) > 0
+    distinct = {r["key"]: r for r in results["runs"]}  # a run serving two comparisons has a row in each
+    assert results["finished_runs"] == results["planned_runs"] == len(distinct) > 0
+    assert results["training_wall_s"] == pytest.approx(sum(r["wall_s"] for r in distinct.values()), abs=0.1)
     for run in results["runs"]:
         for field in ("spec", "macs", "params", "seed", "training", "val_top1", "test_top1", "wall_s"):
             assert run[field] is not None, field
@@ -267,6 +269,50 @@ runner.CHECKPOINT_EVERY = 4
 run = runner.Run.make(NetSpec.from_json(Path(sys.argv[1]).read_text()), 0, json.loads(sys.argv[2]))
 runner.train_run(run, Path(sys.argv[4]), threads=1)
 """
+
+
+def test_a_verdict_needs_three_paired_seeds_and_reads_true_when_rounded():
+    from effnet.experiments.tables import verdict
+    from effnet.stats import Interval
+
+    assert verdict(Interval(-3.63, 2.35, 3, 1.0), "a", "b") == \
+        "a is worse than b by 3.63 pp (95% CI -5.98 to -1.28, 3 paired seeds): larger than the noise."
+    assert verdict(Interval(1.0, 2.0, 5, 1.0), "a", "b") == \
+        "a vs b: +1.00 pp (95% CI -1.00 to +3.00, 5 paired seeds): within the noise, no difference shown."
+    assert verdict(Interval(0.5, 0.1, 2, 0.01), "a", "b") == \
+        "a vs b: +0.50 pp (95% CI +0.40 to +0.60, 2 paired seeds): fewer than 3 seeds, not a result yet."
+    assert "(95% CI +0.004 to +1.00" in verdict(Interval(0.502, 0.498, 3, 0.2), "a", "b")
+    assert verdict(Interval(2.0, math.nan, 1, math.nan), "a", "b").endswith("on one seed (no interval; not a result).")
+    assert "no paired seeds" in verdict(Interval(math.nan, math.nan, 0, math.nan), "a", "b")
+
+
+def test_the_best_method_is_chosen_on_the_seeds_every_method_has():
+    from effnet.experiments.tables import best_on_validation
+
+    rows = [{"method": "a", "seed": s, "val_top1": v} for s, v in enumerate((80.0, 90.0, 90.0))]
+    rows += [{"method": "b", "seed": 0, "val_top1": 85.0}]  # ahead on seed 0, the only one it has so far
+    assert best_on_validation(rows, ["a", "b"]) == ("b", " (compared on the seed every method has: 0)")
+    rows += [{"method": "b", "seed": s, "val_top1": 70.0} for s in (1, 2)]
+    assert best_on_validation(rows, ["a", "b", "c"]) == ("a", "")  # c has no runs: not a candidate
+    assert best_on_validation(rows, ["c"]) == (None, "")
+
+
+def test_saturation_is_claimed_only_beyond_the_noise():
+    from effnet.experiments.single_dims import _saturation
+
+    def runs(method, values):
+        return [{"method": method, "seed": s, "test_top1": v} for s, v in enumerate(values)]
+
+    base, first, second = {"method": "baseline"}, {"method": "w", "budget": 2.0}, {"method": "w", "budget": 4.0}
+    steps = [(first, base, 2.0, "1.00x to 2.00x"), (second, first, 2.0, "2.00x to 4.00x")]
+    rows = runs("baseline", (80.0, 81.0, 82.0)) + [dict(r, budget=2.0) for r in runs("w", (84.0, 85.0, 86.0))]
+    shrinking = rows + [dict(r, budget=4.0) for r in runs("w", (85.0, 86.1, 86.9))]
+    assert _saturation("w", shrinking, steps) == (
+        "w: +4.00 pp per doubling of MACs from 1.00x to 2.00x, +1.00 pp per doubling from 2.00x to 4.00x: the gains "
+        "shrink (-3.00 pp per doubling, 95% CI -3.25 to -2.75, 3 paired seeds), by more than the noise.")
+    noisy = rows + [dict(r, budget=4.0) for r in runs("w", (80.0, 90.0, 86.0))]
+    assert "within the noise, so neither saturation nor growth is shown" in _saturation("w", noisy, steps)
+    assert "not enough finished steps" in _saturation("w", rows, steps)
 
 
 def test_a_run_says_whether_it_starts_fresh_or_resumes(tmp_path):

@@ -122,6 +122,11 @@ def test_fashion_mnist_part_end_to_end(tmp_path, capsys):
     assert "| compound (paper) | 20 |" in report and " ± " in report and "compound (paper) (on-object mass)" in report
     assert (out / "fashion_mnist.png").stat().st_size > 10_000
     assert "photos" not in results
+    (out / "report.md").write_text("stale")
+    code, printed, _ = run_cli(capsys, "experiments", "cam", "--report-only", "--out", str(out))
+    assert code == 0 and (out / "report.md").read_text() == report  # from results.json alone
+    code, _, err = run_cli(capsys, "experiments", "cam", "--report-only", "--out", str(source))
+    assert code == 2 and err.count("\n") == 1 and "not a results file of `effnet experiments cam`" in err
 
 
 @pytest.mark.slow

@@ -78,6 +78,25 @@ def test_the_added_runs_do_not_move_the_decision():
     assert [r.key for r in later.runs] == [r.key for r in first.runs]
 
 
+def test_a_comparison_with_a_side_out_of_reach_counts_as_neither():
+    """A candidate no model reaches has no runs: its comparison is not "beyond the noise", and JSON stays strict."""
+    runs = _plan()
+    rows = [r for r in _rows(runs, {"a": [80.0, 81.0, 79.0], "b": [0, 0, 0], "c": [85.0, 86.2, 83.9]})
+            if r["method"] != "b"]
+
+    def pairs(results):
+        return [({"method": "b"}, {"method": "a"}), ({"method": "c"}, {"method": "a"})]
+
+    decision = more_seeds.decide(pairs, [r for r in runs if r.label_dict()["method"] != "b"], rows, {}, SEEDS,
+                                 target=5)
+    assert decision.runs == () and [c["within_noise"] for c in decision.checked] == [None, False]
+    meta = json.loads(json.dumps(decision.to_meta(), allow_nan=False))
+    assert meta["comparisons"][0]["val_difference"] == {"mean": None, "half_width": None, "n": 0, "std": None}
+    assert more_seeds.summary(meta) == ("More seeds: none needed; the one comparison of this report with paired runs "
+                                        "differs by more than the noise on validation (1 more compares nothing: a "
+                                        "side without paired runs).")
+
+
 @pytest.mark.slow
 def test_experiment_trains_the_added_seeds_and_reports_them(tmp_path):
     """`--seeds 2 --seeds-within-noise 3`: after the 2 planned seeds, the points of every comparison found within

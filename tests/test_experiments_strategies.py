@@ -142,7 +142,9 @@ def quick(tmp_path_factory) -> Path:
 def test_quick_outputs_exist_and_parse(quick):
     results = json.loads((quick / "results.json").read_text())
     assert results["experiment"] == "strategies" and results["quick"] is True
-    assert results["finished_runs"] == results["planned_runs"] == len(results["runs"]) > 0
+    distinct = {r["key"]: r for r in results["runs"]}  # a run serving two comparisons has a row in each
+    assert results["finished_runs"] == results["planned_runs"] == len(distinct) > 0
+    assert results["training_wall_s"] == pytest.approx(sum(r["wall_s"] for r in distinct.values()), abs=0.1)
     for run in results["runs"]:
         for field in ("spec", "macs", "params", "seed", "training", "val_top1", "test_top1", "wall_s"):
             assert run[field] is not None, field
@@ -189,3 +191,14 @@ def test_quick_rerun_solves_and_trains_nothing(quick):
     assert "solving" not in done.stdout  # candidates and latencies read back from candidates.json
     assert re.search(r"(\d+) of \1 runs finished before .*; 0 to train", done.stdout), done.stdout
     assert {p: p.stat().st_mtime_ns for p in records} == before
+
+
+def test_a_change_of_winner_with_training_length_needs_both_differences_beyond_the_noise():
+    from effnet.experiments.strategies import _length_verdict
+
+    both = _length_verdict({1: "width", 4: "depth"}, {1: True, 4: True}, 430, 1720, 4)
+    assert both.startswith("The winner between depth and width changes with the training length (width at 430 "
+                           "steps, depth at 1720 steps; both differences larger than the noise).")
+    one = _length_verdict({1: "width", 4: "depth"}, {1: True, 4: False}, 430, 1720, 4)
+    assert "whether the winner changes with the training length is not shown" in one
+    assert "no verdict" in _length_verdict({1: "width"}, {1: True}, 430, 1720, 4)

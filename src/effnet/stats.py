@@ -49,8 +49,9 @@ class Interval:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} ± {self.half_width:.{digits}f}"
 
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def to_dict(self) -> dict[str, float | None]:
+        """The fields, with null where a value is undefined (no runs, or one: strict JSON has no NaN)."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
 
 
 def interval(values: Sequence[float]) -> Interval:

@@ -38,13 +38,20 @@ def register(experiments: argparse._SubParsersAction) -> None:
                         "with the recorded one")
     e.add_argument("--jobs", type=positive_int, default=1,
                    help="with --retrain: runs trained in parallel processes, one torch thread each (default 1)")
+    e.add_argument("--report-only", action="store_true",
+                   help="write report.md again from the results.json in --out, computing nothing")
     e.set_defaults(func=run_cam_experiment)
 
 
 def run_cam_experiment(args: argparse.Namespace) -> int:
-    from effnet.experiments.cam import PARTS, SOURCE, Options, run, summary_rows
+    from effnet.experiments.cam import PARTS, SOURCE, Options, run, summary_rows, write_report
 
     experiments_dir = Path("docs/experiments")
+    if args.report_only:
+        out = Path(args.out or experiments_dir / "cam")
+        write_report(out)
+        print(f"report: {out / 'report.md'}")
+        return 0
     options = Options(out=Path(args.out or experiments_dir / "cam"),
                       source=Path(args.source or experiments_dir / SOURCE),
                       runs_dir=Path(args.runs or "runs/experiments"), quick=args.quick, method=args.method,

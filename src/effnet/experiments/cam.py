@@ -28,6 +28,7 @@ import torch
 from effnet.experiments import tables
 from effnet.experiments.records import machine
 from effnet.experiments.runner import ExperimentError
+from effnet.files import atomic_write_text
 
 NAME = "cam"
 SOURCE = "compound-vs-single"
@@ -246,8 +247,23 @@ def run(options: Options, parts: tuple[str, ...] = PARTS, *, command: str,
             fashion["retrained"] = earlier
         results["fashion_mnist"] = fashion
     results["experiment"] = NAME
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    (options.out / "report.md").write_text(report(results))
+    atomic_write_text(json.dumps(results, indent=2) + "\n", path)
+    atomic_write_text(report(results), options.out / "report.md")
+    return results
+
+
+def write_report(out: Path) -> dict[str, Any]:
+    """report.md written again from `out/results.json` alone (`--report-only`); returns the results."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise ExperimentError(f"--out {out}: no results.json there; run `effnet experiments cam` first")
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExperimentError(f"{path}: not readable JSON ({exc}); run `effnet experiments cam` again") from None
+    if not isinstance(results, dict) or results.get("experiment") != NAME:
+        raise ExperimentError(f"{path}: not a results file of `effnet experiments {NAME}`; choose its --out folder")
+    atomic_write_text(report(results), out / "report.md")
     return results
 
 
@@ -293,7 +309,6 @@ def report(results: dict[str, Any]) -> str:
                "Peak: the map's maximum as (x, y) fractions of the model's input (0, 0 = top left).", ""]
     fashion = results.get("fashion_mnist")
     if fashion:
-        seeds = max((r["seed"] for r in fashion["runs"]), default=0) + 1
         md += [f"## Fashion-MNIST, models scaled to {fashion['budget']:g}x the baseline's MACs"
                f"{' (quick: a smoke test, not a result)' if fashion['quick'] else ''}", "",
                f"![maps]({fashion['figure']})", "",
@@ -305,7 +320,7 @@ def report(results: dict[str, Any]) -> str:
                "Mass on object: the share of the map's sum on the object's pixels (grey value above "
                f"{fashion['object_threshold']:g} in the model's input), averaged over the images; object area: "
                "the share of the input the object covers, what an even map would score. Top-1: on these images. "
-               f"Mean ± 95% t-interval over {seeds} seed(s).", ""]
+               "Mean ± 95% t-interval over each method's seeds (the seeds column).", ""]
         md += [f"- {s}" for s in _paired(fashion)]
         empty = sum(r["empty_maps"] for r in fashion["runs"])
         if empty:
@@ -326,4 +341,4 @@ def report(results: dict[str, Any]) -> str:
 
 
 __all__ = ["NAME", "PARTS", "Options", "chosen_runs", "fashion_part", "object_masks", "photos_part", "report",
-           "retrain_missing", "run"]
+           "retrain_missing", "run", "write_report"]

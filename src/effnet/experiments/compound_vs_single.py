@@ -44,7 +44,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     base = tables.summary(rows, method="baseline")
     base_val = tables.summary(rows, "val_top1", method="baseline")
     base_fit = tables.summary(rows, "train_acc_end", method="baseline")
-    md.append(f"Baseline ({rows[0]['model'] if rows else '-'}, 1.00x): test top-1 {tables.pct(base)} "
+    md.append(f"Baseline ({results['baseline']['name']}, 1.00x): test top-1 {tables.pct(base)} "
               f"(val {tables.pct(base_val)}, train acc {tables.pct(base_fit)}), {base.n} seed(s).\n")
     for budget in results["budgets"]:
         out_rows = []
@@ -90,11 +90,9 @@ def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str,
 
 def _pairs(rows, names: list[str], budget: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(compound, best single dimension) label pairs at `budget`, the best chosen by mean validation accuracy."""
-    vals = {m.name: tables.summary(rows, "val_top1", method=m.name, budget=budget) for m in design.SINGLE_DIMENSIONS}
-    vals = {m: v for m, v in vals.items() if v.n}
-    if not vals:
+    best, _ = tables.best_on_validation(rows, [m.name for m in design.SINGLE_DIMENSIONS], budget=budget)
+    if best is None:
         return []
-    best = max(vals, key=lambda m: vals[m].mean)
     return [({"method": name, "budget": budget}, {"method": best, "budget": budget}) for name in names
             if name.startswith("compound")]
 

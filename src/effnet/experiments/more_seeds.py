@@ -58,7 +58,7 @@ def decide(comparisons: Comparisons, runs: Sequence[Run], rows: Sequence[dict[st
     checked, close = [], []
     for a, b in comparisons({**meta, "runs": finished}):
         diff = tables.compare(finished, a, b, metric="val_top1")
-        within = diff.n >= 2 and not diff.excludes_zero()
+        within = None if diff.n < 2 else not diff.excludes_zero()  # None: no paired seeds (a point out of reach)
         checked.append({"a": a, "b": b, "val_difference": diff.to_dict(), "within_noise": within})
         if within:
             close += [a, b]
@@ -84,14 +84,24 @@ def summary(more: dict[str, Any] | None) -> str | None:
     if more["waiting_for"]:
         return (f"More seeds: once the {more['waiting_for']} planned runs still missing have finished, every "
                 f"comparison within the noise on validation gets seeds up to {more['target']}.")
-    close = [c for c in more["comparisons"] if c["within_noise"]]
+    measured = [c for c in more["comparisons"] if _measured(c)]
+    close = [c for c in measured if c["within_noise"]]
+    empty = len(more["comparisons"]) - len(measured)
+    unmeasured = (f" ({empty} more compare{'s' if empty == 1 else ''} nothing: a side without paired runs)"
+                  if empty else "")
     if not close:
-        return (f"More seeds: none needed; all {len(more['comparisons'])} comparisons of this report differ by more "
-                "than the noise on validation.")
-    return (f"More seeds: {len(close)} of the {len(more['comparisons'])} comparisons of this report were within "
-            "the noise on validation (95% interval of the paired difference including zero) after "
+        which = ("the one comparison of this report with paired runs differs" if len(measured) == 1 else
+                 f"all {len(measured)} comparisons of this report with paired runs differ")
+        return f"More seeds: none needed; {which} by more than the noise on validation{unmeasured}."
+    return (f"More seeds: {len(close)} of the {len(measured)} comparisons of this report with paired runs were "
+            "within the noise on validation (95% interval of the paired difference including zero) after "
             f"{more['planned_seeds']} seeds, so both sides of each get {more['target']} seeds "
-            f"({more['added_runs']} runs added; the test split plays no part in this choice).")
+            f"({more['added_runs']} runs added; the test split plays no part in this choice){unmeasured}.")
+
+
+def _measured(comparison: dict[str, Any]) -> bool:
+    """Whether a checked comparison had paired seeds (results.json written before kept False where it had none)."""
+    return (comparison["val_difference"].get("n") or 0) >= 2
 
 
 __all__ = ["Decision", "decide", "summary"]

@@ -296,10 +296,11 @@ def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str
 
 def write_results(path: Path, experiment: str, command: str, options: Options, runs: Sequence[Run],
                   rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    walls = [r["wall_s"] for r in rows]
+    distinct = {r["key"]: r for r in rows}  # a run that serves several comparisons has a row in each
     results = {
         "experiment": experiment, "command": command, "quick": options.quick,
-        "planned_runs": len(runs), "finished_runs": len(rows), "training_wall_s": round(sum(walls), 1),
+        "planned_runs": len({run.key for run in runs}), "finished_runs": len(distinct),
+        "training_wall_s": round(sum(r["wall_s"] for r in distinct.values()), 1),
         "machine": machine(), "updated": now(), **meta, "runs": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,14 @@ accuracy gained at each step, and whether the gains shrink as a single dimension
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from effnet.experiments import design, tables
 from effnet.experiments.plan import budget_plan
 from effnet.experiments.runner import Run
+from effnet.stats import interval, paired_difference
 
 NAME = "single-dims"
 TARGETS = (2.0, 3.0, 4.0, 6.0, 8.0)
@@ -46,11 +48,12 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     base_value = {"depth": base_row.get("blocks", "?"), "width": "1.00", "resolution": base_row.get("resolution", "?")}
     for m in design.SINGLE_DIMENSIONS:
         out_rows = [(f"{base_value[m.name]} (baseline)", "1.00x", "-", tables.pct(base), "-", base.n)]
-        gains = []
+        steps, ratio = [], 1.0  # (labels, previous step's labels, MACs ratio over the previous step's)
         for c, (here, previous) in zip(_steps(results, m.name), _step_pairs(results, m.name)):
             test = tables.summary(rows, **here)
             gain = tables.compare(rows, here, previous)
-            gains.append((c["budget"], gain))
+            steps.append((here, previous, c["ratio"] / ratio, f"{ratio:.2f}x to {c['ratio']:.2f}x"))
+            ratio = c["ratio"]
             value = c[_DIMENSION_OF[m.name]]
             shown = f"{value:.2f}" if isinstance(value, float) else str(value)
             out_rows.append((f"{shown}{'*' if m.name == 'resolution' and c['upsampled'] else ''}",
@@ -61,28 +64,33 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         md.append(tables.markdown_table([label, "MACs", "phi", "test top-1", "gain over previous step (paired)",
                                          "seeds"], out_rows))
         md.append("")
-        md.append(f"- {_saturation(m.name, gains)}")
+        md.append(f"- {_saturation(m.name, rows, steps)}")
         md.append("")
         text.append(f"{m.name}: " + ", ".join(f"{r[0]} {r[1]} {r[3]}" for r in out_rows))
     return "\n".join(md), "\n".join(text)
 
 
-def _saturation(method: str, gains: list[tuple[float, Any]]) -> str:
-    """Compare the gain of the first and last steps (per doubling of MACs, as the paper's log-scale plot)."""
-    import math
-
-    done = [(b, g) for b, g in gains if g.n > 0]
-    if len(done) < 2:
+def _saturation(method: str, rows: list[dict[str, Any]], steps: list[tuple[dict, dict, float, str]]) -> str:
+    """Whether the gains shrink: the first and the last finished step's paired test gain per doubling of MACs (the
+    paper's log-scale axis, with each step's measured MACs ratio), and their paired difference against the noise."""
+    per_doubling = []
+    for here, previous, ratio, span in steps:
+        a, b = tables.by_seed(rows, **here), tables.by_seed(rows, **previous)
+        gains = {s: (a[s] - b[s]) / math.log2(ratio) for s in sorted(set(a) & set(b))} if ratio > 1 else {}
+        if gains:
+            per_doubling.append((gains, span))
+    if len(per_doubling) < 2:
         return f"{method}: not enough finished steps to judge saturation."
-    first_budget, first = done[0]
-    prev_budget = done[-2][0]
-    last_budget, last = done[-1]
-    per_first = first.mean / math.log2(first_budget)
-    per_last = last.mean / math.log2(last_budget / prev_budget)
-    trend = "shrink" if per_last < per_first else "do not shrink"
-    return (f"{method}: {per_first:+.2f} pp per doubling of MACs from 1x to {first_budget:g}x, {per_last:+.2f} pp "
-            f"per doubling from {prev_budget:g}x to {last_budget:g}x: the gains {trend}"
-            + (" (the last step's interval includes zero)." if last.n > 1 and not last.excludes_zero() else "."))
+    (first, first_span), (last, last_span) = per_doubling[0], per_doubling[-1]
+    said = (f"{method}: {interval(list(first.values())).mean:+.2f} pp per doubling of MACs from {first_span}, "
+            f"{interval(list(last.values())).mean:+.2f} pp per doubling from {last_span}")
+    change = paired_difference(last, first)
+    if change.n < tables.MIN_SEEDS:
+        return f"{said}: fewer than {tables.MIN_SEEDS} paired seeds, no verdict on saturation."
+    ci = f"{change.mean:+.2f} pp per doubling, 95% CI {change.low:+.2f} to {change.high:+.2f}, {change.n} paired seeds"
+    if not change.excludes_zero():
+        return f"{said}: the change ({ci}) is within the noise, so neither saturation nor growth is shown."
+    return f"{said}: the gains {'shrink' if change.mean < 0 else 'grow'} ({ci}), by more than the noise."
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

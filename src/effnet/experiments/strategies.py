@@ -114,7 +114,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
     md, text = [_intro(results), ""], []
     base = tables.summary(rows, method="baseline")
-    md.append(f"Baseline ({rows[0]['model'] if rows else '-'}, 1.00x MACs, {_ms(results['latency']['baseline_s'])}):"
+    md.append(f"Baseline ({results['baseline']['name']}, 1.00x MACs, {_ms(results['latency']['baseline_s'])}):"
               f" test top-1 {tables.pct(base)} (val {tables.pct(tables.summary(rows, 'val_top1', method='baseline'))}"
               f"), {base.n} seed(s).\n")
     for match, title in (("macs", "Matched MACs"), ("latency", "Matched latency")):
@@ -201,19 +201,32 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
 
 def _verdicts(rows: list[dict[str, Any]], names: list[str], where: dict[str, Any]) -> list[str]:
     """Which method is best on validation, and every other method's paired test difference against it."""
-    vals = {m: tables.summary(rows, "val_top1", method=m, **where) for m in names}
-    vals = {m: v for m, v in vals.items() if v.n}
-    if not vals:
+    best, note = tables.best_on_validation(rows, names, **where)
+    if best is None:
         return ["No finished runs at this budget yet."]
-    best = max(vals, key=lambda m: vals[m].mean)
-    test = tables.summary(rows, method=best, **where)
-    out = [f"Best on validation: **{best}** (val {tables.pct(vals[best])}, test {tables.pct(test)})."]
-    for name in vals:
+    val, test = (tables.summary(rows, metric, method=best, **where) for metric in ("val_top1", "test_top1"))
+    out = [f"Best on validation: **{best}** (val {tables.pct(val)}, test {tables.pct(test)}){note}."]
+    for name in names:
         if name != best:
             diff = tables.compare(rows, {"method": name, **where}, {"method": best, **where})
             if diff.n:
                 out.append(tables.verdict(diff, name, best))
     return out
+
+
+def _length_verdict(winners: dict[int, str], clear: dict[int, bool], short: int, long_: int, factor: int) -> str:
+    """Whether the winner between depth and width changes with the training length: stated only when, at both
+    lengths, the winner is ahead on test by more than the noise."""
+    found = "Bello et al. found width better for short trainings and depth better for long ones."
+    if len(winners) < 2:
+        return "Depth and width have not both finished at both lengths yet: no verdict."
+    means = f"{winners[1]} at {short} steps, {winners[factor]} at {long_} steps"
+    if not all(clear.values()):
+        return (f"On mean validation top-1 the winner is {means}, but not both test differences are larger than the "
+                f"noise: whether the winner changes with the training length is not shown. {found}")
+    changed = winners[1] != winners[factor]
+    return (f"The winner between depth and width {'changes' if changed else 'does not change'} with the training "
+            f"length ({means}; both differences larger than the noise). {found}")
 
 
 def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -234,25 +247,20 @@ def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
     short, long_ = bello["steps"]
     headers = ["method"] + [f"{h} ({n} steps)" for n in (short, long_) for h in ("train acc", "val top-1", "test")]
     md += [tables.markdown_table(headers, out_rows), ""]
-    winners = {}
+    winners, clear = {}, {}
     for length, steps in ((1, short), (factor, long_)):
         where = {"budget": budget, "match": "macs", "length": length}
-        vals = {m: tables.summary(rows, "val_top1", method=m, **where) for m in ("depth", "width")}
-        if all(v.n for v in vals.values()):
-            winners[length] = max(vals, key=lambda m: vals[m].mean)
-            loser = "width" if winners[length] == "depth" else "depth"
-            diff = tables.compare(rows, {"method": winners[length], **where}, {"method": loser, **where})
-            md.append(f"- {steps} steps: {winners[length]} wins on validation; "
-                      + tables.verdict(diff, f"{winners[length]}-only", f"{loser}-only (test, paired)"))
+        if all(tables.by_seed(rows, "val_top1", method=m, **where) for m in ("depth", "width")):
+            winner, note = tables.best_on_validation(rows, ("depth", "width"), **where)
+            loser = "width" if winner == "depth" else "depth"
+            diff = tables.compare(rows, {"method": winner, **where}, {"method": loser, **where})
+            winners[length] = winner
+            clear[length] = diff.n >= tables.MIN_SEEDS and diff.excludes_zero() and diff.mean > 0
+            md.append(f"- {steps} steps: {winner} wins on validation{note}; "
+                      + tables.verdict(diff, f"{winner}-only", f"{loser}-only (test, paired)"))
         for s in _verdicts(rows, bello["methods"], where):
             md.append(f"- {steps} steps: {s}")
-    if len(winners) == 2:
-        changed = winners[1] != winners[factor]
-        md.append(f"- The winner between depth and width {'changes' if changed else 'does not change'} with the "
-                  f"training length ({winners[1]} at {short} steps, {winners[factor]} at {long_} steps); Bello et "
-                  "al. found width better for short trainings and depth better for long ones.")
-    else:
-        md.append("- Depth and width have not both finished at both lengths yet: no verdict.")
+    md.append(f"- {_length_verdict(winners, clear, short, long_, factor)}")
     md.append("")
     lines = [format_table(["method", f"test ({short} steps)", f"test ({long_} steps)"],
                           [(r[0], r[3], r[6]) for r in out_rows], title=f"length x1 / x{factor} at {budget:g}x MACs",

@@ -156,7 +156,7 @@ def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
 def machines_text(results: dict[str, Any]) -> str:
     """The machines the runs trained on (each run records its own), with how many runs each trained."""
     counts: dict[str, int] = {}
-    for r in results["runs"]:
+    for r in {r["key"]: r for r in results["runs"]}.values():  # a run listed in two comparisons counts once
         m = r.get("machine") or results["machine"]
         name = f"{m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['cores']} cores, torch {m['torch']}"
         counts[name] = counts.get(name, 0) + 1
@@ -177,8 +177,9 @@ def render_header(results: dict[str, Any]) -> str:
         "Generated from `results.json` by `effnet experiments`; do not edit by hand.",
         "",
         f"- Command: `{results['command']}`",
-        f"- Runs: {results['finished_runs']} of {results['planned_runs']} planned finished; {results['seeds']} "
-        "seed(s) per point (the seed fixes initial weights, data order and augmentation).",
+        f"- Runs: {results['finished_runs']} of {results['planned_runs']} planned finished{_shared_rows(results)}; "
+        f"{results['seeds']} seed(s) per point (the seed fixes initial weights, data order and augmentation)"
+        f"{_more_seeds_per_point(results)}.",
         f"- Budget and recipe, the same for every run: {results.get('recipe', '-')}",
         "- Validation: the last 5,000 Fashion-MNIST training images (held out; each run chooses its weights "
         "there). Test: the 10,000-image test split, evaluated once per run and only reported.",
@@ -186,6 +187,20 @@ def render_header(results: dict[str, Any]) -> str:
         f"- Training time: {wall / 3600:.2f} h summed over runs; trained on {machines_text(results)}; updated "
         f"{results['updated']}.",
     ])
+
+
+def _shared_rows(results: dict[str, Any]) -> str:
+    rows = len(results["runs"])
+    if rows == results["finished_runs"]:
+        return ""
+    return f" ({rows} table rows: a run that serves several comparisons is listed in each, and counted once)"
+
+
+def _more_seeds_per_point(results: dict[str, Any]) -> str:
+    more = results.get("more_seeds") or {}
+    if not more.get("added_runs"):
+        return ""
+    return f", {more['target']} for the points of a comparison within the noise (below)"
 
 
 def _check_out(out: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,24 @@ def first(rows: Sequence[dict[str, Any]], **match: Any) -> dict[str, Any] | None
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
+def best_on_validation(rows: Sequence[dict[str, Any]], names: Sequence[str], **where: Any) -> tuple[str | None, str]:
+    """The method of `names` with the highest mean validation top-1 at `where`, and a note for the report.  The
+    means are taken over the seeds every method with runs shares, so that a method's extra seeds (or missing ones,
+    while a plan is under way) neither favour nor penalise it; the note says when the seed sets differ."""
+    seeds = {m: by_seed(rows, "val_top1", method=m, **where) for m in names}
+    seeds = {m: s for m, s in seeds.items() if s}
+    if not seeds:
+        return None, ""
+    shared = set.intersection(*(set(s) for s in seeds.values()))
+    if not shared:
+        best = max(seeds, key=lambda m: sum(seeds[m].values()) / len(seeds[m]))
+        return best, " (provisional: the methods share no seed yet, so their means cover different seeds)"
+    best = max(seeds, key=lambda m: sum(seeds[m][s] for s in shared))
+    same = all(set(s) == shared for s in seeds.values())
+    listed = ", ".join(str(seed) for seed in sorted(shared))
+    return best, "" if same else f" (compared on the seed{'s' if len(shared) > 1 else ''} every method has: {listed})"
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """`effnet.report.markdown_table` of cells as they are written (`str`): a report's numbers are formatted by the
     experiment that states them, so that report.md files written before keep their exact text."""
@@ -41,16 +60,31 @@ def compare(rows: Sequence[dict[str, Any]], a: dict[str, Any], b: dict[str, Any]
     return paired_difference(by_seed(rows, metric, **a), by_seed(rows, metric, **b))
 
 
+MIN_SEEDS = 3
+"""Paired seeds a comparison needs before a report states it as a result."""
+
+
 def verdict(diff: Interval, what: str, against: str) -> str:
-    """One sentence: is `what` better than `against`, and is the difference larger than the seed noise?"""
-    if diff.n < 2:
+    """One sentence: is `what` better than `against`, and is the difference larger than the seed noise?  Fewer than
+    `MIN_SEEDS` paired seeds give the numbers but no verdict."""
+    if diff.n == 0:
+        return f"{what} vs {against}: no paired seeds (nothing to compare yet)."
+    if diff.n == 1:
         return f"{what} vs {against}: {diff.mean:+.2f} pp on one seed (no interval; not a result)."
-    sign = "better" if diff.mean > 0 else "worse"
+    ci = f"95% CI {_bound(diff.low)} to {_bound(diff.high)}, {diff.n} paired seeds"
+    if diff.n < MIN_SEEDS:
+        return f"{what} vs {against}: {diff.mean:+.2f} pp ({ci}): fewer than {MIN_SEEDS} seeds, not a result yet."
     if diff.excludes_zero():
-        return (f"{what} is {sign} than {against} by {diff.mean:+.2f} pp (95% CI {diff.low:+.2f} to "
-                f"{diff.high:+.2f}, {diff.n} paired seeds): larger than the noise.")
-    return (f"{what} vs {against}: {diff.mean:+.2f} pp (95% CI {diff.low:+.2f} to {diff.high:+.2f}, {diff.n} paired "
-            "seeds): within the noise, no difference shown.")
+        sign = "better" if diff.mean > 0 else "worse"
+        return f"{what} is {sign} than {against} by {abs(diff.mean):.2f} pp ({ci}): larger than the noise."
+    return f"{what} vs {against}: {diff.mean:+.2f} pp ({ci}): within the noise, no difference shown."
+
+
+def _bound(x: float) -> str:
+    """An interval bound in points: 2 decimals, more when those would round it to zero (the verdict must read true)."""
+    if x == 0 or abs(x) >= 0.005:
+        return f"{x:+.2f}"
+    return f"{x:+.{-math.floor(math.log10(abs(x)))}f}"
 
 
 ZOOM_SPREAD = 8.0
