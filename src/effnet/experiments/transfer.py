@@ -48,6 +48,12 @@ def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict
     return runs, meta
 
 
+def _wall_range(rows: list[dict[str, Any]], **match: Any) -> str:
+    """The fastest and slowest run's wall time in minutes (runs trained on other machines and loads differ)."""
+    minutes = sorted(round(seconds / 60) for seconds in tables.by_seed(rows, "wall_s", **match).values())
+    return f"{minutes[0]} min" if minutes[0] == minutes[-1] else f"{minutes[0]}-{minutes[-1]} min"
+
+
 def report(results: dict[str, Any]) -> tuple[str, str]:
     rows = results["runs"]
     out_rows = []
@@ -60,9 +66,9 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
             val = tables.summary(rows, "val_top1", model=name, start=start)
             out_rows.append((name, "fine-tuned" if start == "ImageNet" else "from scratch",
                              f"{row['params'] / 1e6:.2f}", row["resolution"], tables.pct(val), tables.pct(test),
-                             test.n, f"{row['wall_s'] / 60:.0f} min"))
+                             test.n, _wall_range(rows, model=name, start=start)))
     md = [tables.markdown_table(["model", "start", "params (M)", "res", "val top-1", "test top-1", "seeds",
-                                 "wall (one run)"], out_rows), ""]
+                                 "wall per run"], out_rows), ""]
     text = format_table(["model", "start", "test top-1", "seeds"], [(r[0], r[1], r[5], r[6]) for r in out_rows],
                         right=("test top-1",))
     lite0 = tables.summary(rows, model=MODELS[0], start="ImageNet")
