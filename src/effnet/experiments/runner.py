@@ -294,13 +294,18 @@ def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str
     return [{**records[run.key], **run.label_dict()} for run in runs if run.key in records]
 
 
+def distinct_runs(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per run: a run that serves several comparisons of a report has a row in each."""
+    return list({r["key"]: r for r in rows}.values())
+
+
 def write_results(path: Path, experiment: str, command: str, options: Options, runs: Sequence[Run],
                   rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
-    distinct = {r["key"]: r for r in rows}  # a run that serves several comparisons has a row in each
+    distinct = distinct_runs(rows)
     results = {
         "experiment": experiment, "command": command, "quick": options.quick,
         "planned_runs": len({run.key for run in runs}), "finished_runs": len(distinct),
-        "training_wall_s": round(sum(r["wall_s"] for r in distinct.values()), 1),
+        "training_wall_s": round(sum(r["wall_s"] for r in distinct), 1),
         "machine": machine(), "updated": now(), **meta, "runs": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,5 +325,5 @@ def elapsed(start: float) -> str:
 
 
 __all__ = ["CHECKPOINT_EVERY", "ExperimentError", "Options", "Progress", "RECORD", "RECORD_FIELDS", "RESULTS", "Run",
-           "collect", "finished_before", "known_records", "machine", "recorded_rows", "run_of_record", "run_worker",
-           "spawn", "study_name", "train_run", "unique_runs", "write_results"]
+           "collect", "distinct_runs", "finished_before", "known_records", "machine", "recorded_rows", "run_of_record",
+           "run_worker", "spawn", "study_name", "train_run", "unique_runs", "write_results"]

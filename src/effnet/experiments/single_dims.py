@@ -87,7 +87,7 @@ def _saturation(method: str, rows: list[dict[str, Any]], steps: list[tuple[dict,
     change = paired_difference(last, first)
     if change.n < tables.MIN_SEEDS:
         return f"{said}: fewer than {tables.MIN_SEEDS} paired seeds, no verdict on saturation."
-    ci = f"{change.mean:+.2f} pp per doubling, 95% CI {change.low:+.2f} to {change.high:+.2f}, {change.n} paired seeds"
+    ci = f"{change.mean:+.2f} pp per doubling, {tables.ci_text(change)}"
     if not change.excludes_zero():
         return f"{said}: the change ({ci}) is within the noise, so neither saturation nor growth is shown."
     return f"{said}: the gains {'shrink' if change.mean < 0 else 'grow'} ({ci}), by more than the noise."

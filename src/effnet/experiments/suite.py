@@ -156,7 +156,7 @@ def write_report(mod, results: dict[str, Any], out: Path) -> tuple[str, str]:
 def machines_text(results: dict[str, Any]) -> str:
     """The machines the runs trained on (each run records its own), with how many runs each trained."""
     counts: dict[str, int] = {}
-    for r in {r["key"]: r for r in results["runs"]}.values():  # a run listed in two comparisons counts once
+    for r in runner.distinct_runs(results["runs"]):
         m = r.get("machine") or results["machine"]
         name = f"{m['cpu']} ({', '.join(m['isa']) or 'no AVX-512'}), {m['cores']} cores, torch {m['torch']}"
         counts[name] = counts.get(name, 0) + 1

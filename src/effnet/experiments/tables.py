@@ -71,13 +71,18 @@ def verdict(diff: Interval, what: str, against: str) -> str:
         return f"{what} vs {against}: no paired seeds (nothing to compare yet)."
     if diff.n == 1:
         return f"{what} vs {against}: {diff.mean:+.2f} pp on one seed (no interval; not a result)."
-    ci = f"95% CI {_bound(diff.low)} to {_bound(diff.high)}, {diff.n} paired seeds"
+    ci = ci_text(diff)
     if diff.n < MIN_SEEDS:
         return f"{what} vs {against}: {diff.mean:+.2f} pp ({ci}): fewer than {MIN_SEEDS} seeds, not a result yet."
     if diff.excludes_zero():
         sign = "better" if diff.mean > 0 else "worse"
         return f"{what} is {sign} than {against} by {abs(diff.mean):.2f} pp ({ci}): larger than the noise."
     return f"{what} vs {against}: {diff.mean:+.2f} pp ({ci}): within the noise, no difference shown."
+
+
+def ci_text(diff: Interval) -> str:
+    """A paired difference's 95% interval and seed count, as every verdict of a report states it."""
+    return f"95% CI {_bound(diff.low)} to {_bound(diff.high)}, {diff.n} paired seeds"
 
 
 def _bound(x: float) -> str:
