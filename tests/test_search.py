@@ -17,6 +17,7 @@ from effnet.cli import main
 from effnet.scaling import scale_compound
 from effnet.search.coefficients import open_coefficient_study, trial_spec
 from effnet.search.grid import Coefficients, GridError, coefficient_grid
+from effnet.search import study as study_module
 from effnet.search.study import PARAM, SearchError, open_study, run_worker
 from effnet.spec import save_spec
 from tests.conftest import tiny_spec
@@ -159,6 +160,62 @@ def test_sqlite_storage_works(tmp_path):
 def test_bad_storage_folder_is_a_clear_error(tmp_path):
     with pytest.raises(SearchError, match="does not exist"):
         open_study(str(tmp_path / "nope" / "s.journal"), "s", GRID, {})
+
+
+@pytest.mark.parametrize("content, name, match", [
+    (b"my notes\n", "notes.txt", "is not an Optuna journal"),
+    (b"no newline at all", "notes.txt", "is not an Optuna journal"),
+    (b"", "model.pt", "empty file not named"),
+    (b'{"op_code":0,"study_name":"s"}\nGARBAGE\n{"op_code":1}\n', "s.journal", "line 2 is not a journal record"),
+])
+def test_a_file_that_is_not_a_journal_is_refused_untouched(tmp_path, content, name, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    for create in (True, False):
+        with pytest.raises(SearchError, match=match):
+            open_study(str(path), "s", GRID, {}, create=create)
+    assert path.read_bytes() == content
+
+
+def test_a_journal_being_written_and_an_empty_journal_are_accepted(tmp_path):
+    path = tmp_path / "s.journal"
+    path.write_bytes(b"")
+    open_study(str(path), "s", GRID, {"k": 1})
+    with path.open("ab") as f:
+        f.write(b'{"op_code":5,"worker')  # another process is half-way through appending a record
+    study_module.make_storage(str(path))
+
+
+@pytest.mark.parametrize("storage, match", [
+    ("sqlite:x.db", "without '//'"), ("sqlite:/x.db", "without '//'"), ("postgresql:db", "without '//'"),
+    ("/proc/effnet-test.journal", "cannot create the journal file"),
+])
+def test_malformed_or_unwritable_storage_is_one_clear_error(tmp_path, monkeypatch, storage, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SearchError, match=match):
+        study_module.make_storage(storage)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_as_storage_is_refused(tmp_path):
+    with pytest.raises(SearchError, match="is a folder"):
+        study_module.make_storage(str(tmp_path))
+
+
+def test_a_report_writes_nothing(tmp_path):
+    """Reading a study (create=False) never creates a journal, a database or a study."""
+    journal, db = tmp_path / "new.journal", tmp_path / "new.db"
+    with pytest.raises(SearchError, match="no such journal file"):
+        open_study(str(journal), "s", GRID, {}, create=False)
+    with pytest.raises(SearchError, match="no such SQLite file"):
+        open_study(f"sqlite:///{db}", "s", GRID, {}, create=False)
+    assert not journal.exists() and not db.exists()
+    open_study(str(journal), "other", GRID, {})
+    before = journal.read_bytes()
+    with pytest.raises(SearchError, match="no study 's' \\(it holds 'other'\\)"):
+        open_study(str(journal), "s", GRID, {}, create=False)
+    open_study(str(journal), "other", GRID, {}, create=False)
+    assert journal.read_bytes() == before
 
 
 # -- the real thing: 2 processes, real Fashion-MNIST, the project's trainer, one worker killed ---------------------

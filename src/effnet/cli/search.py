@@ -125,7 +125,7 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
     from effnet.profile import profile
     from effnet.search import report as grid_report
 
-    study, rows, names = _rows(config, storage, study_name)
+    study, rows, names = _rows(config, storage, study_name, create=not args.report_only)
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs
     if args.format == "json":
@@ -159,14 +159,14 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
     return 0
 
 
-def _rows(config, storage: str, study_name: str):
+def _rows(config, storage: str, study_name: str, *, create: bool):
     """The first seed's study (joined or created), the report's rows and the names of the studies they come from:
     one study's trials as they are, or with several seeds one row per point over every seed's study."""
     from effnet.search import coefficient_seeds
     from effnet.search import report as grid_report
     from effnet.search.coefficients import open_coefficient_study
 
-    study = open_coefficient_study(storage, study_name, config)
+    study = open_coefficient_study(storage, study_name, config, create=create)
     if config.seeds == 1:
         return study, grid_report.search_rows(study), [study_name]
     studies = coefficient_seeds.all_studies(config, study_name, storage)

@@ -155,7 +155,7 @@ def _report(args: argparse.Namespace, config, storage: str, study_name: str) -> 
     from effnet.search.architecture import open_architecture_study
     from effnet.spec import save_spec
 
-    study = open_architecture_study(storage, study_name, config)
+    study = open_architecture_study(storage, study_name, config, create=not args.report_only)
     rows = arch_report.architecture_rows(study)
     front = arch_report.pareto_front(rows)
     best_spec = config.spec(rows[0].point, f"{config.space.name}_t{rows[0].trial}") if rows else None

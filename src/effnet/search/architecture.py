@@ -110,12 +110,13 @@ def make_evaluator(config: ArchitectureSearch) -> Callable[[dict[str, Any], str]
 
 
 def open_architecture_study(storage: str | None, study_name: str, config: ArchitectureSearch,
-                            seed: int | None = None) -> optuna.Study:
-    """Create the study, or join it after checking it was made with the same settings (`config.identity()`)."""
+                            seed: int | None = None, *, create: bool = True) -> optuna.Study:
+    """Create the study, or join it after checking it was made with the same settings (`config.identity()`);
+    with ``create=False`` only an existing one, writing nothing."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(multivariate=True, constant_liar=True, seed=seed)
-    return open_checked_study(storage, study_name, sampler, config.identity())
+    return open_checked_study(storage, study_name, sampler, config.identity(), create=create)
 
 
 # -- the worker --------------------------------------------------------------------------------------------------

@@ -101,16 +101,17 @@ such mark, and their trials (scored on test images) must not be joined or report
 
 
 def open_coefficient_study(storage: str | None, study_name: str, config: SearchConfig,
-                           grid: Sequence[Coefficients] | None = None, identity: dict[str, Any] | None = None):
+                           grid: Sequence[Coefficients] | None = None, identity: dict[str, Any] | None = None, *,
+                           create: bool = True):
     """Create or join the grid-search study (`open_study`) over `grid` (default: the whole grid), refusing one
-    whose trials were scored otherwise."""
+    whose trials were scored otherwise; with ``create=False`` only an existing one, writing nothing."""
     study = open_study(storage, study_name, config.grid() if grid is None else grid,
-                       config.identity() if identity is None else identity)
+                       config.identity() if identity is None else identity, create=create)
     held = study.user_attrs.get(SCORE_ATTR)
     if held is None and study.get_trials(deepcopy=False):
         raise SearchError(f"study {study_name!r} in {storage}: its trials were scored on test images by an earlier "
                           "effnet (no validation mark); start a new search with another --storage or --study")
-    if held is None:
+    if held is None and create:
         study.set_user_attr(SCORE_ATTR, SCORE)
     elif held != SCORE:
         raise SearchError(f"study {study_name!r} in {storage}: its trials are scored as {held!r}, expected {SCORE!r}; "

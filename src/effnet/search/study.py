@@ -29,9 +29,11 @@ import functools
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
@@ -66,28 +68,90 @@ def _driver_says(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
-    """An RDB URL (``sqlite:///search.db``, ``postgresql://...``) or a path to a journal file (anything else)."""
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")
+"""`sqlite:x.db`, `postgresql:/db`: a database URL missing its `//`, which would otherwise be taken for a file name."""
+
+_EMPTY_JOURNAL_SUFFIXES = (".journal", ".log")
+
+
+def make_storage(storage: str | None, *, create: bool = True) -> optuna.storages.BaseStorage | None:
+    """An RDB URL (``sqlite:///search.db``, ``postgresql://...``) or a path to a journal file (anything else).
+
+    An existing file must be a journal (every complete line one of Optuna's journal records): any other file is
+    refused untouched. With ``create=False`` (reports) nothing is ever written: a journal or SQLite file that does
+    not exist yet is an error instead of a new empty one."""
     if storage is None:
         return None
+    if "://" not in storage and _URL_LIKE.match(storage):
+        raise SearchError(f"--storage {storage!r}: looks like a database URL without '//'; write it as "
+                          "sqlite:///search.db (three slashes: a relative path) or postgresql://user@host/db, or give "
+                          "a journal file path")
     if "://" in storage:
-        engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-        for attempt in range(_SCHEMA_ATTEMPTS):
-            try:
-                return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
-            except Exception as exc:  # SQLAlchemy raises many kinds; say which URL failed
-                if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
-                    time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
-                    continue
-                raise SearchError(f"--storage {storage!r}: cannot open the database ({_driver_says(exc)}); expected a "
-                                  "reachable database URL such as sqlite:///search.db or postgresql://user@host/db, "
-                                  "or a journal file path") from None
+        return _database(storage, create=create)
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    path = Path(storage)
+    if path.is_dir():
+        raise SearchError(f"--storage {storage!r} is a folder; expected a journal file path such as "
+                          f"{os.path.join(storage, 'search.journal')} or a database URL")
+    if path.exists():
+        _check_journal(path, storage)
+    elif not create:
+        raise SearchError(f"--storage {storage!r}: no such journal file, so nothing is recorded there; check the path, "
+                          "or run without --report-only first")
     folder = os.path.dirname(os.path.abspath(storage))
     if not os.path.isdir(folder):
         raise SearchError(f"--storage {storage!r}: folder {folder} does not exist; create it or give an RDB URL")
-    return JournalStorage(JournalFileBackend(storage))
+    try:
+        return JournalStorage(JournalFileBackend(storage))
+    except OSError as exc:
+        raise SearchError(f"--storage {storage!r}: cannot create the journal file ({exc.strerror}); give a path in a "
+                          "folder you can write to") from None
+
+
+def _database(storage: str, *, create: bool) -> optuna.storages.RDBStorage:
+    if not create and storage.startswith("sqlite:///"):
+        file = storage[len("sqlite:///"):]
+        if file and file != ":memory:" and not Path(file).is_file():
+            raise SearchError(f"--storage {storage!r}: no such SQLite file, so nothing is recorded there; check the "
+                              "path, or run without --report-only first")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # SQLAlchemy raises many kinds; say which URL failed
+            if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(exc):
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise SearchError(f"--storage {storage!r}: cannot open the database ({_driver_says(exc)}); expected a "
+                              "reachable database URL such as sqlite:///search.db or postgresql://user@host/db, "
+                              "or a journal file path") from None
+    raise AssertionError("unreachable")
+
+
+def _check_journal(path: Path, storage: str) -> None:
+    """Refuse a file that is not an Optuna journal before anything is appended to it. A last line without its
+    newline is a record still being written by another process, and allowed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SearchError(f"--storage {storage!r}: cannot read it ({exc.strerror})") from None
+    if not data and path.suffix not in _EMPTY_JOURNAL_SUFFIXES:
+        raise SearchError(f"--storage {storage!r} is an empty file not named *.journal; give a new path (it is "
+                          "created) or a journal file, so that no other file is turned into one")
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if number == len(lines):  # the part after the last newline: empty, or a record being written
+            record = {"op_code": None} if not line or line.startswith(b"{") else None
+        else:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            what = "is not an Optuna journal" if number == 1 else f"is damaged: line {number} is not a journal record"
+            raise SearchError(f"--storage {storage!r} {what}; it was left untouched. Give a new path (it is created) "
+                              "or an existing journal file" + (", or restore it from a copy" if number > 1 else ""))
 
 
 def _sampler(labels: Sequence[str]) -> optuna.samplers.GridSampler:
@@ -105,24 +169,35 @@ class GridPoint(Protocol):
     def describe(self) -> str: ...
 
 
-def open_study(storage: str | None, study_name: str, grid: Sequence[GridPoint], config: dict[str, Any]):
+def open_study(storage: str | None, study_name: str, grid: Sequence[GridPoint], config: dict[str, Any], *,
+               create: bool = True):
     """Create the study, or join it after checking it holds the same grid and budget (`config`)."""
-    return open_checked_study(storage, study_name, _sampler([c.label for c in grid]), config)
+    return open_checked_study(storage, study_name, _sampler([c.label for c in grid]), config, create=create)
 
 
 def open_checked_study(storage: str | None, study_name: str, sampler: optuna.samplers.BaseSampler,
-                       config: dict[str, Any]) -> optuna.Study:
+                       config: dict[str, Any], *, create: bool = True) -> optuna.Study:
     """Create a maximising study with `sampler`, or join it after checking it was made with the same settings
-    (`config`, kept in the study's attributes): a worker with other settings would make its trials incomparable."""
+    (`config`, kept in the study's attributes): a worker with other settings would make its trials incomparable.
+    With ``create=False`` (a report) the study must exist, and nothing is written."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=make_storage(storage), study_name=study_name, direction="maximize",
-                                sampler=sampler, load_if_exists=True)
+    store = make_storage(storage, create=create)
+    if create or store is None:
+        study = optuna.create_study(storage=store, study_name=study_name, direction="maximize", sampler=sampler,
+                                    load_if_exists=True)
+    else:
+        names = [s.study_name for s in store.get_all_studies()]
+        if study_name not in names:
+            held = f"it holds {', '.join(map(repr, names[:4]))}" if names else "it holds no study"
+            raise SearchError(f"--storage {storage!r}: no study {study_name!r} ({held}); give the --study name and "
+                              "options it was made with, or run without --report-only first")
+        study = optuna.load_study(storage=store, study_name=study_name, sampler=sampler)
     wanted = json.loads(json.dumps(config))
     held = study.user_attrs.get(CONFIG_ATTR)
-    if held is None:
+    if held is None and create:
         study.set_user_attr(CONFIG_ATTR, wanted)
         held = study.user_attrs.get(CONFIG_ATTR, wanted)
-    if held != wanted:
+    if held is not None and held != wanted:
         diff = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
         details = "; ".join(f"{k}: study has {_short(held.get(k))}, got {_short(wanted.get(k))}" for k in diff[:4])
         raise SearchError(f"study {study_name!r} in {storage} was made with other settings ({details}); rerun with "
