@@ -238,7 +238,9 @@ def test_cli_reads_a_training_checkpoint_with_its_classes(square_model, model_fi
     (["--layer", "stages.7", "--format", "json"], "effnet cam: error: layer: got 'stages.7', expected one of"),
     (["--target", "2", "-o", "x.png"], "effnet cam: error: --target: got 2, expected a class index in [0, 2)"),
     (["--target", "hat", "-o", "x.png"], "effnet cam: error: --target: got 'hat', expected a class index in [0, 2)"),
-    (["-o", "maps.jpg"], "effnet cam: error: -o/--output: got 'maps.jpg', expected a .png path"),
+    (["-o", "maps.jpg"], "effnet cam: error: -o/--output maps.jpg: got suffix '.jpg', expected a .png file"),
+    (["-o", "/proc/maps.png"], "effnet cam: error: -o/--output /proc/maps.png: cannot write there"),
+    (["-o", "README.md/maps.png"], "effnet cam: error: -o/--output README.md/maps.png: the folder README.md is not"),
     ([], "effnet cam: error: -o/--output: a figure needs a .png path (or use --format json)"),
 ])
 def test_cli_bad_inputs_exit_2_with_one_line(model_files, capsys, extra, message):

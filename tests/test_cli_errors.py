@@ -34,6 +34,10 @@ CASES: list[tuple[str, str]] = [
     ("scale efficientnet_b0 --scale-by 0", "--scale-by"),
     ("scale no_such_model --phi 1", "no_such_model"),
     ("scale {bad_spec} --phi 1", "bad_spec.json"),
+    ("scale efficientnet_b0 --phi 1 -o /proc/effnet/x.json", "/proc/effnet/x.json"),
+    ("scale efficientnet_b0 --phi 1 -o x.txt", "x.txt"),
+    ("scale efficientnet_b0 --phi 1 -o {text}/x.json", "notes.txt"),
+    ("scale efficientnet_b0 --target-macs 1T", "1.000 TMACs"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),
     ("experiments compound-vs-single --seeds 0", "--seeds"),
@@ -41,6 +45,11 @@ CASES: list[tuple[str, str]] = [
     ("experiments compound-vs-single --report-only --out {text}", "notes.txt"),
     ("experiments table3 --format xml", "--format"),
     ("experiments cam --budget 0", "--budget"),
+    ("experiments transfer --report-only --storage {text}", "notes.txt"),
+    ("experiments transfer --report-only --storage {folder}", "folder"),
+    ("experiments transfer --report-only --storage missing.journal", "missing.journal"),
+    ("experiments single-dims --quick --storage {empty_pt} --out out", "empty.pt"),
+    ("experiments single-dims --quick --storage sqlite:x.db --out out", "sqlite:x.db"),
     ("experiments cam --part fashion-mnist --source missing_dir", "missing_dir"),
     # search
     ("search coefficients --base no_such_model --report-only", "no_such_model"),
@@ -49,6 +58,10 @@ CASES: list[tuple[str, str]] = [
     ("search coefficients --base efficientnet_b0 --set foo=1 --list-grid", "--set"),
     ("search coefficients --base efficientnet_b0 --jobs 0", "--jobs"),
     ("search no_such_search", "no_such_search"),
+    ("search coefficients --base efficientnet_b0 --storage {text} --report-only", "notes.txt"),
+    ("search coefficients --base efficientnet_b0 --storage {empty_pt} --report-only", "empty.pt"),
+    ("search coefficients --base efficientnet_b0 --storage missing.journal --report-only", "missing.journal"),
+    ("search coefficients --base efficientnet_b0 --storage sqlite:x.db --report-only", "sqlite:x.db"),
     # convert
     ("convert {text} --from timm --model efficientnet_b0 -o x.safetensors", "notes.txt"),
     ("convert missing.pth --from timm --model efficientnet_b0 -o x.safetensors", "missing.pth"),
@@ -60,6 +73,8 @@ CASES: list[tuple[str, str]] = [
     ("convert {other_weights} --from torchvision --model efficientnet_b0 -o missing_dir/x.safetensors",
      "missing_dir"),
     ("convert {other_weights} --from torchvision --model no_such_model -o x.safetensors", "no_such_model"),
+    ("convert {other_weights} --from torchvision --model efficientnet_b0 -o x.safetensors --mean 128 128 128",
+     "--mean"),
     # predict
     ("predict efficientnet_lite0 --weights {text} {image}", "notes.txt"),
     ("predict efficientnet_lite0 --weights {truncated} {image}", "truncated.safetensors"),
@@ -75,6 +90,7 @@ CASES: list[tuple[str, str]] = [
     ("cam efficientnet_lite0 --pretrained {image} --target 5000 -o x.png", "5000"),
     ("cam efficientnet_lite0 --pretrained {text} -o x.png", "notes.txt"),
     ("cam efficientnet_lite0 --pretrained {image} -o {folder}", "folder"),
+    ("cam efficientnet_lite0 --pretrained {image} -o /proc/effnet/x.png", "/proc/effnet/x.png"),
     ("cam efficientnet_lite0 --pretrained {image} --method no_such_method -o x.png", "--method"),
     # bench
     ("bench efficientnet_b0 --resolution 0", "--resolution"),
@@ -105,6 +121,7 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --out {text}", "notes.txt"),
     ("train fashion-mnist --model {tiny_spec} --device gpu", "--device"),
     ("train fashion-mnist --model {tiny_spec} --workers -1", "--workers"),
+    ("train fashion-mnist --model {tiny_spec} --augment randaugment --randaugment-m 31", "--randaugment-m"),
     # eval
     ("eval missing.pt fashion-mnist", "missing.pt"),
     ("eval {text} fashion-mnist", "notes.txt"),
@@ -113,8 +130,15 @@ CASES: list[tuple[str, str]] = [
     ("eval {text} fashion-mnist --workers -1", "--workers"),
     ("eval {text} fashion-mnist --device gpu", "--device"),
     ("eval {text} fashion-mnist --subset 0", "--subset"),
+    ("eval {text} fashion-mnist --crop-fraction 0", "--crop-fraction"),
+    ("eval {text} fashion-mnist --crop-fraction nan", "--crop-fraction"),
+    ("eval {text} fashion-mnist --crop-fraction 2", "--crop-fraction"),
     # plot, runs
     ("plot missing_dir -o x.png", "missing_dir"),
+    ("plot {folder} -o /proc/effnet/x.png", "/proc/effnet/x.png"),
+    ("plot {folder} -o curves.txt", "curves.txt"),
+    ("plot {folder} -o {folder}", "folder"),
+    ("plot {folder} {folder} --labels a", "--labels"),
     ("runs missing_dir", "missing_dir"),
     ("runs {folder} --format xml", "--format"),
 ]

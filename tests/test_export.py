@@ -56,8 +56,12 @@ def test_disagreeing_export_is_reported(tmp_path, monkeypatch):
     monkeypatch.setitem(EXPORTERS, "torchscript", broken)
     spec = effnet.get_spec("efficientnet_b0")
     tiny = effnet.ConvNet(effnet.spec.with_options(spec, stages=spec.stages[:2], num_classes=5, resolution=32))
-    with pytest.raises(ExportError, match="differs from eager PyTorch: max abs error 1"):
+    with pytest.raises(ExportError, match="differs from eager PyTorch: max abs error 1.*the file was removed "
+                                          r"\(--tolerance [0-9.]+ keeps it\)") as caught:
         export(tiny, tmp_path / "tiny.pt", "torchscript")
+    assert not (tmp_path / "tiny.pt").exists()
+    kept = float(str(caught.value).rsplit("--tolerance ", 1)[1].split()[0])
+    assert export(tiny, tmp_path / "tiny.pt", "torchscript", tolerance=kept).ok and (tmp_path / "tiny.pt").is_file()
 
 
 @pytest.mark.slow

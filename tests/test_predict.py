@@ -180,3 +180,21 @@ def test_calibration_config_carries_its_own_resolution():
 
     with pytest.raises(EffnetError, match="a ModelConfig carries its own"):
         calibration_images(effnet.get_config("efficientnet_lite0"), 4, resolution=128)
+
+
+def test_weights_with_nan_are_refused_by_predict_and_cam(tmp_path, photo_dir, lite0, capsys):
+    """A diverged model's weights would print nan% scores (and bare NaN in JSON): refused with one line instead."""
+    from safetensors.torch import save_file
+
+    state = {k: v.clone().contiguous() for k, v in lite0.state_dict().items()}
+    state["classifier.bias"][3] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    image = str(photo_dir / "coffee.png")
+    for argv in (["predict", "efficientnet_lite0", "--weights", str(path), image, "--format", "json"],
+                 ["cam", "efficientnet_lite0", "--weights", str(path), image, "--format", "json"]):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and "non-finite values" in err[0] and "classifier.bias (1 of 1000)" in err[0]

@@ -15,9 +15,9 @@ from optuna.trial import TrialState
 
 from effnet.cli import main
 from effnet.scaling import scale_compound
+from effnet.search import study as study_module
 from effnet.search.coefficients import open_coefficient_study, trial_spec
 from effnet.search.grid import Coefficients, GridError, coefficient_grid
-from effnet.search import study as study_module
 from effnet.search.study import PARAM, SearchError, open_study, run_worker
 from effnet.spec import save_spec
 from tests.conftest import tiny_spec

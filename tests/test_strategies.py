@@ -202,10 +202,9 @@ def test_cli_bad_strategy_input_is_one_line_and_status_2(capsys, argv, message):
     assert err.count("\n") == 1 and err.startswith("effnet scale: error: ") and message in err
 
 
-def test_cli_out_of_range_target_is_a_miss_not_an_error(capsys):
-    """A target beyond the builder's limits is reported with the nearest reachable model (exit 1), not raised."""
-    with pytest.raises(SystemExit) as exc:
-        _cli(capsys, "scale", "efficientnet_b0", "--strategy", "width", "--target-macs", "1000T")
-    assert exc.value.code == 1
-    out = capsys.readouterr().out
-    assert "no s lands within 3%" in out and "nearest reachable: s=" in out
+def test_cli_out_of_range_target_names_the_nearest_reachable_models(capsys):
+    """A target beyond the builder's limits is one error line (exit 2) with the nearest reachable model, never a
+    traceback of the builder."""
+    code, out, err = _cli(capsys, "scale", "efficientnet_b0", "--strategy", "width", "--target-macs", "1000T")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "no s lands within 3%" in err and "nearest reachable: s=" in err and "widen --tolerance" in err

@@ -142,11 +142,14 @@ def from_checkpoint(path: str | Path) -> tuple[nn.Module, ModelConfig, tuple[str
     from effnet.network import ConvNet
     from effnet.spec import NetSpec
     from effnet.train.checkpoint import load_checkpoint
+    from effnet.weights import check_finite
 
     state = load_checkpoint(path)
     model = ConvNet(NetSpec.from_dict(state["spec"]))
     ema = (state.get("ema") or {}).get("model")
-    model.load_state_dict(ema if ema is not None else state["model"])
+    chosen = ema if ema is not None else state["model"]
+    check_finite(chosen, str(path))
+    model.load_state_dict(chosen)
     pre = state["preprocess"]
     config = ModelConfig(pre["resolution"], pre["crop_fraction"], pre["interpolation"], tuple(pre["mean"]),
                          tuple(pre["std"]))

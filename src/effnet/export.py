@@ -113,6 +113,12 @@ def _check_output(path: Path) -> Path:
     return path
 
 
+def _above(value: float) -> str:
+    """A round tolerance just above `value` (two significant digits, rounded up)."""
+    digits = 1 - math.floor(math.log10(value)) if value > 0 else 0
+    return f"{math.ceil(value * 10 ** digits) / 10 ** digits:g}"
+
+
 def export(
     model: nn.Module,
     path: str | Path,
@@ -125,8 +131,8 @@ def export(
 ) -> ExportReport:
     """Write `model` (eval mode, CPU, float32) to `path` in format `fmt` and check it against eager PyTorch.
 
-    Raises `ExportError` when the relative error exceeds `tolerance` (the file is left in place for inspection).
-    """
+    Raises `ExportError` when the relative error exceeds `tolerance`, after removing the file: a model that does not
+    match its source must not be left where a later step would pick it up (a larger `tolerance` keeps it)."""
     exporter = get_exporter(fmt)
     path = _check_output(Path(path))
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0):
@@ -153,6 +159,8 @@ def export(
     max_abs, rel = parity(eager, np.asarray(exported))
     report = ExportReport(str(path), fmt, exporter.runtime, res, check_batch, max_abs, rel, tolerance)
     if not report.ok:
+        path.unlink(missing_ok=True)
         raise ExportError(f"{path}: {exporter.runtime} output differs from eager PyTorch: max abs error "
-                          f"{max_abs:.3g}, relative {rel:.3g} > tolerance {tolerance:g}")
+                          f"{max_abs:.3g}, relative {rel:.3g} > tolerance {tolerance:g}; the file was removed"
+                          + (f" (--tolerance {_above(rel)} keeps it)" if math.isfinite(rel) else ""))
     return report

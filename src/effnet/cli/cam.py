@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from effnet.cli._args import positive_int
+from effnet.cli._args import check_output_file, positive_int
 from effnet.errors import EffnetError
 
 _FORMATS = ("figure", "json")
@@ -47,8 +47,8 @@ def run_cam(args: argparse.Namespace) -> int:
 
     if args.format == "figure" and not args.output:
         raise CamError("-o/--output: a figure needs a .png path (or use --format json)")
-    if args.output and Path(args.output).suffix.lower() != ".png":
-        raise CamError(f"-o/--output: got {args.output!r}, expected a .png path")
+    if args.output:
+        check_output_file(args.output, suffixes=(".png",))
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     images = load_images(args.images)
     inputs = preprocess(images, config)

@@ -76,6 +76,10 @@ def run_trained(args: argparse.Namespace) -> int:
                       storage=args.storage or str(out / "runs.journal"),
                       runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
                       seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE, until=args.until)
+    if args.storage and not args.worker:  # refused before anything is planned or written
+        from effnet.search.study import make_storage
+
+        make_storage(args.storage, create=not args.report_only)
     command = suite.training_command(sys.argv[1:], args.experiment)
     if args.worker:
         suite.work(args.experiment, options)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from effnet.cli._args import positive_float, positive_int
+from effnet.cli._args import check_output_file, positive_float, positive_int
 from effnet.export import EXPORTERS, ExportError, export
 from effnet.registry import create_model
 
@@ -51,6 +51,7 @@ def _formats(values: list[str], output: str) -> tuple[str, str]:
 
 def run_export(args: argparse.Namespace) -> int:
     file_format, report_format = _formats(args.format, args.output)
+    check_output_file(args.output)
     pretrained = True if args.pretrained else (args.weights or False)
     model = create_model(args.model, pretrained=pretrained)
     report = export(model, args.output, file_format, resolution=args.resolution, tolerance=args.tolerance)

@@ -203,10 +203,9 @@ def _solve_target(args: argparse.Namespace, base: NetSpec) -> tuple[float, Multi
     if not solution.within_tolerance:
         near = [f"{key}={x:.4f} -> {show(cost)}" for x, cost in filter(None, (solution.below, solution.above))]
         where = "phi" if by_phi else "s"
-        print(f"no {where} lands within {100 * solution.tolerance:g}% of {show(solution.target)} (rounding jumps over "
-              f"it, or it lies outside the {where} range or the builder's limits); nearest reachable: "
-              + ("; ".join(near) or "none"))
-        raise SystemExit(1)
+        raise EffnetError(f"no {where} lands within {100 * solution.tolerance:g}% of {show(solution.target)} (rounding "
+                          f"jumps over it, or it lies outside the {where} range or the builder's limits); nearest "
+                          "reachable: " + ("; ".join(near) or "none") + "; aim at one of those, or widen --tolerance")
     x = solution.phi if by_phi else solution.scale
     print(f"solved: {key}={x:.4f} gives {show(solution.cost)} for target {show(solution.target)} "
           f"({100 * solution.relative_error:+.2f}%, {solution.evaluations} models evaluated)")
@@ -246,7 +245,7 @@ def _compound_phi(args: argparse.Namespace, s: float) -> float | None:
 def run_scale(args: argparse.Namespace) -> int:
     _check_options(args)
     if args.output:
-        check_output_file(args.output)
+        check_output_file(args.output, suffixes=(".json",))
     base = get_spec(args.base)
     m, phi, s = _multipliers(args, base)
     strategy = None if s is None else args.strategy or "compound"

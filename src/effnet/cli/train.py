@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from effnet.cli._args import add_data_source, data_source, device, non_negative_int, positive_int
+from effnet.cli._args import (
+    add_data_source,
+    check_output_file,
+    data_source,
+    device,
+    fraction,
+    non_negative_int,
+    positive_int,
+)
+from effnet.errors import EffnetError
 from effnet.report import format_duration, format_table
 from effnet.runtime import ENGINES, PRECISIONS
 from effnet.runtime.auto import announce_choices
 from effnet.train.config import ConfigError, TrainConfig
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+"""The figure formats `effnet plot -o` writes (matplotlib picks the format from the suffix)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -192,7 +205,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default 2)")
     p.add_argument("--resolution", type=positive_int, default=None, help="override the checkpoint's resolution")
-    p.add_argument("--crop-fraction", type=float, default=None, help="override the eval centre-crop fraction")
+    p.add_argument("--crop-fraction", type=fraction, default=None,
+                   help="override the eval centre-crop fraction, in (0, 1]")
     p.add_argument("--subset", type=positive_int, default=None, help="evaluate a fixed random subset of N images")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable image")
     p.add_argument("--device", type=device, default="auto",
@@ -240,7 +254,11 @@ def run_plot(args: argparse.Namespace) -> int:
     from effnet.train.plot import plot_runs
 
     labels = args.labels.split(",") if args.labels else None
+    if labels is not None and len(labels) != len(args.run_dirs):
+        raise EffnetError(f"--labels: got {len(labels)} label(s) for {len(args.run_dirs)} run folder(s); give one "
+                          "per RUN_DIR, separated by commas")
     out = args.out or str(Path(args.run_dirs[0]) / "curves.png")
+    check_output_file(out, suffixes=PLOT_SUFFIXES)
     print(plot_runs(args.run_dirs, out, labels))
     return 0
 

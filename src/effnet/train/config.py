@@ -107,6 +107,10 @@ RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subse
                "fused_bn_silu")
 
 
+RANDAUGMENT_MAX_M = 30
+"""RandAugment's magnitudes run from 0 to 30 (31 bins, as in its paper and torchvision)."""
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
     error = ConfigError(f"{field}: got {value!r}, expected {expected}")
     error.field = field
@@ -163,6 +167,9 @@ def check_config(c: TrainConfig) -> None:
         _fail("augment", c.augment, f"one of {AUGMENTATIONS}")
     _positive("randaugment_n", c.randaugment_n, integer=True, zero_ok=True)
     _positive("randaugment_m", c.randaugment_m, integer=True, zero_ok=True)
+    if c.randaugment_m > RANDAUGMENT_MAX_M:
+        _fail("randaugment_m", c.randaugment_m, f"an integer in [0, {RANDAUGMENT_MAX_M}] (RandAugment's magnitude "
+              "scale)")
     lo, hi = c.crop_scale
     if not (0 < lo <= hi <= 1):
         _fail("crop_scale", c.crop_scale, "(min, max) area fractions with 0 < min <= max <= 1")

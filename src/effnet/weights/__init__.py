@@ -127,6 +127,19 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str
         raise WeightsError(f"{origin} do not fit {name}: " + "; ".join(problems) + ". Nothing was loaded")
 
 
+def check_finite(state: Mapping[str, torch.Tensor], origin: str = "weights") -> None:
+    """Raise `WeightsError` when a floating-point tensor holds NaN or infinity (the weights of a diverged training,
+    or a damaged file): such a model would print NaN scores rather than fail."""
+    bad = [(key, int((~torch.isfinite(t)).sum())) for key, t in state.items()
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        named = ", ".join(f"{key} ({count} of {state[key].numel()})" for key, count in bad[:3])
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise WeightsError(f"{origin}: the weights contain non-finite values (NaN or infinity) in {named}{more}; "
+                           "they cannot give meaningful predictions: use the weights of an earlier checkpoint or "
+                           "another file. Nothing was loaded")
+
+
 def _fill_batch_counters(model: nn.Module, state: Mapping[str, torch.Tensor]) -> State:
     """BN `num_batches_tracked` is bookkeeping some sources (Keras) lack: take the model's own where absent."""
     out = dict(state)
@@ -162,6 +175,7 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str 
     state = _fill_batch_counters(model, state)
     classes = _file_classes(model, state)
     check_state(model, state, origin, _expected(model, classes))
+    check_finite(state, origin)
     settings = _settings(metadata or {}, origin)
     if isinstance(model, ConvNet):
         if classes is not None:
