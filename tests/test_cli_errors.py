@@ -122,6 +122,10 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --device gpu", "--device"),
     ("train fashion-mnist --model {tiny_spec} --workers -1", "--workers"),
     ("train fashion-mnist --model {tiny_spec} --augment randaugment --randaugment-m 31", "--randaugment-m"),
+    # found after the run folder is claimed: the folder is left as it was (no run.lock, no new folder)
+    ("train fashion-mnist --model {tiny_spec} --out run --pretrained missing.safetensors", "missing.safetensors"),
+    ("train fashion-mnist --model {tiny_spec} --out run --resume missing.pt", "missing.pt"),
+    ("train fashion-mnist --model {tiny_spec} --out {folder} --train-subset 8 --batch-size 16", "--batch-size"),
     # eval
     ("eval missing.pt fashion-mnist", "missing.pt"),
     ("eval {text} fashion-mnist", "notes.txt"),

@@ -154,9 +154,9 @@ _FLAG_OF_FIELD = {"out_dir": "--out", "data": "DATA", "hflip": "--no-flip", "ema
 
 def _with_flag(exc: ConfigError) -> ConfigError:
     """A setting's error as the flag that set it (`--batch-size: got 0, ...` rather than `batch_size: ...`)."""
-    field = exc.field
     text = str(exc)
-    if field is None or not text.startswith(f"{field}: "):
+    field = exc.field or text.split(": ", 1)[0]
+    if field not in {f.name for f in fields(TrainConfig)} or not text.startswith(f"{field}: "):
         return exc
     flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
     error = ConfigError(f"{flag}: {text[len(field) + 2:]}")
@@ -177,7 +177,10 @@ def run_train(args: argparse.Namespace) -> int:
         for key, value in recipe_lines(config, plan, name):
             print(f"{key:20s} {value}")
         return 0
-    result = train(config)
+    try:
+        result = train(config)
+    except ConfigError as exc:  # found once the data is open (e.g. a batch larger than the training set)
+        raise _with_flag(exc) from None
     if result.run_dir is None or not _is_main():
         return 0
     ema = f"; EMA top-1 {result.ema_top1:.2f}% top-5 {result.ema_top5:.2f}%" if result.ema_top1 is not None else ""

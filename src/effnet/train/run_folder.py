@@ -18,6 +18,7 @@ is read back: the checkpoint files themselves are written atomically (`effnet.tr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -168,6 +169,25 @@ def release(folder: str | Path) -> None:
     fd = _held.pop(Path(folder).resolve(), None)
     if fd is not None:
         os.close(fd)  # closing the descriptor drops the record lock
+
+
+def abandon(folder: str | Path, *, found: os.stat_result | None) -> None:
+    """Undo the claim of a run that never started (its set-up failed on bad input), so that a failed command
+    leaves the folder as it `found` it (its stat before the claim; None: it did not exist): the files effnet wrote
+    there are removed (a user's own files stay), the lock file while still held, then the folder itself when this
+    run created it and it is empty again, or else its times are put back."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name != LOCK and p.is_file() and _written_by_effnet(p):
+                p.unlink()
+        (folder / LOCK).unlink(missing_ok=True)
+    release(folder)
+    with contextlib.suppress(OSError):
+        if found is None:
+            folder.rmdir()  # only when empty
+        else:
+            os.utime(folder, ns=(found.st_atime_ns, found.st_mtime_ns))
 
 
 # -- the run record ---------------------------------------------------------------------------------------------------
