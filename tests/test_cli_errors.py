@@ -58,6 +58,7 @@ CASES: list[tuple[str, str]] = [
     ("search coefficients --base efficientnet_b0 --set foo=1 --list-grid", "--set"),
     ("search coefficients --base efficientnet_b0 --jobs 0", "--jobs"),
     ("search no_such_search", "no_such_search"),
+    ("search coefficients --base efficientnet_b0 --phi 0 --list-grid", "--phi"),
     ("search coefficients --base efficientnet_b0 --storage {text} --report-only", "notes.txt"),
     ("search coefficients --base efficientnet_b0 --storage {empty_pt} --report-only", "empty.pt"),
     ("search coefficients --base efficientnet_b0 --storage missing.journal --report-only", "missing.journal"),

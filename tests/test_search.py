@@ -332,6 +332,10 @@ def test_a_study_scored_on_test_images_is_not_reported(tmp_path, capsys):
 def test_cli_list_grid_and_bad_options(capsys):
     assert main(["search", "coefficients", "--base", "efficientnet_b0", "--list-grid"]) == 0
     assert "111 grid points (step 0.05" in capsys.readouterr().out
+    assert main(["search", "coefficients", "--base", "efficientnet_b0", "--list-grid", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed["points"]) == 111 and listed["step"] == 0.05
+    assert all(abs(p["product"] - p["alpha"] * p["beta"] ** 2 * p["gamma"] ** 2) < 1e-6 for p in listed["points"])
     assert main(["search", "coefficients", "--base", "efficientnet_b0", "--set", "model=x", "--list-grid"]) == 2
     assert "--set 'model=x'" in capsys.readouterr().err
     assert main(["search", "coefficients", "--base", "efficientnet_b0", "--step", "0.3", "--tolerance", "0.01",

@@ -77,6 +77,11 @@ def test_list_space_prints_the_space_and_its_macs_range(capsys):
     out = capsys.readouterr().out
     assert "separable, mbconv1, mbconv3, mbconv6" in out and "224,084,231,917,056 points" in out
     assert "cheapest point 0.98M, dearest 27.12M" in out
+    assert main(["search", "architecture", "--list-space", "--resolution", "32", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["points"] == 224_084_231_917_056 and len(listed["stages"]) == 7
+    assert listed["stages"][0]["choices"]["block"] == ["separable", "mbconv1", "mbconv3", "mbconv6"]
+    assert round(listed["cheapest_macs"] / 1e6, 2) == 0.98 and round(listed["dearest_macs"] / 1e6, 2) == 27.12
 
 
 def test_b0_is_a_point_of_the_shipped_space():

@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 
 from effnet.cli import _search_args as shared
-from effnet.cli._args import add_data_source, data_source, finite_float, positive_int
+from effnet.cli._args import add_data_source, data_source, positive_float, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--step", type=float, default=None, help="grid step for alpha, beta, gamma (default 0.05)")
     c.add_argument("--tolerance", type=float, default=None,
                    help="keep points with |alpha*beta^2*gamma^2 - 2| <= this (default 0.1)")
-    c.add_argument("--phi", type=finite_float, default=1.0,
-                   help="phi of the candidate models (default 1, as the paper)")
+    c.add_argument("--phi", type=positive_float, default=1.0,
+                   help="phi of the candidate models, > 0 (default 1, as the paper; at phi 0 every candidate is the "
+                        "base)")
     c.add_argument("--storage", default=None,
                    help="shared study: an RDB URL (sqlite:///search.db, postgresql://...) or a journal file path "
                         "(default: STUDY.journal in the current folder)")
@@ -99,6 +100,11 @@ def run_coefficients(args: argparse.Namespace) -> int:
     grid = config.grid()
     if args.list_grid:
         rows = [(c.alpha, c.beta, c.gamma, c.product) for c in grid]
+        if args.format == "json":
+            points = [{"alpha": a, "beta": b, "gamma": g, "product": round(p, 6)} for a, b, g, p in rows]
+            print(json.dumps({"step": config.step, "tolerance": config.tolerance, "phi": config.phi,
+                              "points": points}, indent=2))
+            return 0
         print(format_table(["alpha", "beta", "gamma", "a*b^2*g^2"], rows, formats={"a*b^2*g^2": ".4f"},
                            title=f"{len(grid)} grid points (step {config.step:g}, |product - 2| <= "
                                  f"{config.tolerance:g})"))

@@ -193,6 +193,16 @@ def _list_space(args: argparse.Namespace, space) -> int:
     from effnet.profile import profile
     from effnet.search.space import default_space_path
 
+    source = str(args.space or default_space_path())
+    low, high = (profile(space.spec(space.extreme(x), resolution=args.resolution, num_classes=10)).macs
+                 for x in (False, True))
+    if args.format == "json":
+        stages = [{"stage": i + 1, "stride": stage.stride, "width": stage.out_channels, "repeats": stage.repeats,
+                   "choices": stage.options()} for i, stage in enumerate(space.stages)]
+        print(json.dumps({"space": space.name, "file": source, "description": space.description or None,
+                          "points": space.size, "resolution": args.resolution, "cheapest_macs": low,
+                          "dearest_macs": high, "stages": stages}, indent=2))
+        return 0
     rows = []
     for i, stage in enumerate(space.stages):
         o = stage.options()
@@ -200,11 +210,9 @@ def _list_space(args: argparse.Namespace, space) -> int:
                      ", ".join(map(str, o["kernel"])), ", ".join(f"{v:g}" for v in o["se_ratio"]),
                      ", ".join(map(str, o["repeats"])), ", ".join(f"{v:g}" for v in o["width"])))
     print(format_table(["stage", "stride", "width", "repeats", "block", "kernel", "SE", "repeats choices",
-                        "width x"], rows, title=f"search space {space.name!r} ({args.space or default_space_path()})"))
+                        "width x"], rows, title=f"search space {space.name!r} ({source})"))
     if space.description:
         print(space.description)
-    low, high = (profile(space.spec(space.extreme(x), resolution=args.resolution, num_classes=10)).macs
-                 for x in (False, True))
     print(f"{space.size:,} points; MACs per image at {args.resolution} px (10 classes): cheapest point "
           f"{low / 1e6:.2f}M, dearest {high / 1e6:.2f}M")
     return 0
