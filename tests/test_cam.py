@@ -169,7 +169,7 @@ def test_not_an_image_is_a_one_line_error(tmp_path):
     (tmp_path / "notes.png").write_text("not pixels")
     with pytest.raises(CamError, match="notes.png: not an image file"):
         effnet.cam(ConvNet(tiny_spec()), [tmp_path / "notes.png"])
-    with pytest.raises(CamError, match="missing.png: no such image file"):
+    with pytest.raises(CamError, match="missing.png: no such file; expected an image file"):
         effnet.cam(ConvNet(tiny_spec()), [tmp_path / "missing.png"])
 
 

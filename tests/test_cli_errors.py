@@ -24,6 +24,8 @@ CASES: list[tuple[str, str]] = [
     ("info {text}", "notes.txt"),
     ("info {bad_spec}", "bad_spec.json"),
     ("info efficientnet_b0 --resolution 0", "--resolution"),
+    ("info efficientnet_b0 --resolution 3", "--resolution"),
+    ("info {folder}", "'folder' is a folder"),
     # scale
     ("scale efficientnet_b0 --phi 1 -o missing_dir/x.json", "missing_dir"),
     ("scale efficientnet_b0 --phi 1 -o {folder}", "folder"),
@@ -78,6 +80,7 @@ CASES: list[tuple[str, str]] = [
      "--mean"),
     # predict
     ("predict efficientnet_lite0 --weights {text} {image}", "notes.txt"),
+    ("predict efficientnet_lite0 --weights {folder} {image}", "folder: is a folder"),
     ("predict efficientnet_lite0 --weights {truncated} {image}", "truncated.safetensors"),
     ("predict efficientnet_lite0 --weights {tiny_weights} {image}", "tiny.safetensors"),
     ("predict efficientnet_lite0 --pretrained missing.png", "missing.png"),
@@ -92,10 +95,13 @@ CASES: list[tuple[str, str]] = [
     ("cam efficientnet_lite0 --pretrained {text} -o x.png", "notes.txt"),
     ("cam efficientnet_lite0 --pretrained {image} -o {folder}", "folder"),
     ("cam efficientnet_lite0 --pretrained {image} -o /proc/effnet/x.png", "/proc/effnet/x.png"),
+    ("cam efficientnet_lite0 --pretrained {folder} -o x.png", "folder: is a folder"),
     ("cam efficientnet_lite0 --pretrained {image} --method no_such_method -o x.png", "--method"),
     # bench
     ("bench efficientnet_b0 --resolution 0", "--resolution"),
     ("bench efficientnet_b0 --batch 0", "--batch"),
+    ("bench efficientnet_b0 --batch-size 0", "--batch-size: got '0'"),
+    ("bench efficientnet_b0 --resolution 4", "--resolution"),
     ("bench efficientnet_b0 --threads 0", "--threads"),
     ("bench efficientnet_b0 --vs no_such_peer", "no_such_peer"),
     ("bench no_such_model", "no_such_model"),
@@ -103,6 +109,7 @@ CASES: list[tuple[str, str]] = [
     # export
     ("export efficientnet_b0 --format onnx -o missing_dir/x.onnx", "missing_dir"),
     ("export efficientnet_b0 --format onnx -o x.onnx --resolution 0", "--resolution"),
+    ("export efficientnet_b0 --format onnx -o x.onnx --resolution 4000", "--resolution"),
     ("export efficientnet_b0 --format no_such_format -o x.onnx", "--format"),
     ("export efficientnet_lite0 --weights {text} --format onnx -o x.onnx", "notes.txt"),
     ("export efficientnet_b0 --format onnx -o x.onnx --tolerance -1", "--tolerance"),
@@ -111,6 +118,8 @@ CASES: list[tuple[str, str]] = [
     ("export no_such_model --format onnx -o {existing}", "no_such_model"),
     # train
     ("train missing_dir --model {tiny_spec}", "missing_dir"),
+    ("train {text} --model {tiny_spec}", "notes.txt: is a file"),
+    ("train fashion-mnst --model {tiny_spec}", "did you mean fashion-mnist?"),
     ("train --model {tiny_spec}", "DATA"),
     ("train fashion-mnist --dataset missing_dir --model {tiny_spec}", "--dataset"),
     ("train fashion-mnist --model no_such_model", "no_such_model"),

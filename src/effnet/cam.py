@@ -111,7 +111,8 @@ def load_images(images: Sequence[str | Path | Image.Image]) -> list[Image.Image]
                            "normalised N×3×H×W tensor")
         path = Path(item)
         if not path.is_file():
-            raise CamError(f"{path}: no such image file")
+            raise CamError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; expected an image file "
+                           "(give the images themselves, e.g. photos/*.jpg)")
         try:
             out.append(load_image(path))
         except ImageError as exc:

@@ -4,6 +4,7 @@ the folder where effnet keeps what it measures about this machine."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,16 +18,39 @@ def atomic_write(path: str | Path, write: Callable[[IO], object], *, binary: boo
     """Call `write(f)` on a temporary file beside `path`, flush and fsync it, then rename it over `path`: a reader
     (or a crash) sees the old file or the new one, never half of one.  The temporary is removed on failure."""
     path = Path(path)
+    mode = file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_mode(path: Path) -> int:
+    """The permissions a plain `open(path, "w")` would leave: the file's own when it exists, else 0o666 less the
+    umask (a temporary file is created 0o600, which would hide a written report or weights file from others)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, for a moment, in every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:
@@ -41,4 +65,4 @@ def cache_dir() -> Path:
     return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
 
 
-__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir"]
+__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir", "file_mode"]

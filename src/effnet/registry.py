@@ -98,6 +98,8 @@ def _unknown_model_message(name: str) -> str:
 
     close = difflib.get_close_matches(name, list(_MODELS), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `effnet models`"
+    if Path(name).is_dir():
+        return f"model {name!r} is a folder; expected a registered name or a .json spec file{hint}"
     return f"unknown model {name!r} (not a registered name or a .json spec file){hint}"
 
 

@@ -159,7 +159,7 @@ def run_bench(
         raise BenchError(f"bench: --repeats got {repeats}, --iters {iters}, --warmup {warmup}; expected repeats >= 1 "
                          "and iters, warmup >= 0")
     if not batches or any(b < 1 for b in batches):
-        raise BenchError(f"bench: --batch got {list(batches)}, expected positive integers such as 1,32")
+        raise BenchError(f"--batch-size: got {list(batches)}, expected positive integers such as 1,32")
     if isolate_memory and mode != "train":
         raise BenchError("bench: --isolate-memory measures training steps; use it with --mode train")
     spec = get_spec(model_name)

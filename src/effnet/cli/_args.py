@@ -35,6 +35,14 @@ def finite_float(text: str) -> float:
     return _number(text, float, lambda v: True, "a finite number")
 
 
+def pixels(text: str) -> int:
+    """An input size in pixels, in the range the trainer accepts (`effnet.train.config.check_resolution`)."""
+    from effnet.train.config import MAX_RESOLUTION, MIN_RESOLUTION
+
+    return _number(text, int, lambda v: MIN_RESOLUTION <= v <= MAX_RESOLUTION,
+                   f"an integer number of pixels in [{MIN_RESOLUTION}, {MAX_RESOLUTION}]")
+
+
 def fraction(text: str) -> float:
     """A number in (0, 1], e.g. a crop fraction."""
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")

@@ -26,7 +26,7 @@ from effnet.bench import (
     machine_ceiling,
     run_bench,
 )
-from effnet.cli._args import int_list, non_negative_int, positive_int
+from effnet.cli._args import int_list, non_negative_int, pixels, positive_int
 from effnet.report import format_table
 
 
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--paths", default=None,
                    help=f"effnet paths: infer {','.join(INFER_PATHS)} (default eager,folded,compile); "
                         f"train {','.join(TRAIN_PATHS)} (default eager,bf16,checkpoint)")
-    p.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the model's)")
+    p.add_argument("--resolution", type=pixels, default=None, help="input size (default: the model's)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--iters", type=non_negative_int, default=0, help="calls per round (default: about 0.5 s per round)")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls per candidate first (default 2)")
@@ -85,7 +85,7 @@ def _batches(text: str) -> list[int]:
     except argparse.ArgumentTypeError:
         values = []
     if not values or min(values) < 1:
-        raise BenchError(f"bench: --batch got {text!r}, expected positive integers separated by commas, e.g. 1,32")
+        raise BenchError(f"--batch-size: got {text!r}, expected positive integers separated by commas, e.g. 1,32")
     return values
 
 

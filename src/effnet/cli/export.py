@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from effnet.cli._args import check_output_file, positive_float, positive_int
+from effnet.cli._args import check_output_file, pixels, positive_float
 from effnet.export import EXPORTERS, ExportError, export
 from effnet.registry import create_model
 
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "parity report's (table, the default, or json); give it twice for both, e.g. "
                         "--format onnx --format json")
     p.add_argument("-o", "--output", required=True, help="output file")
-    p.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the model's own)")
+    p.add_argument("--resolution", type=pixels, default=None, help="input size (default: the model's own)")
     p.add_argument("--tolerance", type=positive_float, default=1e-4,
                    help="largest accepted relative error, a finite positive number (default 1e-4)")
     p.add_argument("--json", action="append_const", dest="format", const="json", help=argparse.SUPPRESS)

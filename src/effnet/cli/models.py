@@ -10,7 +10,7 @@ import json
 import math
 
 from effnet.cli import _args
-from effnet.cli._args import check_output_file, finite_float, positive_int
+from effnet.cli._args import check_output_file, finite_float, pixels, positive_int
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
 from effnet.families.efficientnet import PAPER_TABLE2
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="per-stage table of a model or spec file")
     p.add_argument("model", help="registered name or path to a spec .json")
-    p.add_argument("--resolution", type=positive_int, default=None, help="input size in px (default: the model's)")
+    p.add_argument("--resolution", type=pixels, default=None, help="input size in px (default: the model's)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--spec", action="store_true", help="print the spec as JSON instead")
     p.set_defaults(func=run_info)

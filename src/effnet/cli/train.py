@@ -12,6 +12,7 @@ from effnet.cli._args import (
     device,
     fraction,
     non_negative_int,
+    pixels,
     positive_int,
 )
 from effnet.errors import EffnetError
@@ -48,7 +49,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                        "Defaults are the paper's recipe; every one can be overridden.")
     add_data_source(p, "'fashion-mnist' or a folder with train/<class>/... and val/<class>/...")
     p.add_argument("--model", default="efficientnet_b0", help="registered name or spec .json (default %(default)s)")
-    p.add_argument("--resolution", type=positive_int, default=None, help="input size in px (default: the model's)")
+    p.add_argument("--resolution", type=pixels, default=None, help="input size in px (default: the model's)")
     p.add_argument("--out", default=None, help="run folder for checkpoints and metrics (default: runs/<model>)")
     g = p.add_argument_group("budget")
     g.add_argument("--epochs", type=float, default=_D["epochs"], help="epochs (default %(default)s)")
@@ -207,7 +208,7 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                    "fashion-mnist)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default 2)")
-    p.add_argument("--resolution", type=positive_int, default=None, help="override the checkpoint's resolution")
+    p.add_argument("--resolution", type=pixels, default=None, help="override the checkpoint's resolution")
     p.add_argument("--crop-fraction", type=fraction, default=None,
                    help="override the eval centre-crop fraction, in (0, 1]")
     p.add_argument("--subset", type=positive_int, default=None, help="evaluate a fixed random subset of N images")

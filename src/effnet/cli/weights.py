@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from effnet.cli._args import check_output_file, fraction, positive_float
+from effnet.cli._args import fraction, positive_float
 from effnet.registry import get_spec
 from effnet.weights import SOURCES, WeightsError, convert_file
 
@@ -48,7 +48,6 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.std is not None and not all(v <= 1 for v in args.std):
         raise WeightsError(f"--std: got {' '.join(f'{v:g}' for v in args.std)}, expected 3 numbers in (0, 1] (the "
                            "std of pixels scaled to [0, 1]: divide 0-255 values by 255)")
-    check_output_file(args.output, "-o")
     overrides = {k: v for k, v in (("mean", args.mean), ("std", args.std), ("interpolation", args.interpolation),
                                    ("crop_fraction", args.crop_fraction)) if v is not None}
     spec = convert_file(args.src, args.source, get_spec(args.model), out, padding=args.padding, bn_eps=args.bn_eps,

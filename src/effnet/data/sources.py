@@ -153,7 +153,12 @@ def open_source(data: str | Path, split: str, classes: tuple[str, ...] | None = 
         return FashionMNISTSource("train" if split == "train" else "test")
     root = Path(data)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found; expected 'fashion-mnist' or a folder with train/ and val/")
+        import difflib
+
+        what = "is a file, not a data folder" if root.exists() else "data folder not found"
+        close = difflib.get_close_matches(str(data).lower(), ["fashion-mnist"], n=1, cutoff=0.75)
+        hint = "; did you mean fashion-mnist?" if close and not root.exists() else ""
+        raise DataError(f"{root}: {what}; expected 'fashion-mnist' or a folder with train/ and val/{hint}")
     sub = root / split
     if split == "train" and not sub.is_dir():
         raise DataError(f"{root}: no train/ sub-folder; expected {root}/train/<class>/<image> and {root}/val/...")

@@ -124,7 +124,8 @@ def check_state(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str
     problems = mismatches(model.state_dict() if expected is None else expected, state)
     if problems:
         name = getattr(getattr(model, "spec", None), "name", type(model).__name__)
-        raise WeightsError(f"{origin} do not fit {name}: " + "; ".join(problems) + ". Nothing was loaded")
+        subject = origin if origin.endswith("weights") else f"{origin}: the weights"
+        raise WeightsError(f"{subject} do not fit {name}: " + "; ".join(problems) + ". Nothing was loaded")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], origin: str = "weights") -> None:
@@ -241,6 +242,9 @@ def load_pretrained(model: nn.Module, name_or_path: str | Path) -> nn.Module:
         state = from_lukemelas(load_bundled(name_or_path), spec)
         return load_state(model, state, f"bundled {name_or_path} weights")
     path = Path(name_or_path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder; expected a weights file (.safetensors or .pth), or one of "
+                           f"{', '.join(BUNDLED)}")
     if not path.is_file():
         if str(name_or_path) == getattr(getattr(model, "spec", None), "name", None):  # the model's own name
             raise WeightsError(f"no bundled pretrained weights for {name_or_path!r} (bundled: {', '.join(BUNDLED)}); "

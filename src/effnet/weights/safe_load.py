@@ -10,6 +10,7 @@ safetensors is effnet's own format: a JSON header plus raw tensor bytes, nothing
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from effnet.errors import EffnetError
+from effnet.files import file_mode
 
 
 class WeightsError(EffnetError):
@@ -112,8 +114,10 @@ def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metad
     path = check_writable(path)
     # safetensors refuses tensors that share memory or are not contiguous; copies are cheap at this size.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    mode = file_mode(path)
     try:
         save_file(tensors, str(path), metadata=dict(metadata or {}))
+        os.chmod(path, mode)  # safetensors leaves its file 0o600
     except (SafetensorError, OSError) as exc:
         message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: cannot write the .safetensors file ({message})") from None
