@@ -8,6 +8,7 @@ modification times) must be the same afterwards.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,11 @@ CASES: list[tuple[str, str]] = [
     ("scale efficientnet_b0 --phi 1 -o x.txt", "x.txt"),
     ("scale efficientnet_b0 --phi 1 -o {text}/x.json", "notes.txt"),
     ("scale efficientnet_b0 --target-macs 1T", "1.000 TMACs"),
+    ("scale efficientnet_b0 --phi 1 --tolerance 0.1", "--tolerance"),
+    ("scale efficientnet_b0 --target-macs 1G --tolerance nan", "--tolerance"),
+    ("scale efficientnet_b0 --phi 1 --threads 1", "--threads"),
+    ("scale efficientnet_b0 --target-macs 1G --batch-size 8", "--batch-size"),
+    ("scale efficientnet_b0 --phi 1 --name ''", "--name: got an empty name"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),
     ("experiments compound-vs-single --seeds 0", "--seeds"),
@@ -132,6 +138,11 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --device gpu", "--device"),
     ("train fashion-mnist --model {tiny_spec} --workers -1", "--workers"),
     ("train fashion-mnist --model {tiny_spec} --augment randaugment --randaugment-m 31", "--randaugment-m"),
+    ("train fashion-mnist --model {tiny_spec} --steps 3 --epochs 2", "--steps 3"),
+    ("train fashion-mnist --model {tiny_spec} --lr 0.1 --lr-base 0.016", "--lr-base"),
+    ("train fashion-mnist --model {tiny_spec} --optimizer sgd --eps 0.01", "--eps"),
+    ("train fashion-mnist --model {tiny_spec} --randaugment-n 3", "--randaugment-n"),
+    ("train fashion-mnist --model {tiny_spec} --out run --train-subset 60000", "--train-subset"),
     # found after the run folder is claimed: the folder is left as it was (no run.lock, no new folder)
     ("train fashion-mnist --model {tiny_spec} --out run --pretrained missing.safetensors", "missing.safetensors"),
     ("train fashion-mnist --model {tiny_spec} --out run --resume missing.pt", "missing.pt"),
@@ -207,7 +218,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 
 def _check(files, monkeypatch, capsys, template: str, names: str) -> None:
     root = Path(files["root"])
-    argv = template.format(**files).split()
+    argv = shlex.split(template.format(**files))
     monkeypatch.chdir(root)
     before = _tree(root)
     try:

@@ -65,7 +65,7 @@ def test_scale_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["info", "efficientnet_b0", "--resolution", "0"])
     assert exit_.value.code == 2
-    assert "expected a positive integer, got 0" in capsys.readouterr().err
+    assert "expected an integer number of pixels in [8, 2048], got 0" in capsys.readouterr().err
 
 
 def test_constraint_warning_is_one_line(capsys):

@@ -136,6 +136,20 @@ def test_bad_dataset_fails_before_any_work(tmp_path, setup, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("settings, message", [
+    ({"train_subset": 49}, "train_subset: got 49, expected at most the 48 training images"),
+    ({"val_subset": 7}, "val_subset: got 7, expected at most the 6 validation images"),
+    ({"test_subset": 4}, "test_subset: got 4, expected it only with a holdout"),
+    ({"test": False}, "test: got False, expected it only with a holdout"),
+    ({"holdout": 6, "test_subset": 7}, "test_subset: got 7, expected at most the 6 test images"),
+])
+def test_subsets_larger_than_the_data_or_a_test_without_holdout_are_refused(folder, tmp_path, settings, message):
+    """Settings the data would silently ignore: a subset larger than its split, a test split that does not exist."""
+    with pytest.raises(EffnetError, match=message):
+        Trainer(_cfg(folder, tmp_path, epochs=1, **settings))
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("resolution", [0, 7, 5000])
 def test_bad_resolution_fails_before_any_work(folder, tmp_path, resolution):
     with pytest.raises(ConfigError, match="resolution: got"):

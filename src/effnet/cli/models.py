@@ -10,7 +10,7 @@ import json
 import math
 
 from effnet.cli import _args
-from effnet.cli._args import check_output_file, finite_float, pixels, positive_int
+from effnet.cli._args import check_output_file, finite_float, pixels, positive_float, positive_int
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
 from effnet.families.efficientnet import PAPER_TABLE2
@@ -57,12 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(e.g. 1.8G, 600M)")
     p.add_argument("--target-latency", type=_args.seconds, default=None, metavar="TIME",
                    help="solve for the phi (or s) whose model runs this fast on this machine (e.g. 25ms)")
-    p.add_argument("--batch-size", dest="batch", type=positive_int, default=1,
+    p.add_argument("--batch-size", dest="batch", type=positive_int, default=None,
                    help="batch size for --target-latency (default 1)")
     p.add_argument("--batch", dest="batch", type=positive_int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads while measuring --target-latency (default: torch's setting)")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=positive_float, default=None,
                    help="relative tolerance of a target (default 0.03 for MACs, 0.05 for latency)")
     p.add_argument("--name", default=None, help="name of the scaled spec")
     p.add_argument("-o", "--output", default=None, help="write the scaled spec to this .json file")
@@ -162,6 +162,15 @@ def _check_options(args: argparse.Namespace) -> None:
                           "--depth/--width/--resolution (--strategy chooses how it is split)")
     if args.phi is not None and explicit:
         raise EffnetError("give either --phi (with --alpha/--beta/--gamma) or --depth/--width/--resolution, not both")
+    if args.tolerance is not None and not targets:
+        raise EffnetError(f"--tolerance {args.tolerance:g} is the tolerance of a target; give it with --target-macs "
+                          "or --target-latency, or drop it")
+    timing = [f for f, v in (("--batch-size", args.batch), ("--threads", args.threads)) if v is not None]
+    if timing and args.target_latency is None:
+        raise EffnetError(f"{' and '.join(timing)} only apply to --target-latency (how its time is measured); add "
+                          f"--target-latency or drop {'it' if len(timing) == 1 else 'them'}")
+    if args.name is not None and not args.name.strip():
+        raise EffnetError("--name: got an empty name; give the scaled spec a name, or drop --name for the default")
     if args.strategy is not None and not (targets or args.scale_by is not None):
         raise EffnetError(f"--strategy {args.strategy} needs --scale-by S or --target-macs/--target-latency; "
                           "--phi and --depth/--width/--resolution give the multipliers themselves")
@@ -195,8 +204,9 @@ def _solve_target(args: argparse.Namespace, base: NetSpec) -> tuple[float, Multi
         solution = budget.solve_for_macs(base, args.target_macs, tolerance=args.tolerance or 0.03, **scaling)
         show = _macs_text
     else:
-        print(f"measuring forward latency at batch {args.batch} on this machine ...", flush=True)
-        solution = budget.solve_for_latency(base, args.target_latency, batch=args.batch, threads=args.threads,
+        batch = args.batch or 1
+        print(f"measuring forward latency at batch {batch} on this machine ...", flush=True)
+        solution = budget.solve_for_latency(base, args.target_latency, batch=batch, threads=args.threads,
                                             tolerance=args.tolerance or 0.05, **scaling)
         show = lambda v: f"{v * 1e3:.2f} ms"
     key = "phi" if by_phi else "s"

@@ -52,7 +52,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=pixels, default=None, help="input size in px (default: the model's)")
     p.add_argument("--out", default=None, help="run folder for checkpoints and metrics (default: runs/<model>)")
     g = p.add_argument_group("budget")
-    g.add_argument("--epochs", type=float, default=_D["epochs"], help="epochs (default %(default)s)")
+    g.add_argument("--epochs", type=float, default=None, help=f"epochs (default {_D['epochs']:g})")
     g.add_argument("--steps", type=int, default=None, help="optimizer steps instead of epochs")
     g.add_argument("--batch-size", type=positive_int, default=_D["batch_size"],
                    help="global batch (default %(default)s)")
@@ -69,15 +69,15 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-test", action="store_true", help="with a holdout, skip the final test-split evaluation")
     g = p.add_argument_group("recipe (paper defaults)")
     g.add_argument("--lr", type=float, default=None, help="peak learning rate (default: lr-base x batch/256)")
-    g.add_argument("--lr-base", type=float, default=_D["lr_base"], help="lr per 256 images (default %(default)s)")
+    g.add_argument("--lr-base", type=float, default=None, help=f"lr per 256 images (default {_D['lr_base']:g})")
     g.add_argument("--warmup-epochs", type=float, default=_D["warmup_epochs"], help="(default %(default)s)")
     g.add_argument("--decay-epochs", type=float, default=_D["decay_epochs"], help="(default %(default)s)")
     g.add_argument("--decay-rate", type=float, default=_D["decay_rate"], help="(default %(default)s)")
     g.add_argument("--optimizer", choices=["rmsproptf", "sgd"], default=_D["optimizer"],
                    help="rmsproptf (the paper's RMSProp, TF form; default) or sgd (Nesterov momentum)")
-    g.add_argument("--rmsprop-decay", type=float, default=_D["rmsprop_decay"], help="(default %(default)s)")
+    g.add_argument("--rmsprop-decay", type=float, default=None, help=f"(default {_D['rmsprop_decay']:g})")
     g.add_argument("--momentum", type=float, default=_D["momentum"], help="(default %(default)s)")
-    g.add_argument("--eps", type=float, default=_D["eps"], help="RMSProp epsilon (default %(default)s)")
+    g.add_argument("--eps", type=float, default=None, help=f"RMSProp epsilon (default {_D['eps']:g})")
     g.add_argument("--weight-decay", type=float, default=_D["weight_decay"], help="(default %(default)s)")
     g.add_argument("--ema-decay", type=float, default=_D["ema_decay"], help="0 turns EMA off (default %(default)s)")
     g.add_argument("--no-ema-warmup", action="store_true", help="use the EMA decay from the first step")
@@ -88,10 +88,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                    help="BatchNorm running-stat momentum, PyTorch convention (default: the model's)")
     g.add_argument("--augment", choices=["autoaugment", "randaugment", "none"], default=_D["augment"],
                    help="training augmentation policy (default %(default)s)")
-    g.add_argument("--randaugment-n", type=int, default=_D["randaugment_n"],
-                   help="RandAugment: operations per image (default %(default)s)")
-    g.add_argument("--randaugment-m", type=int, default=_D["randaugment_m"],
-                   help="RandAugment: magnitude (default %(default)s)")
+    g.add_argument("--randaugment-n", type=int, default=None,
+                   help=f"RandAugment: operations per image (default {_D['randaugment_n']})")
+    g.add_argument("--randaugment-m", type=int, default=None,
+                   help=f"RandAugment: magnitude, 0-30 (default {_D['randaugment_m']})")
     g.add_argument("--crop-scale", type=float, nargs=2, default=list(_D["crop_scale"]), metavar=("MIN", "MAX"),
                    help="random-resized-crop area range (default 0.08 1)")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
@@ -126,18 +126,46 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_train)
 
 
+def _given(args: argparse.Namespace, name: str):
+    """A flag's value, or TrainConfig's default when it was not given (those flags default to None, so that a
+    contradiction between two given flags can be told apart from a default)."""
+    value = getattr(args, name)
+    return _D[name] if value is None else value
+
+
+def check_flag_conflicts(args: argparse.Namespace) -> None:
+    """One line for flags that the run would silently ignore because another flag overrides them."""
+    if args.steps is not None and args.epochs is not None:
+        raise EffnetError(f"--epochs {args.epochs:g} and --steps {args.steps} both set the training length; give one")
+    if args.lr is not None and args.lr_base is not None:
+        raise EffnetError(f"--lr {args.lr:g} sets the peak learning rate, so --lr-base {args.lr_base:g} (per 256 "
+                          "images, scaled by the batch) would be ignored; give one")
+    rmsprop_only = [f for f, v in (("--eps", args.eps), ("--rmsprop-decay", args.rmsprop_decay)) if v is not None]
+    if args.optimizer != "rmsproptf" and rmsprop_only:
+        raise EffnetError(f"{' and '.join(rmsprop_only)} only apply to --optimizer rmsproptf, not {args.optimizer}; "
+                          "drop them or change the optimizer")
+    randaugment = [f for f, v in (("--randaugment-n", args.randaugment_n), ("--randaugment-m", args.randaugment_m))
+                   if v is not None]
+    if args.augment != "randaugment" and randaugment:
+        raise EffnetError(f"{' and '.join(randaugment)} only apply to --augment randaugment, not {args.augment}; "
+                          "drop them or change the augmentation")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     model_tag = str(args.model).rsplit("/", 1)[-1].removesuffix(".json")
     return TrainConfig(
         model=args.model, data=data_source(args), out_dir=args.out or f"runs/{model_tag}",
         resolution=args.resolution,
-        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_base=args.lr_base,
+        epochs=_given(args, "epochs"), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        lr_base=_given(args, "lr_base"),
         warmup_epochs=args.warmup_epochs, decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
-        optimizer=args.optimizer, rmsprop_decay=args.rmsprop_decay, momentum=args.momentum, eps=args.eps,
+        optimizer=args.optimizer, rmsprop_decay=_given(args, "rmsprop_decay"), momentum=args.momentum,
+        eps=_given(args, "eps"),
         weight_decay=args.weight_decay, ema_decay=args.ema_decay, ema_warmup=not args.no_ema_warmup,
         label_smoothing=args.label_smoothing, dropout=args.dropout, drop_path=args.drop_path,
         bn_momentum=args.bn_momentum, augment=args.augment,
-        randaugment_n=args.randaugment_n, randaugment_m=args.randaugment_m, crop_scale=tuple(args.crop_scale),
+        randaugment_n=_given(args, "randaugment_n"), randaugment_m=_given(args, "randaugment_m"),
+        crop_scale=tuple(args.crop_scale),
         hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
         fused_bn_silu=not args.no_fused_bn_silu,
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
@@ -168,6 +196,7 @@ def _with_flag(exc: ConfigError) -> ConfigError:
 def run_train(args: argparse.Namespace) -> int:
     from effnet.train import check_config, plan_run, recipe_lines, train
 
+    check_flag_conflicts(args)
     config = config_from_args(args)
     try:
         check_config(config)

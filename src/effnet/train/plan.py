@@ -49,6 +49,15 @@ def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource, ImageSource | N
         keep = len(train) - n
         train, val, test = (SubsetSource(train, list(range(keep)), f"{train.name} [:{keep}]"),
                             SubsetSource(train, list(range(keep, len(train))), f"{train.name} [{keep}:]"), val)
+    elif c.test_subset is not None or not c.test:
+        field, value = ("test_subset", c.test_subset) if c.test_subset is not None else ("test", False)
+        raise ConfigError(f"{field}: got {value!r}, expected it only with a holdout (--holdout N): {c.data} is "
+                          "validated on its own val/ split, so no test split is evaluated")
+    for field, source, what in (("train_subset", train, "training"), ("val_subset", val, "validation"),
+                                ("test_subset", test, "test")):
+        size = getattr(c, field)
+        if source is not None and size is not None and size > len(source):
+            raise ConfigError(f"{field}: got {size}, expected at most the {len(source)} {what} images of {c.data}")
     if test is not None:
         test = fixed_subset(test, c.test_subset, c.seed)
     return fixed_subset(train, c.train_subset, c.seed), fixed_subset(val, c.val_subset, c.seed), test
