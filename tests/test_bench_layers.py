@@ -123,9 +123,11 @@ def test_int8_ceiling_is_none_with_a_note_without_int_mm(monkeypatch):
 
 
 def test_ceiling_is_cached_and_not_measured_again(measured, _cache):
-    first = machine_ceiling()
+    heard: list[str] = []
+    first = machine_ceiling(log=heard.append)
     assert measured == [2048]
-    assert machine_ceiling() == first and measured == [2048]
+    assert len(heard) == 1 and heard[0].startswith("measuring this machine's GEMM and copy ceilings")  # minutes, maybe
+    assert machine_ceiling(log=heard.append) == first and measured == [2048] and len(heard) == 1  # cached: silent
     files = list(_cache.glob("ceiling-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text())["key"]["threads"] == torch.get_num_threads()
     machine_ceiling(refresh=True)

@@ -84,7 +84,7 @@ def test_export_cli_missing_output_directory_is_one_line(tmp_path, capsys):
     code = main(["export", "efficientnet_b0", "--format", "torchscript", "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert f"directory {out.parent} does not exist" in err and "Traceback" not in err
+    assert f"the folder {out.parent} does not exist" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flag, value", [("--resolution", "-3"), ("--resolution", "0"), ("--resolution", "x"),
@@ -126,6 +126,8 @@ def test_export_into_a_directory_path_is_refused(tmp_path):
 def test_export_cli_format_json_prints_the_report_and_infers_the_file_format(tmp_path, capsys):
     out = tmp_path / "b0.pt"
     code = main(["export", "efficientnet_b0", "--format", "json", "-o", str(out), "--resolution", "32"])
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert code == 0 and out.is_file()
     assert report["format"] == "torchscript" and report["ok"] is True and report["resolution"] == 32
+    assert "neither --pretrained nor --weights given" in captured.err and "randomly initialised" in captured.err

@@ -57,6 +57,22 @@ def test_predict_cli_table_names_skipped_files_and_succeeds(photo_dir, capsys):
     assert "skipped" in err and "broken.jpg" in err and "notes.txt: not an image file" in err
 
 
+def test_predict_cli_strict_fails_on_an_unreadable_input(photo_dir, capsys):
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir), "--strict"])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2 and captured.out == "" and len(err) == 1
+    assert "broken.jpg" in err[0] and "(and 1 more); --strict stops at unreadable inputs" in err[0]
+
+
+def test_predict_cli_top_is_at_most_the_classes(photo_dir, capsys):
+    image = str(photo_dir / "coffee.png")
+    assert main(["predict", "efficientnet_lite0", "--pretrained", image, "--top", "1001"]) == 2
+    assert "--top: got 1001, expected at most the model's 1000 classes" in capsys.readouterr().err
+    assert main(["predict", "efficientnet_lite0", "--pretrained", image, "--top", "1000", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["predictions"][0]["top"]) == 1000
+
+
 def test_predict_cli_json(photo_dir, capsys):
     code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png"), "--top", "1",
                  "--format", "json"])

@@ -178,3 +178,28 @@ def test_onnxruntime_leaves_no_temporary_files(model, x, tmp_path, monkeypatch):
     rt = load_runtime(model, "onnxruntime", "int8", calibration=torch.randn(8, 3, 32, 32))
     assert rt(x).shape == (3, 10)  # the session keeps the model after its files are gone
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_ov
+def test_openvino_bf16_on_a_cpu_without_bf16_says_it_runs_f32(model, x, monkeypatch):
+    """OpenVINO quietly keeps f32 where the CPU has no bf16 unit; the runtime says so once, instead of letting bf16
+    numbers be reported that are f32 ones."""
+    from effnet.runtime import openvino_engine
+
+    class F32Compiled:
+        def __init__(self, compiled):
+            self.compiled = compiled
+
+        def get_property(self, key):
+            return "<type: 'f32'>" if key == "INFERENCE_PRECISION_HINT" else self.compiled.get_property(key)
+
+        def __getattr__(self, name):
+            return getattr(self.compiled, name)
+
+    monkeypatch.setattr(openvino_engine, "_warn_if_not_bf16",
+                        lambda compiled, check=openvino_engine._warn_if_not_bf16: check(F32Compiled(compiled)))
+    rt = load_runtime(model, "openvino", "bf16")
+    with pytest.warns(UserWarning, match="no bf16 unit .* OpenVINO infers in f32") as caught:
+        rt(x)
+        rt(x)
+    assert len([w for w in caught if "bf16 unit" in str(w.message)]) == 1

@@ -174,7 +174,8 @@ def _copy_gbs(megabytes: int, repeats: int) -> float:
 
 def measure_ceiling(size: int = 2048, repeats: int = 3, copy_mb: int = 256) -> Ceiling:
     """Measure the GEMM ceilings (an n×n product, n = `size`, best of `repeats` after one warm-up) and the copy
-    bandwidth (`copy_mb` MB) on torch's current threads.  About a second at the defaults on 2 cores."""
+    bandwidth (`copy_mb` MB) on torch's current threads.  Seconds at the defaults where the CPU has bf16 and int8
+    units (AMX, AVX512-BF16/VNNI); much longer without them, where those products take torch's slow paths."""
     if size < 16 or repeats < 1 or copy_mb < 1:
         raise ValueError(f"measure_ceiling: size {size}, repeats {repeats}, copy_mb {copy_mb}; expected size >= 16, "
                          "repeats >= 1, copy_mb >= 1")
@@ -225,16 +226,20 @@ def _quieter_now(cached: Ceiling) -> bool:
 
 
 def machine_ceiling(*, refresh: bool = False, folder: str | Path | None = None, size: int = 2048, repeats: int = 3,
-                    copy_mb: int = 256) -> Ceiling:
+                    copy_mb: int = 256, log: Callable[[str], None] | None = None) -> Ceiling:
     """This machine's ceiling on torch's current threads: the cached measurement for this CPU, threads and torch
     (whatever size it was measured at; measured again when it was taken under load and the machine is quieter now),
     else a new one (`measure_ceiling(size, repeats, copy_mb)`), cached.
-    `refresh` measures again; `folder` overrides `cache_dir()`.  A cache that cannot be written is left alone."""
+    `refresh` measures again; `folder` overrides `cache_dir()`; `log` hears that a measurement starts (it can take
+    minutes where the CPU has no bf16 or int8 unit).  A cache that cannot be written is left alone."""
     key = ceiling_key()
     path = _cache_file(key, Path(folder) if folder is not None else cache_dir())
     cached = None if refresh else _load(path, key)
     if cached is not None and not _quieter_now(cached):
         return cached
+    if log is not None:
+        log(f"measuring this machine's GEMM and copy ceilings on {torch.get_num_threads()} thread(s), once per CPU, "
+            f"thread count and torch (cached in {path}) ...")
     ceiling = measure_ceiling(size, repeats, copy_mb)
     if cached is not None and cached.fp32_gmacs > ceiling.fp32_gmacs:
         return cached  # measured again, and still lower: the cached one stands

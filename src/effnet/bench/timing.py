@@ -170,7 +170,7 @@ def run_bench(
     macs = count_macs(spec, res)
     if mode == "train":
         macs *= 3  # forward + input and weight gradients
-    mach = machine(ceiling=machine_ceiling())  # the measured fp32 ceiling, cached per machine
+    mach = machine(ceiling=machine_ceiling(log=log))  # the measured fp32 ceiling, cached per machine
     make = (lambda p: infer_candidate(model_name, p, calibration, spec)) if mode == "infer" else \
         (lambda p: train_candidate(model_name, p, spec))
     results: list[Result] = []

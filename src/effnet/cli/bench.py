@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import asdict
 
 from effnet.bench import (
@@ -90,8 +92,6 @@ def _batches(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
     import torch
 
     if args.threads:
@@ -108,10 +108,10 @@ def run(args: argparse.Namespace) -> int:
         from effnet.data.calibration import calibration_images
 
         calibration = calibration_images(args.model, 64, args.resolution)
-    log = (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+    log = _progress(args)
     batches = _batches(args.batch)
     if args.refresh_ceiling:
-        machine_ceiling(refresh=True)  # run_bench reads the cache this refreshes
+        machine_ceiling(refresh=True, log=log)  # run_bench reads the cache this refreshes
     report = run_bench(args.model, batches=batches, mode=args.mode, paths=paths, peers=peers,
                        resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
                        calibration=calibration, isolate_memory=args.isolate_memory, log=log)
@@ -140,6 +140,11 @@ def _auto_choices(model_name: str, batches: list[int], resolution: int, log) -> 
     return choices
 
 
+def _progress(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where progress lines go: stderr, unless --quiet."""
+    return (lambda s: None) if args.quiet else (lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+
+
 def _run_layers(args: argparse.Namespace) -> int:
     from effnet.registry import get_spec
 
@@ -152,7 +157,8 @@ def _run_layers(args: argparse.Namespace) -> int:
                          f"{', '.join(LAYER_PATHS)}")
     batch = _batches(args.batch)[0]
     spec = get_spec(args.model)
-    mach = machine(ceiling=machine_ceiling(refresh=args.refresh_ceiling))
+    log = _progress(args)
+    mach = machine(ceiling=machine_ceiling(refresh=args.refresh_ceiling, log=log))
     report = layer_report(spec, batch=batch, resolution=args.resolution, path=paths[0], ceiling=mach.ceiling,
                           repeats=args.repeats, warmup=args.warmup)
     if args.format == "json":

@@ -33,7 +33,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                 "effnet predict efficientnet_b0 --weights b0.safetensors photos/ --format json"),
     "bench": ("effnet bench efficientnet_b0", "effnet bench efficientnet_b0 --mode train --batch-size 16"),
     "export": ("effnet export efficientnet_lite0 --pretrained --format onnx -o lite0.onnx",
-               "effnet export efficientnet_b0 --format torchscript -o b0.pt --resolution 240"),
+               "effnet export efficientnet_lite1 --pretrained --format torchscript -o lite1.pt --resolution 240"),
     "train": ("effnet train fashion-mnist --model efficientnet_lite0 --pretrained --resolution 64 --epochs 3",
               "effnet train my_images/ --model efficientnet_b0 --out runs/b0 --resume"),
     "eval": ("effnet eval runs/b0 fashion-mnist", "effnet eval runs/b0/checkpoints/best.pt my_images/ --split test"),

@@ -16,6 +16,8 @@ from effnet.report import format_table
 from effnet.runtime import ENGINES, PRECISIONS, runtime_module
 from effnet.runtime.auto import announce_choices
 
+DEFAULT_TOP = 5
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images with a pretrained or converted model")
@@ -24,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
     weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
-    p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("--top", type=positive_int, default=None,
+                   help="classes to show per image, at most the model's classes (default 5, or all when fewer)")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (exit 2) when any input cannot be read as an image, instead of skipping it")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--runtime", choices=ENGINES, default="torch",
@@ -45,6 +50,10 @@ def _labels(num_classes: int) -> tuple[str, ...] | None:
 
 def run_predict(args: argparse.Namespace) -> int:
     model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
+    classes = model.spec.num_classes
+    if args.top is not None and args.top > classes:
+        raise EffnetError(f"--top: got {args.top}, expected at most the model's {classes} classes")
+    top = args.top or min(DEFAULT_TOP, classes)
     config = model_config(model.spec, None if args.pretrained else args.weights)
     # int8 calibrates on photos preprocessed as the predictions are (a weights file's normalisation included)
     calibration = calibration_images(config) if args.precision == "int8" else None
@@ -52,8 +61,12 @@ def run_predict(args: argparse.Namespace) -> int:
     with announce_choices("effnet predict"):
         model = runtime_module(model, args.runtime, args.precision, calibration=calibration,
                                resolution=config.resolution, **auto)
-    result = classify(model, config, args.images, labels=_labels(model.spec.num_classes), top=args.top,
-                      batch_size=args.batch_size)
+    result = classify(model, config, args.images, labels=_labels(classes), top=top, batch_size=args.batch_size)
+    if args.strict and result.skipped:
+        first = result.skipped[0]
+        more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
+        raise EffnetError(f"{first.path}: {first.reason}{more}; --strict stops at unreadable inputs (drop it to "
+                          "skip them)")
     if args.format == "json":
         print(json.dumps({"model": model.spec.name, "predictions": [p.to_dict() for p in result.predictions],
                           "skipped": [s.to_dict() for s in result.skipped]}, indent=2))

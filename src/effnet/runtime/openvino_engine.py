@@ -6,6 +6,7 @@ On AMX/AVX512-BF16 CPUs OpenVINO silently infers in bf16 by default; fp32 pins I
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,19 @@ def quantize_openvino(ov_model, calibration: torch.Tensor | np.ndarray):
                              advanced_parameters=advanced)
 
 
+def _warn_if_not_bf16(compiled) -> None:
+    """OpenVINO quietly keeps f32 where the CPU has no bf16 unit (neither AMX nor AVX512-BF16): say so, since the
+    caller asked for bf16 and would otherwise report bf16 numbers that are f32 ones."""
+    try:
+        used = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()  # e.g. "<type: 'bfloat16'>"
+    except Exception:  # a plugin without the property: nothing to check
+        return
+    used = used.split("'")[1] if used.count("'") >= 2 else used
+    if used not in ("bf16", "bfloat16"):
+        warnings.warn(f"openvino: --precision bf16 asked, but this CPU has no bf16 unit (AMX or AVX512-BF16), so "
+                      f"OpenVINO infers in {used}; the results are fp32 ones", stacklevel=2)
+
+
 class OpenVinoRuntime(Runtime):
     """OpenVINO CPU plugin, one compiled model per input shape (static shapes run faster than dynamic ones).
 
@@ -78,6 +92,7 @@ class OpenVinoRuntime(Runtime):
             self.config["INFERENCE_PRECISION_HINT"] = "f32"
         elif precision == "bf16":
             self.config["INFERENCE_PRECISION_HINT"] = "bf16"
+        self._warned = False
         self._compiled: dict[tuple[int, ...], object] = {}  # LATENCY mode, one request on all threads
         self._streams: dict[tuple[int, ...], list] = {}  # THROUGHPUT mode: one request per single-threaded stream
 
@@ -85,7 +100,11 @@ class OpenVinoRuntime(Runtime):
         ov = _require("openvino")
         model = self.model.clone()
         model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
-        return self.core.compile_model(model, "CPU", config)
+        compiled = self.core.compile_model(model, "CPU", config)
+        if self.precision == "bf16" and not self._warned:
+            _warn_if_not_bf16(compiled)
+            self._warned = True
+        return compiled
 
     def _for_shape(self, shape: tuple[int, ...]):
         compiled = self._compiled.get(shape)
