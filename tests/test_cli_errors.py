@@ -156,6 +156,7 @@ CASES: list[tuple[str, str]] = [
     ("eval {text} fashion-mnist --device gpu", "--device"),
     ("eval {text} fashion-mnist --subset 0", "--subset"),
     ("eval {text} fashion-mnist --crop-fraction 0", "--crop-fraction"),
+    ("eval {text} fashion-mnist --calibration 32", "--calibration 32"),
     ("eval {text} fashion-mnist --crop-fraction nan", "--crop-fraction"),
     ("eval {text} fashion-mnist --crop-fraction 2", "--crop-fraction"),
     # plot, runs

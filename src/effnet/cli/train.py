@@ -24,6 +24,9 @@ from effnet.train.config import ConfigError, TrainConfig
 _D = {f.name: f.default for f in fields(TrainConfig)}
 
 
+EVAL_CALIBRATION = 64
+"""Train-split images `effnet eval --precision int8` calibrates on by default."""
+
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 """The figure formats `effnet plot -o` writes (matplotlib picks the format from the suffix)."""
 
@@ -250,8 +253,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
                    help="engine (default %(default)s: eager PyTorch; auto: the fastest one here, timed once, cached)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="fp32, bf16 (AMX) or int8 (post-training quantization); default %(default)s")
-    g.add_argument("--calibration", type=positive_int, default=64, metavar="N",
-                   help="int8: calibrate on N train-split images (default %(default)s)")
+    g.add_argument("--calibration", type=positive_int, default=None, metavar="N",
+                   help=f"int8: calibrate on N train-split images (default {EVAL_CALIBRATION})")
     p.set_defaults(func=run_eval)
 
 
@@ -262,11 +265,14 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.calibration is not None and args.precision != "int8":
+        raise EffnetError(f"--calibration {args.calibration}: calibrates int8 quantization, unused by --precision "
+                          f"{args.precision}; drop it or add --precision int8")
     with announce_choices("effnet eval"):  # what --runtime auto chose, one line on stderr
         r = evaluate_checkpoint(args.checkpoint, data_source(args), split=args.split, batch_size=args.batch_size,
                                 workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
                                 subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
-                                precision=args.precision, calibration=args.calibration)
+                                precision=args.precision, calibration=args.calibration or EVAL_CALIBRATION)
     print(f"{r['checkpoint']} (step {r['step']}) on {r['data']} at {r['resolution']} px")
     if (args.runtime, args.precision) != ("torch", "fp32"):
         calibrated = f", calibrated on {r['calibration_images']} train-split images" if args.precision == "int8" else ""
