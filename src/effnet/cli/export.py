@@ -55,10 +55,10 @@ def run_export(args: argparse.Namespace) -> int:
     check_output_file(args.output)
     pretrained = True if args.pretrained else (args.weights or False)
     model = create_model(args.model, pretrained=pretrained)
+    report = export(model, args.output, file_format, resolution=args.resolution, tolerance=args.tolerance)
     if not pretrained:
         print(f"effnet export: note: neither --pretrained nor --weights given, so {args.output} holds randomly "
               "initialised weights (fine for testing a deployment path, not for predictions)", file=sys.stderr)
-    report = export(model, args.output, file_format, resolution=args.resolution, tolerance=args.tolerance)
     if report_format == "json":
         print(json.dumps({**report.__dict__, "ok": report.ok}, indent=2))
         return 0
