@@ -147,6 +147,10 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --out run --pretrained missing.safetensors", "missing.safetensors"),
     ("train fashion-mnist --model {tiny_spec} --out run --resume missing.pt", "missing.pt"),
     ("train fashion-mnist --model {tiny_spec} --out {folder} --train-subset 8 --batch-size 16", "--batch-size"),
+    ("train fashion-mnist --model {tiny_spec} --out {kept} --pretrained missing.safetensors", "missing.safetensors"),
+    ("train fashion-mnist --model {tiny_spec} --out deep/a/b --pretrained missing.safetensors", "missing.safetensors"),
+    ("train fashion-mnist --model {tiny_spec} --train-subset 100000 --recipe", "--train-subset"),
+    ("train {folder} --model {tiny_spec} --no-test", "--no-test needs a holdout"),
     # eval
     ("eval missing.pt fashion-mnist", "missing.pt"),
     ("eval {text} fashion-mnist", "notes.txt"),
@@ -161,6 +165,7 @@ CASES: list[tuple[str, str]] = [
     ("eval {text} fashion-mnist --crop-fraction 2", "--crop-fraction"),
     # plot, runs
     ("plot missing_dir -o x.png", "missing_dir"),
+    ("plot missing_dir", "missing_dir: no metrics.jsonl"),
     ("plot {folder} -o /proc/effnet/x.png", "/proc/effnet/x.png"),
     ("plot {folder} -o curves.txt", "curves.txt"),
     ("plot {folder} -o {folder}", "folder"),
@@ -189,6 +194,9 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "notes.txt").write_text("not a model, an image or a checkpoint\n")
     (root / "bad_spec.json").write_text(json.dumps({"name": "bad", "stages": "not a list"}))
     (root / "folder").mkdir()
+    (root / "kept").mkdir()  # files with the names effnet writes, not from a run: a failed run must leave them
+    for name in ("curves.png", "record.json", "notes.md"):
+        (root / "kept" / name).write_text("a user's file\n")
     (root / "empty.pt").write_bytes(b"")
     (root / "existing.onnx").write_bytes(b"an existing output that must survive")
     Image.new("RGB", (40, 40), (200, 30, 30)).save(root / "red.png")
@@ -206,7 +214,7 @@ def files(tmp_path_factory) -> dict[str, str]:
             f.attrs["note"] = "an HDF5 file without layer weights"
     except ImportError:
         (root / "no_weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
-    names = {"text": "notes.txt", "bad_spec": "bad_spec.json", "folder": "folder", "empty_pt": "empty.pt",
+    names = {"text": "notes.txt", "bad_spec": "bad_spec.json", "folder": "folder", "kept": "kept", "empty_pt": "empty.pt",
              "existing": "existing.onnx", "image": "red.png", "tiny_spec": "tiny_spec.json",
              "tiny_weights": "tiny.safetensors", "other_weights": "other.pth", "truncated": "truncated.safetensors",
              "no_weights_h5": "no_weights.h5"}

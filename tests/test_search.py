@@ -165,6 +165,7 @@ def test_bad_storage_folder_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("content, name, match", [
     (b"my notes\n", "notes.txt", "is not an Optuna journal"),
     (b"no newline at all", "notes.txt", "is not an Optuna journal"),
+    (b'{"model": "b0", "lr": 0.1}', "config.json", "is not an Optuna journal"),  # json.dump writes no newline
     (b"", "model.pt", "empty file not named"),
     (b'{"op_code":0,"study_name":"s"}\nGARBAGE\n{"op_code":1}\n', "s.journal", "line 2 is not a journal record"),
 ])
@@ -200,6 +201,25 @@ def test_malformed_or_unwritable_storage_is_one_clear_error(tmp_path, monkeypatc
 def test_a_folder_as_storage_is_refused(tmp_path):
     with pytest.raises(SearchError, match="is a folder"):
         study_module.make_storage(str(tmp_path))
+
+
+def test_a_report_refuses_a_sqlite_file_that_is_not_an_optuna_database(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE notes (text TEXT)")
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(SearchError, match="not an Optuna database"):
+        open_study(f"sqlite:///{db}", "s", GRID, {}, create=False)
+    assert db.read_bytes() == before
+
+
+def test_a_study_name_with_a_colon_is_a_journal_path_not_a_url(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    open_study("b0:fashion.journal", "s", GRID, {})
+    assert (tmp_path / "b0:fashion.journal").is_file()
 
 
 def test_a_report_writes_nothing(tmp_path):

@@ -140,7 +140,6 @@ def test_bad_dataset_fails_before_any_work(tmp_path, setup, message):
     ({"train_subset": 49}, "train_subset: got 49, expected at most the 48 training images"),
     ({"val_subset": 7}, "val_subset: got 7, expected at most the 6 validation images"),
     ({"test_subset": 4}, "test_subset: got 4, expected it only with a holdout"),
-    ({"test": False}, "test: got False, expected it only with a holdout"),
     ({"holdout": 6, "test_subset": 7}, "test_subset: got 7, expected at most the 6 test images"),
 ])
 def test_subsets_larger_than_the_data_or_a_test_without_holdout_are_refused(folder, tmp_path, settings, message):
@@ -148,6 +147,13 @@ def test_subsets_larger_than_the_data_or_a_test_without_holdout_are_refused(fold
     with pytest.raises(EffnetError, match=message):
         Trainer(_cfg(folder, tmp_path, epochs=1, **settings))
     assert not (tmp_path / "run").exists()
+
+
+def test_no_test_split_asked_for_on_a_folder_is_no_error(folder, tmp_path):
+    """The grid searches train with test=False on any data: a folder (validated on its val/) has no test split to
+    skip, and that is not an error (only a test subset there is)."""
+    trainer = Trainer(_cfg(folder, tmp_path, steps=1, test=False))
+    trainer.close()
 
 
 @pytest.mark.parametrize("resolution", [0, 7, 5000])

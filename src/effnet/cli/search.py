@@ -112,6 +112,9 @@ def run_coefficients(args: argparse.Namespace) -> int:
     study_name = args.study or study_name_for(config)
     storage = args.storage or f"{study_name}.journal"
     if not args.report_only:
+        from effnet.search.study import make_storage
+
+        make_storage(storage)  # a storage that is not one is refused before the banner and any work
         seeds = "" if config.seeds == 1 else f" x {config.seeds} seeds (a study each)"
         header = (f"study {study_name!r} in {storage}: {len(grid)} grid points{seeds}, phi={config.phi:g}, budget "
                   f"per point {json.dumps(config.train, sort_keys=True)}")

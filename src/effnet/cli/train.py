@@ -15,6 +15,7 @@ from effnet.cli._args import (
     pixels,
     positive_int,
 )
+from effnet.data import is_fashion_mnist
 from effnet.errors import EffnetError
 from effnet.report import format_duration, format_table
 from effnet.runtime import ENGINES, PRECISIONS
@@ -27,7 +28,7 @@ _D = {f.name: f.default for f in fields(TrainConfig)}
 EVAL_CALIBRATION = 64
 """Train-split images `effnet eval --precision int8` calibrates on by default."""
 
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".eps", ".ps", ".tif", ".tiff")
 """The figure formats `effnet plot -o` writes (matplotlib picks the format from the suffix)."""
 
 
@@ -145,13 +146,24 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                           "images, scaled by the batch) would be ignored; give one")
     rmsprop_only = [f for f, v in (("--eps", args.eps), ("--rmsprop-decay", args.rmsprop_decay)) if v is not None]
     if args.optimizer != "rmsproptf" and rmsprop_only:
-        raise EffnetError(f"{' and '.join(rmsprop_only)} only apply to --optimizer rmsproptf, not {args.optimizer}; "
-                          "drop them or change the optimizer")
+        raise EffnetError(f"{_only_for(rmsprop_only)} to --optimizer rmsproptf, not {args.optimizer}; drop "
+                          f"{_them(rmsprop_only)} or change the optimizer")
     randaugment = [f for f, v in (("--randaugment-n", args.randaugment_n), ("--randaugment-m", args.randaugment_m))
                    if v is not None]
     if args.augment != "randaugment" and randaugment:
-        raise EffnetError(f"{' and '.join(randaugment)} only apply to --augment randaugment, not {args.augment}; "
-                          "drop them or change the augmentation")
+        raise EffnetError(f"{_only_for(randaugment)} to --augment randaugment, not {args.augment}; drop "
+                          f"{_them(randaugment)} or change the augmentation")
+    if args.no_test and not is_fashion_mnist(data_source(args)) and not args.holdout:
+        raise EffnetError("--no-test needs a holdout (--holdout N): an image folder is validated on its own val/ "
+                          "split, and then no test split is evaluated anyway")
+
+
+def _only_for(flags: list[str]) -> str:
+    return f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only"
+
+
+def _them(flags: list[str]) -> str:
+    return "it" if len(flags) == 1 else "them"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -206,7 +218,10 @@ def run_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _with_flag(exc) from None
     if args.recipe:
-        plan, name = plan_run(config)
+        try:
+            plan, name = plan_run(config)
+        except ConfigError as exc:  # found once the data is open, as in a run
+            raise _with_flag(exc) from None
         for key, value in recipe_lines(config, plan, name):
             print(f"{key:20s} {value}")
         return 0
@@ -296,8 +311,9 @@ def run_plot(args: argparse.Namespace) -> int:
     if labels is not None and len(labels) != len(args.run_dirs):
         raise EffnetError(f"--labels: got {len(labels)} label(s) for {len(args.run_dirs)} run folder(s); give one "
                           "per RUN_DIR, separated by commas")
+    if args.out:  # the default, RUN_DIR/curves.png, is checked with the run folder itself
+        check_output_file(args.out, suffixes=PLOT_SUFFIXES)
     out = args.out or str(Path(args.run_dirs[0]) / "curves.png")
-    check_output_file(out, suffixes=PLOT_SUFFIXES)
     print(plot_runs(args.run_dirs, out, labels))
     return 0
 

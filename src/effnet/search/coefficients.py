@@ -113,7 +113,7 @@ def open_coefficient_study(storage: str | None, study_name: str, config: SearchC
                           "effnet (no validation mark); start a new search with another --storage or --study")
     if held is None and create:
         study.set_user_attr(SCORE_ATTR, SCORE)
-    elif held != SCORE:
+    elif held is not None and held != SCORE:
         raise SearchError(f"study {study_name!r} in {storage}: its trials are scored as {held!r}, expected {SCORE!r}; "
                           "use another --storage or --study")
     return study

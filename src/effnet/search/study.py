@@ -25,6 +25,7 @@ How each grid point is trained exactly once, even when a worker is killed:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -68,8 +69,11 @@ def _driver_says(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")
+_URL_LIKE = re.compile(r"^(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?:", re.IGNORECASE)
 """`sqlite:x.db`, `postgresql:/db`: a database URL missing its `//`, which would otherwise be taken for a file name."""
+
+_RECORD_START = b'{"op_code":'
+"""How every record of an Optuna journal starts (compact JSON, `op_code` first)."""
 
 _EMPTY_JOURNAL_SUFFIXES = (".journal", ".log")
 
@@ -115,6 +119,9 @@ def _database(storage: str, *, create: bool) -> optuna.storages.RDBStorage:
         if file and file != ":memory:" and not Path(file).is_file():
             raise SearchError(f"--storage {storage!r}: no such SQLite file, so nothing is recorded there; check the "
                               "path, or run without --report-only first")
+        if file and file != ":memory:" and not _has_optuna_tables(Path(file)):
+            raise SearchError(f"--storage {storage!r}: not an Optuna database (no studies table); it was left "
+                              "untouched. Give the database the search or experiment wrote")
     engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
@@ -127,6 +134,18 @@ def _database(storage: str, *, create: bool) -> optuna.storages.RDBStorage:
                               "reachable database URL such as sqlite:///search.db or postgresql://user@host/db, "
                               "or a journal file path") from None
     raise AssertionError("unreachable")
+
+
+def _has_optuna_tables(path: Path) -> bool:
+    """Whether a SQLite file holds Optuna's tables, read without writing (a report must not create them)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone()
+            return found is not None
+    except sqlite3.Error:
+        return False
 
 
 def _check_journal(path: Path, storage: str) -> None:
@@ -142,7 +161,7 @@ def _check_journal(path: Path, storage: str) -> None:
     lines = data.split(b"\n")
     for number, line in enumerate(lines, start=1):
         if number == len(lines):  # the part after the last newline: empty, or a record being written
-            record = {"op_code": None} if not line or line.startswith(b"{") else None
+            record = {"op_code": None} if not line or line.startswith(_RECORD_START) else None
         else:
             try:
                 record = json.loads(line)

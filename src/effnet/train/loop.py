@@ -100,12 +100,12 @@ class Trainer:
             summary_writer()  # a missing extra is said before any work starts
         spec = get_spec(c.model)
         self.train_src, self.val_src, self.test_src = open_data(c)
-        self._claimed_unoccupied, self._found = False, None
+        self._claimed_unoccupied, self._before = False, None
         try:
             self._setup(spec)
         except BaseException:
             if self._locked and self._claimed_unoccupied:  # the run never started: leave no trace of it
-                folder.abandon(self.run_dir, found=self._found)
+                folder.abandon(self.run_dir, self._before)
                 self._locked = False
             self.close()
             raise
@@ -155,7 +155,7 @@ class Trainer:
             return
         if not (c.resume or c.overwrite):
             folder.refuse_if_occupied(d)  # before the lock: a refused run writes nothing
-        self._found = d.stat() if d.is_dir() else None
+        self._before = folder.FolderBefore.of(d)
         self._claimed_unoccupied = not folder.is_occupied(d)
         folder.acquire(d)
         self._locked = True

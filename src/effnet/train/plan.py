@@ -49,10 +49,9 @@ def open_data(c: TrainConfig) -> tuple[ImageSource, ImageSource, ImageSource | N
         keep = len(train) - n
         train, val, test = (SubsetSource(train, list(range(keep)), f"{train.name} [:{keep}]"),
                             SubsetSource(train, list(range(keep, len(train))), f"{train.name} [{keep}:]"), val)
-    elif c.test_subset is not None or not c.test:
-        field, value = ("test_subset", c.test_subset) if c.test_subset is not None else ("test", False)
-        raise ConfigError(f"{field}: got {value!r}, expected it only with a holdout (--holdout N): {c.data} is "
-                          "validated on its own val/ split, so no test split is evaluated")
+    elif c.test_subset is not None:
+        raise ConfigError(f"test_subset: got {c.test_subset}, expected it only with a holdout (--holdout N): "
+                          f"{c.data} is validated on its own val/ split, so no test split is evaluated")
     for field, source, what in (("train_subset", train, "training"), ("val_subset", val, "validation"),
                                 ("test_subset", test, "test")):
         size = getattr(c, field)

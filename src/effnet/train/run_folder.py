@@ -27,6 +27,7 @@ import shutil
 import socket
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,23 +172,51 @@ def release(folder: str | Path) -> None:
         os.close(fd)  # closing the descriptor drops the record lock
 
 
-def abandon(folder: str | Path, *, found: os.stat_result | None) -> None:
+@dataclass(frozen=True)
+class FolderBefore:
+    """A run folder as a claim found it, so that `abandon` can put it back: the names it held and its times, or
+    (when it did not exist) the outermost folder the claim would create."""
+
+    names: frozenset[str] | None
+    times: tuple[int, int] | None
+    created: Path | None
+
+    @classmethod
+    def of(cls, folder: str | Path) -> FolderBefore:
+        folder = Path(folder)
+        if folder.is_dir():
+            st = folder.stat()
+            return cls(frozenset(os.listdir(folder)), (st.st_atime_ns, st.st_mtime_ns), None)
+        created = folder.absolute()
+        while not created.parent.exists():
+            created = created.parent
+        return cls(None, None, created)
+
+
+def abandon(folder: str | Path, before: FolderBefore) -> None:
     """Undo the claim of a run that never started (its set-up failed on bad input), so that a failed command
-    leaves the folder as it `found` it (its stat before the claim; None: it did not exist): the files effnet wrote
-    there are removed (a user's own files stay), the lock file while still held, then the folder itself when this
-    run created it and it is empty again, or else its times are put back."""
+    leaves the folder as it was `before`: the files effnet wrote there since are removed (files that were there
+    stay, whoever wrote them), the lock file while still held, then the folders the claim created when they are
+    empty again, or else the folder's times are put back."""
     folder = Path(folder)
+    old = before.names or frozenset()
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name != LOCK and p.is_file() and _written_by_effnet(p):
+            if p.name not in old and p.name != LOCK and p.is_file() and _written_by_effnet(p):
                 p.unlink()
-        (folder / LOCK).unlink(missing_ok=True)
+        if LOCK not in old:
+            (folder / LOCK).unlink(missing_ok=True)
     release(folder)
     with contextlib.suppress(OSError):
-        if found is None:
-            folder.rmdir()  # only when empty
-        else:
-            os.utime(folder, ns=(found.st_atime_ns, found.st_mtime_ns))
+        if before.times is not None:
+            os.utime(folder, ns=before.times)
+            return
+        here = folder.absolute()
+        while True:  # only empty folders go, from the run folder up to the outermost one the claim created
+            here.rmdir()
+            if before.created is None or here == before.created:
+                break
+            here = here.parent
 
 
 # -- the run record ---------------------------------------------------------------------------------------------------
