@@ -214,8 +214,8 @@ def files(tmp_path_factory) -> dict[str, str]:
             f.attrs["note"] = "an HDF5 file without layer weights"
     except ImportError:
         (root / "no_weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
-    names = {"text": "notes.txt", "bad_spec": "bad_spec.json", "folder": "folder", "kept": "kept", "empty_pt": "empty.pt",
-             "existing": "existing.onnx", "image": "red.png", "tiny_spec": "tiny_spec.json",
+    names = {"text": "notes.txt", "bad_spec": "bad_spec.json", "folder": "folder", "kept": "kept",
+             "empty_pt": "empty.pt", "existing": "existing.onnx", "image": "red.png", "tiny_spec": "tiny_spec.json",
              "tiny_weights": "tiny.safetensors", "other_weights": "other.pth", "truncated": "truncated.safetensors",
              "no_weights_h5": "no_weights.h5"}
     return {"root": str(root), **names}
