@@ -22,7 +22,7 @@ def _train_args(data, spec, out):
 def test_recipe_prints_the_effective_paper_settings(setup, capsys):
     root, data, spec = setup
     assert main(_train_args(data, spec, root / "r") + ["--recipe", "--batch-size", "512"]) == 2  # too few images
-    assert "batch_size: got 512" in capsys.readouterr().err
+    assert "--batch-size: got 512" in capsys.readouterr().err
     assert main(_train_args(data, spec, root / "r") + ["--recipe"]) == 0
     out = capsys.readouterr().out
     assert "0.0005 (0.016 x 8/256)" in out
