@@ -209,27 +209,12 @@ def _with_flag(exc: ConfigError) -> ConfigError:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from effnet.train import check_config, plan_run, recipe_lines, train
-
     check_flag_conflicts(args)
-    config = config_from_args(args)
     try:
-        check_config(config)
-    except ConfigError as exc:
+        result = _recipe_or_train(args)
+    except ConfigError as exc:  # before any work, or once the data is open (a batch larger than the training set)
         raise _with_flag(exc) from None
-    if args.recipe:
-        try:
-            plan, name = plan_run(config)
-        except ConfigError as exc:  # found once the data is open, as in a run
-            raise _with_flag(exc) from None
-        for key, value in recipe_lines(config, plan, name):
-            print(f"{key:20s} {value}")
-        return 0
-    try:
-        result = train(config)
-    except ConfigError as exc:  # found once the data is open (e.g. a batch larger than the training set)
-        raise _with_flag(exc) from None
-    if result.run_dir is None or not _is_main():
+    if result is None or result.run_dir is None or not _is_main():
         return 0
     ema = f"; EMA top-1 {result.ema_top1:.2f}% top-5 {result.ema_top5:.2f}%" if result.ema_top1 is not None else ""
     print(f"done: {result.steps} steps ({result.epochs:.2f} epochs) in {result.wall_s:.0f}s, "
@@ -239,6 +224,20 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"test: top-1 {result.test_top1:.2f}% top-5 {result.test_top5:.2f}% on {result.test_images} images, "
               f"{result.selected_weights} weights of step {result.selected_step} (chosen on validation; test.json)")
     return 0
+
+
+def _recipe_or_train(args: argparse.Namespace):
+    """The run's result, or None after printing the recipe (--recipe)."""
+    from effnet.train import check_config, plan_run, recipe_lines, train
+
+    config = config_from_args(args)
+    check_config(config)
+    if not args.recipe:
+        return train(config)
+    plan, name = plan_run(config)
+    for key, value in recipe_lines(config, plan, name):
+        print(f"{key:20s} {value}")
+    return None
 
 
 def _is_main() -> bool:

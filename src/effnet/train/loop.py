@@ -100,11 +100,11 @@ class Trainer:
             summary_writer()  # a missing extra is said before any work starts
         spec = get_spec(c.model)
         self.train_src, self.val_src, self.test_src = open_data(c)
-        self._claimed_unoccupied, self._before = False, None
+        self._before: folder.FolderBefore | None = None  # set when this run claims an unoccupied folder
         try:
             self._setup(spec)
         except BaseException:
-            if self._locked and self._claimed_unoccupied:  # the run never started: leave no trace of it
+            if self._locked and self._before is not None:  # the run never started: leave no trace of it
                 folder.abandon(self.run_dir, self._before)
                 self._locked = False
             self.close()
@@ -155,8 +155,7 @@ class Trainer:
             return
         if not (c.resume or c.overwrite):
             folder.refuse_if_occupied(d)  # before the lock: a refused run writes nothing
-        self._before = folder.FolderBefore.of(d)
-        self._claimed_unoccupied = not folder.is_occupied(d)
+        self._before = None if folder.is_occupied(d) else folder.FolderBefore.of(d)
         folder.acquire(d)
         self._locked = True
         if c.overwrite:
