@@ -119,7 +119,7 @@ def test_export_save_errors_become_export_errors(tmp_path, monkeypatch):
 
 
 def test_export_into_a_directory_path_is_refused(tmp_path):
-    with pytest.raises(ExportError, match="it is a directory"):
+    with pytest.raises(ExportError, match="is a folder; expected a file name"):
         export(_tiny(), tmp_path, "torchscript")
 
 

@@ -1,13 +1,15 @@
-"""`effnet.files`: whole-or-nothing writes that leave a file's permissions as a plain write would."""
+"""`effnet.files`: whole-or-nothing writes that leave a file's permissions as a plain write would, and the check of
+an output file's place."""
 
 from __future__ import annotations
 
 import os
 import stat
 
+import pytest
 import torch
 
-from effnet.files import atomic_write_text, file_mode
+from effnet.files import atomic_write_text, file_mode, output_problem
 from effnet.weights.safe_load import write_safetensors
 
 
@@ -37,3 +39,29 @@ def test_a_written_safetensors_file_is_readable_by_others_as_a_plain_write_would
     finally:
         os.umask(old)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize(("name", "suffixes", "expected"), [
+    (".", (), "is a folder; expected a file name"),
+    ("missing/x.png", (), "the folder {tmp}/missing does not exist"),
+    ("plain.txt/x.png", (), "the folder {tmp}/plain.txt is not a folder"),
+    ("x.jpg", (".png",), "got suffix '.jpg', expected a .png file"),
+    ("x", (".json", ".csv"), "got no suffix, expected a .json or .csv file"),
+])
+def test_an_output_path_that_cannot_take_a_file_says_why(tmp_path, name, suffixes, expected):
+    (tmp_path / "plain.txt").write_text("x")
+    problem = output_problem(tmp_path / name, suffixes)
+    assert problem is not None and problem.startswith(expected.format(tmp=tmp_path))
+
+
+def test_a_writable_output_path_passes_and_the_probe_leaves_the_folder_as_found(tmp_path):
+    (tmp_path / "kept.png").write_bytes(b"old")
+    assert output_problem(tmp_path / "new.PNG", (".png",)) is None
+    assert output_problem(tmp_path / "kept.png", (".png",)) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]
+    assert (tmp_path / "kept.png").read_bytes() == b"old"
+
+
+def test_an_output_in_a_folder_that_refuses_writes_is_refused():
+    # /proc takes no new files, even from root (a chmod-ed folder would not stop root)
+    assert output_problem("/proc/effnet-out.onnx").startswith("cannot write there (")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from effnet.files import output_problem
 from effnet.runtime import ExportError, onnx_runner, openvino_runner, save_onnx, save_openvino
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -104,12 +105,10 @@ def parity(eager: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
 
 
 def _check_output(path: Path) -> Path:
-    """`path` if it can be written (its directory exists, it is not a directory), checked before exporting."""
-    if not path.parent.is_dir():
-        what = "is not a directory" if path.parent.exists() else "does not exist"
-        raise ExportError(f"{path}: cannot write: directory {path.parent} {what}; create it or choose another -o path")
-    if path.is_dir():
-        raise ExportError(f"{path}: cannot write: it is a directory; give a file path")
+    """`path` if an exported file can be written there (`effnet.files.output_problem`), checked before exporting."""
+    problem = output_problem(path)
+    if problem is not None:
+        raise ExportError(f"{path}: {problem}")
     return path
 
 

@@ -1,5 +1,5 @@
-"""Small file helpers shared across effnet, with no effnet imports of their own: whole-or-nothing text writes and
-the folder where effnet keeps what it measures about this machine."""
+"""Small file helpers shared across effnet, with no effnet imports of their own: whole-or-nothing text writes,
+the folder where effnet keeps what it measures about this machine, and the check of an output file's place."""
 
 from __future__ import annotations
 
@@ -58,6 +58,33 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(text))
 
 
+def output_problem(path: str | Path, suffixes: tuple[str, ...] = ()) -> str | None:
+    """Why `path` cannot take an output file, as the words that follow "PATH: " in an error line, or None when it
+    can: it is a folder, its folder is missing or not a folder, its suffix is not one of `suffixes` (when given, lower
+    case with the dot), or a file cannot be created there (tried: a file this creates is removed again).  Checked
+    before any work, so a long job does not fail at its last step."""
+    path = Path(path)
+    if path.is_dir():
+        example = path / ("out" + (suffixes[0] if suffixes else ""))
+        return f"is a folder; expected a file name (e.g. {example})"
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        return f"the folder {path.parent} {what}; create it first or choose another path"
+    if suffixes and path.suffix.lower() not in suffixes:
+        got = f"suffix {path.suffix!r}" if path.suffix else "no suffix"
+        expected = suffixes[0] if len(suffixes) == 1 else f"{', '.join(suffixes[:-1])} or {suffixes[-1]}"
+        return f"got {got}, expected a {expected} file"
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror}); choose a path in a folder you can write to"
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
+
+
 def cache_dir() -> Path:
     """Where effnet keeps what it measures about this machine: `$XDG_CACHE_HOME/effnet`, else `~/.cache/effnet`
     (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
@@ -65,4 +92,4 @@ def cache_dir() -> Path:
     return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
 
 
-__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir", "file_mode"]
+__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir", "file_mode", "output_problem"]

@@ -121,36 +121,13 @@ def deadline(text: str, now: float | None = None) -> float:
 
 
 def check_output_file(path: str, flag: str = "-o/--output", suffixes: tuple[str, ...] = ()) -> None:
-    """An output file's place, checked before any work: its folder exists, it is not itself a folder, its suffix is
-    one of `suffixes` (when given, lower case with the dot) and the file can be written there (tried: a file this
-    creates is removed again)."""
-    from pathlib import Path
-
+    """An output file's place, checked before any work (`effnet.files.output_problem`); the error names `flag`."""
     from effnet.errors import EffnetError
+    from effnet.files import output_problem
 
-    p = Path(path)
-    if p.is_dir():
-        example = p / ("out" + (suffixes[0] if suffixes else ""))
-        raise EffnetError(f"{flag} {path}: is a folder; expected a file name (e.g. {example})")
-    if not p.parent.is_dir():
-        what = "is not a folder" if p.parent.exists() else "does not exist"
-        raise EffnetError(f"{flag} {path}: the folder {p.parent} {what}; create it first or choose another path")
-    if suffixes and p.suffix.lower() not in suffixes:
-        raise EffnetError(f"{flag} {path}: got {'suffix ' + repr(p.suffix) if p.suffix else 'no suffix'}, expected "
-                          f"a {_one_of(suffixes)} file")
-    existed = p.exists()
-    try:
-        with open(p, "ab"):
-            pass
-    except OSError as exc:
-        raise EffnetError(f"{flag} {path}: cannot write there ({exc.strerror}); choose a path in a folder you can "
-                          "write to") from None
-    if not existed:
-        p.unlink(missing_ok=True)
-
-
-def _one_of(names: tuple[str, ...]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    problem = output_problem(path, suffixes)
+    if problem is not None:
+        raise EffnetError(f"{flag} {path}: {problem}")
 
 
 def device(text: str) -> str:

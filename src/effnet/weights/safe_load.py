@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from effnet.errors import EffnetError
-from effnet.files import file_mode
+from effnet.files import file_mode, output_problem
 
 
 class WeightsError(EffnetError):
@@ -96,14 +96,12 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
 
 
 def check_writable(path: str | Path) -> Path:
-    """`path` if its directory exists and is a directory; else `WeightsError` naming it (checked before any work)."""
+    """`path` if a weights file can be written there (`effnet.files.output_problem`); else `WeightsError` naming it
+    (checked before any work)."""
     path = Path(path)
-    parent = path.parent
-    if not parent.is_dir():
-        what = "is not a directory" if parent.exists() else "does not exist"
-        raise WeightsError(f"{path}: cannot write: directory {parent} {what}; create it or choose another -o path")
-    if path.is_dir():
-        raise WeightsError(f"{path}: cannot write: it is a directory; give a file path ending in .safetensors")
+    problem = output_problem(path)
+    if problem is not None:
+        raise WeightsError(f"{path}: {problem}")
     return path
 
 
