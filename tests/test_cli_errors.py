@@ -43,8 +43,10 @@ CASES: list[tuple[str, str]] = [
     ("scale efficientnet_b0 --target-macs 1T", "1.000 TMACs"),
     ("scale efficientnet_b0 --phi 1 --tolerance 0.1", "--tolerance"),
     ("scale efficientnet_b0 --target-macs 1G --tolerance nan", "--tolerance"),
-    ("scale efficientnet_b0 --phi 1 --threads 1", "--threads"),
-    ("scale efficientnet_b0 --target-macs 1G --batch-size 8", "--batch-size"),
+    ("scale efficientnet_b0 --phi 1 --threads 1", "--threads applies only to --target-latency"),
+    ("scale efficientnet_b0 --target-macs 1G --batch-size 8 --threads 1",
+     "--batch-size and --threads apply only to --target-latency (how its time is measured); add --target-latency or "
+     "drop them"),
     ("scale efficientnet_b0 --phi 1 --name ''", "--name: got an empty name"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),

@@ -130,6 +130,15 @@ def check_output_file(path: str, flag: str = "-o/--output", suffixes: tuple[str,
         raise EffnetError(f"{flag} {path}: {problem}")
 
 
+def flags_apply_only(flags: list[str]) -> str:
+    """"--a applies only" / "--a and --b apply only": the start of a line about flags given without their context."""
+    return f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only"
+
+
+def it_or_them(items: list) -> str:
+    return "it" if len(items) == 1 else "them"
+
+
 def device(text: str) -> str:
     """--device: auto, cpu, cuda or cuda:N; a CUDA device this machine does not have is refused here."""
     import re

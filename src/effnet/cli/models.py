@@ -10,7 +10,15 @@ import json
 import math
 
 from effnet.cli import _args
-from effnet.cli._args import check_output_file, finite_float, pixels, positive_float, positive_int
+from effnet.cli._args import (
+    check_output_file,
+    finite_float,
+    flags_apply_only,
+    it_or_them,
+    pixels,
+    positive_float,
+    positive_int,
+)
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
 from effnet.families.efficientnet import PAPER_TABLE2
@@ -167,8 +175,8 @@ def _check_options(args: argparse.Namespace) -> None:
                           "or --target-latency, or drop it")
     timing = [f for f, v in (("--batch-size", args.batch), ("--threads", args.threads)) if v is not None]
     if timing and args.target_latency is None:
-        raise EffnetError(f"{' and '.join(timing)} only apply to --target-latency (how its time is measured); add "
-                          f"--target-latency or drop {'it' if len(timing) == 1 else 'them'}")
+        raise EffnetError(f"{flags_apply_only(timing)} to --target-latency (how its time is measured); add "
+                          f"--target-latency or drop {it_or_them(timing)}")
     if args.name is not None and not args.name.strip():
         raise EffnetError("--name: got an empty name; give the scaled spec a name, or drop --name for the default")
     if args.strategy is not None and not (targets or args.scale_by is not None):

@@ -10,7 +10,9 @@ from effnet.cli._args import (
     check_output_file,
     data_source,
     device,
+    flags_apply_only,
     fraction,
+    it_or_them,
     non_negative_int,
     pixels,
     positive_int,
@@ -146,24 +148,16 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                           "images, scaled by the batch) would be ignored; give one")
     rmsprop_only = [f for f, v in (("--eps", args.eps), ("--rmsprop-decay", args.rmsprop_decay)) if v is not None]
     if args.optimizer != "rmsproptf" and rmsprop_only:
-        raise EffnetError(f"{_only_for(rmsprop_only)} to --optimizer rmsproptf, not {args.optimizer}; drop "
-                          f"{_them(rmsprop_only)} or change the optimizer")
+        raise EffnetError(f"{flags_apply_only(rmsprop_only)} to --optimizer rmsproptf, not {args.optimizer}; drop "
+                          f"{it_or_them(rmsprop_only)} or change the optimizer")
     randaugment = [f for f, v in (("--randaugment-n", args.randaugment_n), ("--randaugment-m", args.randaugment_m))
                    if v is not None]
     if args.augment != "randaugment" and randaugment:
-        raise EffnetError(f"{_only_for(randaugment)} to --augment randaugment, not {args.augment}; drop "
-                          f"{_them(randaugment)} or change the augmentation")
+        raise EffnetError(f"{flags_apply_only(randaugment)} to --augment randaugment, not {args.augment}; drop "
+                          f"{it_or_them(randaugment)} or change the augmentation")
     if args.no_test and not is_fashion_mnist(data_source(args)) and not args.holdout:
         raise EffnetError("--no-test needs a holdout (--holdout N): an image folder is validated on its own val/ "
                           "split, and then no test split is evaluated anyway")
-
-
-def _only_for(flags: list[str]) -> str:
-    return f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only"
-
-
-def _them(flags: list[str]) -> str:
-    return "it" if len(flags) == 1 else "them"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
