@@ -327,12 +327,15 @@ def test_a_run_says_whether_it_starts_fresh_or_resumes(tmp_path):
 def test_the_progress_line_counts_the_runs_finished_before(tmp_path, monkeypatch):
     """A worker that joins a half-done plan counts the runs other workers finished, from its first line."""
     from effnet.experiments import runner
+    from effnet.search.study import PARAM
 
     runs = [Run.make(tiny_spec(), seed, {"steps": 1}) for seed in (0, 1, 2)]
     options = runner.Options(jobs=1, out=tmp_path / "out", runs_dir=tmp_path / "runs", poll_s=0.01)
     storage = str(tmp_path / "runs.journal")
     study = runner.open_experiment_study("demo", runs, options, storage)
-    study.tell(study.ask(), 90.0)  # the first run was finished by another worker
+    trial = study.ask()  # the first run was finished by another worker
+    trial.suggest_categorical(PARAM, [run.label for run in runs])
+    study.tell(trial, 90.0)
 
     def trained(run, runs_dir, *, threads=None):
         return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 60.0}
@@ -342,6 +345,27 @@ def test_the_progress_line_counts_the_runs_finished_before(tmp_path, monkeypatch
     runner.run_worker("demo", runs, options, storage, log=lines.append)
     started = [line for line in lines if "training in" in line]
     assert [line.split("]")[0] + "]" for line in started] == ["[1/3 runs]", "[2/3 runs, ETA 1m00s]"], lines
+
+
+def test_the_eta_counts_only_the_runs_left_to_train(tmp_path, monkeypatch):
+    """Runs recorded before (here: the last two) are reused in no time, so the ETA leaves them out."""
+    from effnet.experiments import runner
+
+    runs = [Run.make(tiny_spec(), seed, {"steps": 1}) for seed in (0, 1, 2, 3)]
+    options = runner.Options(jobs=1, out=tmp_path / "out", runs_dir=tmp_path / "runs", poll_s=0.01)
+    for run in runs[2:]:
+        (options.runs_dir / run.key).mkdir(parents=True)
+        (options.runs_dir / run.key / runner.RECORD).write_text("{}")
+
+    def trained(run, runs_dir, *, threads=None):
+        return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 60.0}
+
+    monkeypatch.setattr(runner, "train_run", trained)
+    lines: list[str] = []
+    runner.run_worker("demo", runs, options, str(tmp_path / "runs.journal"), log=lines.append)
+    started = [line.split("]")[0] + "]" for line in lines if "training in" in line]
+    assert started == ["[0/4 runs]", "[1/4 runs, ETA 1m00s]"], lines
+    assert lines[-1].startswith("[4/4 runs]"), lines
 
 
 @pytest.mark.slow

@@ -107,17 +107,34 @@ class Run:
 
 @dataclass
 class Progress:
-    """Runs done of the plan, and an ETA from the mean wall time of the runs trained so far."""
+    """Runs done of the plan, and an ETA for the runs still to train (those without a record when the worker
+    started, less those finished since, here or by another worker) from the mean wall time of the runs trained so
+    far: runs reused from earlier records take no time and do not count."""
 
     total: int
+    to_train: frozenset[str] = frozenset()
     done: int = 0
+    finished: set[str] = field(default_factory=set)
     trained_wall: list[float] = field(default_factory=list)
 
+    def update(self, study, running: str | None = None) -> None:
+        """Read the runs finished so far from `study` (also those of other workers), counting `running` as one."""
+        from optuna.trial import TrialState
+
+        from effnet.search.study import PARAM
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        self.finished = {t.params[PARAM] for t in complete if PARAM in t.params}
+        self.done = len(complete)
+        if running is not None and running not in self.finished:
+            self.finished.add(running)
+            self.done += 1
+
     def line(self, jobs: int) -> str:
-        left = self.total - self.done
+        left = len(self.to_train - self.finished)
         if not self.trained_wall or not left:
             return f"[{self.done}/{self.total} runs]"
-        eta = left * (sum(self.trained_wall) / len(self.trained_wall)) / max(jobs, 1)
+        eta = left * (sum(self.trained_wall) / len(self.trained_wall)) / min(max(jobs, 1), left)
         return f"[{self.done}/{self.total} runs, ETA {format_duration(eta)}]"
 
 
@@ -239,18 +256,18 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
     todo = unique_runs(runs)
     study = open_experiment_study(experiment, runs, options, storage)
     runs_dir = options.runs_dir
-    progress = Progress(total=len(todo))
-
     known = known_records(storage, options.out)
+    progress = Progress(total=len(todo), to_train=frozenset(
+        r.label for r in todo if r.key not in known and not (runs_dir / r.key / RECORD).is_file()))
 
     def evaluate(run: Run) -> tuple[float, dict[str, Any]]:
         cached = (runs_dir / run.key / RECORD).is_file()
         reused = not cached and run.key in known
         if not (cached or reused):
-            progress.done = _completed(study)  # also the runs finished before, or by another worker meanwhile
+            progress.update(study)  # also the runs finished before, or by another worker meanwhile
             log(f"{progress.line(options.jobs)} {run.describe()}: {starting(runs_dir / run.key)}")
         record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
-        progress.done = _completed(study) + 1
+        progress.update(study, running=run.label)
         if not (cached or reused):
             progress.trained_wall.append(record["wall_s"])
         test = record["test_top1"]
@@ -264,12 +281,6 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
                            poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
                            error_types=(TrainingDiverged,), until=options.until)
     return summary.stopped_at_deadline
-
-
-def _completed(study) -> int:
-    from optuna.trial import TrialState
-
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def finished_before(runs: Sequence[Run], options: Options, storage: str) -> list[str]:
