@@ -286,6 +286,25 @@ def test_a_verdict_needs_three_paired_seeds_and_reads_true_when_rounded():
     assert "no paired seeds" in verdict(Interval(math.nan, math.nan, 0, math.nan), "a", "b")
 
 
+def test_a_measure_only_some_seeds_recorded_says_how_many():
+    from effnet.experiments.tables import pct_of
+    from effnet.stats import Interval
+
+    assert pct_of(Interval(84.62, 7.12, 2, 1.0), 5) == "84.62 ± 7.12 (2 of 5 seeds)"
+    assert pct_of(Interval(84.62, 0.5, 5, 1.0), 5) == "84.62 ± 0.50"
+    assert pct_of(Interval(math.nan, math.nan, 0, math.nan), 5) == "-"
+
+
+def test_a_plot_title_gives_the_span_of_seeds_its_points_have():
+    from effnet.experiments.tables import seeds_of
+    from effnet.stats import Interval
+
+    three, five, none = (Interval(80.0, 1.0, n, 1.0) for n in (3, 5, 0))
+    assert seeds_of({"a": [(1.0, three, False)], "b": [(2.0, five, False), (3.0, none, False)]}) == "3-5 seeds"
+    assert seeds_of({"a": [(1.0, three, False)]}) == "3 seeds"
+    assert seeds_of({"a": [(1.0, Interval(80.0, math.nan, 1, math.nan), False)]}) == "1 seed"
+
+
 def test_the_best_method_is_chosen_on_the_seeds_every_method_has():
     from effnet.experiments.tables import best_on_validation
 

@@ -45,7 +45,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     base_val = tables.summary(rows, "val_top1", method="baseline")
     base_fit = tables.summary(rows, "train_acc_end", method="baseline")
     md.append(f"Baseline ({results['baseline']['name']}, 1.00x): test top-1 {tables.pct(base)} "
-              f"(val {tables.pct(base_val)}, train acc {tables.pct(base_fit)}), {base.n} seed(s).\n")
+              f"(val {tables.pct(base_val)}, train acc {tables.pct_of(base_fit, base.n)}), {base.n} seed(s).\n")
     for budget in results["budgets"]:
         out_rows = []
         for name in names:
@@ -58,7 +58,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
                 continue
             out_rows.append((name, f"{c['phi']:.3f}", c["blocks"], f"{c['width_eff']:.2f}",
                              f"{c['resolution']}{'*' if c['upsampled'] else ''}", f"{c['ratio']:.2f}x",
-                             tables.pct(fit), tables.pct(val), tables.pct(test), test.n))
+                             tables.pct_of(fit, test.n), tables.pct(val), tables.pct(test), test.n))
         headers = ["method", "phi", "blocks", "width", "res", "MACs", "train acc (last 10% of steps)", "val top-1",
                    "test top-1", "seeds"]
         md.append(f"### Budget {budget:g}x the baseline's MACs\n")
@@ -122,7 +122,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         curves[name] = points
     path = tables.plot_curves(out / "compound_vs_single.png", curves,
                               title="Compound vs single-dimension scaling at matched MACs (Fashion-MNIST, "
-                                    f"{results.get('seeds', '?')} seeds, 95% CI; hollow: upsampled input)",
+                                    f"{tables.seeds_of(curves)}, 95% CI; hollow: upsampled input)",
                               xlabel="MMACs per image")
     return [path]
 

@@ -177,7 +177,7 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
         out_rows.append((c["method"], _how(c), c["blocks"], f"{c['width_eff']:.2f}",
                          f"{c['resolution']}{'*' if c['upsampled'] else ''}", f"{c['ratio']:.2f}x",
                          f"{_ms(c['latency_s'])} ({c['latency_ratio']:.2f}x)",
-                         tables.pct(tables.summary(rows, "train_acc_end", **where)),
+                         tables.pct_of(tables.summary(rows, "train_acc_end", **where), test.n),
                          tables.pct(tables.summary(rows, "val_top1", **where)), tables.pct(test), test.n))
     headers = ["method", "found with", "blocks", "width", "res", "MACs", "latency", "train acc (last 10%)",
                "val top-1", "test top-1", "seeds"]
@@ -241,8 +241,9 @@ def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
         cells = [name]
         for length in (1, factor):
             where = {"method": name, "budget": budget, "match": "macs", "length": length}
-            cells += [tables.pct(tables.summary(rows, "train_acc_end", **where)),
-                      tables.pct(tables.summary(rows, "val_top1", **where)), tables.pct(tables.summary(rows, **where))]
+            test = tables.summary(rows, **where)
+            cells += [tables.pct_of(tables.summary(rows, "train_acc_end", **where), test.n),
+                      tables.pct(tables.summary(rows, "val_top1", **where)), tables.pct(test)]
         out_rows.append(tuple(cells))
     short, long_ = bello["steps"]
     headers = ["method"] + [f"{h} ({n} steps)" for n in (short, long_) for h in ("train acc", "val top-1", "test")]
@@ -273,7 +274,6 @@ def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
 def plots(results: dict[str, Any], out: Path) -> list[Path]:
     rows = results["runs"]
     base, base_row = tables.summary(rows, method="baseline"), tables.first(rows, method="baseline")
-    seeds = results.get("seeds", "?")
     paths = []
     for match, x_of, xlabel, title in (
             ("macs", lambda c: c["macs"] / 1e6, "MMACs per image", "at matched MACs"),
@@ -290,15 +290,15 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                     points.append((x_of(c), tables.summary(rows, **where), bool(c.get("upsampled"))))
             curves[name] = points
         paths.append(tables.plot_curves(out / f"strategies_{match}.png", curves, xlabel=xlabel,
-                                        title=f"Scaling strategies {title} (Fashion-MNIST, {seeds} seed(s), 95% CI; "
-                                              "hollow: upsampled input)"))
+                                        title=f"Scaling strategies {title} (Fashion-MNIST, "
+                                              f"{tables.seeds_of(curves)}, 95% CI; hollow: upsampled input)"))
     bello = results["bello"]
     curves = {name: [(steps, tables.summary(rows, method=name, budget=bello["budget"], match="macs", length=length),
                       False) for steps, length in zip(bello["steps"], (1, bello["factor"]))]
               for name in bello["methods"]}
     paths.append(tables.plot_curves(out / "strategies_length.png", curves, xlabel="training steps",
                                     title=f"Top-1 vs training length at {bello['budget']:g}x the baseline's MACs "
-                                          f"({seeds} seed(s), 95% CI)"))
+                                          f"({tables.seeds_of(curves)}, 95% CI)"))
     return paths
 
 

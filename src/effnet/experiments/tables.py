@@ -54,6 +54,12 @@ def pct(i: Interval) -> str:
     return "-" if i.n == 0 else i.text(2)
 
 
+def pct_of(i: Interval, seeds: int) -> str:
+    """`pct(i)` for a measure that not every one of a point's `seeds` runs recorded (runs trained before it was
+    kept): "(k of n seeds)" follows, so a mean over a few of them is not read as the point's."""
+    return pct(i) + (f" ({i.n} of {seeds} seeds)" if 0 < i.n < seeds else "")
+
+
 def compare(rows: Sequence[dict[str, Any]], a: dict[str, Any], b: dict[str, Any],
             metric: str = "test_top1") -> Interval:
     """Paired (same seed) difference a − b of `metric` between two label sets."""
@@ -95,6 +101,15 @@ def _bound(x: float) -> str:
 ZOOM_SPREAD = 8.0
 """When some curve's mean lies more than this many points below the best one, a second panel shows the top range
 (the best mean − ZOOM_SPREAD and up), where the curves that work are told apart."""
+
+
+def seeds_of(curves: dict[str, list[tuple[float, Interval, bool]]]) -> str:
+    """"3 seeds" or "3-5 seeds": how many seeds the plotted points have (more where a comparison needed them)."""
+    counts = sorted({p[1].n for points in curves.values() for p in points if p[1].n > 0})
+    if not counts:
+        return "no seeds"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} seed{'' if counts == [1] else 's'}"
 
 
 def plot_curves(path: Path, curves: dict[str, list[tuple[float, Interval, bool]]], *, title: str, xlabel: str,
