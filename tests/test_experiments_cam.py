@@ -67,20 +67,27 @@ def test_missing_checkpoint_names_the_command_to_run_first(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_retrain_trains_a_missing_checkpoint_again(tmp_path):
-    """The checkpoint of a recorded run is made again from its record (same key: same spec, settings, seed)."""
+    """The checkpoint of a recorded run is made again from its record (same key: same spec, settings, seed), with
+    a progress line and an ETA per run."""
     from effnet.experiments.cam import Options, _checkpoint, retrain_missing
     from effnet.experiments.runner import Run, train_run
 
-    run = Run.make(tiny_spec(resolution=16), 0, {"steps": 2, "batch_size": 8, "train_subset": 32,
-                                                 "val_subset": 16, "warmup_epochs": 0.0})
-    first = train_run(run, tmp_path / "first")  # the recorded run; its folder is then "not committed"
-    row = {**first, "method": "baseline", "budget": 1.0}
+    settings = {"steps": 2, "batch_size": 8, "train_subset": 32, "val_subset": 16, "warmup_epochs": 0.0}
+    runs = [Run.make(tiny_spec(resolution=16), seed, settings) for seed in (0, 1)]
+    first = [train_run(run, tmp_path / "first") for run in runs]  # the recorded runs; their folders "not committed"
+    rows = [{**record, "method": "baseline", "budget": 1.0} for record in first]
     options = Options(out=tmp_path / "out", runs_dir=tmp_path / "again", retrain=True)
-    again = retrain_missing(options, [row], log=lambda m: None)
-    assert _checkpoint(options, row).is_file()
-    assert again == [{"key": run.key, "method": "baseline", "seed": 0, "recorded_test_top1": first["test_top1"],
-                      "retrained_test_top1": first["test_top1"], "machine": first["machine"]["cpu"]}]
-    assert retrain_missing(options, [row], log=lambda m: None) == []  # present now: nothing trained
+    lines: list[str] = []
+    again = retrain_missing(options, rows, log=lines.append)
+    assert all(_checkpoint(options, row).is_file() for row in rows)
+    assert again == [{"key": run.key, "method": "baseline", "seed": run.seed, "recorded_test_top1": record["test_top1"],
+                      "retrained_test_top1": record["test_top1"], "machine": record["machine"]["cpu"]}
+                     for run, record in zip(runs, first)]
+    assert lines[0].startswith("cam: training again, 1 at a time, the runs whose checkpoints are missing: baseline "
+                               "seed 0, baseline seed 1")
+    assert lines[1].startswith("cam: [1/2 retrained, ETA ") and "] baseline seed 0: test " in lines[1]
+    assert lines[2].startswith("cam: [2/2 retrained] baseline seed 1: test "), lines
+    assert retrain_missing(options, rows, log=lambda m: None) == []  # present now: nothing trained
 
 
 def test_the_middle_budget_is_compared(tmp_path):

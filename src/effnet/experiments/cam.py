@@ -17,6 +17,7 @@ preprocessing, so the resolution-scaled models see the images at their own, larg
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from effnet.experiments import tables
 from effnet.experiments.records import machine
 from effnet.experiments.runner import ExperimentError
 from effnet.files import atomic_write_text
+from effnet.report import format_duration
 
 NAME = "cam"
 SOURCE = "compound-vs-single"
@@ -140,21 +142,31 @@ def retrain_missing(options: Options, chosen: list[dict[str, Any]], log: Callabl
         names = ", ".join(f"{r['method']} seed {r['seed']}" for r in missing)
         log(f"cam: training again, {options.jobs} at a time, the runs whose checkpoints are missing: {names} ...")
     runs = [run_of_record(r) for r in missing]
+    started = time.monotonic()
+    records: dict[int, dict[str, Any]] = {}
+
+    def done(index: int, record: dict[str, Any]) -> None:
+        records[index] = record
+        r, left = missing[index], len(missing) - len(records)
+        rate = (time.monotonic() - started) / len(records)  # wall time per finished run, with `jobs` at work
+        eta = f", ETA {format_duration(left * rate)}" if left else ""
+        log(f"cam: [{len(records)}/{len(missing)} retrained{eta}] {r['method']} seed {r['seed']}: test "
+            f"{record['test_top1']:.2f}% (recorded {r['test_top1']:.2f}%)")
+
     if options.jobs > 1 and len(runs) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(options.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(train_run, run, options.runs_dir, threads=1) for run in runs]
-            records = [f.result() for f in futures]
+            futures = {pool.submit(train_run, run, options.runs_dir, threads=1): i for i, run in enumerate(runs)}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
     else:
-        records = [train_run(run, options.runs_dir) for run in runs]
-    again = []
-    for r, record in zip(missing, records):
-        again.append({"key": r["key"], "method": r["method"], "seed": r["seed"], "recorded_test_top1":
-                      r["test_top1"], "retrained_test_top1": record["test_top1"], "machine": record["machine"]["cpu"]})
-        log(f"cam: {r['method']} seed {r['seed']}: test {record['test_top1']:.2f}% (recorded {r['test_top1']:.2f}%)")
-    return again
+        for i, run in enumerate(runs):
+            done(i, train_run(run, options.runs_dir))
+    return [{"key": r["key"], "method": r["method"], "seed": r["seed"], "recorded_test_top1": r["test_top1"],
+             "retrained_test_top1": records[i]["test_top1"], "machine": records[i]["machine"]["cpu"]}
+            for i, r in enumerate(missing)]
 
 
 def _checkpoint(options: Options, run: dict[str, Any]) -> Path:
