@@ -69,7 +69,8 @@ def test_shared_models_have_the_compound_vs_single_run_keys(macs_found):
         labels = r.label_dict()
         if labels["length"] == 1:
             planned[(labels["method"], labels["budget"], r.seed)] = r.key
-    shared = [row for row in reference["runs"] if row["method"] in SHARED]
+    # the planned seeds; seeds added where a comparison of compound-vs-single was within the noise are its own
+    shared = [row for row in reference["runs"] if row["method"] in SHARED and row["seed"] < reference["seeds"]]
     assert len(shared) == 39  # 3 seeds x (baseline + 4 methods x 3 budgets)
     for row in shared:
         assert planned[(row["method"], row["budget"], row["seed"])] == row["key"], (row["method"], row["budget"])
