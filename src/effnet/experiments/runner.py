@@ -257,8 +257,7 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
     study = open_experiment_study(experiment, runs, options, storage)
     runs_dir = options.runs_dir
     known = known_records(storage, options.out)
-    progress = Progress(total=len(todo), to_train=frozenset(
-        r.label for r in todo if r.key not in known and not (runs_dir / r.key / RECORD).is_file()))
+    progress = Progress(total=len(todo), to_train=frozenset(r.label for r in todo if not _recorded(r, known, runs_dir)))
 
     def evaluate(run: Run) -> tuple[float, dict[str, Any]]:
         cached = (runs_dir / run.key / RECORD).is_file()
@@ -287,7 +286,12 @@ def finished_before(runs: Sequence[Run], options: Options, storage: str) -> list
     """Keys of `runs` that finished before this call: in their run folders, or in the shared record and the
     results.json files that `known_records` reads (what a rerun or a fresh checkout reuses)."""
     known = known_records(storage, options.out)
-    return [r.key for r in runs if r.key in known or (options.runs_dir / r.key / RECORD).is_file()]
+    return [r.key for r in runs if _recorded(r, known, options.runs_dir)]
+
+
+def _recorded(run: Run, known: dict[str, Any], runs_dir: Path) -> bool:
+    """Whether `run` has a record: in `known` (`known_records`) or in its run folder."""
+    return run.key in known or (runs_dir / run.key / RECORD).is_file()
 
 
 def collect(experiment: str, runs: Sequence[Run], options: Options, storage: str) -> list[dict[str, Any]]:
