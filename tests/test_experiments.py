@@ -18,7 +18,7 @@ import pytest
 
 from effnet import stats
 from effnet.experiments import design, nas, suite
-from effnet.experiments.runner import RECORD, Run, starting, train_run
+from effnet.experiments.runner import RECORD, Progress, Run, starting, train_run, training_cost
 from effnet.spec import NetSpec
 from tests.conftest import tiny_spec
 
@@ -240,6 +240,28 @@ def test_run_identity_ignores_labels():
     assert a.key == b.key
     assert Run.make(spec, 1, {"steps": 5}).key != a.key
     assert Run.make(spec, 0, {"steps": 6}).key != a.key
+
+
+def test_a_runs_training_cost_is_its_activations_times_the_images_it_trains():
+    from effnet.profile import count_activations
+
+    spec = tiny_spec()
+    short = training_cost(Run.make(spec, 0, {"steps": 5, "batch_size": 16}))
+    assert short == count_activations(spec) * 5 * 16
+    assert training_cost(Run.make(spec, 0, {"steps": 20, "batch_size": 16})) == 4 * short
+    assert training_cost(Run.make(spec, 0, {"steps": 5, "batch_size": 16, "resolution": 64})) > 3 * short
+    assert training_cost(Run.make(spec, 0, {"epochs": 1.0})) is None  # epochs: images not known here
+
+
+def test_the_eta_weighs_the_runs_left_by_their_cost():
+    costs = {"a": 1.0, "b": 4.0, "c": 1.0}
+    progress = Progress(total=3, to_train=frozenset(costs), cost=costs.get)
+    assert progress.line(jobs=1) == "[0/3 runs]"  # nothing trained yet: no ETA
+    progress.finished, progress.done, progress.trained = {"a"}, 1, {"a": 100.0}
+    assert progress.line(jobs=1) == "[1/3 runs, ETA 8m20s]"  # 5 units at 100 s each
+    assert progress.line(jobs=2) == "[1/3 runs, ETA 4m10s]"
+    progress.cost = lambda label: None  # costs not known: runs left x the mean wall time
+    assert progress.line(jobs=1) == "[1/3 runs, ETA 3m20s]"
 
 
 def test_interval_and_paired_difference():

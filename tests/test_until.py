@@ -1,5 +1,6 @@
-"""`--until TIME`: workers start no run after a deadline, nor one that the study's typical run says would end after
-it; runs under way finish, and the same command continues later."""
+"""`--until TIME`: workers start no run after a deadline, nor one that the finished runs say would end after it (their
+typical run, or the next run's cost at their time per unit of cost); runs under way finish, and the same command
+continues later."""
 
 import argparse
 import datetime as dt
@@ -15,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from effnet.cli._args import deadline
 from effnet.search.grid import coefficient_grid
-from effnet.search.leases import too_late, typical_wall, until_argv
+from effnet.search.leases import next_wall, too_late, typical_wall, until_argv
 from effnet.search.study import PARAM, open_study, run_worker
 
 GRID = coefficient_grid(0.2, 0.2)
@@ -61,6 +62,26 @@ def test_the_typical_run_is_the_median_of_the_completed_ones_that_took_time(tmp_
     assert not too_late(study, None, now)
 
 
+def test_with_costs_the_next_queued_run_is_timed_by_its_cost():
+    study = optuna.create_study()
+    labels = [c.label for c in GRID]
+    cost = dict(zip(labels, (1.0, 2.0, 4.0, 8.0)))
+
+    def cost_of(t):
+        return cost.get(t.params.get(PARAM) or t.system_attrs.get("fixed_params", {}).get(PARAM))
+
+    _finished(study, labels[0], 100)  # 100 s per unit of cost
+    _finished(study, labels[1], 240)  # 120 s per unit
+    _finished(study, labels[3], 0.01)  # reused: no time, not a rate
+    assert next_wall(study, cost_of) == pytest.approx(170, abs=1)  # nothing queued: the typical run
+    study.enqueue_trial({PARAM: labels[2]})  # 4 units: 4 x the median 110 s per unit
+    assert next_wall(study, cost_of) == pytest.approx(440, abs=2)
+    now = time.time()
+    assert too_late(study, now + 300, now, cost_of) and not too_late(study, now + 300, now)  # the typical run fits
+    assert not too_late(study, now + 500, now, cost_of)
+    assert next_wall(study, lambda t: None) == typical_wall(study)  # costs not known: the typical run
+
+
 def test_a_worker_starts_no_point_that_would_end_after_the_deadline(tmp_path):
     study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
     _finished(study, GRID[0].label, 100)  # the study's typical point: 100 s
@@ -68,7 +89,8 @@ def test_a_worker_starts_no_point_that_would_end_after_the_deadline(tmp_path):
     summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lines.append,
                          until=time.time() + 50)
     assert summary.stopped_at_deadline and summary.trained == []
-    assert any(line.startswith("--until ") and "no new run starts (a typical run takes" in line for line in lines)
+    assert any(line.startswith("--until ") and "no new run starts (the next one would take about 1m40s)" in line
+               for line in lines)
     later = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None,
                        until=time.time() + 3600)  # the same study, continued with room: the rest, each once
     assert not later.stopped_at_deadline and len(later.trained) == len(GRID) - 1 and later.status.done

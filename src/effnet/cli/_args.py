@@ -80,7 +80,7 @@ def seconds(text: str) -> float:
                    "a time with a unit > 0 such as 25ms, 0.1s or 800us")
 
 
-UNTIL_HELP = ("start no new run after TIME, nor one that the typical finished run says would end after it; runs "
+UNTIL_HELP = ("start no new run after TIME, nor one that the finished runs' times say would end after it; runs "
               "under way finish, and the same command continues later. TIME: HH:MM (the next such local time), "
               "an ISO date-time (2026-12-03T18:40, local unless it names its offset) or +DURATION (+90m, +2h30m)")
 

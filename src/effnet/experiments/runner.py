@@ -105,17 +105,39 @@ class Run:
         return f"{self.name} seed {self.seed}" + (f" ({tags})" if tags else "")
 
 
+def training_cost(run: Run) -> float | None:
+    """A run's relative training time: activations per image x images trained (steps x batch), the cost that
+    predicts CPU training time best in docs/experiments/latency; None for a run budgeted in epochs.  `--until`
+    compares it with the finished runs' seconds per unit to tell whether the next run ends in time."""
+    settings = dict(run.train)
+    if settings.get("steps") is None:
+        return None
+    from effnet.train import TrainConfig
+
+    if run.key not in _ACTIVATIONS:
+        from effnet.profile import count_activations
+        from effnet.registry import get_spec
+
+        _ACTIVATIONS[run.key] = count_activations(get_spec(run.spec), settings.get("resolution"))
+    return float(_ACTIVATIONS[run.key] * settings["steps"] * settings.get("batch_size", TrainConfig.batch_size))
+
+
+_ACTIVATIONS: dict[str, int] = {}  # per run key: count_activations builds the model, so once per process
+
+
 @dataclass
 class Progress:
     """Runs done of the plan, and an ETA for the runs still to train (those without a record when the worker
-    started, less those finished since, here or by another worker) from the mean wall time of the runs trained so
-    far: runs reused from earlier records take no time and do not count."""
+    started, less those finished since, here or by another worker): with `cost` (a run's label -> its
+    `training_cost`), their cost at the seconds per unit of cost of the runs trained so far, otherwise their number
+    times the mean wall time of those.  Runs reused from earlier records take no time and do not count."""
 
     total: int
     to_train: frozenset[str] = frozenset()
+    cost: Callable[[str], float | None] | None = None
     done: int = 0
     finished: set[str] = field(default_factory=set)
-    trained_wall: list[float] = field(default_factory=list)
+    trained: dict[str, float] = field(default_factory=dict)  # label -> wall seconds, of the runs trained here
 
     def update(self, study, running: str | None = None) -> None:
         """Read the runs finished so far from `study` (also those of other workers), counting `running` as one."""
@@ -131,11 +153,19 @@ class Progress:
             self.done += 1
 
     def line(self, jobs: int) -> str:
-        left = len(self.to_train - self.finished)
-        if not self.trained_wall or not left:
+        left = self.to_train - self.finished
+        if not self.trained or not left:
             return f"[{self.done}/{self.total} runs]"
-        eta = left * (sum(self.trained_wall) / len(self.trained_wall)) / min(max(jobs, 1), left)
+        eta = self._work_left(left) / min(max(jobs, 1), len(left))
         return f"[{self.done}/{self.total} runs, ETA {format_duration(eta)}]"
+
+    def _work_left(self, left: frozenset[str]) -> float:
+        """Seconds of training the runs `left` need, one after another."""
+        costs = {label: self.cost(label) for label in (*left, *self.trained)} if self.cost else {}
+        if costs and all(costs.values()):
+            per_unit = sum(self.trained.values()) / sum(costs[label] for label in self.trained)
+            return per_unit * sum(costs[label] for label in left)
+        return len(left) * sum(self.trained.values()) / len(self.trained)
 
 
 # -- one run -------------------------------------------------------------------------------------------------------
@@ -257,7 +287,9 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
     study = open_experiment_study(experiment, runs, options, storage)
     runs_dir = options.runs_dir
     known = known_records(storage, options.out)
-    progress = Progress(total=len(todo), to_train=frozenset(r.label for r in todo if not _recorded(r, known, runs_dir)))
+    by_label = {r.label: r for r in todo}
+    progress = Progress(total=len(todo), to_train=frozenset(r.label for r in todo if not _recorded(r, known, runs_dir)),
+                        cost=lambda label: training_cost(by_label[label]))
 
     def evaluate(run: Run) -> tuple[float, dict[str, Any]]:
         cached = (runs_dir / run.key / RECORD).is_file()
@@ -268,7 +300,7 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
         record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
         progress.update(study, running=run.label)
         if not (cached or reused):
-            progress.trained_wall.append(record["wall_s"])
+            progress.trained[run.label] = record["wall_s"]
         test = record["test_top1"]
         how = "cached" if cached else (f"reused (trained {record.get('finished', 'earlier')})" if reused
                                        else format_duration(record["wall_s"]))
@@ -278,7 +310,7 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
 
     summary = study_worker(study, todo, evaluate, heartbeat_s=options.heartbeat_s, grace_s=options.grace_s,
                            poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
-                           error_types=(TrainingDiverged,), until=options.until)
+                           error_types=(TrainingDiverged,), until=options.until, cost=training_cost)
     return summary.stopped_at_deadline
 
 
@@ -341,4 +373,4 @@ def elapsed(start: float) -> str:
 
 __all__ = ["CHECKPOINT_EVERY", "ExperimentError", "Options", "Progress", "RECORD", "RECORD_FIELDS", "RESULTS", "Run",
            "collect", "distinct_runs", "finished_before", "known_records", "machine", "recorded_rows", "run_of_record",
-           "run_worker", "spawn", "study_name", "train_run", "unique_runs", "write_results"]
+           "run_worker", "spawn", "study_name", "train_run", "training_cost", "unique_runs", "write_results"]

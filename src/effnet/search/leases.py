@@ -11,9 +11,11 @@
   again.  A worker whose trial was declared stale meanwhile discards its result.
 - **Loop.** `work` claims one trial at a time while the caller's survey of the study says there is work, and waits
   while the rest runs elsewhere (so a killed worker's point is never left behind).
-- **Deadline.** With `until` (a time), a worker claims no trial after it, nor one that the study's typical trial
-  (the median wall time of its completed ones) would end after: a machine lent until a known time stops with
-  whole runs instead of being killed in the middle of one, and the same command continues later.
+- **Deadline.** With `until` (a time), a worker claims no trial after it, nor one that would end after it: a machine
+  lent until a known time stops with whole runs instead of being killed in the middle of one, and the same command
+  continues later.  How long the next trial takes is the study's typical trial (the median wall time of its
+  completed ones) or, given each trial's relative cost (`cost_of`), the next queued trial's cost times the completed
+  trials' median seconds per unit of cost: a run four times as long as the rest is seen as such.
 """
 
 from __future__ import annotations
@@ -197,24 +199,50 @@ def run_leased(study: optuna.Study, trial: optuna.Trial, evaluate: Callable[[], 
 Move = Literal["claim", "wait", "stop"]
 
 
+CostOf = Callable[[optuna.trial.FrozenTrial], float | None]  # a trial's relative cost; None: not known
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _timed(study: optuna.Study) -> list[tuple[optuna.trial.FrozenTrial, float]]:
+    """The completed trials that took a second or more (a run reused from an earlier record completes at once),
+    with their wall times in seconds."""
+    return [(t, w) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.datetime_start and t.datetime_complete
+            and (w := (t.datetime_complete - t.datetime_start).total_seconds()) >= 1.0]
+
+
 def typical_wall(study: optuna.Study) -> float:
-    """The median wall time of the study's completed trials that took a second or more (a run reused from an
-    earlier record completes at once), in seconds; 0 when there is none yet."""
-    walls = sorted(w for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.datetime_start and t.datetime_complete
-                   and (w := (t.datetime_complete - t.datetime_start).total_seconds()) >= 1.0)
-    if not walls:
-        return 0.0
-    mid = len(walls) // 2
-    return walls[mid] if len(walls) % 2 else (walls[mid - 1] + walls[mid]) / 2
+    """The median wall time of the study's completed trials that took a second or more, in seconds; 0 when there
+    is none yet."""
+    walls = [w for _, w in _timed(study)]
+    return _median(walls) if walls else 0.0
 
 
-def too_late(study: optuna.Study, until: float | None, now: float | None = None) -> bool:
-    """Whether a trial claimed now would start after `until` (seconds since the epoch) or, taking the study's
-    typical trial, end after it.  Never with `until` None."""
+def next_wall(study: optuna.Study, cost_of: CostOf | None = None) -> float:
+    """How long the next trial should take, in seconds: with `cost_of`, the next queued trial's cost times the
+    median seconds per unit of cost of the completed trials whose cost is known; otherwise, or when either is
+    missing, the typical trial (`typical_wall`)."""
+    if cost_of is not None:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        cost = cost_of(min(waiting, key=lambda t: t.number)) if waiting else None
+        rates = [w / c for t, w in _timed(study) if (c := cost_of(t))]
+        if cost and rates:
+            return cost * _median(rates)
+    return typical_wall(study)
+
+
+def too_late(study: optuna.Study, until: float | None, now: float | None = None,
+             cost_of: CostOf | None = None) -> bool:
+    """Whether a trial claimed now would start after `until` (seconds since the epoch) or, by `next_wall`, end
+    after it.  Never with `until` None."""
     if until is None:
         return False
-    return (time.time() if now is None else now) + typical_wall(study) > until
+    return (time.time() if now is None else now) + next_wall(study, cost_of) > until
 
 
 def until_argv(until: float | None) -> list[str]:
@@ -225,20 +253,21 @@ def until_argv(until: float | None) -> list[str]:
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], next_move: Callable[[], Move], *,
          poll_s: float, error_types: tuple[type[BaseException], ...], until: float | None = None,
-         log: Callable[[str], None] = print) -> bool:
-    """Claim and run one trial at a time (`study.optimize(n_trials=1)`: Optuna pops a WAITING trial atomically, or
-    creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop".  With `until`,
-    return instead of claiming or waiting once `too_late` says so.  Returns whether the deadline stopped it."""
+         cost_of: CostOf | None = None, log: Callable[[str], None] = print) -> bool:
+    """Claim and run one trial at a time (`study.optimize(n_trials=1)`: Optuna pops the oldest WAITING trial
+    atomically, or creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop".  With
+    `until`, return instead of claiming or waiting once `too_late` (with `cost_of`) says so.  Returns whether the
+    deadline stopped it."""
     while True:
         move = next_move()
         if move == "stop":
             return False
-        if too_late(study, until):
+        if too_late(study, until, cost_of=cost_of):
             from effnet.report import format_duration, format_local_time
 
-            typical = typical_wall(study)
+            expected = next_wall(study, cost_of)
             log(f"--until {format_local_time(until)}: no new run starts"
-                + (f" (a typical run takes {format_duration(typical)})" if typical else "")
+                + (f" (the next one would take about {format_duration(expected)})" if expected else "")
                 + "; the same command continues later")
             return True
         if move == "wait":
@@ -265,5 +294,5 @@ def spawn_workers(argv: Sequence[str], jobs: int, child_flag: str = "EFFNET_SEAR
         return [child.wait() for child in children]
 
 
-__all__ = ["LIVE", "WorkerSummary", "claim", "finished", "is_stale", "recover_stale", "requeue",
+__all__ = ["LIVE", "CostOf", "WorkerSummary", "claim", "finished", "is_stale", "next_wall", "recover_stale", "requeue",
            "run_leased", "spawn_workers", "too_late", "trial_counts", "typical_wall", "until_argv", "work"]

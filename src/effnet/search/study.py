@@ -331,6 +331,7 @@ def run_worker(
     error_types: tuple[type[BaseException], ...] = (EffnetError,),
     progress: bool = False,
     until: float | None = None,
+    cost: Callable[[Any], float | None] | None = None,
 ) -> WorkerSummary:
     """Train grid points until every point of the study is done; returns what this worker did.
 
@@ -340,7 +341,8 @@ def run_worker(
     A KeyboardInterrupt fails the running trial with reason "interrupted", queues it again for the next worker,
     and propagates.  With `progress`, each trained point is followed by the grid's state and an ETA (the points
     left × this worker's mean time per point, shared among the workers running now).  With `until` (seconds
-    since the epoch), no point starts that would, by the study's typical point, end after it (`leases.work`).
+    since the epoch), no point starts that would end after it (`leases.work`): by the study's typical point or,
+    with `cost(point)` (a relative cost, such as the work of its training), by the next point's cost.
     """
     labels = [c.label for c in grid]
     by_label = {c.label: c for c in grid}
@@ -381,8 +383,12 @@ def run_worker(
         summary.status = status
         return "stop" if status.done else "claim" if status.claimable else "wait"
 
+    def cost_of(trial: optuna.trial.FrozenTrial) -> float | None:
+        point = _point(trial, labels)
+        return None if cost is None or point not in by_label else cost(by_label[point])
+
     summary.stopped_at_deadline = work(study, objective, next_move, poll_s=poll_s, error_types=error_types,
-                                       until=until, log=log)
+                                       until=until, cost_of=None if cost is None else cost_of, log=log)
     return summary
 
 
