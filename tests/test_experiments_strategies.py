@@ -201,5 +201,12 @@ def test_a_change_of_winner_with_training_length_needs_both_differences_beyond_t
     assert both.startswith("The winner between depth and width changes with the training length (width at 430 "
                            "steps, depth at 1720 steps; both differences larger than the noise).")
     one = _length_verdict({1: "width", 4: "depth"}, {1: True, 4: False}, 430, 1720, 4)
-    assert "whether the winner changes with the training length is not shown" in one
+    assert "the winner changes (width at 430 steps, depth at 1720 steps), but not both" in one
+    assert "a change of winner is not shown" in one
+    same = _length_verdict({1: "width", 4: "width"}, {1: True, 4: False}, 430, 1720, 4)
+    assert same.startswith("The winner between depth and width does not change with the training length: width "
+                           "leads on validation at 430 and at 1720 steps, on test beyond the noise at 430 steps, "
+                           "within it at 1720 steps.")
+    assert "within the noise at both lengths" in _length_verdict({1: "depth", 4: "depth"}, {1: False, 4: False},
+                                                                 430, 1720, 4)
     assert "no verdict" in _length_verdict({1: "width"}, {1: True}, 430, 1720, 4)

@@ -199,15 +199,17 @@ def _budget_section(results: dict[str, Any], match: str, budget: float) -> tuple
     return md, lines
 
 
-def _verdicts(rows: list[dict[str, Any]], names: list[str], where: dict[str, Any]) -> list[str]:
-    """Which method is best on validation, and every other method's paired test difference against it."""
+def _verdicts(rows: list[dict[str, Any]], names: list[str], where: dict[str, Any],
+              stated: frozenset[str] = frozenset()) -> list[str]:
+    """Which method is best on validation, and every other method's paired test difference against it (but not
+    the pair `stated`, when its comparison is already written out)."""
     best, note = tables.best_on_validation(rows, names, **where)
     if best is None:
         return ["No finished runs at this budget yet."]
     val, test = (tables.summary(rows, metric, method=best, **where) for metric in ("val_top1", "test_top1"))
     out = [f"Best on validation: **{best}** (val {tables.pct(val)}, test {tables.pct(test)}){note}."]
     for name in names:
-        if name != best:
+        if name != best and {name, best} != stated:
             diff = tables.compare(rows, {"method": name, **where}, {"method": best, **where})
             if diff.n:
                 out.append(tables.verdict(diff, name, best))
@@ -215,18 +217,25 @@ def _verdicts(rows: list[dict[str, Any]], names: list[str], where: dict[str, Any
 
 
 def _length_verdict(winners: dict[int, str], clear: dict[int, bool], short: int, long_: int, factor: int) -> str:
-    """Whether the winner between depth and width changes with the training length: stated only when, at both
-    lengths, the winner is ahead on test by more than the noise."""
+    """Whether the winner between depth and width changes with the training length: a change is stated only when,
+    at both lengths, the winner is ahead on test by more than the noise."""
     found = "Bello et al. found width better for short trainings and depth better for long ones."
     if len(winners) < 2:
         return "Depth and width have not both finished at both lengths yet: no verdict."
+    steps = {1: short, factor: long_}
+    if winners[1] == winners[factor]:
+        ahead = [f"{steps[k]} steps" for k in (1, factor) if clear[k]]
+        within = [f"{steps[k]} steps" for k in (1, factor) if not clear[k]]
+        lead = ("beyond the noise at both lengths" if not within else "within the noise at both lengths" if not ahead
+                else f"beyond the noise at {ahead[0]}, within it at {within[0]}")
+        return (f"The winner between depth and width does not change with the training length: {winners[1]} leads "
+                f"on validation at {short} and at {long_} steps, on test {lead}. {found}")
     means = f"{winners[1]} at {short} steps, {winners[factor]} at {long_} steps"
     if not all(clear.values()):
-        return (f"On mean validation top-1 the winner is {means}, but not both test differences are larger than the "
-                f"noise: whether the winner changes with the training length is not shown. {found}")
-    changed = winners[1] != winners[factor]
-    return (f"The winner between depth and width {'changes' if changed else 'does not change'} with the training "
-            f"length ({means}; both differences larger than the noise). {found}")
+        return (f"On mean validation top-1 the winner changes ({means}), but not both test differences are larger "
+                f"than the noise: a change of winner is not shown. {found}")
+    return (f"The winner between depth and width changes with the training length ({means}; both differences "
+            f"larger than the noise). {found}")
 
 
 def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -259,7 +268,7 @@ def _bello_section(results: dict[str, Any]) -> tuple[list[str], list[str]]:
             clear[length] = diff.n >= tables.MIN_SEEDS and diff.excludes_zero() and diff.mean > 0
             md.append(f"- {steps} steps: {winner} wins on validation{note}; "
                       + tables.verdict(diff, f"{winner}-only", f"{loser}-only (test, paired)"))
-        for s in _verdicts(rows, bello["methods"], where):
+        for s in _verdicts(rows, bello["methods"], where, stated=frozenset({"depth", "width"})):
             md.append(f"- {steps} steps: {s}")
     md.append(f"- {_length_verdict(winners, clear, short, long_, factor)}")
     md.append("")
