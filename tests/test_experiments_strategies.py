@@ -179,6 +179,10 @@ def test_quick_report_is_generated_from_results(quick, tmp_path):
     tampered["runs"][0]["test_top1"] = 12.34
     changed, _ = suite.write_report(suite.module("strategies"), tampered, tmp_path)
     assert "12.34" in changed and changed != markdown
+    tampered.pop("discussion", None)
+    unwritten, _ = suite.write_report(suite.module("strategies"), tampered, tmp_path)
+    assert unwritten.rstrip().endswith("and rerun with `--report-only`.")
+    assert "## Discussion\n\n> **Discussion: not written yet.** It is written from the numbers of all" in unwritten
 
 
 @pytest.mark.slow
@@ -186,9 +190,14 @@ def test_quick_rerun_solves_and_trains_nothing(quick):
     root = quick.parent
     records = sorted((root / "runs").glob(f"*/{RECORD}"))
     before = {p: p.stat().st_mtime_ns for p in records}
+    results = json.loads((quick / "results.json").read_text())
+    results["discussion"] = ["Written by hand: kept when the results are written again."]
+    (quick / "results.json").write_text(json.dumps(results))
     done = _effnet("experiments", "strategies", "--quick", "--out", str(quick), "--runs", str(root / "runs"),
                    cwd=root)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((quick / "results.json").read_text())["discussion"] == results["discussion"]
+    assert "## Discussion\n\nWritten by hand: kept" in (quick / "report.md").read_text()
     assert "solving" not in done.stdout  # candidates and latencies read back from candidates.json
     assert re.search(r"(\d+) of \1 runs finished before .*; 0 to train", done.stdout), done.stdout
     assert {p: p.stat().st_mtime_ns for p in records} == before

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import costs
+from effnet.experiments import costs, tables
 
 NAME = "latency"
 MODELS = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "resnet50", "resnet101",
@@ -121,11 +121,7 @@ def report(results: dict[str, Any], figures: dict[str, str | None] | None = None
     if figures.get("latency"):
         md += [f"![latency vs MACs]({figures['latency']})", ""]
     md += costs.section(results, figures.get("costs"))
-    md += ["## Discussion", ""]
-    discussion = results.get("discussion")
-    md += [line for paragraph in discussion for line in (paragraph, "")] if discussion else [
-        "> **Discussion: not written yet.** It is written from the numbers of a full run on a quiet machine: add it "
-        "to results.json as `\"discussion\"` (a list of paragraphs) and rerun with `--report-only`."]
+    md += tables.discussion(results, "a full run on a quiet machine")
     if results.get("earlier"):
         md += ["", f"results.json also keeps {len(results['earlier'])} earlier table(s) measured on another CPU or "
                "with other settings (under \"earlier\"); they are not shown."]

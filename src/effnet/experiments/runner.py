@@ -353,11 +353,20 @@ def write_results(path: Path, experiment: str, command: str, options: Options, r
         "experiment": experiment, "command": command, "quick": options.quick,
         "planned_runs": len({run.key for run in runs}), "finished_runs": len(distinct),
         "training_wall_s": round(sum(r["wall_s"] for r in distinct), 1),
-        "machine": machine(), "updated": now(), **meta, "runs": rows,
+        "machine": machine(), "updated": now(), **meta, **_written_by_hand(path), "runs": rows,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(results, indent=2) + "\n", path)
     return results
+
+
+def _written_by_hand(path: Path) -> dict[str, Any]:
+    """What results.json at `path` holds that no run computes (its "discussion"), kept when it is written again."""
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"discussion": held["discussion"]} if isinstance(held, dict) and held.get("discussion") else {}
 
 
 def spawn(argv: Sequence[str], jobs: int) -> list[int]:

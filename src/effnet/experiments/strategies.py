@@ -130,8 +130,9 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     text += lines
     md.append("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
               "seeds; differences are paired by seed (same initial weights, data order and augmentation) and "
-              "\"larger than the noise\" when their 95% interval excludes zero.")
-    return "\n".join(md), "\n".join(text)
+              "\"larger than the noise\" when their 95% interval excludes zero.\n")
+    md += tables.discussion(results, "all the planned runs")
+    return "\n".join(md).rstrip(), "\n".join(text)
 
 
 def _intro(results: dict[str, Any]) -> str:

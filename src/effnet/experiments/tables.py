@@ -43,6 +43,17 @@ def best_on_validation(rows: Sequence[dict[str, Any]], names: Sequence[str], **w
     return best, "" if same else f" (compared on the seed{'s' if len(shared) > 1 else ''} every method has: {listed})"
 
 
+def discussion(results: dict[str, Any], waiting_for: str) -> list[str]:
+    """A report's closing "Discussion" section: the paragraphs results.json holds under "discussion" (written by
+    hand from the numbers, and kept when the results are written again), or a note saying it is `waiting_for`
+    them (a full run, a quiet machine…) and how to add it."""
+    paragraphs = results.get("discussion")
+    if paragraphs:
+        return ["## Discussion", "", *(line for paragraph in paragraphs for line in (paragraph, ""))]
+    return ["## Discussion", "", f"> **Discussion: not written yet.** It is written from the numbers of {waiting_for}: "
+            "add it to results.json as `\"discussion\"` (a list of paragraphs) and rerun with `--report-only`.", ""]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """`effnet.report.markdown_table` of cells as they are written (`str`): a report's numbers are formatted by the
     experiment that states them, so that report.md files written before keep their exact text."""
