@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.files import output_problem
+from effnet.files import checked_output
 from effnet.runtime import ExportError, onnx_runner, openvino_runner, save_onnx, save_openvino
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -104,14 +104,6 @@ def parity(eager: np.ndarray, exported: np.ndarray) -> tuple[float, float]:
     return max_abs, max_abs / max(float(np.max(np.abs(eager))), 1e-12)
 
 
-def _check_output(path: Path) -> Path:
-    """`path` if an exported file can be written there (`effnet.files.output_problem`), checked before exporting."""
-    problem = output_problem(path)
-    if problem is not None:
-        raise ExportError(f"{path}: {problem}")
-    return path
-
-
 def _above(value: float) -> str:
     """A round tolerance just above `value` (two significant digits, rounded up)."""
     digits = 1 - math.floor(math.log10(value)) if value > 0 else 0
@@ -133,7 +125,7 @@ def export(
     Raises `ExportError` when the relative error exceeds `tolerance`, after removing the file: a model that does not
     match its source must not be left where a later step would pick it up (a larger `tolerance` keeps it)."""
     exporter = get_exporter(fmt)
-    path = _check_output(Path(path))
+    path = checked_output(path, ExportError)
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0):
         raise ExportError(f"resolution: got {resolution!r}, expected a positive integer (or None: the model's own)")
     if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance <= 0:

@@ -85,6 +85,16 @@ def output_problem(path: str | Path, suffixes: tuple[str, ...] = ()) -> str | No
     return None
 
 
+def checked_output(path: str | Path, error: type[Exception], suffixes: tuple[str, ...] = (),
+                   name: str | None = None) -> Path:
+    """`path` when an output file can be written there (`output_problem`); else `error` with one line that starts
+    with `name` (default: the path), checked before any work."""
+    problem = output_problem(path, suffixes)
+    if problem is not None:
+        raise error(f"{path if name is None else name}: {problem}")
+    return Path(path)
+
+
 def cache_dir() -> Path:
     """Where effnet keeps what it measures about this machine: `$XDG_CACHE_HOME/effnet`, else `~/.cache/effnet`
     (a relative XDG_CACHE_HOME is ignored, as the XDG spec says)."""
@@ -92,4 +102,5 @@ def cache_dir() -> Path:
     return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "effnet"
 
 
-__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir", "file_mode", "output_problem"]
+__all__ = ["CACHE_ENV", "TMP_PREFIX", "atomic_write", "atomic_write_text", "cache_dir", "checked_output", "file_mode",
+           "output_problem"]

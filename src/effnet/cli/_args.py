@@ -123,11 +123,9 @@ def deadline(text: str, now: float | None = None) -> float:
 def check_output_file(path: str, flag: str = "-o/--output", suffixes: tuple[str, ...] = ()) -> None:
     """An output file's place, checked before any work (`effnet.files.output_problem`); the error names `flag`."""
     from effnet.errors import EffnetError
-    from effnet.files import output_problem
+    from effnet.files import checked_output
 
-    problem = output_problem(path, suffixes)
-    if problem is not None:
-        raise EffnetError(f"{flag} {path}: {problem}")
+    checked_output(path, EffnetError, suffixes, name=f"{flag} {path}")
 
 
 def flags_apply_only(flags: list[str]) -> str:

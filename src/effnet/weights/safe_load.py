@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from effnet.errors import EffnetError
-from effnet.files import file_mode, output_problem
+from effnet.files import checked_output, file_mode
 
 
 class WeightsError(EffnetError):
@@ -98,11 +98,7 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
 def check_writable(path: str | Path) -> Path:
     """`path` if a weights file can be written there (`effnet.files.output_problem`); else `WeightsError` naming it
     (checked before any work)."""
-    path = Path(path)
-    problem = output_problem(path)
-    if problem is not None:
-        raise WeightsError(f"{path}: {problem}")
-    return path
+    return checked_output(path, WeightsError)
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None) -> None:
