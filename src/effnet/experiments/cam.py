@@ -135,21 +135,25 @@ def retrain_missing(options: Options, chosen: list[dict[str, Any]], log: Callabl
     settings and seed make the same run key), `options.jobs` at a time in child processes of one torch thread
     each (one process, torch's default threads, when `jobs` is 1); returns, per retrained run, the recorded and the
     new accuracy."""
-    from effnet.experiments.runner import run_of_record, train_run
+    from effnet.experiments.runner import run_of_record, train_run, training_cost
 
     missing = [r for r in chosen if not _checkpoint(options, r).is_file()]
     if missing:
         names = ", ".join(f"{r['method']} seed {r['seed']}" for r in missing)
         log(f"cam: training again, {options.jobs} at a time, the runs whose checkpoints are missing: {names} ...")
     runs = [run_of_record(r) for r in missing]
+    costs = [training_cost(run) for run in runs]  # each run's share of the work (activations x images trained)
+    if not all(costs):
+        costs = [1.0] * len(runs)  # not known for all: every run counts the same
     started = time.monotonic()
     records: dict[int, dict[str, Any]] = {}
 
     def done(index: int, record: dict[str, Any]) -> None:
         records[index] = record
         r, left = missing[index], len(missing) - len(records)
-        rate = (time.monotonic() - started) / len(records)  # wall time per finished run, with `jobs` at work
-        eta = f", ETA {format_duration(left * rate)}" if left else ""
+        finished = sum(costs[i] for i in records)
+        rate = (time.monotonic() - started) / finished  # wall time per unit of work finished, with `jobs` at work
+        eta = f", ETA {format_duration(rate * (sum(costs) - finished))}" if left else ""
         log(f"cam: [{len(records)}/{len(missing)} retrained{eta}] {r['method']} seed {r['seed']}: test "
             f"{record['test_top1']:.2f}% (recorded {r['test_top1']:.2f}%)")
 
