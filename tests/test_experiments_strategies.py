@@ -219,3 +219,12 @@ def test_a_change_of_winner_with_training_length_needs_both_differences_beyond_t
     assert "within the noise at both lengths" in _length_verdict({1: "depth", 4: "depth"}, {1: False, 4: False},
                                                                  430, 1720, 4)
     assert "no verdict" in _length_verdict({1: "width"}, {1: True}, 430, 1720, 4)
+
+
+def test_seeds_within_noise_is_refused_where_no_comparison_adds_seeds(tmp_path):
+    done = _effnet("experiments", "strategies", "--seeds-within-noise", "5", "--out", str(tmp_path / "out"),
+                   cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "--seeds-within-noise applies only to the experiments that add seeds" in done.stderr
+    assert "compound-vs-single" in done.stderr and "strategies trains --seeds seeds" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from effnet.cli._args import UNTIL_HELP, deadline, positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, flags_apply_only, positive_int
+from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
 
@@ -45,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--seeds-within-noise", type=positive_int, default=None, metavar="N",
                        help="once the planned seeds have finished, the points of every comparison whose paired "
                             "validation difference is within the noise (95%% interval including zero) are trained "
-                            f"with N seeds (default {SEEDS_WITHIN_NOISE}; N at most --seeds adds none)")
+                            f"with N seeds (default {SEEDS_WITHIN_NOISE}; N at most --seeds adds none); an "
+                            "experiment without such comparisons (strategies) refuses it")
         e.add_argument("--jobs", type=positive_int, default=1, help="runs trained in parallel processes here")
         e.add_argument("--out", default=None, help=f"output folder (default docs/experiments/{name}/)")
         e.add_argument("--storage", default=None,
@@ -69,6 +71,11 @@ def run_trained(args: argparse.Namespace) -> int:
     from effnet.experiments import suite
     from effnet.experiments.runner import Options, StoppedBeforePlanning
 
+    if args.seeds_within_noise is not None and not args.worker and not suite.adds_seeds_within_noise(args.experiment):
+        adding = ", ".join(n for n in TRAINED if suite.adds_seeds_within_noise(n))
+        raise EffnetError(f"{flags_apply_only(['--seeds-within-noise'])} to the experiments that add seeds where a "
+                          f"comparison is within the noise ({adding}); {args.experiment} trains --seeds seeds at every "
+                          "point: drop it, or give --seeds N")
     out = Path(args.out or Path("docs/experiments") / args.experiment)
     jobs = args.jobs
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -40,6 +40,11 @@ def module(name: str):
     return importlib.import_module(MODULES[name])
 
 
+def adds_seeds_within_noise(name: str) -> bool:
+    """Whether experiment `name` adds seeds to its comparisons within the noise (it defines `comparisons`)."""
+    return hasattr(module(name), "comparisons")
+
+
 def seeds_of(options: Options) -> int:
     return options.seeds or (1 if options.quick else DEFAULT_SEEDS)
 
