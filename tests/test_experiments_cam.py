@@ -57,6 +57,19 @@ def test_missing_results_name_the_command_to_run_first(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    (("--report-only", "--method", "scorecam", "--jobs", "2"),
+     "--method and --jobs apply only when maps are computed, and --report-only computes nothing; drop them"),
+    (("--part", "photos", "--retrain"), "--retrain applies only to the Fashion-MNIST part (--part fashion-mnist or "
+                                        "all), not --part photos; drop it or change --part"),
+    (("--jobs", "2"), "--jobs applies only to --retrain (the runs trained again in parallel); add --retrain"),
+])
+def test_a_flag_that_would_do_nothing_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    code, _, err = run_cli(capsys, "experiments", "cam", *argv, "--out", str(tmp_path / "out"))
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_checkpoint_names_the_command_to_run_first(tmp_path, capsys):
     source, runs = _fake_experiment(tmp_path, checkpoints=False)
     code, _, err = run_cli(capsys, "experiments", "cam", "--source", str(source), "--runs", str(runs),
@@ -142,10 +155,11 @@ def test_photos_part_labels_each_photo_and_keeps_the_fashion_mnist_section(tmp_p
     pytest.importorskip("effnet.data").FashionMNISTSource("test")
     source, runs = _fake_experiment(tmp_path, seeds=1)
     out = tmp_path / "out"
-    args = ["--quick", "--source", str(source), "--runs", str(runs), "--out", str(out)]
-    assert run_cli(capsys, "experiments", "cam", "--part", "fashion-mnist", *args)[0] == 0
+    args = ["--quick", "--out", str(out)]
+    assert run_cli(capsys, "experiments", "cam", "--part", "fashion-mnist", "--source", str(source), "--runs",
+                   str(runs), *args)[0] == 0
     before = json.loads((out / "results.json").read_text())["fashion_mnist"]
-    assert run_cli(capsys, "experiments", "cam", "--part", "photos", *args)[0] == 0
+    assert run_cli(capsys, "experiments", "cam", "--part", "photos", *args)[0] == 0  # --source, --runs: not used
     results = json.loads((out / "results.json").read_text())
     assert results["fashion_mnist"] == before
     models = results["photos"]["models"]

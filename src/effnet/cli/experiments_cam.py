@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from effnet.cli._args import positive_float, positive_int
+from effnet.cli._args import flags_apply_only, it_or_them, positive_float, positive_int
 from effnet.report import format_table
 
 
@@ -22,30 +22,57 @@ def register(experiments: argparse._SubParsersAction) -> None:
                                epilog="example: effnet experiments cam\n         effnet experiments cam --quick "
                                       "--source quick/cvs --runs quick/runs --out quick/cam",
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("--part", choices=(*PARTS, "all"), default="all", help="which figure(s) to make (default all)")
+    e.add_argument("--part", choices=(*PARTS, "all"), default=None, help="which figure(s) to make (default all)")
     e.add_argument("--source", default=None,
                    help=f"output folder of `effnet experiments {SOURCE}` (default docs/experiments/{SOURCE})")
     e.add_argument("--runs", default=None, help="folder of its runs' checkpoints (default runs/experiments)")
     e.add_argument("--out", default=None, help="output folder (default docs/experiments/cam/)")
     e.add_argument("--budget", type=positive_float, default=None,
                    help="MACs budget of the models compared (default 3, else the middle one run)")
-    e.add_argument("--method", choices=sorted(METHODS), default="gradcam", help="map method (default gradcam)")
+    e.add_argument("--method", choices=sorted(METHODS), default=None, help="map method (default gradcam)")
     e.add_argument("--layer", default=None, help="stem, stages.I or head (default head, the last feature map)")
     e.add_argument("--quick", action="store_true", help="few photos and test images: end to end in a minute")
     e.add_argument("--retrain", action="store_true",
                    help="train again the runs whose checkpoints are missing (run folders are not committed; the "
                         "same spec, settings and seed give the same run), and report how their accuracy compares "
                         "with the recorded one")
-    e.add_argument("--jobs", type=positive_int, default=1,
+    e.add_argument("--jobs", type=positive_int, default=None,
                    help="with --retrain: runs trained in parallel processes, one torch thread each (default 1)")
     e.add_argument("--report-only", action="store_true",
                    help="write report.md again from the results.json in --out, computing nothing")
     e.set_defaults(func=run_cam_experiment)
 
 
+FASHION_MNIST_ONLY = (("--source", "source"), ("--runs", "runs"), ("--budget", "budget"), ("--retrain", "retrain"),
+                      ("--jobs", "jobs"))
+COMPUTING = (("--part", "part"), ("--method", "method"), ("--layer", "layer"), ("--quick", "quick"),
+             *FASHION_MNIST_ONLY)
+
+
+def _given(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
+    return [flag for flag, name in flags if getattr(args, name) not in (None, False)]
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that would do nothing in this call are refused, one line naming them (never silently ignored)."""
+    from effnet.errors import EffnetError
+
+    if args.report_only and (unused := _given(args, COMPUTING)):
+        raise EffnetError(f"{flags_apply_only(unused)} when maps are computed, and --report-only computes nothing; "
+                          f"drop {it_or_them(unused)} or --report-only")
+    if args.part == "photos" and (unused := _given(args, FASHION_MNIST_ONLY)):
+        raise EffnetError(f"{flags_apply_only(unused)} to the Fashion-MNIST part (--part fashion-mnist or all), not "
+                          f"--part photos; drop {it_or_them(unused)} or change --part")
+    if args.jobs is not None and not args.retrain:
+        raise EffnetError(f"{flags_apply_only(['--jobs'])} to --retrain (the runs trained again in parallel); add "
+                          "--retrain or drop it")
+
+
 def run_cam_experiment(args: argparse.Namespace) -> int:
     from effnet.experiments.cam import PARTS, SOURCE, Options, run, summary_rows, write_report
 
+    _check_flags(args)
+    part = args.part or "all"
     experiments_dir = Path("docs/experiments")
     if args.report_only:
         out = Path(args.out or experiments_dir / "cam")
@@ -54,13 +81,12 @@ def run_cam_experiment(args: argparse.Namespace) -> int:
         return 0
     options = Options(out=Path(args.out or experiments_dir / "cam"),
                       source=Path(args.source or experiments_dir / SOURCE),
-                      runs_dir=Path(args.runs or "runs/experiments"), quick=args.quick, method=args.method,
-                      layer=args.layer, budget=args.budget, retrain=args.retrain,
-                      jobs=args.jobs)
+                      runs_dir=Path(args.runs or "runs/experiments"), quick=args.quick, method=args.method or "gradcam",
+                      layer=args.layer, budget=args.budget, retrain=args.retrain, jobs=args.jobs or 1)
     command = "effnet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else \
         "effnet experiments cam"
-    results = run(options, PARTS if args.part == "all" else (args.part,), command=command)
-    fashion = results.get("fashion_mnist") if args.part != "photos" else None
+    results = run(options, PARTS if part == "all" else (part,), command=command)
+    fashion = results.get("fashion_mnist") if part != "photos" else None
     if fashion:
         print()
         print(format_table(["method", "res", "on object (%)", "object area (%)", "seeds"],
