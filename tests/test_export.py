@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,12 @@ def test_export_cli_format_json_prints_the_report_and_infers_the_file_format(tmp
     assert code == 0 and out.is_file()
     assert report["format"] == "torchscript" and report["ok"] is True and report["resolution"] == 32
     assert "neither --pretrained nor --weights given" in captured.err and "randomly initialised" in captured.err
+
+
+@pytest.mark.parametrize("name, fmt, expected", [("m.pt", "openvino", ".xml"), ("m.onnx", "torchscript", ".pt")])
+def test_a_format_its_suffix_does_not_say_is_one_line_and_writes_nothing(tmp_path, capsys, name, fmt, expected):
+    code = main(["export", "efficientnet_lite0", "-o", str(tmp_path / name), "--format", fmt, "--resolution", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"(format {fmt}): got suffix '{Path(name).suffix}', expected a {expected} file" in err
+    assert not list(tmp_path.iterdir())

@@ -125,7 +125,7 @@ def export(
     Raises `ExportError` when the relative error exceeds `tolerance`, after removing the file: a model that does not
     match its source must not be left where a later step would pick it up (a larger `tolerance` keeps it)."""
     exporter = get_exporter(fmt)
-    path = checked_output(path, ExportError)
+    path = checked_output(path, ExportError, (exporter.suffix,), name=f"{path} (format {fmt})")
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0):
         raise ExportError(f"resolution: got {resolution!r}, expected a positive integer (or None: the model's own)")
     if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) or tolerance <= 0:
