@@ -128,6 +128,15 @@ def test_layer_names_list_the_feature_maps():
     assert layer_names(ConvNet(tiny_spec())) == ["stem", "stages.0", "stages.1", "stages.2", "head"]
 
 
+@pytest.mark.parametrize("layer, shape", [("classifier", "(1, 10)"), ("pool", "(1, 64, 1, 1)")])
+def test_a_layer_without_a_feature_map_is_refused_before_any_map(layer, shape):
+    model = ConvNet(tiny_spec())
+    if layer not in dict(model.named_modules()):
+        pytest.skip(f"tiny spec has no {layer}")
+    with pytest.raises(CamError, match=rf"layer: '{layer}' outputs shape \{shape[:-1]}\), expected a feature map"):
+        compute(model, torch.randn(2, 3, 32, 32), layer=layer)
+
+
 def test_on_object_fraction_of_an_even_map_is_the_object_area():
     masks = torch.zeros(2, 10, 10)
     masks[:, :5] = 1

@@ -176,6 +176,24 @@ class Maps:
         return [(i % width, i // width) for i in flat]
 
 
+def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor) -> None:
+    """A map weighs the channels of a feature map N×C×H×W of more than one position: a layer whose output is
+    anything else (the classifier's logits, the pooled features) is refused before any map is computed."""
+    seen: list[tuple[int, ...]] = []
+    hook = dict(model.named_modules())[layer].register_forward_hook(
+        lambda _m, _i, out: seen.append(tuple(out.shape)) if isinstance(out, torch.Tensor) else None)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    shape = seen[0] if seen else None
+    if shape is None or len(shape) != 4 or shape[2] * shape[3] < 2:
+        got = "no tensor" if shape is None else f"shape {shape}"
+        raise CamError(f"layer: {layer!r} outputs {got}, expected a feature map N×C×H×W larger than 1×1; use one "
+                       f"of {layer_names(model)}")
+
+
 def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] | None = None,
             method: str = "gradcam", *, layer: str | None = None, batch_size: int = 16) -> Maps:
     """Maps of a normalised N×3×H×W batch `inputs` for `target` (None: each image's predicted class; an int:
@@ -193,6 +211,7 @@ def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] 
     training = model.training
     model.eval()
     try:
+        _check_feature_map(model, layer, inputs[:1])
         for start in range(0, len(inputs), batch_size):
             chunk_target = target[start:start + batch_size] if isinstance(target, list) else target
             m, lg, t = _compute_batch(model, inputs[start:start + batch_size], chunk_target, method, layer)
