@@ -314,6 +314,20 @@ def test_runs_lists_state_steps_and_best(data, reference, tmp_path, monkeypatch,
     assert main(["runs", str(tmp_path / "nothing")]) == 2
 
 
+@pytest.mark.parametrize("name, text", [("run.json", '{"a": 1}'), ("run.json", "[1, 2]"), ("config.json", "[]")])
+def test_runs_lists_a_folder_with_a_foreign_json_file_without_a_traceback(tmp_path, capsys, name, text):
+    folder = tmp_path / "runs" / "odd"
+    folder.mkdir(parents=True)
+    if name != "config.json":
+        (folder / "config.json").write_text("{}")  # what makes the folder a run folder
+    (folder / name).write_text(text)
+    assert main(["runs", str(tmp_path / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[2].split()[-1] == "unknown" and "Traceback" not in err
+    if name == "run.json":
+        assert "not a run record" in err or "unreadable run record" in err
+
+
 def test_runs_says_how_long_a_running_run_has_left(reference, tmp_path, capsys):
     """The time left is the steps to go at the current epoch's logged rate; only a run that is running has one."""
     run = tmp_path / "live"

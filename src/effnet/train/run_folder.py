@@ -250,7 +250,11 @@ def read_record(folder: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as exc:
         warnings.warn(f"{path}: unreadable run record ({exc}); using config.json", stacklevel=2)
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("state"), str):
+        warnings.warn(f"{path}: not a run record (expected an object with a \"state\"); using config.json",
+                      stacklevel=2)
+        return None
+    return record
 
 
 def run_settings(folder: str | Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
@@ -372,6 +376,8 @@ def describe(folder: str | Path) -> dict[str, Any]:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             pass
+        if not isinstance(config, dict):
+            config = {}
         model = config.get("model")
         last = _last_json_line(folder / "metrics.jsonl") or {}
         steps = ckpt.step_checkpoints(folder)
