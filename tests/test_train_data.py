@@ -3,6 +3,7 @@ last good checkpoint intact, and empty / one-class / missing data or a bad resol
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -161,6 +162,18 @@ def test_bad_resolution_fails_before_any_work(folder, tmp_path, resolution):
     with pytest.raises(ConfigError, match="resolution: got"):
         Trainer(_cfg(folder, tmp_path, resolution=resolution))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("crop_scale", 5, "(min, max) area fractions"), ("crop_scale", [0.5], "(min, max) area fractions"),
+    ("crop_scale", ["a", "b"], "(min, max) area fractions"), ("seed", "abc", "an integer"),
+    ("hflip", "maybe", "true or false"), ("strict", 1, "true or false"),
+])
+def test_a_setting_of_the_wrong_type_is_one_config_error(field, value, expected):
+    from effnet.train import check_config
+
+    with pytest.raises(ConfigError, match=rf"^{field}: got .*, expected {re.escape(expected)}"):
+        check_config(TrainConfig(**{field: value}))
 
 
 def test_val_class_not_in_train_is_an_error(folder, tmp_path):

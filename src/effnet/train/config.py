@@ -6,6 +6,7 @@ settings (`effnet train --recipe`).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -111,6 +112,11 @@ RANDAUGMENT_MAX_M = 30
 """RandAugment's magnitudes run from 0 to 30 (31 bins, as in its paper and torchvision)."""
 
 
+SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "freeze_backbone", "overwrite", "strict", "test",
+            "tensorboard", "progress")
+"""The TrainConfig fields that are true or false (`pretrained` and `resume` may also name a file)."""
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
     error = ConfigError(f"{field}: got {value!r}, expected {expected}")
     error.field = field
@@ -170,9 +176,15 @@ def check_config(c: TrainConfig) -> None:
     if c.randaugment_m > RANDAUGMENT_MAX_M:
         _fail("randaugment_m", c.randaugment_m, f"an integer in [0, {RANDAUGMENT_MAX_M}] (RandAugment's magnitude "
               "scale)")
-    lo, hi = c.crop_scale
-    if not (0 < lo <= hi <= 1):
+    pair = isinstance(c.crop_scale, (tuple, list)) and len(c.crop_scale) == 2
+    if not (pair and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c.crop_scale)
+            and 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
         _fail("crop_scale", c.crop_scale, "(min, max) area fractions with 0 < min <= max <= 1")
+    if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral):
+        _fail("seed", c.seed, "an integer")
+    for name in SWITCHES:
+        if not isinstance(getattr(c, name), bool):
+            _fail(name, getattr(c, name), "true or false")
     if c.eval_crop_fraction is not None and not 0 < c.eval_crop_fraction <= 1:
         _fail("eval_crop_fraction", c.eval_crop_fraction, "a fraction in (0, 1]")
     _positive("backbone_lr_scale", c.backbone_lr_scale, zero_ok=True)
