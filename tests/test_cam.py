@@ -241,6 +241,10 @@ def test_cli_reads_a_training_checkpoint_with_its_classes(square_model, model_fi
     assert [r["top"][0]["label"] for r in report["images"]] == ["square", "square"]  # the EMA weights, not zeros
     first, second = (r["peak"] for r in report["images"])
     assert first["x"] >= SIZE // 2 and first["y"] >= SIZE // 2 and second["x"] < SIZE // 2 and second["y"] < SIZE // 2
+    code, out, _ = run_cli(capsys, "predict", square_model.spec.name, "--weights", str(tmp_path / "best.pt"),
+                           *images, "--format", "json")  # predict reads the checkpoint the same way
+    assert code == 0
+    assert [p["top"][0]["label"] for p in json.loads(out)["predictions"]] == ["square", "square"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

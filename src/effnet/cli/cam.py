@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from effnet.cli._args import check_output_file, positive_int
-from effnet.errors import EffnetError
+from effnet.cli._load import load_model
 
 _FORMATS = ("figure", "json")
 
@@ -82,43 +82,6 @@ def run_cam(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_model(name: str, *, pretrained: bool = False, weights: str | None = None):
-    """(model in eval mode, its preprocessing, its class names or None) for the bundled weights, a weights file
-    or a training checkpoint (its chosen weights: EMA when it kept them)."""
-    from effnet.predict import model_config
-    from effnet.registry import create_model
-
-    if weights and Path(weights).suffix.lower() in (".pt", ".pth") and Path(weights).is_file():
-        trained = _training_checkpoint(name, weights)
-        if trained is not None:
-            return trained
-    model = create_model(name, pretrained=True if pretrained else weights)
-    config = model_config(model.spec, None if pretrained else weights)
-    return model.eval(), config, _imagenet_labels(model.spec.num_classes)
-
-
-def _training_checkpoint(name: str, path: str):
-    from effnet.cam import from_checkpoint
-    from effnet.train.checkpoint import CheckpointError
-
-    try:
-        model, config, classes = from_checkpoint(path)
-    except CheckpointError:
-        return None  # a plain state dict: create_model reads it
-    if name != model.spec.name:
-        raise EffnetError(f"--weights {path}: a training checkpoint of {model.spec.name!r}, not {name!r}; pass "
-                          f"MODEL {model.spec.name}")
-    return model, config, classes
-
-
-def _imagenet_labels(num_classes: int) -> tuple[str, ...] | None:
-    if num_classes != 1000:
-        return None
-    from effnet.weights import imagenet_classes
-
-    return imagenet_classes()
-
-
 def label_of(index: int, labels) -> str:
     return labels[index] if labels is not None and index < len(labels) else f"class {index}"
 
@@ -142,4 +105,4 @@ def _parse_target(text: str | None, labels, num_classes: int) -> int | None:
     return index
 
 
-__all__ = ["load_model", "register", "run_cam"]
+__all__ = ["register", "run_cam"]

@@ -7,10 +7,11 @@ import json
 import sys
 
 from effnet.cli._args import positive_int
+from effnet.cli._load import load_model
 from effnet.data.calibration import calibration_images
 from effnet.data.photos import PhotosUnavailable, photos
 from effnet.errors import EffnetError
-from effnet.predict import classify, classify_images, model_config
+from effnet.predict import classify, classify_images
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
 from effnet.runtime import ENGINES, PRECISIONS, runtime_module
@@ -24,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registered name or spec .json")
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
-    weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
+    weights.add_argument("--weights", metavar="PATH",
+                         help="a .safetensors/.pth file in effnet's layout, or a training checkpoint (.pt: its "
+                              "chosen weights, preprocessing and class names)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
     p.add_argument("--top", type=positive_int, default=None,
                    help="classes to show per image, at most the model's classes (default 5, or all when fewer)")
@@ -40,28 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-def _labels(num_classes: int) -> tuple[str, ...] | None:
-    if num_classes != 1000:
-        return None
-    from effnet.weights import imagenet_classes
-
-    return imagenet_classes()
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    model = create_model(args.model, pretrained=True if args.pretrained else args.weights)
+    model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     classes = model.spec.num_classes
     if args.top is not None and args.top > classes:
         raise EffnetError(f"--top: got {args.top}, expected at most the model's {classes} classes")
     top = args.top or min(DEFAULT_TOP, classes)
-    config = model_config(model.spec, None if args.pretrained else args.weights)
     # int8 calibrates on photos preprocessed as the predictions are (a weights file's normalisation included)
     calibration = calibration_images(config) if args.precision == "int8" else None
     auto = {"batch": args.batch_size} if args.runtime == "auto" else {}  # the batch auto times the engines at
     with announce_choices("effnet predict"):
         model = runtime_module(model, args.runtime, args.precision, calibration=calibration,
                                resolution=config.resolution, **auto)
-    result = classify(model, config, args.images, labels=_labels(classes), top=top, batch_size=args.batch_size)
+    result = classify(model, config, args.images, labels=labels, top=top, batch_size=args.batch_size)
     if args.strict and result.skipped:
         first = result.skipped[0]
         more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
