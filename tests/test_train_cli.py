@@ -41,6 +41,9 @@ def test_train_eval_plot(setup, capsys):
     assert main(["eval", str(out), str(data), "--workers", "0"]) == 0
     text = capsys.readouterr().out
     assert "step 6" in text and "\nraw " in text and "\nema " in text
+    assert main(["eval", str(out), str(data), "--workers", "0", "--subset", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "subset: got 1000, expected at most the" in err
     assert main(["plot", str(out)]) == 0
     png = out / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,6 +56,14 @@ def test_bad_input_is_one_line_and_exit_2(setup, capsys):
     assert err.count("\n") == 1 and "data folder not found" in err
     assert main(["eval", str(root / "nothing.pt"), str(data)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_fashion_mnist_has_no_other_split():
+    from effnet.data import DataError
+    from effnet.data.sources import open_source
+
+    with pytest.raises(DataError, match="fashion-mnist: split 'bogus'; expected train, val or test"):
+        open_source("fashion-mnist", "bogus")
 
 
 @pytest.mark.slow

@@ -150,6 +150,9 @@ def open_source(data: str | Path, split: str, classes: tuple[str, ...] | None = 
     """One split of `data` ("fashion-mnist" or a folder).  For a folder, split 'train' is `data/train`; 'val' or
     'test' is `data/<split>` if it exists, else `data` itself when it holds class folders directly."""
     if is_fashion_mnist(str(data)):
+        if split not in ("train", "val", "test"):
+            raise DataError(f"fashion-mnist: split {split!r}; expected train, val or test (val and test are both its "
+                            "10,000-image test split)")
         return FashionMNISTSource("train" if split == "train" else "test")
     root = Path(data)
     if not root.is_dir():

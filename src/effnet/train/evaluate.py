@@ -121,6 +121,9 @@ def evaluate_checkpoint(
         raise EffnetError(f"{data}: classes {list(source.classes)} differ from the checkpoint's {list(classes)}")
     check_usable(source, min_classes=1)
     if subset:
+        if subset > len(source):
+            raise EffnetError(f"subset: got {subset}, expected at most the {len(source)} images of {source.name}; "
+                              "drop it to evaluate them all")
         source = fixed_subset(source, subset, 0)
     cfg = ModelConfig(**state["preprocess"])
     if resolution is not None:
