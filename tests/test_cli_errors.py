@@ -48,6 +48,14 @@ CASES: list[tuple[str, str]] = [
      "--batch-size and --threads apply only to --target-latency (how its time is measured); add --target-latency or "
      "drop them"),
     ("scale efficientnet_b0 --phi 1 --name ''", "--name: got an empty name"),
+    ("scale efficientnet_b0 --depth 1.5 --alpha 1.3 --beta 1.5",
+     "--alpha and --beta apply only to compound scaling"),
+    ("info efficientnet_b0 --spec --resolution 64", "--resolution 64 applies only to the cost tables"),
+    ("export efficientnet_lite0 -o m.pt --format openvino --resolution 32", "got suffix '.pt', expected a .xml file"),
+    ("cam efficientnet_lite0 --pretrained {image} --layer classifier --format json",
+     "layer: 'classifier' outputs shape"),
+    ("experiments cam --jobs 2", "--jobs applies only to --retrain"),
+    ("experiments strategies --report-only --threads 1", "--threads applies only when runs are trained"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),
     ("experiments compound-vs-single --seeds 0", "--seeds"),

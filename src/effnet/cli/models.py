@@ -135,6 +135,9 @@ def _costs_text(p: ModelProfile) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    if args.spec and args.resolution is not None:
+        raise EffnetError(f"--resolution {args.resolution} applies only to the cost tables; --spec prints the spec as "
+                          "it is stored: drop one of them")
     spec = get_spec(args.model)
     if args.spec:
         print(spec.to_json())
@@ -170,6 +173,10 @@ def _check_options(args: argparse.Namespace) -> None:
                           "--depth/--width/--resolution (--strategy chooses how it is split)")
     if args.phi is not None and explicit:
         raise EffnetError("give either --phi (with --alpha/--beta/--gamma) or --depth/--width/--resolution, not both")
+    bases = [f"--{k}" for k in _COMPOUND_DEFAULTS if getattr(args, k) is not None]
+    if bases and explicit:
+        raise EffnetError(f"{flags_apply_only(bases)} to compound scaling (--phi, --scale-by or a target); "
+                          f"--depth/--width/--resolution give the multipliers themselves: drop {it_or_them(bases)}")
     if args.tolerance is not None and not targets:
         raise EffnetError(f"--tolerance {args.tolerance:g} is the tolerance of a target; give it with --target-macs "
                           "or --target-latency, or drop it")
