@@ -55,7 +55,8 @@ CASES: list[tuple[str, str]] = [
     ("cam efficientnet_lite0 --pretrained {image} --layer classifier --format json",
      "layer: 'classifier' outputs shape"),
     ("experiments cam --jobs 2", "--jobs applies only to --retrain"),
-    ("experiments strategies --report-only --threads 1", "--threads applies only when runs are trained"),
+    ("search coefficients --base efficientnet_b0 --report-only --no-report", "--report-only and --no-report"),
+    ("search architecture --target-macs 8M --report-only --no-report", "--report-only and --no-report"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),
     ("experiments compound-vs-single --seeds 0", "--seeds"),

@@ -228,12 +228,3 @@ def test_seeds_within_noise_is_refused_where_no_comparison_adds_seeds(tmp_path):
     assert "--seeds-within-noise applies only to the experiments that add seeds" in done.stderr
     assert "compound-vs-single" in done.stderr and "strategies trains --seeds seeds" in done.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_training_flags_with_report_only_are_refused(tmp_path):
-    done = _effnet("experiments", "strategies", "--report-only", "--jobs", "2", "--until", "+1h", "--out",
-                   str(tmp_path / "out"), cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
-    assert ("--jobs and --until apply only when runs are trained, and --report-only trains nothing; drop them or "
-            "--report-only") in done.stderr
-    assert not (tmp_path / "out").exists()

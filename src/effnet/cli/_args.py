@@ -130,7 +130,8 @@ def check_output_file(path: str, flag: str = "-o/--output", suffixes: tuple[str,
 
 def flags_apply_only(flags: list[str]) -> str:
     """"--a applies only" / "--a and --b apply only": the start of a line about flags given without their context."""
-    return f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only"
+    named = flags[0] if len(flags) == 1 else f"{', '.join(flags[:-1])} and {flags[-1]}"
+    return f"{named} {'applies' if len(flags) == 1 else 'apply'} only"
 
 
 def it_or_them(items: list) -> str:

@@ -68,6 +68,15 @@ def budget_settings(args: argparse.Namespace, defaults: dict) -> dict:
     return settings
 
 
+def refuse_report_only_without_report(args: argparse.Namespace) -> None:
+    """--report-only with --no-report asks for nothing at all: one line.  (The training flags of the command that
+    ran the search may stay: rerunning that command with --report-only is how its report is written again.)"""
+    from effnet.errors import EffnetError
+
+    if args.report_only and args.no_report:
+        raise EffnetError("--report-only and --no-report: one writes only the report, the other none; drop one")
+
+
 def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> None:
     """--jobs, speed (not part of the study's identity) and the leases of workers sharing one study."""
     parser.add_argument("--jobs", type=positive_int, default=1,

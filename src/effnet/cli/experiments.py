@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from effnet.cli._args import UNTIL_HELP, deadline, flags_apply_only, it_or_them, positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, flags_apply_only, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
@@ -77,11 +77,6 @@ def run_trained(args: argparse.Namespace) -> int:
         raise EffnetError(f"{flags_apply_only(['--seeds-within-noise'])} to the experiments that add seeds where a "
                           f"comparison is within the noise ({adding}); {args.experiment} trains --seeds seeds at every "
                           "point: drop it, or give --seeds N")
-    training_only = [flag for flag, value in (("--jobs", args.jobs), ("--threads", args.threads),
-                                              ("--until", args.until)) if value is not None]
-    if args.report_only and training_only:
-        raise EffnetError(f"{flags_apply_only(training_only)} when runs are trained, and --report-only trains nothing; "
-                          f"drop {it_or_them(training_only)} or --report-only")
     out = Path(args.out or Path("docs/experiments") / args.experiment)
     jobs = args.jobs or 1
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -96,6 +96,7 @@ def run_coefficients(args: argparse.Namespace) -> int:
     from effnet.search.coefficients import study_name_for
     from effnet.search.grid import coefficient_grid
 
+    shared.refuse_report_only_without_report(args)
     config = _config(args)
     grid = config.grid()
     if args.list_grid:

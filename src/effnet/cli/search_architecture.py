@@ -123,6 +123,7 @@ def run_architecture(args: argparse.Namespace) -> int:
     from effnet.search.space import load_space
     from effnet.train import TrainingDiverged
 
+    shared.refuse_report_only_without_report(args)
     space = load_space(args.space)
     if args.list_space:
         return _list_space(args, space)
