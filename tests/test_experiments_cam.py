@@ -58,8 +58,6 @@ def test_missing_results_name_the_command_to_run_first(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--report-only", "--method", "scorecam", "--jobs", "2"),
-     "--method and --jobs apply only when maps are computed, and --report-only computes nothing; drop them"),
     (("--part", "photos", "--retrain"), "--retrain applies only to the Fashion-MNIST part (--part fashion-mnist or "
                                         "all), not --part photos; drop it or change --part"),
     (("--jobs", "2"), "--jobs applies only to --retrain (the runs trained again in parallel); add --retrain"),

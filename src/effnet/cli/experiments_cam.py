@@ -45,8 +45,6 @@ def register(experiments: argparse._SubParsersAction) -> None:
 
 FASHION_MNIST_ONLY = (("--source", "source"), ("--runs", "runs"), ("--budget", "budget"), ("--retrain", "retrain"),
                       ("--jobs", "jobs"))
-COMPUTING = (("--part", "part"), ("--method", "method"), ("--layer", "layer"), ("--quick", "quick"),
-             *FASHION_MNIST_ONLY)
 
 
 def _given(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list[str]:
@@ -54,12 +52,10 @@ def _given(args: argparse.Namespace, flags: tuple[tuple[str, str], ...]) -> list
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    """Flags that would do nothing in this call are refused, one line naming them (never silently ignored)."""
+    """Flags that would do nothing in this call are refused, one line naming them (never silently ignored).  With
+    --report-only the command that computed the maps may be given again as it was."""
     from effnet.errors import EffnetError
 
-    if args.report_only and (unused := _given(args, COMPUTING)):
-        raise EffnetError(f"{flags_apply_only(unused)} when maps are computed, and --report-only computes nothing; "
-                          f"drop {it_or_them(unused)} or --report-only")
     if args.part == "photos" and (unused := _given(args, FASHION_MNIST_ONLY)):
         raise EffnetError(f"{flags_apply_only(unused)} to the Fashion-MNIST part (--part fashion-mnist or all), not "
                           f"--part photos; drop {it_or_them(unused)} or change --part")
