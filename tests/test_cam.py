@@ -245,6 +245,16 @@ def test_cli_reads_a_training_checkpoint_with_its_classes(square_model, model_fi
                            *images, "--format", "json")  # predict reads the checkpoint the same way
     assert code == 0
     assert [p["top"][0]["label"] for p in json.loads(out)["predictions"]] == ["square", "square"]
+    code, out, _ = run_cli(capsys, "export", square_model.spec.name, "--weights", str(tmp_path / "best.pt"), "-o",
+                           str(tmp_path / "m.onnx"), "--format", "json")  # and export: EMA weights, trained size
+    assert code == 0 and json.loads(out)["resolution"] == SIZE
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    x = torch.randn(1, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = square_model.eval()(x).numpy()
+    assert abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - expected).max() < 1e-4
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from effnet.cli._args import check_output_file, pixels, positive_float
+from effnet.cli._load import load_model
 from effnet.export import EXPORTERS, ExportError, export
-from effnet.registry import create_model
 
 REPORT_FORMATS = ("table", "json")
 
@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registered name or spec .json")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true", help="the bundled ImageNet weights (Lite0-2)")
-    weights.add_argument("--weights", metavar="PATH", help="a .safetensors/.pth file in effnet's layout")
+    weights.add_argument("--weights", metavar="PATH",
+                         help="a .safetensors/.pth file in effnet's layout, or a training checkpoint (.pt: its "
+                              "chosen weights, at the resolution it was trained at)")
     p.add_argument("--format", action="append", default=[], choices=[*EXPORTERS, *REPORT_FORMATS],
                    metavar="FORMAT",
                    help=f"the file's format ({', '.join(EXPORTERS)}; default: from the -o suffix) and/or the "
@@ -54,8 +56,10 @@ def run_export(args: argparse.Namespace) -> int:
     file_format, report_format = _formats(args.format, args.output)
     check_output_file(args.output)
     pretrained = True if args.pretrained else (args.weights or False)
-    model = create_model(args.model, pretrained=pretrained)
-    report = export(model, args.output, file_format, resolution=args.resolution, tolerance=args.tolerance)
+    model, config, _ = load_model(args.model, pretrained=args.pretrained, weights=args.weights)  # a training
+    # checkpoint gives the weights it chose (EMA) and the resolution it was trained at
+    report = export(model, args.output, file_format, resolution=args.resolution or config.resolution,
+                    tolerance=args.tolerance)
     if not pretrained:
         print(f"effnet export: note: neither --pretrained nor --weights given, so {args.output} holds randomly "
               "initialised weights (fine for testing a deployment path, not for predictions)", file=sys.stderr)
