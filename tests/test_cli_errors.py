@@ -56,6 +56,8 @@ CASES: list[tuple[str, str]] = [
      "layer: 'classifier' outputs shape"),
     ("experiments cam --jobs 2", "--jobs applies only to --retrain"),
     ("search coefficients --base efficientnet_b0 --report-only --no-report", "--report-only and --no-report"),
+    ("search coefficients --base efficientnet_b0 --list-grid --epochs 2 --steps 3", "give one budget"),
+    ("search coefficients --base efficientnet_b0 --list-grid --seed 3 --set seed=7", "--set seed=... and --seed"),
     ("search architecture --target-macs 8M --report-only --no-report", "--report-only and --no-report"),
     # experiments
     ("experiments no_such_experiment", "no_such_experiment"),

@@ -61,8 +61,18 @@ def budget_settings(args: argparse.Namespace, defaults: dict) -> dict:
     given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
              "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,
              "optimizer": args.optimizer, "augment": args.augment, "seed": args.seed}
+    from effnet.errors import EffnetError
+
+    if args.epochs is not None and args.steps is not None:
+        raise EffnetError(f"--epochs {args.epochs:g} and --steps {args.steps}: give one budget (--steps replaces the "
+                          "epochs)")
     settings.update({k: v for k, v in given.items() if v is not None})
-    settings.update(_parse_set(args.set))
+    extra = _parse_set(args.set)
+    twice = sorted(k for k in extra if given.get(k) is not None)
+    if twice:
+        raise EffnetError(f"--set {twice[0]}=... and --{twice[0].replace('_', '-')}: the same setting twice; give it "
+                          "once")
+    settings.update(extra)
     if "steps" in settings:
         settings.pop("epochs", None)
     return settings
