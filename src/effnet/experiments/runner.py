@@ -114,15 +114,17 @@ def training_cost(run: Run) -> float | None:
         return None
     from effnet.train import TrainConfig
 
-    if run.key not in _ACTIVATIONS:
+    model = (json.dumps(run.identity["spec"], sort_keys=True, default=list), settings.get("resolution"))
+    if model not in _ACTIVATIONS:
         from effnet.profile import count_activations
         from effnet.registry import get_spec
 
-        _ACTIVATIONS[run.key] = count_activations(get_spec(run.spec), settings.get("resolution"))
-    return float(_ACTIVATIONS[run.key] * settings["steps"] * settings.get("batch_size", TrainConfig.batch_size))
+        _ACTIVATIONS[model] = count_activations(get_spec(run.spec), settings.get("resolution"))
+    return float(_ACTIVATIONS[model] * settings["steps"] * settings.get("batch_size", TrainConfig.batch_size))
 
 
-_ACTIVATIONS: dict[str, int] = {}  # per run key: count_activations builds the model, so once per process
+# per model (spec, resolution): count_activations builds the model, so once per process, not once per seed or length
+_ACTIVATIONS: dict[tuple[str, int | None], int] = {}
 
 
 @dataclass
