@@ -55,7 +55,7 @@ def _save(name: str, data: dict, text: str) -> None:
 
 
 def infer(quick: bool) -> None:
-    from effnet.lossy import calibration_images
+    from effnet.data.calibration import calibration_images
 
     res = 64 if quick else None
     calibration = calibration_images("efficientnet_b0", 64, res)
@@ -68,7 +68,8 @@ def infer(quick: bool) -> None:
 def accuracy(quick: bool) -> None:
     """Lite0 with its bundled ImageNet weights; evaluation photos are disjoint from the calibration photos."""
     import effnet
-    from effnet.lossy import calibration_images, measure_agreement, photo_batch
+    from effnet.agreement import measure_agreement
+    from effnet.data.calibration import calibration_images, photo_batch
     from effnet.optimize import to_bf16
     from effnet.runtime import load_runtime
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import effnet.bench.ceiling as ceiling_module
-import effnet.optimize as optimize_module
+import effnet.cpu as cpu_module
 from effnet.bench import Ceiling, layer_report, machine, machine_ceiling, measure_ceiling, roofline
 from effnet.bench.machine import isa_name
 from effnet.cli import main
-from effnet.optimize import amx_available, bf16_unit, int8_unit
+from effnet.cpu import amx_available, bf16_unit, int8_unit
 from effnet.profile import count_macs
 from effnet.registry import get_spec
 from effnet.spec import save_spec
@@ -212,7 +212,7 @@ def test_amx_is_told_apart_from_avx512_bf16(monkeypatch, flags, isa, bf16, int8,
     monkeypatch.setattr(machine_module, "cpu_flags", lambda: set(flags))
     m = machine(threads=2)
     assert (m.isa, m.bf16, m.int8, m.amx) == (isa, bf16, int8, amx)
-    monkeypatch.setattr(optimize_module, "cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(cpu_module, "cpu_flags", lambda: set(flags))
     assert amx_available() == (bf16 == "amx_bf16")
 
 

@@ -3,10 +3,11 @@
 The graph is read from the source (the AST of every module under `src/effnet`), not from a running interpreter, so
 it sees every `import effnet…` / `from effnet… import …` / relative import, wherever it stands.  An import of
 `effnet.a.b` also imports the package `effnet.a` (its `__init__` runs first); `from effnet.a import b` is an edge to
-the module `effnet.a.b` when `b` is one, else to the package `effnet.a`.  Imports under `if TYPE_CHECKING:` never
-run and are left out.
+the module `effnet.a.b` when `b` is one, else to the package `effnet.a`.
 
-Function-level imports count as well: a lazy import only postpones a cycle, it does not remove one.  Lazy imports
+Function-level imports count as well: a lazy import only postpones a cycle, it does not remove one.  So do imports
+under `if TYPE_CHECKING:`: they never run, but they say which module the other one is written against, and two
+modules of one package that each name the other's types are one module split in two, not two layers.  Lazy imports
 stay right for optional, heavy third-party packages (onnxruntime, openvino, optuna, scikit-image, ...), which are not
 part of this graph.  There are no exceptions.
 
@@ -36,6 +37,7 @@ class Edge:
     target: str
     line: int
     module_level: bool
+    type_only: bool = False  # under `if TYPE_CHECKING:`
 
 
 def _modules() -> dict[str, Path]:
@@ -65,38 +67,43 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _edges(module: str, path: Path) -> list[Edge]:
+def _edges(module: str, path: Path, source: str | None = None) -> list[Edge]:
+    """The effnet imports of `module` (read from `path`, or from `source` when given)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     edges: list[Edge] = []
 
-    def add(target: str | None, node: ast.stmt, module_level: bool) -> None:
+    def add(target: str | None, node: ast.stmt, module_level: bool, type_only: bool) -> None:
         if target is not None and target != module:
-            edges.append(Edge(module, target, node.lineno, module_level))
+            edges.append(Edge(module, target, node.lineno, module_level, type_only))
 
-    def visit(node: ast.AST, module_level: bool) -> None:
+    def statement(node: ast.AST, module_level: bool, type_only: bool) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.body:
+                statement(child, module_level, True)
+            for child in node.orelse:
+                statement(child, module_level, type_only)
+            return
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "effnet" or alias.name.startswith("effnet."):
+                    add(_known(alias.name), node, module_level, type_only)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            if origin == "effnet" or origin.startswith("effnet."):
+                for alias in node.names:
+                    submodule = f"{origin}.{alias.name}"
+                    add(submodule if submodule in MODULES else _known(origin), node, module_level, type_only)
+        inner = module_level and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                for other in child.orelse:
-                    visit(other, module_level)
-                continue
-            inner = module_level and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            if isinstance(child, ast.Import):
-                for alias in child.names:
-                    if alias.name == "effnet" or alias.name.startswith("effnet."):
-                        add(_known(alias.name), child, module_level)
-            elif isinstance(child, ast.ImportFrom):
-                if child.level:
-                    base = package.split(".")[: len(package.split(".")) - (child.level - 1)]
-                    source = ".".join(base + ([child.module] if child.module else []))
-                else:
-                    source = child.module or ""
-                if source == "effnet" or source.startswith("effnet."):
-                    for alias in child.names:
-                        submodule = f"{source}.{alias.name}"
-                        add(submodule if submodule in MODULES else _known(source), child, module_level)
-            visit(child, inner)
+            statement(child, inner, type_only)
 
-    visit(ast.parse(path.read_text(encoding="utf-8"), str(path)), True)
+    tree = ast.parse(path.read_text(encoding="utf-8") if source is None else source, str(path))
+    for child in ast.iter_child_nodes(tree):
+        statement(child, True, False)
     return edges
 
 
@@ -109,7 +116,7 @@ def _with_parents(edges: list[Edge]) -> list[Edge]:
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
             if parent in MODULES and not (e.source + ".").startswith(parent + "."):
-                out.append(Edge(e.source, parent, e.line, e.module_level))
+                out.append(Edge(e.source, parent, e.line, e.module_level, e.type_only))
     return out
 
 
@@ -148,7 +155,8 @@ def _find_cycle(edges: list[Edge]) -> list[Edge] | None:
 
 
 def _describe(cycle: list[Edge]) -> str:
-    steps = [f"{e.source} (line {e.line}{'' if e.module_level else ', in a function'})" for e in cycle]
+    steps = [f"{e.source} (line {e.line}{'' if e.module_level else ', in a function'}"
+             f"{', under TYPE_CHECKING' if e.type_only else ''})" for e in cycle]
     return " → ".join([*steps, cycle[0].source])
 
 
@@ -167,32 +175,61 @@ def test_the_graph_sees_the_package():
     assert any(not module_level for _, _, module_level in pairs)
 
 
+def test_the_graph_sees_type_only_imports():
+    """An import under `if TYPE_CHECKING:` is an edge marked type-only; the `else:` branch runs and is not."""
+    path = PACKAGE_DIR / "bench" / "ceiling.py"
+    source = textwrap.dedent("""
+        from typing import TYPE_CHECKING
+        import effnet.cpu
+        if TYPE_CHECKING:
+            from effnet.bench.machine import Machine
+        else:
+            from effnet.files import cache_dir
+        def later():
+            from effnet.bench import timing
+    """)
+    found = {(e.target, e.module_level, e.type_only) for e in _edges("effnet.bench.ceiling", path, source)}
+    assert found == {("effnet.cpu", True, False), ("effnet.bench.machine", True, True),
+                     ("effnet.files", True, False), ("effnet.bench.timing", False, False)}
+
+
+def test_a_cycle_inside_a_package_is_found_also_when_type_only():
+    """Two modules of one package that name each other, one of them only for its types, are a cycle."""
+    path = PACKAGE_DIR / "bench" / "ceiling.py"
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from effnet.bench.machine import Machine\n"
+    back = [e for e in GRAPH if e.source == "effnet.bench.machine" and e.target == "effnet.bench.ceiling"]
+    assert back, "effnet.bench.machine no longer imports effnet.bench.ceiling: pick another pair for this test"
+    edges = [e for e in GRAPH if e.source != "effnet.bench.ceiling"] + _edges("effnet.bench.ceiling", path, source)
+    cycle = _cycle_among(edges)
+    assert cycle is not None and "effnet.bench.ceiling" in cycle and "effnet.bench.machine" in cycle
+    assert "under TYPE_CHECKING" in cycle
+
+
 def test_no_import_cycle_among_module_level_imports():
-    cycle = _cycle_among([e for e in GRAPH if e.module_level])
+    cycle = _cycle_among([e for e in GRAPH if e.module_level and not e.type_only])
     assert cycle is None, f"module-level import cycle: {cycle}"
 
 
 def test_no_import_cycle_counting_function_level_imports():
-    cycle = _cycle_among(GRAPH)
+    cycle = _cycle_among([e for e in GRAPH if not e.type_only])
     assert cycle is None, (f"import cycle: {cycle}; import in one direction only (move what both need into a "
                            "module below both) rather than hiding the cycle in a function")
+
+
+def test_no_import_cycle_counting_type_only_imports():
+    cycle = _cycle_among(GRAPH)
+    assert cycle is None, (f"import cycle: {cycle}; a type one module needs from another belongs below both "
+                           "(or in the module that uses it), not behind `if TYPE_CHECKING:`")
 
 
 def test_former_homes_re_export_the_same_objects():
     """Moved names stay importable from where they were, as the very same objects."""
     import effnet.data.transforms
-    import effnet.lossy
     import effnet.predict
     import effnet.registry
-    from effnet import agreement, data, preprocessing, transforms
-    from effnet.data import calibration, images, photos
+    from effnet import data, preprocessing, transforms
+    from effnet.data import images
 
-    for name in ("calibration_images", "photo_batch"):
-        assert getattr(effnet.lossy, name) is getattr(calibration, name)
-    for name in ("PHOTO_NAMES", "PhotosUnavailable", "photos"):
-        assert getattr(effnet.lossy, name) is getattr(photos, name)
-    for name in ("Agreement", "agreement", "measure_agreement"):
-        assert getattr(effnet.lossy, name) is getattr(agreement, name)
     for name in ("ModelConfig", "IMAGENET_MEAN", "IMAGENET_STD", "INCEPTION_MEAN", "INCEPTION_STD",
                  "default_crop_fraction"):
         assert getattr(effnet.registry, name) is getattr(preprocessing, name)

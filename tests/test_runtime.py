@@ -5,8 +5,8 @@ import importlib.util
 import pytest
 import torch
 
+from effnet.cpu import cpu_flags, int8_unit
 from effnet.network import ConvNet
-from effnet.optimize import cpu_flags, int8_unit
 from effnet.runtime import ExportError, RuntimeUnavailable, export_onnx, export_openvino, load_runtime
 from tests.conftest import tiny_spec
 from tests.test_optimize import _randomize_bn, _rel

@@ -78,40 +78,6 @@ class _ChannelsLast(nn.Module):
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
 
-def amx_available() -> bool:
-    """Whether this CPU has AMX-BF16 tiles (Sapphire Rapids and later), which make bf16 convolutions fast."""
-    return bf16_unit(cpu_flags()) == "amx_bf16"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _amx(flags: set[str], kind: str) -> bool:
-    return "amx_tile" in flags and f"amx_{kind}" in flags
-
-
-def bf16_unit(flags: set[str]) -> str:
-    """The fastest unit for bf16 matrix products: "amx_bf16" (tiles), "avx512_bf16" (VDPBF16PS dot products) or
-    "none" (bf16 is converted and multiplied in fp32)."""
-    return "amx_bf16" if _amx(flags, "bf16") else "avx512_bf16" if "avx512_bf16" in flags else "none"
-
-
-def int8_unit(flags: set[str]) -> str:
-    """The fastest unit for int8 matrix products: "amx_int8", "avx512_vnni", "avx_vnni" or "none" (AVX2's
-    VPMADDUBSW, whose 16-bit sums can saturate)."""
-    if _amx(flags, "int8"):
-        return "amx_int8"
-    return next((f for f in ("avx512_vnni", "avx_vnni") if f in flags), "none")
-
-
 class _Cast(nn.Module):
     """Runs a reduced-precision model on float input and returns float32."""
 
@@ -228,6 +194,6 @@ _FusedConvNormAct = _fused_class()
 
 
 __all__ = [
-    "OptimizeError", "amx_available", "bf16_unit", "compile_for_inference", "cpu_flags", "fold_all_batchnorms",
-    "fold_batchnorm", "fuse_bn_silu_for_training", "int8_unit", "optimize_for_inference", "to_bf16",
+    "OptimizeError", "compile_for_inference", "fold_all_batchnorms", "fold_batchnorm", "fuse_bn_silu_for_training",
+    "optimize_for_inference", "to_bf16",
 ]

@@ -39,9 +39,8 @@ from pathlib import Path
 
 import torch
 
-from effnet.bench.machine import cpu_model
+from effnet.cpu import cpu_flags, cpu_model
 from effnet.files import CACHE_ENV, atomic_write_text, cache_dir
-from effnet.optimize import cpu_flags
 
 METHOD = 2  # how the ceiling is measured; a cached ceiling of another method is measured again
 

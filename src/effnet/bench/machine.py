@@ -15,16 +15,12 @@ an estimate from the ISA and clock (2 FMA ports × 16 fp32 lanes per cycle with 
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from effnet.optimize import bf16_unit, cpu_flags, int8_unit
-
-if TYPE_CHECKING:
-    from effnet.bench.ceiling import Ceiling
+from effnet.bench.ceiling import Ceiling
+from effnet.cpu import bf16_unit, cpu_flags, cpu_model, int8_unit
 
 # Matrix extensions worth naming, in the order they are listed in `Machine.isa`.
 _EXTENSIONS = ("avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
@@ -45,18 +41,6 @@ class Machine:
     bf16: str = "none"  # what runs bf16 matrix products: amx_bf16, avx512_bf16 or none (converted to fp32)
     int8: str = "none"  # what runs int8 matrix products: amx_int8, avx512_vnni, avx_vnni or none
     ceiling: Ceiling | None = None  # the measured ceiling, when one was given
-
-
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it (e.g. "AMD EPYC 9454"), else what Python's platform says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def isa_name(flags: set[str]) -> str:
@@ -94,4 +78,4 @@ def machine(threads: int | None = None, ceiling: Ceiling | None = None) -> Machi
                    bf16_unit(flags), int8_unit(flags), ceiling)
 
 
-__all__ = ["Machine", "cpu_model", "isa_name", "machine"]
+__all__ = ["Machine", "isa_name", "machine"]

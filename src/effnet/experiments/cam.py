@@ -65,12 +65,12 @@ def photos_part(options: Options, log: Callable[[str], None] = print) -> dict[st
     from PIL import Image
 
     from effnet.cam import Column, compute, denormalise, preprocess, save_figure
-    from effnet.lossy import photos
+    from effnet.data.photos import photos
     from effnet.predict import model_config
     from effnet.registry import create_model
     from effnet.weights import imagenet_classes
 
-    loaded = photos(PHOTOS[:2] if options.quick else PHOTOS)  # in effnet.lossy's fixed order
+    loaded = photos(PHOTOS[:2] if options.quick else PHOTOS)  # in effnet.data.photos' fixed order
     names = [name for name, _ in loaded]
     images = [Image.fromarray(pixels) for _, pixels in loaded]
     labels = imagenet_classes()

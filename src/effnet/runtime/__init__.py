@@ -15,11 +15,12 @@ session factory), `openvino_engine`; `base` holds the `Runtime` interface, `load
 timing and the cache behind `engine="auto"` (`choose_engine`, reusable by benchmarks).
 """
 
-from effnet.runtime.auto import EngineChoice, choose_engine
+from effnet.runtime.auto import choose_engine
 from effnet.runtime.base import (
     BACKENDS,
     ENGINES,
     PRECISIONS,
+    EngineChoice,
     ExportError,
     Runtime,
     RuntimeUnavailable,

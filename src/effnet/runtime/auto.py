@@ -31,7 +31,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,33 +38,23 @@ import numpy as np
 import torch
 from torch import nn
 
+from effnet.cpu import cpu_flags, cpu_model
 from effnet.files import atomic_write_text, cache_dir
-from effnet.runtime.base import BACKENDS, ExportError, Runtime, RuntimeUnavailable, _in_channels, _resolution
+from effnet.runtime.base import (
+    BACKENDS,
+    EngineChoice,
+    ExportError,
+    Runtime,
+    RuntimeUnavailable,
+    _in_channels,
+    _resolution,
+)
 
 CACHE_FILE = "engine-choices.json"
 _FORMAT = 1  # bump when the key or the record changes: older entries are then simply not found
 _LOG = logging.getLogger(__name__)
 
 Measure = Callable[[Runtime, np.ndarray], float]
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """What `engine="auto"` chose and why: the median seconds per call of each engine timed (as measured, also
-    when the choice comes from the cache), the engines left out and the reason, and whether it was cached."""
-
-    engine: str
-    precision: str
-    batch: int
-    seconds: dict[str, float]
-    skipped: dict[str, str] = field(default_factory=dict)
-    cached: bool = False
-
-    def describe(self) -> str:
-        """One line: `auto chose openvino for fp32 at batch 16 (cached): openvino 2.1 ms, torch 3.4 ms per call`."""
-        timed = ", ".join(f"{e} {1e3 * s:.3g} ms" for e, s in sorted(self.seconds.items(), key=lambda kv: kv[1]))
-        return (f"auto chose {self.engine} for {self.precision} at batch {self.batch}"
-                f"{' (cached)' if self.cached else ''}: {timed} per call")
 
 
 def measure_seconds(runtime: Runtime, example: np.ndarray, *, budget: float = 1.0, rounds: int = 5,
@@ -248,16 +237,8 @@ def _file_input_shape(path: Path) -> list[int] | None:
 
 
 def _cpu() -> dict[str, str]:
-    from effnet.optimize import cpu_flags
-
-    name = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
-    return {"name": name, "machine": platform.machine(), "isa": torch.backends.cpu.get_cpu_capability(),
+    return {"name": cpu_model(), "machine": platform.machine(), "isa": torch.backends.cpu.get_cpu_capability(),
             "flags": flags}
 
 

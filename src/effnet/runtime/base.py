@@ -1,5 +1,6 @@
-"""What every engine shares: the `Runtime` interface, the backend/precision vocabulary and its check, and the
-small helpers the engines use to import an optional package, size the example input and keep exporters quiet."""
+"""What every engine shares: the `Runtime` interface and the `EngineChoice` that `engine="auto"` attaches to it,
+the backend/precision vocabulary and its check, and the small helpers the engines use to import an optional package,
+size the example input and keep exporters quiet."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ import importlib
 import io
 import warnings
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from effnet.errors import EXTRA_OF_PACKAGE, EffnetError
-
-if TYPE_CHECKING:
-    from effnet.runtime.auto import EngineChoice
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 ENGINES = (*BACKENDS, "auto")  # what `load_runtime(engine=...)` and `--runtime` accept: auto times the backends
@@ -30,6 +28,25 @@ class RuntimeUnavailable(EffnetError, ValueError):
 
 class ExportError(EffnetError):
     """Export failed, its runtime is missing, or the exported model disagrees with eager PyTorch."""
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What `engine="auto"` chose and why: the median seconds per call of each engine timed (as measured, also
+    when the choice comes from the cache), the engines left out and the reason, and whether it was cached."""
+
+    engine: str
+    precision: str
+    batch: int
+    seconds: dict[str, float]
+    skipped: dict[str, str] = field(default_factory=dict)
+    cached: bool = False
+
+    def describe(self) -> str:
+        """One line: `auto chose openvino for fp32 at batch 16 (cached): openvino 2.1 ms, torch 3.4 ms per call`."""
+        timed = ", ".join(f"{e} {1e3 * s:.3g} ms" for e, s in sorted(self.seconds.items(), key=lambda kv: kv[1]))
+        return (f"auto chose {self.engine} for {self.precision} at batch {self.batch}"
+                f"{' (cached)' if self.cached else ''}: {timed} per call")
 
 
 class Runtime(ABC):
@@ -104,4 +121,5 @@ def _quiet(log: io.StringIO | None = None):
         yield
 
 
-__all__ = ["BACKENDS", "ENGINES", "PRECISIONS", "ExportError", "Runtime", "RuntimeUnavailable", "check_runtime"]
+__all__ = ["BACKENDS", "ENGINES", "PRECISIONS", "EngineChoice", "ExportError", "Runtime", "RuntimeUnavailable",
+           "check_runtime"]

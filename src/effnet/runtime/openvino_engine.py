@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from effnet.optimize import cpu_flags, int8_unit
+from effnet.cpu import cpu_flags, int8_unit
 from effnet.runtime.base import Runtime, _as_array, _in_channels, _quiet, _require, _resolution
 
 
