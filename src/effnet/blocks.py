@@ -1,7 +1,9 @@
-"""The three block kinds a stage can repeat, each built from that stage's settings.
+"""The block kinds a stage can repeat, each built from that stage's settings.
 
 Child names are chosen so state-dict keys read as what they hold (`stages.3.1.expand.conv.weight`,
-`stages.3.1.se.reduce.weight`); converters in `effnet.weights` map other libraries' names onto these.
+`stages.3.1.se.reduce.weight`, `stages.1.0.conv_exp.conv.weight`); converters in `effnet.weights` map other
+libraries' names onto these.  A name means one kind of tensor in every block: `expand` is always a 1x1 expansion,
+`project` always a linear 1x1 projection, which is why Fused-MBConv's kxk convs have names of their own.
 """
 
 from __future__ import annotations
@@ -47,15 +49,45 @@ class MBConv(nn.Module):
         mid_ch = _expanded(in_ch, stage.expand_ratio)
         self.expand = ctx.conv(in_ch, mid_ch, 1, act=act) if mid_ch != in_ch else nn.Identity()
         self.depthwise = ctx.conv(mid_ch, mid_ch, stage.kernel, ctx.stride, groups=mid_ch, act=act)
-        self.se = (
-            SqueezeExcite(mid_ch, max(1, int(in_ch * stage.se_ratio)), act) if stage.se_ratio > 0 else nn.Identity()
-        )
+        self.se = _squeeze_excite(mid_ch, in_ch, stage)
         self.project = ctx.conv(mid_ch, out_ch, 1, act=None)
         self.has_skip = ctx.stride == 1 and in_ch == out_ch
         self.drop_path = DropPath(ctx.drop_path_rate) if self.has_skip else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + self.drop_path(out) if self.has_skip else out
+
+
+class FusedMBConv(nn.Module):
+    """Fused-MBConv (EfficientNetV2, Tan & Le 2021, Fig. 2): MBConv's 1x1 expansion and depthwise kxk replaced by one
+    full kxk conv, which runs faster on accelerators in the early, high-resolution stages.
+
+    expand_ratio > 1: `conv_exp` (kxk, carries the stride) + norm + act → SE → `project` (linear 1x1) + norm.
+    expand_ratio 1:   SE → `conv` (kxk, carries the stride) + norm + act.
+    As in the V2 reference (`effnetv2_model.FusedMBConvBlock`) and Keras: SE sits after the expansion (before the
+    only conv when there is none) and reduces to `se_ratio` × the block's *input* channels; identity skip with
+    stochastic depth when input and output shapes match.
+    """
+
+    def __init__(self, stage: StageSpec, ctx: BlockContext) -> None:
+        super().__init__()
+        in_ch, out_ch, act = ctx.in_channels, stage.out_channels, stage.activation
+        mid_ch = _expanded(in_ch, stage.expand_ratio)
+        expands = mid_ch != in_ch
+        if expands:
+            self.conv_exp = ctx.conv(in_ch, mid_ch, stage.kernel, ctx.stride, act=act)
+        self.se = _squeeze_excite(mid_ch, in_ch, stage)
+        if expands:
+            self.project = ctx.conv(mid_ch, out_ch, 1, act=None)
+        else:
+            self.conv = ctx.conv(in_ch, out_ch, stage.kernel, ctx.stride, act=act)
+        self.expands = expands
+        self.has_skip = ctx.stride == 1 and in_ch == out_ch
+        self.drop_path = DropPath(ctx.drop_path_rate) if self.has_skip else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.conv_exp(x))) if self.expands else self.conv(self.se(x))
         return x + self.drop_path(out) if self.has_skip else out
 
 
@@ -92,7 +124,15 @@ class Bottleneck(nn.Module):
         return self.act(self.shortcut(x) + self.drop_path(out))
 
 
-BLOCKS: dict[str, type[nn.Module]] = {"mbconv": MBConv, "separable": SeparableConv, "bottleneck": Bottleneck}
+BLOCKS: dict[str, type[nn.Module]] = {"mbconv": MBConv, "fused_mbconv": FusedMBConv, "separable": SeparableConv,
+                                      "bottleneck": Bottleneck}
+
+
+def _squeeze_excite(channels: int, in_ch: int, stage: StageSpec) -> nn.Module:
+    """SE on `channels` features, reduced to `se_ratio` × the block's input channels (the reference's sizing)."""
+    if stage.se_ratio <= 0:
+        return nn.Identity()
+    return SqueezeExcite(channels, max(1, int(in_ch * stage.se_ratio)), stage.activation)
 
 
 def _expanded(in_ch: int, ratio: float) -> int:
@@ -104,4 +144,4 @@ def make_block(stage: StageSpec, ctx: BlockContext) -> nn.Module:
     return BLOCKS[stage.kind](stage, ctx)
 
 
-__all__ = ["BLOCKS", "BlockContext", "Bottleneck", "MBConv", "SeparableConv", "make_block", "make_conv"]
+__all__ = ["BLOCKS", "BlockContext", "Bottleneck", "FusedMBConv", "MBConv", "SeparableConv", "make_block", "make_conv"]

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from effnet.errors import EffnetError
-from effnet.families import efficientnet, mobilenet, resnet
+from effnet.families import efficientnet, efficientnet_v2, mobilenet, resnet
 from effnet.features import FeatureExtractor
 from effnet.network import ConvNet
 
@@ -65,6 +65,9 @@ def _register_builtin() -> None:
             mean=INCEPTION_MEAN if lite else IMAGENET_MEAN,
             std=INCEPTION_STD if lite else IMAGENET_STD,
         )
+    for name, v in efficientnet_v2.VARIANTS_V2.items():
+        register_model(name, lambda name=name: efficientnet_v2.efficientnet_v2(name), family="efficientnet-v2",
+                       mean=v.mean, std=v.std)
     for family, family_specs in (("mobilenet", mobilenet.SPECS), ("resnet", resnet.SPECS)):
         for name, spec in family_specs.items():
             register_model(name, lambda spec=spec: spec, family=family)

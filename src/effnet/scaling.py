@@ -68,12 +68,13 @@ def _check_scaled(what: str, base: float, multiplier_name: str, multiplier: floa
     return scaled
 
 
-def round_filters(channels: float, width: float = 1.0, divisor: int = 8) -> int:
-    """Scale a channel count by `width` and round to a multiple of `divisor`, never dropping below 90% of the
-    scaled value (TF reference `round_filters`; timm `round_channels`)."""
+def round_filters(channels: float, width: float = 1.0, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Scale a channel count by `width` and round to the nearest multiple of `divisor`, never dropping below
+    `round_limit` times the scaled value (V1's TF reference `round_filters` and timm's `round_channels`: 0.9;
+    V2's reference `round_filters` has no floor: 0, so 16 x 1.2 = 19.2 rounds to 16 there and to 24 in V1)."""
     scaled = _check_scaled("channels", channels, "width", width, MAX_CHANNELS)
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * scaled:
+    if rounded < round_limit * scaled:
         rounded += divisor
     return int(rounded)
 
@@ -134,21 +135,22 @@ def scale(
     fix_stem = rules.fix_stem if fix_stem is None else fix_stem
     fix_head = rules.fix_head if fix_head is None else fix_head
     fix_ends = rules.fix_first_last_repeats if fix_first_last_repeats is None else fix_first_last_repeats
-    divisor = rules.divisor
+    divisor, limit = rules.divisor, rules.round_limit
 
     last = len(spec.stages) - 1
     stages = tuple(
         replace(
             stage,
-            out_channels=round_filters(stage.out_channels, m.width, divisor),
+            out_channels=round_filters(stage.out_channels, m.width, divisor, limit),
             repeats=stage.repeats if fix_ends and i in (0, last) else round_repeats(stage.repeats, m.depth),
         )
         for i, stage in enumerate(spec.stages)
     )
-    stem = spec.stem if fix_stem else replace(spec.stem, channels=round_filters(spec.stem.channels, m.width, divisor))
+    stem = spec.stem if fix_stem else replace(spec.stem,
+                                              channels=round_filters(spec.stem.channels, m.width, divisor, limit))
     head = spec.head
     if head.channels and not fix_head:
-        head = replace(head, channels=round_filters(head.channels, m.width, divisor))
+        head = replace(head, channels=round_filters(head.channels, m.width, divisor, limit))
     return replace(
         spec,
         name=name or spec.name,

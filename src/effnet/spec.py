@@ -18,15 +18,21 @@ from typing import Any
 
 from effnet.errors import EffnetError
 
-BLOCK_KINDS = ("mbconv", "separable", "bottleneck")
+BLOCK_KINDS = ("mbconv", "fused_mbconv", "separable", "bottleneck")
 """Block kinds the builder knows:
 
 - ``mbconv``: inverted residual (MobileNetV2 / EfficientNet): 1x1 expand (skipped when ``expand_ratio`` is 1),
   depthwise kxk, optional squeeze-excitation, linear 1x1 projection; identity skip when the shape is kept.
+- ``fused_mbconv``: EfficientNetV2's Fused-MBConv: the 1x1 expansion and the depthwise kxk fused into one full kxk
+  conv (carrying the stride), optional squeeze-excitation, linear 1x1 projection; with ``expand_ratio`` 1 a single
+  kxk conv + norm + act.  Identity skip when the shape is kept.
 - ``separable``: MobileNetV1's depthwise-separable conv: depthwise kxk + norm + act, 1x1 + norm + act; no skip.
 - ``bottleneck``: ResNet v1.5 bottleneck: 1x1 reduce to ``out/expand_ratio``, kxk (carries the stride),
   1x1 expand to ``out``; projection shortcut when the shape changes; activation after the sum.
 """
+
+SE_KINDS = ("mbconv", "fused_mbconv")
+"""Block kinds that may carry squeeze-excitation (``se_ratio`` > 0)."""
 
 ACTIVATIONS = ("silu", "relu", "relu6", "hardswish", "gelu", "identity")
 PADDINGS = ("symmetric", "same")
@@ -110,8 +116,9 @@ class StageSpec:
         _check_number(f"{path}.expand_ratio", self.expand_ratio, 0.0, 64.0, low_open=True)
         _check_number(f"{path}.se_ratio", self.se_ratio, 0.0, 1.0)
         _check_choice(f"{path}.activation", self.activation, ACTIVATIONS)
-        if self.kind != "mbconv" and self.se_ratio:
-            _fail(f"{path}.se_ratio", self.se_ratio, f"0 for a {self.kind!r} stage (only 'mbconv' blocks have SE)")
+        if self.kind not in SE_KINDS and self.se_ratio:
+            _fail(f"{path}.se_ratio", self.se_ratio,
+                  f"0 for a {self.kind!r} stage (only {' and '.join(repr(k) for k in SE_KINDS)} blocks have SE)")
 
 
 @dataclass(frozen=True)
@@ -128,19 +135,24 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class ScalingRules:
-    """How a spec responds to `scaling.scale`: what stays fixed and the channel divisor.
+    """How a spec responds to `scaling.scale`: what stays fixed, the channel divisor and the rounding floor.
 
     EfficientNet-Lite keeps the stem (32) and head (1280) widths and the repeats of the first and last stage
     fixed when scaled (TF reference, ``efficientnet_lite_builder.py``); everything else scales.
+
+    ``round_limit``: a rounded channel count never falls below this fraction of the scaled one (V1's reference
+    ``round_filters`` adds a divisor below 0.9; V2's reference has no such floor: 0).
     """
 
     divisor: int = 8
     fix_stem: bool = False
     fix_head: bool = False
     fix_first_last_repeats: bool = False
+    round_limit: float = 0.9
 
     def validate(self, path: str = "scaling") -> None:
         _check_int(f"{path}.divisor", self.divisor, 1)
+        _check_number(f"{path}.round_limit", self.round_limit, 0.0, 1.0)
         for name in ("fix_stem", "fix_head", "fix_first_last_repeats"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{path}.{name}", getattr(self, name), "true or false")
@@ -219,6 +231,10 @@ class NetSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stages"] = [asdict(s) for s in self.stages]
+        # A field added after specs were first stored is written only when it differs from its default, so the JSON
+        # of every earlier spec (and the run records keyed on it) stays as it was.
+        if data["scaling"]["round_limit"] == ScalingRules.round_limit:
+            del data["scaling"]["round_limit"]
         return data
 
     def to_json(self, indent: int | None = 2) -> str:
