@@ -161,7 +161,7 @@ def profile_stages(spec: NetSpec, resolution: int | None = None) -> list[StagePr
     stem_op = f"conv{spec.stem.kernel}x{spec.stem.kernel}" + ("+maxpool" if spec.stem.max_pool else "")
     x = add("stem", stem_op, spec.stem.kernel, 1, model.stem, x)
     for i, (stage, module) in enumerate(zip(spec.stages, model.stages)):
-        op = stage.kind + (f"{stage.expand_ratio:g}" if stage.kind == "mbconv" else "")
+        op = stage.kind + (f"{stage.expand_ratio:g}" if stage.kind in ("mbconv", "fused_mbconv") else "")
         if stage.se_ratio:
             op += f"+se{stage.se_ratio:g}"
         x = add(f"stages.{i}", op, stage.kernel, stage.repeats, module, x)
