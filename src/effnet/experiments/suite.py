@@ -5,7 +5,11 @@ Each experiment module declares `NAME`, `plan(out, quick, seeds) -> (runs, meta)
 table)` and `plots(results, out) -> [paths]`, and may declare `prepare(options)`, a step the parent process runs
 before planning (never a worker, never `--report-only`), and `comparisons(results)`, the paired comparisons its
 report states: once the planned seeds have finished, those within the noise on validation get more seeds
-(`effnet.experiments.more_seeds`).  Everything else (claiming, resuming, recording) is the runner's.
+(`effnet.experiments.more_seeds`).  An experiment whose later runs depend on earlier results declares
+`grow(out, runs, meta, rows, seeds, log) -> (runs, meta)`: given the finished runs' rows it returns the plan with
+every run those results unlock (or the same plan), so the queue is recomputed from the records each time and
+`--until`, `--jobs`, resuming and a killed worker behave as for any plan.  Everything else (claiming, resuming,
+recording) is the runner's.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ def _plan(name: str, options: Options, log=print):
     mod = module(name)
     seeds = seeds_of(options)
     runs, meta = mod.plan(options.out, options.quick, seeds, log=log)
+    grow = getattr(mod, "grow", None)
+    while grow is not None:  # the runs that the finished ones unlock, stage after stage
+        rows = runner.collect(name, runs, options, options.storage)
+        grown, meta = grow(options.out, runs, meta, rows, seeds, log=log)
+        if len(grown) == len(runs):
+            break
+        runs = grown
     comparisons = getattr(mod, "comparisons", None)
     if comparisons is not None:
         rows = runner.collect(name, runs, options, options.storage)
@@ -85,10 +96,13 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     if not report_only:
         stopped = _train(name, runs, options, worker_argv)
         _, more, meta = _plan(name, options, log=lambda m: None)  # where the runs stand now: any close pair?
-        if not stopped and len(more) > len(runs):
-            print(f"{name}: {more_seeds.summary(meta['more_seeds'])}", flush=True)
+        while not stopped and len(more) > len(runs):  # runs unlocked by those just finished (grow, more seeds)
+            added = more_seeds.summary(meta.get("more_seeds"))
+            print(f"{name}: {len(more) - len(runs)} runs added by the results so far"
+                  + (f"; {added}" if added else ""), flush=True)
             runs = more
             stopped = _train(name, runs, options, worker_argv)
+            _, more, meta = _plan(name, options, log=lambda m: None)
     rows = runner.collect(name, runs, options, options.storage)
     if report_only:  # a report written again names the command that trained the runs, not --report-only
         command = _recorded_command(options.out / runner.RESULTS) or command
