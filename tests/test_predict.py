@@ -81,6 +81,20 @@ def test_predict_cli_json(photo_dir, capsys):
     assert data["predictions"][0]["top"][0]["label"] == "espresso" and data["skipped"] == []
 
 
+def test_predict_cli_takes_images_after_an_option(photo_dir, capsys):
+    """Images may follow options, as anywhere else on a command line; an unknown option is still refused."""
+    code = main(["predict", "efficientnet_lite0", str(photo_dir / "coffee.png"), "--pretrained", "--top", "1",
+                 str(photo_dir / "china.jpg"), "--format", "json", str(photo_dir / "camera_grey.png")])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [p["image"].rsplit("/", 1)[-1] for p in data["predictions"]] == ["coffee.png", "china.jpg",
+                                                                             "camera_grey.png"]
+    assert data["predictions"][0]["top"][0]["label"] == "espresso"
+    assert main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png"), "--zoom",
+                 str(photo_dir / "china.jpg")]) == 2
+    assert "unrecognized arguments: --zoom" in capsys.readouterr().err
+
+
 def test_predict_cli_fails_when_no_input_is_an_image(photo_dir, tmp_path, capsys):
     code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "notes.txt"),
                  str(tmp_path / "missing.png")])

@@ -61,9 +61,20 @@ def _show_warning(command: str):
     return show
 
 
+def _trailing_positional(parser: argparse.ArgumentParser, command: str) -> str | None:
+    """The dest of `command`'s list positional (predict's IMAGE_OR_DIR ..., plot's RUN_DIR ...), if it has one."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return next((a.dest for a in sub.choices[command]._actions
+                 if not a.option_strings and a.nargs in ("+", "*")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    listed = _trailing_positional(parser, args.command)
+    if extra and listed and not any(e.startswith("-") for e in extra):  # files after an option: still files
+        setattr(args, listed, [*getattr(args, listed), *extra])
+        extra = []
     if extra:  # named by the subcommand, as its other usage errors are
         print(f"effnet {args.command}: error: unrecognized arguments: {' '.join(extra)}; see "
               f"`effnet {args.command} --help`", file=sys.stderr)
