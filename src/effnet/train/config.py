@@ -17,6 +17,12 @@ from effnet.train.optim import OPTIMIZERS
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
+COMPILE_MIN_STEPS: int | None = None
+"""Runs of at least this many steps compile by default (`compile=None`); None: none does.  Measured on the
+experiments' baseline (18 px, batch 128, one CPU thread, torch 2.14): compiling the model took 220-260 s and the
+compiled step was slower than the eager one (463 vs 330 ms, 541 vs 175 ms with fused BN+SiLU, on a loaded
+2-core machine), so no run length repays it and runs stay eager unless `--compile` asks."""
+
 FASHION_MNIST_HOLDOUT = 5_000
 """Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
 
@@ -73,6 +79,8 @@ class TrainConfig:
     eval_crop_fraction: float | None = None
     channels_last: bool = True
     fused_bn_silu: bool = True  # BN+SiLU keeps only BN's input for backward (effnet.optimize.fuse_bn_silu_for_training)
+    compile: bool | None = None  # torch.compile the model; None: where the run is long enough to repay it
+    batched_data: bool = True  # in-memory batched augmentation where the data and policy allow (effnet.data.batches)
     pretrained: bool | str = False
     freeze_backbone: bool = False
     backbone_lr_scale: float = 1.0
@@ -112,8 +120,8 @@ RANDAUGMENT_MAX_M = 30
 """RandAugment's magnitudes run from 0 to 30 (31 bins, as in its paper and torchvision)."""
 
 
-SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "freeze_backbone", "overwrite", "strict", "test",
-            "tensorboard", "progress")
+SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "batched_data", "freeze_backbone", "overwrite",
+            "strict", "test", "tensorboard", "progress")
 """The TrainConfig fields that are true or false (`pretrained` and `resume` may also name a file)."""
 
 
@@ -185,6 +193,8 @@ def check_config(c: TrainConfig) -> None:
     for name in SWITCHES:
         if not isinstance(getattr(c, name), bool):
             _fail(name, getattr(c, name), "true or false")
+    if c.compile is not None and not isinstance(c.compile, bool):
+        _fail("compile", c.compile, "true, false or null (compile where the run is long enough to repay it)")
     if c.eval_crop_fraction is not None and not 0 < c.eval_crop_fraction <= 1:
         _fail("eval_crop_fraction", c.eval_crop_fraction, "a fraction in (0, 1]")
     _positive("backbone_lr_scale", c.backbone_lr_scale, zero_ok=True)
@@ -234,6 +244,8 @@ class Plan:
     eval_crop_fraction: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    data_path: str = "per-sample"  # or "batched": which path makes the batches (effnet.data.batches)
+    compile: bool = False  # whether the training step is compiled (effnet.train.compiled.compile_mode)
 
 
 def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str, str]]:
@@ -275,6 +287,11 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
          + f"; random-resized crop area {c.crop_scale[0]:g}-{c.crop_scale[1]:g}" + ("; h-flip" if c.hflip else "")),
         ("eval preprocessing", f"resize to {plan.resolution}/{plan.eval_crop_fraction:.3f}, centre crop "
                                f"{plan.resolution}, mean {tuple(round(m, 3) for m in plan.mean)}"),
+        ("data path", "in-memory, whole batches cropped and flipped as tensors" if plan.data_path == "batched"
+         else "per sample" + (" (batched path off: batched_data false)" if not c.batched_data else "")),
+        ("compile", ("torch.compile" if plan.compile else "eager") + ("" if c.compile is not None else
+         f" (default: runs of {COMPILE_MIN_STEPS} steps or more compile)" if COMPILE_MIN_STEPS else
+         " (default: compiling does not repay its time on CPU; --compile asks for it)")),
         ("memory format", "channels_last" if c.channels_last else "contiguous"),
         ("BN+SiLU", "fused where SiLU follows BN: saves only BN's input for backward (same gradients; no effect "
                     "on ReLU/ReLU6 models such as Lite)" if c.fused_bn_silu else "stock modules"),

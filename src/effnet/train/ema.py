@@ -4,7 +4,8 @@
 
 The warm-up term is the reference code's (`tf.train.ExponentialMovingAverage(num_updates=...)`): without it a
 0.9999 average would still be mostly the random initialisation after a short run.  Parameters are averaged;
-buffers (BatchNorm running statistics, already averages) are copied.
+buffers (BatchNorm running statistics, already averages) are copied.  Each update is three
+`torch._foreach_*` calls over all tensors at once.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ class ModelEma:
         self.updates += 1
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
+        ema_buffers, buffers = list(self.module.buffers()), list(model.buffers())
         torch._foreach_mul_(ema_params, d)
         torch._foreach_add_(ema_params, params, alpha=1 - d)
-        for e, b in zip(self.module.buffers(), model.buffers()):
-            e.copy_(b)
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updates": self.updates, "decay": self.decay, "warmup": self.warmup, "model": self.module.state_dict()}

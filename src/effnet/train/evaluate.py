@@ -4,14 +4,15 @@ raw and EMA weights of a training checkpoint, with the model's eval preprocessin
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from effnet.data import ShardSampler, TransformedSource, check_usable, collate, eval_transform, open_source
+from effnet.data import check_usable, open_source
+from effnet.data.batches import eval_batches
 from effnet.data.loader import fixed_subset
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
@@ -35,7 +36,7 @@ class EvalMetrics:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device, channels_last: bool = False,
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, channels_last: bool = False,
              strict: bool = False) -> EvalMetrics:
     """Accuracy in percent; loss is plain cross-entropy (no smoothing).  `model` is put in eval mode."""
     was_training = model.training
@@ -73,11 +74,10 @@ def _unreadable_error(item: Any) -> EffnetError:
 
 
 def eval_loader(source, config: ModelConfig, *, batch_size: int, workers: int, crop_fraction: float | None,
-                rank: int = 0, world_size: int = 1) -> DataLoader:
-    dataset = TransformedSource(source, eval_transform(config, grayscale=source.grayscale,
-                                                       crop_fraction=crop_fraction))
-    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), num_replicas=world_size,
-                      rank=rank), num_workers=workers, collate_fn=collate)
+                rank: int = 0, world_size: int = 1, batched: bool = True) -> Iterable:
+    """(images, labels, skipped) batches of `source` preprocessed for evaluation (`effnet.data.batches`)."""
+    return eval_batches(source, config, batch_size=batch_size, workers=workers, crop_fraction=crop_fraction,
+                        rank=rank, world_size=world_size, batched=batched)
 
 
 def evaluate_checkpoint(

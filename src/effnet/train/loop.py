@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from effnet.data import ResumableSampler, TransformedSource, collate, train_transform
+from effnet.data import ResumableSampler
+from effnet.data.batches import train_batches
 from effnet.data.loader import mix_seed, seed_cpu
 from effnet.data.sources import DataError
 from effnet.errors import EffnetError
@@ -28,6 +28,7 @@ from effnet.spec import NetSpec
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
 from effnet.train import run_folder as folder
+from effnet.train.compiled import CompiledStep, compile_mode
 from effnet.train.config import TrainConfig, check_config
 from effnet.train.ema import ModelEma
 from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader
@@ -73,6 +74,7 @@ class TrainResult:
     test_top1: float | None = None
     test_top5: float | None = None
     test_images: int = 0
+    compile_s: float | None = None  # the first compiled step's time, compiling included (None: eager)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -118,7 +120,8 @@ class Trainer:
         self.dist = distributed.setup(c.device)
         self.main = self.dist.is_main
         self.run_log = RunLog(c, self.run_dir, self.main)
-        self.plan = p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size, self.test_src)
+        p = make_plan(c, spec, self.train_src, self.val_src, self.dist.world_size, self.test_src)
+        self.plan = p = replace(p, compile=compile_mode(c, p.total_steps, resume_state))
         self.spec_name = spec.name
         self.schedule = replace(
             make_schedule(base_lr=p.base_lr, steps_per_epoch=p.steps_per_epoch, warmup_epochs=c.warmup_epochs,
@@ -141,6 +144,8 @@ class Trainer:
             self._restore(resume_state)
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if self.dist.distributed else self.model)
+        self.step_fn = CompiledStep(self.ddp, enabled=self.plan.compile)
+        self.compile_s: float | None = None
         self.train_loader, self.sampler = self._train_loader()
         self.val_loader = self._eval_loader(self.val_src)
         self.run_log.open_events(self.step)
@@ -168,27 +173,26 @@ class Trainer:
         cfg = get_config(self.model.spec, p.resolution)
         return replace(cfg, crop_fraction=p.eval_crop_fraction, mean=p.mean, std=p.std)
 
-    def _eval_loader(self, source) -> DataLoader:
+    def _eval_loader(self, source):
         p = self.plan
         return eval_loader(source, self._model_config(), batch_size=max(p.per_rank_batch, 64), workers=self.c.workers,
-                           crop_fraction=p.eval_crop_fraction, rank=self.dist.rank, world_size=self.dist.world_size)
+                           crop_fraction=p.eval_crop_fraction, rank=self.dist.rank, world_size=self.dist.world_size,
+                           batched=self.c.batched_data)
 
-    def _train_loader(self) -> tuple[DataLoader, ResumableSampler]:
+    def _train_loader(self) -> tuple[Any, ResumableSampler]:
+        """The training batches (whichever path `effnet.data.batches` takes) and their resumable sampler."""
         c = self.c
-        transform = train_transform(self._model_config(), augment=c.augment, randaugment_n=c.randaugment_n,
-                                    randaugment_m=c.randaugment_m, crop_scale=tuple(c.crop_scale), hflip=c.hflip,
-                                    grayscale=self.train_src.grayscale)
-        dataset = TransformedSource(self.train_src, transform)
-        sampler = ResumableSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank, seed=c.seed)
-        loader = DataLoader(dataset, batch_size=self.plan.per_rank_batch, sampler=sampler, drop_last=True,
-                            num_workers=c.workers, collate_fn=collate, persistent_workers=False)
-        return loader, sampler
+        return train_batches(self.train_src, self._model_config(), batch_size=self.plan.per_rank_batch, seed=c.seed,
+                             rank=self.dist.rank, world_size=self.dist.world_size, workers=c.workers,
+                             augment=c.augment, randaugment_n=c.randaugment_n, randaugment_m=c.randaugment_m,
+                             crop_scale=tuple(c.crop_scale), hflip=c.hflip, batched=c.batched_data)
 
     # -- checkpoint state --------------------------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
         cfg = self._model_config()
         about = {"spec": self.model.spec.to_dict(), "classes": list(self.train_src.classes),
+                 "compiled": self.step_fn.enabled,
                  "preprocess": {"resolution": cfg.resolution, "crop_fraction": cfg.crop_fraction,
                                 "interpolation": cfg.interpolation, "mean": tuple(cfg.mean), "std": tuple(cfg.std)},
                  "config": self.c.to_dict()}
@@ -252,7 +256,7 @@ class Trainer:
             run_dir=str(self.run_dir) if self.run_dir else None, history=tuple(self.history),
             selected_step=self.best_step, selected_weights=self._selected_kind(),
             test_top1=test.top1 if test else None, test_top5=test.top5 if test else None,
-            test_images=test.images if test else 0,
+            test_images=test.images if test else 0, compile_s=self.compile_s,
         )
 
     def _selected_kind(self) -> str:
@@ -319,25 +323,28 @@ class Trainer:
                 raise DataError(f"every image of a batch was unreadable (first: {skipped[0].path}); fix the data")
             return torch.zeros(4, dtype=torch.float64)
         step_seed = mix_seed(c.seed, self.step, self.dist.rank, 0xD120)  # dropout and drop-path masks
-        if self.device.type == "cuda":
-            torch.manual_seed(step_seed)
-        else:
-            seed_cpu(step_seed)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         if c.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.schedule(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        logits = self.ddp(images)
-        loss = self.criterion(logits, labels)
+
+        def before() -> None:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.manual_seed(step_seed)
+            else:
+                seed_cpu(step_seed)
+
+        logits, loss = self.step_fn(images, lambda out: self.criterion(out, labels), before)
+        if self.step_fn.compile_s is not None and self.compile_s is None:
+            self._compiled_in(self.step_fn.compile_s)
         stats = torch.tensor([loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels), 0],
                              dtype=torch.float64)
         distributed.all_reduce_sum(stats)
         if not math.isfinite(stats[0].item()):
             raise self._diverged(f"the training loss is {stats[0].item() / stats[2].item()}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
@@ -367,6 +374,12 @@ class Trainer:
         distributed.barrier()
 
     # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _compiled_in(self, seconds: float) -> None:
+        """The first compiled step's time (compiling included): said, and kept in the run record."""
+        self.compile_s = seconds
+        self.run_log.say(f"compiled the training step in {seconds:.1f}s (its first step, compiling included)")
+        self.run_log.update_record(self.best, compile_s=round(seconds, 2))
 
     def _diverged(self, what: str) -> TrainingDiverged:
         last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None

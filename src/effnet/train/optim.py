@@ -42,32 +42,40 @@ class RMSpropTF(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
+        """One update of every parameter with a gradient, a group's tensors at a time (`torch._foreach_*`: the
+        same operations, in the same order, as one tensor at a time, so the same numbers)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, rho, mu, eps, wd = group["lr"], group["decay"], group["momentum"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-                state = self.state[p]
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if wd != 0:
+                grads = torch._foreach_add(grads, params, alpha=wd)
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states):
                 if not state:
                     state["step"] = 0
                     state["square_avg"] = torch.ones_like(p, memory_format=torch.preserve_format)
                     if mu > 0:
                         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                square_avg = state["square_avg"]
-                square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
-                denom = square_avg.add(eps).sqrt_()
-                if mu > 0:
-                    buf = state["momentum_buffer"]
-                    buf.mul_(mu).addcdiv_(grad, denom, value=lr)
-                    p.sub_(buf)
-                else:
-                    p.addcdiv_(grad, denom, value=-lr)
+            square_avg = [state["square_avg"] for state in states]
+            torch._foreach_mul_(square_avg, rho)
+            torch._foreach_addcmul_(square_avg, grads, grads, value=1 - rho)
+            denom = torch._foreach_add(square_avg, eps)
+            torch._foreach_sqrt_(denom)
+            if mu > 0:
+                bufs = [state["momentum_buffer"] for state in states]
+                torch._foreach_mul_(bufs, mu)
+                torch._foreach_addcdiv_(bufs, grads, denom, value=lr)
+                torch._foreach_sub_(params, bufs)
+            else:
+                torch._foreach_addcdiv_(params, grads, denom, value=-lr)
         return loss
 
 
@@ -108,5 +116,5 @@ def make_optimizer(
     if name == "rmsproptf":
         return RMSpropTF(groups, lr=lr, decay=decay, momentum=momentum, eps=eps)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, foreach=True)
     raise ValueError(f"optimizer: got {name!r}, expected one of {OPTIMIZERS}")

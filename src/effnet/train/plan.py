@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from effnet.data import ImageSource, open_sources
+from effnet.data.batches import data_path
 from effnet.data.loader import SubsetSource, fixed_subset
 from effnet.data.sources import is_fashion_mnist
 from effnet.registry import get_config, get_spec
 from effnet.spec import NetSpec
+from effnet.train.compiled import compile_mode
 from effnet.train.config import (
     FASHION_MNIST_HOLDOUT,
     MAX_WARMUP_FRACTION,
@@ -90,4 +92,6 @@ def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: Im
         drop_path=c.drop_path if c.drop_path is not None else spec.drop_path_rate,
         bn_momentum=c.bn_momentum if c.bn_momentum is not None else spec.bn_momentum,
         eval_crop_fraction=crop, mean=model_cfg.mean, std=model_cfg.std,
+        data_path=data_path(train_src, augment=c.augment, batched=c.batched_data),
+        compile=compile_mode(c, total, None),
     )

@@ -3,16 +3,16 @@ and the test split, evaluated once after training with the weights validation ch
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from effnet.train.evaluate import EvalMetrics, evaluate
 
 
-def validate(model: nn.Module, ema_module: nn.Module | None, loader: DataLoader, *, device: torch.device,
+def validate(model: nn.Module, ema_module: nn.Module | None, loader: Iterable, *, device: torch.device,
              channels_last: bool, strict: bool) -> tuple[EvalMetrics, EvalMetrics | None]:
     """(raw weights, EMA weights or None) on the validation split."""
     raw = evaluate(model, loader, device=device, channels_last=channels_last, strict=strict)
@@ -37,7 +37,7 @@ def epoch_row(epoch: int, step: int, steps_per_epoch: int, sums: torch.Tensor, l
     return row
 
 
-def test_with(module: nn.Module, weights: dict[str, torch.Tensor], loader: DataLoader, *, device: torch.device,
+def test_with(module: nn.Module, weights: dict[str, torch.Tensor], loader: Iterable, *, device: torch.device,
               channels_last: bool, strict: bool) -> EvalMetrics:
     """`module` with the chosen `weights` on the test split; its own weights are put back afterwards."""
     current = {k: v.detach().clone() for k, v in module.state_dict().items()}
