@@ -23,6 +23,8 @@ TRAINED = {
     "strategies": "compound, depth, width, resolution, uniform and fast scaling at matched MACs and latency",
     "nas": "Sec. 4.2: search a baseline in MnasNet's space, then compound-scale it and the B0-like baseline to "
            "phi = 0, 1, 2",
+    "training-length": "compound vs single and the alpha, beta, gamma grid trained to convergence (T = 1, 4, 16, "
+                       "32 epochs)",
 }
 
 

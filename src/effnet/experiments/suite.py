@@ -34,6 +34,7 @@ MODULES = {
     "transfer": "effnet.experiments.transfer",
     "strategies": "effnet.experiments.strategies",
     "nas": "effnet.experiments.nas",
+    "training-length": "effnet.experiments.training_length",
 }
 DEFAULT_SEEDS = 3
 

@@ -1,0 +1,266 @@
+"""`effnet experiments training-length`: the one-epoch runs are compound-vs-single's, the longer ones stretch the
+whole schedule, Tc follows its rule, each stage is planned only once the results it needs exist, the estimate's
+decision is made once, and the quick experiment runs end to end with a report whose numbers are results.json's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from effnet.experiments import strategies, suite, tables
+from effnet.experiments import training_length as tl
+from effnet.experiments import training_length_plan as tlp
+from effnet.experiments.runner import Run
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "experiments"
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    """An experiment folder beside copies of the records it reads (the one-epoch grid, compound-vs-single's
+    results) and of its solved candidates, so nothing is solved and nothing under docs/ is written."""
+    out = tmp_path / "training-length"
+    out.mkdir()
+    (tmp_path / "coefficients").mkdir()
+    shutil.copy(DOCS / "coefficients" / "search.json", tmp_path / "coefficients" / "search.json")
+    shutil.copy(DOCS / "compound-vs-single" / "candidates.json", out / "candidates.json")
+    return out
+
+
+def _rows(runs, val) -> list[dict]:
+    """Finished-run rows (results.json rows: record fields and labels) with val_top1 = val(run)."""
+    return [{"key": r.key, "seed": r.seed, "val_top1": val(r), "test_top1": val(r), **r.label_dict()} for r in runs]
+
+
+def test_one_epoch_runs_are_compound_vs_singles_and_longer_ones_stretch_the_schedule(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    groups, state = planner.groups([])
+    recorded = {r["key"] for r in json.loads((DOCS / "compound-vs-single" / "results.json").read_text())["runs"]}
+    one_epoch = [r for g in groups if g.length == 1 for r in g.runs]
+    assert one_epoch and all(r.key in recorded for r in one_epoch)
+    assert {r.label_dict()["method"] for r in one_epoch} == {"baseline", "width", "depth", "resolution",
+                                                             "compound (paper)", "compound (grid)"}
+    four = tlp.recipe_at(False, 4)
+    assert (four["steps"], four["warmup_epochs"], four["decay_epochs"]) == (4 * 430, 4 * 0.3, 4 * 0.1)
+    assert four == strategies.longer_recipe(tlp.recipe_at(False, 1), strategies.LONGER)  # strategies' 4x runs
+    assert [g.length for g in groups] == [1, 1, 4, 4, 16]  # T = 4 before 16; nothing at Tc before Tc is known
+    assert state.tc is None
+    widest = [r for r in groups[2].runs if r.label_dict()["method"] == "width"]
+    assert {r.label_dict()["budget"] for r in widest} == {8.0}
+
+
+def test_the_grid_is_the_one_epoch_searchs_22_points():
+    grid = tlp.Setup(False, 3).grid
+    held = json.loads((DOCS / "coefficients" / "search.json").read_text())
+    assert len(grid) == 22 == held["grid_points"]
+    assert tlp.PAPER_POINT not in grid  # step 0.1: planned beside the grid (`Planner.points`)
+    assert {(r["alpha"], r["beta"], r["gamma"]) for r in held["rows"]} <= {(c.alpha, c.beta, c.gamma) for c in grid}
+
+
+def _length_rows(gains: dict[str, dict[int, float]], seeds=3, lengths=(1, 4, 16, 32)) -> list[dict]:
+    """Rows of the convergence part: per model and length, val top-1 = gains[model][T] + a seed-dependent wobble."""
+    rows = []
+    for method, by_length in gains.items():
+        for t in lengths:
+            if t in by_length:
+                rows += [{"key": f"{method}{t}{s}", "seed": s, "part": "length", "method": method, "length": t,
+                          "val_top1": by_length[t] + (0.3, -0.2, 0.1, 0.25, -0.15)[(s + t) % 5]}
+                         for s in range(seeds)]
+    return rows
+
+
+@pytest.mark.parametrize(("gains", "expected"), [
+    # both models flat from 4 on: Tc = 4
+    ({"baseline": {1: 80, 4: 85, 16: 85.1, 32: 85}, "width": {1: 79, 4: 86, 16: 86, 32: 86.1}}, 4),
+    # width still gains from 4 to 16: Tc = 16 (the cap), even though the baseline is flat
+    ({"baseline": {1: 80, 4: 85, 16: 85.1}, "width": {1: 79, 4: 84, 16: 86}}, 16),
+    # flat from the first epoch for both: Tc = 1
+    ({"baseline": {1: 85, 4: 85.1}, "width": {1: 86, 4: 86}}, 1),
+    # still gaining at 16 → 32: capped at 16
+    ({"baseline": {1: 80, 4: 83, 16: 85, 32: 87}, "width": {1: 79, 4: 83, 16: 85, 32: 88}}, 16),
+    # 16 missing and 4 not within the noise of 16 unknown: not decided
+    ({"baseline": {1: 80, 4: 85}, "width": {1: 79, 4: 86}}, None),
+])
+def test_tc_is_the_shortest_length_within_the_noise_of_the_next_for_both_models(gains, expected):
+    checks = tlp.length_checks(_length_rows(gains), tlp.LENGTHS, ("baseline", "width"), 3)
+    assert tlp.converged_length(checks, tlp.LENGTHS, 16) == expected
+
+
+def test_one_seed_never_counts_as_within_the_noise():
+    rows = _length_rows({"baseline": {1: 85, 4: 85, 16: 85}, "width": {1: 85, 4: 85, 16: 85}}, seeds=1)
+    checks = tlp.length_checks(rows, tlp.LENGTHS, ("baseline", "width"), 1)
+    assert tlp.converged_length(checks, tlp.LENGTHS, 16) == 16 and not any(c["within_noise"] for c in checks)
+
+
+def _finish(planner, rows, score):
+    """Every planned run of the stages `rows` unlock, finished with val top-1 `score(run)`: the next rows."""
+    groups, state = planner.groups(rows)
+    done = {r["key"] for r in rows}
+    return rows + _rows([r for r in tlp.runs_of(groups) if r.key not in done], score), groups, state
+
+
+def test_each_stage_is_planned_once_the_results_it_needs_exist(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    flat = {1: 80.0, 4: 85.0, 16: 85.0}  # converged at 4 epochs for both models: Tc = 4 (the early length)
+    best = tlp.Coefficients(1.0, 1.2, 1.2)  # the best grid point, a point the compound methods do not use
+
+    def score(run: Run) -> float:
+        labels = run.label_dict()
+        if labels["part"] == "length":
+            return flat.get(labels["length"], 85.0) + (0.3, -0.2, 0.1)[run.seed]
+        if labels["part"] == "grid":
+            point = labels["point"]
+            return 86.0 if point == tlp.point_label(best) else 84.0 - 0.1 * (hash(point) % 20) + 0.05 * run.seed
+        return 84.0
+
+    rows, groups, state = _finish(planner, [], score)
+    assert state.tc is None and max(g.length for g in groups) == 16
+    rows, groups, state = _finish(planner, rows, score)  # T = 1, 4, 16 done: Tc = 4, the grid's first seed
+    assert state.tc == 4
+    assert [g.what for g in groups][-1] == "grid at Tc: every point, one seed"
+    assert {r.seed for r in groups[-1].runs} == {0} and len(groups[-1].runs) == 23  # and the paper's point
+    assert not any(g.what == "compound vs single at Tc" for g in groups)  # Tc = 4: those are the T = 4 runs
+    rows, groups, state = _finish(planner, rows, score)  # the top 5 and the paper's point get seeds 1 and 2
+    more = groups[-1].runs
+    points = {r.label_dict()["point"] for r in more}
+    assert {r.seed for r in more} == {1, 2} and len(points) == 6 and tlp.point_label(tlp.PAPER_POINT) in points
+    assert tlp.point_label(best) in points and state.top is not None and state.best is None
+    rows, groups, state = _finish(planner, rows, score)  # then compound with the Tc grid's best, at T = Tc
+    assert state.best == [best.alpha, best.beta, best.gamma]
+    tc_grid = groups[-1].runs
+    assert {r.label_dict()["method"] for r in tc_grid} == {tlp.TC_GRID}
+    assert {r.label_dict()["length"] for r in tc_grid} == {4} and {r.seed for r in tc_grid} == {0, 1, 2}
+    rows, groups, state = _finish(planner, rows, score)  # last: T = 32
+    assert groups[-1].length == 32 and not any(g.assumed for g in groups)
+    again, _ = planner.groups(rows)
+    assert [r.key for r in tlp.runs_of(again)] == [r.key for r in tlp.runs_of(groups)]  # nothing more
+
+
+def test_the_estimate_is_made_once_and_drops_3x_beyond_the_early_length_when_over_the_limit(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    slow = tlp.Rates(1e-3, {}, "test")  # seconds per unit of cost: every run takes far too long
+    machine = {"cpu": "test", "isa": [], "cores": 2}
+    decision = tlp.decide(folder, planner, [], set(), slow, machine)
+    assert decision["drop_budget"] == 3.0 and decision["wall_h"] > tlp.WALL_LIMIT_H
+    assert decision["wall_h_after_drop"] < decision["wall_h"]
+    held = json.loads((folder / tlp.PLAN_FILE).read_text())
+    assert held == decision
+    assert tlp.decide(folder, planner, [], set(), tlp.Rates(1e-12, {}, "fast"), machine) == decision  # kept
+    replanned = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    assert replanned.budgets_at(4) == (2.0, 3.0, 8.0) and replanned.budgets_at(16) == (2.0, 8.0)
+
+
+def test_a_fast_machine_keeps_every_budget(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    decision = tlp.decide(folder, planner, [], set(), tlp.Rates(1e-12, {}, "test"), {"cpu": "x", "isa": [],
+                                                                                   "cores": 2})
+    assert decision["drop_budget"] is None and decision["wall_h"] < tlp.WALL_LIMIT_H
+    assert tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None).budgets_at(16) == (2.0, 3.0, 8.0)
+
+
+def test_rates_come_from_the_same_models_on_the_same_cpu():
+    runs = [Run.make("efficientnet_b0", 0, {"steps": 10, "batch_size": 8}),
+            Run.make("efficientnet_b0", 0, {"steps": 10, "batch_size": 8, "resolution": 24})]
+    from effnet.experiments.runner import training_cost
+
+    records = {}
+    for i, (run, wall, cpu) in enumerate(((runs[0], 100.0, "A"), (runs[0], 1000.0, "B"))):
+        records[f"k{i}"] = {"key": run.key, "seed": run.seed, "train": dict(run.train), "spec": run.spec,
+                            "data": run.data, "wall_s": wall, "machine": {"cpu": cpu}}
+    rates = tlp.measured_rates(records, runs, "A")
+    assert rates.of(runs[0]) == pytest.approx(100.0 / training_cost(runs[0]))
+    assert rates.of(runs[1]) == rates.typical == rates.of(runs[0])  # no record of that model: the median
+    measured = tlp.measured_rates(records, runs, "C", measure=lambda: 7.0)
+    assert measured.typical == 7.0 and "timed" in measured.source
+
+
+def test_comparisons_are_each_compound_against_the_best_method():
+    rows = []
+    for method, val in (("width", 85.0), ("resolution", 84.0), ("compound (paper)", 83.0), ("compound (grid)", 84.5)):
+        rows += [{"key": f"{method}{s}", "seed": s, "part": "compare", "method": method, "budget": 2.0, "length": 4,
+                  "val_top1": val + s * 0.1, "test_top1": val} for s in range(3)]
+    results = {"runs": rows, "early": 4, "budgets": [2.0], "tc": None, "plan": {}}
+    pairs = tl.comparisons(results)
+    where = {"part": "compare", "budget": 2.0, "length": 4}
+    assert pairs == [({**where, "method": "compound (paper)"}, {**where, "method": "width"}),
+                     ({**where, "method": "compound (grid)"}, {**where, "method": "width"})]
+
+
+# -- end to end (--quick) ----------------------------------------------------------------------------------------
+
+def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "effnet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("training-length")
+    done = _effnet("experiments", "training-length", "--quick", "--out", str(root / "training-length"), "--runs",
+                   str(root / "runs"), "--threads", "1", cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "training-length", done.stdout
+
+
+@pytest.mark.slow
+def test_quick_prints_its_plan_before_the_first_run_and_trains_every_stage(quick):
+    out, stdout = quick
+    plan_at = stdout.index("the plan in queue order")
+    first_run = re.search(r"^\[\d+/\d+ runs.*\]", stdout, re.M)
+    assert first_run and plan_at < first_run.start()
+    assert re.search(r"total: \d+ runs to train, .* h of wall time", stdout)
+    results = json.loads((out / "results.json").read_text())
+    assert results["experiment"] == "training-length" and results["quick"] is True
+    assert results["tc"] == 3  # one seed: never within the noise, so the cap
+    parts = {(r["part"], r["length"]) for r in results["runs"]}
+    assert {("length", t) for t in tlp.QUICK_LENGTHS} <= parts
+    assert {("compare", 1), ("compare", 2), ("compare", 3), ("grid", 3)} <= parts
+    assert any(r["method"] == tlp.TC_GRID for r in results["runs"])
+    assert results["finished_runs"] == results["planned_runs"]
+    assert json.loads((out / tlp.PLAN_FILE).read_text()) == results["plan"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["compare_T1.png", "compare_T2.png", "compare_T3.png", "convergence.png", "margin.png"]
+
+
+@pytest.mark.slow
+def test_quick_report_numbers_are_those_of_results_json(quick, tmp_path):
+    out, _ = quick
+    results = json.loads((out / "results.json").read_text())
+    markdown, _ = suite.write_report(suite.module(tl.NAME), results, tmp_path)
+    assert markdown == (out / "report.md").read_text()
+    rows = results["runs"]
+    table = markdown[markdown.index("## 1. How long"):markdown.index("## 2.")]
+    for method in ("baseline", "width"):
+        for t in tlp.QUICK_LENGTHS:
+            val = tables.summary(rows, "val_top1", part="length", method=method, length=t)
+            test = tables.summary(rows, part="length", method=method, length=t)
+            assert re.search(rf"^\| {method} \| {t} \| [^|]+ \| {re.escape(tables.pct(val))} \| "
+                             rf"{re.escape(tables.pct(test))} \| {val.n} \|$", table, re.M), (method, t)
+    for line in re.findall(r"^\| \d+(?:\.\d+)?x \| \d+ \|.*$", markdown, re.M):  # the summary of every (budget, T)
+        budget, length, best, test = (c.strip() for c in line.strip("|").split("|")[:4])
+        where = {"part": "compare", "budget": float(budget.rstrip("x")), "length": int(length)}
+        assert best == tl._best(rows, where["length"], where["budget"])[0]
+        assert test == tables.pct(tables.summary(rows, method=best, **where))
+    tampered = json.loads(json.dumps(results))
+    row = next(r for r in tampered["runs"] if r["part"] == "length" and r["method"] == "width")
+    row["val_top1"] = 12.34
+    changed, _ = suite.write_report(suite.module(tl.NAME), tampered, tmp_path)
+    assert "12.34" in changed and changed != markdown
+
+
+@pytest.mark.slow
+def test_quick_rerun_trains_nothing(quick):
+    out, _ = quick
+    again = _effnet("experiments", "training-length", "--quick", "--out", str(out), "--runs",
+                    str(out.parent / "runs"), "--threads", "1", cwd=out.parent)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(r"(\d+) of \1 runs finished before .*; 0 to train", again.stdout), again.stdout
+    assert "training in" not in again.stdout
