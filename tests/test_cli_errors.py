@@ -156,6 +156,7 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --optimizer sgd --eps 0.01", "--eps"),
     ("train fashion-mnist --model {tiny_spec} --randaugment-n 3", "--randaugment-n"),
     ("train fashion-mnist --model {tiny_spec} --out run --train-subset 60000", "--train-subset"),
+    ("train fashion-mnist --model {tiny_spec} --compile --no-compile", "--no-compile: not allowed with argument --compile"),
     # found after the run folder is claimed: the folder is left as it was (no run.lock, no new folder)
     ("train fashion-mnist --model {tiny_spec} --out run --pretrained missing.safetensors", "missing.safetensors"),
     ("train fashion-mnist --model {tiny_spec} --out run --resume missing.pt", "missing.pt"),

@@ -123,6 +123,15 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-channels-last", action="store_true", help="keep the contiguous (NCHW) memory format")
     g.add_argument("--no-fused-bn-silu", action="store_true",
                    help="stock BN and SiLU modules (default: fused, saving only BN's input for backward)")
+    compiled = g.add_mutually_exclusive_group()
+    compiled.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
+                          help="torch.compile the training step (default: only where the run is long enough to "
+                               "repay the compile time; the run log says which, and how long compiling took)")
+    compiled.add_argument("--no-compile", dest="compile", action="store_const", const=False,
+                          help="train eagerly, however long the run")
+    g.add_argument("--per-sample-data", action="store_true",
+                   help="augment each image on its own (default: a dataset held in memory, e.g. fashion-mnist, "
+                        "is cropped and flipped a whole batch at a time, with the same result)")
     g.add_argument("--device", type=device, default="auto", help="auto, cpu or cuda (default auto)")
     g.add_argument("--log-every", type=int, default=_D["log_every"], help="steps between steps.jsonl lines")
     g.add_argument("--tensorboard", action="store_true",
@@ -176,7 +185,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         randaugment_n=_given(args, "randaugment_n"), randaugment_m=_given(args, "randaugment_m"),
         crop_scale=tuple(args.crop_scale),
         hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
-        fused_bn_silu=not args.no_fused_bn_silu,
+        fused_bn_silu=not args.no_fused_bn_silu, compile=args.compile, batched_data=not args.per_sample_data,
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
         resume=args.resume, overwrite=args.overwrite, strict=args.strict, train_subset=args.train_subset,
@@ -187,7 +196,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 _FLAG_OF_FIELD = {"out_dir": "--out", "data": "DATA", "hflip": "--no-flip", "ema_warmup": "--no-ema-warmup",
-                  "channels_last": "--no-channels-last", "test": "--no-test", "fused_bn_silu": "--no-fused-bn-silu"}
+                  "channels_last": "--no-channels-last", "test": "--no-test", "fused_bn_silu": "--no-fused-bn-silu",
+                  "batched_data": "--per-sample-data"}
 
 
 def _with_flag(exc: ConfigError) -> ConfigError:
