@@ -264,3 +264,12 @@ def test_quick_rerun_trains_nothing(quick):
     assert again.returncode == 0, again.stderr[-3000:]
     assert re.search(r"(\d+) of \1 runs finished before .*; 0 to train", again.stdout), again.stdout
     assert "training in" not in again.stdout
+
+
+@pytest.mark.slow
+def test_a_device_this_machine_lacks_is_one_clear_line_and_status_2(tmp_path):
+    done = _effnet("experiments", "training-length", "--quick", "--device", "cuda:9", "--out",
+                   str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and not (tmp_path / "out").exists()
+    assert done.stderr.strip().splitlines()[-1].startswith("effnet experiments training-length: error: argument "
+                                                            "--device: got 'cuda:9', but this machine has")

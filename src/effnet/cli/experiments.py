@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from effnet.cli._args import UNTIL_HELP, deadline, flags_apply_only, positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, device, flags_apply_only, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         e.add_argument("--runs", default=None, help="folder of the runs' checkpoints (default runs/experiments)")
         e.add_argument("--threads", type=positive_int, default=None,
                        help="torch threads per run (default: the cores divided among the jobs)")
+        e.add_argument("--device", type=device, default="auto",
+                       help="where runs train: auto (a GPU if there is one), cpu, cuda or cuda:N; not part of a "
+                            "run's identity (a run trained on a GPU is not trained again on the CPU), and each "
+                            "record says where it ran")
         e.add_argument("--until", type=deadline, default=None, metavar="TIME", help=UNTIL_HELP)
         e.add_argument("--report-only", action="store_true", help="write the report of the runs finished so far")
         e.add_argument("--format", choices=("table", "json"), default="table")
@@ -84,7 +88,7 @@ def run_trained(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
                       storage=args.storage or str(out / "runs.journal"),
-                      runs_dir=Path(args.runs or "runs/experiments"), threads=threads,
+                      runs_dir=Path(args.runs or "runs/experiments"), threads=threads, device=args.device,
                       seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE, until=args.until)
     if args.storage and not args.worker:  # refused before anything is planned or written
         from effnet.search.study import make_storage
@@ -112,7 +116,8 @@ def _child_argv(args: argparse.Namespace, options) -> list[str]:
     from effnet.search.leases import until_argv
 
     argv = ["experiments", args.experiment, "--worker", "--out", str(options.out), "--storage", options.storage,
-            "--runs", str(options.runs_dir), "--threads", str(options.threads), "--jobs", str(options.jobs)]
+            "--runs", str(options.runs_dir), "--threads", str(options.threads), "--jobs", str(options.jobs),
+            "--device", options.device]
     if args.quick:
         argv.append("--quick")
     if args.seeds:

@@ -21,9 +21,10 @@ RECORD_FIELDS = (
     "key", "model", "seed", "data", "train", "spec", "macs", "params", "resolution", "blocks", "training",
     "val_top1", "val_images", "val_split", "selected_step", "selected_weights", "test_top1", "test_top5",
     "test_images", "test_split", "final_val_top1", "train_loss", "train_acc", "train_acc_end", "wall_s",
-    "images_per_s", "history", "machine", "finished",
+    "images_per_s", "history", "machine", "device", "finished",
 )
-"""What a run's record holds (results.json rows add the experiment's labels: method, budget, setting...)."""
+"""What a run's record holds (results.json rows add the experiment's labels: method, budget, setting...); records
+made before "device" was kept ran on the CPU."""
 
 
 def end_of_training_accuracy(folder: Path, last_fraction: float = 0.1) -> float | None:

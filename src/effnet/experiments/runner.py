@@ -180,9 +180,10 @@ def starting(folder: Path) -> str:
     return f"resuming from step {found[-1][0]} in {folder}" if found else f"training in {folder}"
 
 
-def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[str, Any]:
-    """Train `run` in `runs_dir/<key>/` (resuming from its checkpoint if it was interrupted), or read its record
-    if it already finished; returns the record (what results.json holds for it)."""
+def train_run(run: Run, runs_dir: Path, *, threads: int | None = None, device: str = "auto") -> dict[str, Any]:
+    """Train `run` in `runs_dir/<key>/` (resuming from its checkpoint if it was interrupted) on `device` (not part
+    of the run's identity: a run trained on a GPU is the same run), or read its record if it already finished;
+    returns the record (what results.json holds for it)."""
     from effnet.profile import profile
     from effnet.registry import get_spec
     from effnet.train import TrainConfig, train
@@ -194,7 +195,7 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[s
     settings = dict(run.train)
     config = TrainConfig(model=run.spec, data=run.data, out_dir=str(folder), seed=run.seed, resume=True,
                          checkpoint_every=CHECKPOINT_EVERY, keep_last=1, progress=False, workers=0, threads=threads,
-                         **settings)
+                         device=device, **settings)
     result = train(config)
     spec = get_spec(run.spec)
     plan = run_facts(folder)
@@ -214,10 +215,20 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None) -> dict[s
         else result.top1, "train_loss": result.train_loss, "train_acc": result.train_acc,
         "train_acc_end": end_of_training_accuracy(folder),
         "wall_s": round(train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
-        "history": history, "machine": machine(), "finished": now(),
+        "history": history, "machine": machine(), "device": device_used(device), "finished": now(),
     }
     atomic_write_text(json.dumps(record, indent=2) + "\n", record_path)
     return record
+
+
+def device_used(device: str) -> str:
+    """Where a run with `--device` `device` trains: "cpu", or "cuda (GPU name)"."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return f"cuda ({torch.cuda.get_device_name(index)})"
 
 
 def run_of_record(record: dict[str, Any]) -> Run:
@@ -244,6 +255,7 @@ class Options:
     storage: str | None = None
     runs_dir: Path | None = None
     threads: int | None = None
+    device: str = "auto"  # where runs train (TrainConfig.device); not part of a run's identity
     seeds_within_noise: int = SEEDS_WITHIN_NOISE  # seeds of the points of a comparison within the noise
     until: float | None = None  # no run starts that would end after it (seconds since the epoch; `leases.work`)
     heartbeat_s: float = 10.0
@@ -299,7 +311,8 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
         if not (cached or reused):
             progress.update(study)  # also the runs finished before, or by another worker meanwhile
             log(f"{progress.line(options.jobs)} {run.describe()}: {starting(runs_dir / run.key)}")
-        record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads)
+        record = known[run.key] if reused else train_run(run, runs_dir, threads=options.threads,
+                                                         device=options.device)
         progress.update(study, running=run.label)
         if not (cached or reused):
             progress.trained[run.label] = record["wall_s"]
