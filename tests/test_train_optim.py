@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from effnet.train import LRSchedule, ModelEma, RMSpropTF, make_schedule, param_groups, scaled_lr
+from effnet.train.optim import make_optimizer
 from tests.conftest import tiny_spec
 
 
@@ -125,3 +126,69 @@ def test_ema_without_warmup_and_buffers_copied():
     ema.update(model)
     assert ema.module.weight.tolist() == pytest.approx([2.0, 2.0])
     assert ema.module.running_mean.tolist() == [7.0, 7.0]
+
+
+def _rmsprop_tf_per_tensor(params, grads, states, *, lr, rho, mu, eps, wd):
+    """The update written one tensor at a time, as the paper's reference code states it."""
+    for p, g, state in zip(params, grads, states):
+        g = g if wd == 0 else g.add(p, alpha=wd)
+        if not state:
+            state["square_avg"] = torch.ones_like(p)
+            state["momentum_buffer"] = torch.zeros_like(p)
+        square_avg, buf = state["square_avg"], state["momentum_buffer"]
+        square_avg.mul_(rho).addcmul_(g, g, value=1 - rho)
+        buf.mul_(mu).addcdiv_(g, square_avg.add(eps).sqrt_(), value=lr)
+        p.sub_(buf)
+
+
+@pytest.mark.parametrize("wd", [0.0, 1e-2])
+def test_rmsprop_tf_grouped_step_equals_the_per_tensor_update_bit_for_bit(wd):
+    torch.manual_seed(0)
+    shapes = [(8, 3, 3, 3), (8,), (10, 8), (1,)]
+    params = [torch.randn(s, requires_grad=True) for s in shapes]
+    reference = [p.detach().clone() for p in params]
+    states = [{} for _ in params]
+    opt = RMSpropTF([{"params": params, "weight_decay": wd}], lr=0.05, decay=0.9, momentum=0.9, eps=1e-3)
+    for step in range(4):
+        grads = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        params[3].grad = None if step == 1 else params[3].grad  # a parameter without a gradient is left alone
+        opt.step()
+        _rmsprop_tf_per_tensor([r for i, r in enumerate(reference) if not (step == 1 and i == 3)],
+                               [g for i, g in enumerate(grads) if not (step == 1 and i == 3)],
+                               [s for i, s in enumerate(states) if not (step == 1 and i == 3)],
+                               lr=0.05, rho=0.9, mu=0.9, eps=1e-3, wd=wd)
+        for p, r in zip(params, reference):
+            assert torch.equal(p.detach(), r)
+    assert opt.state[params[0]]["step"] == 4 and opt.state[params[3]]["step"] == 3
+
+
+def test_sgd_is_grouped_and_equals_the_per_tensor_sgd():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    twin = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    twin.load_state_dict(model.state_dict())
+    grouped = make_optimizer("sgd", param_groups(model, 1e-3), lr=0.1, decay=0.9, momentum=0.9, eps=1e-3)
+    assert all(g["foreach"] for g in grouped.param_groups)
+    single = torch.optim.SGD(param_groups(twin, 1e-3), lr=0.1, momentum=0.9, nesterov=True, foreach=False)
+    x = torch.randn(6, 3, 8, 8)
+    for _ in range(3):
+        for m, opt in ((model, grouped), (twin, single)):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_ema_copies_every_buffer_including_integer_counters():
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3))
+    ema = ModelEma(model, decay=0.9, warmup=False)
+    model.train()
+    model(torch.randn(4, 2, 5, 5))
+    model(torch.randn(4, 2, 5, 5))
+    ema.update(model)
+    assert ema.module[1].num_batches_tracked.item() == 2
+    assert torch.equal(ema.module[1].running_var, model[1].running_var)
+    assert not torch.equal(ema.module[1].running_var, torch.ones(3))

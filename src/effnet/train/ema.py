@@ -1,11 +1,11 @@
 """Exponential moving average of the weights, evaluated instead of (or beside) the raw weights.
 
-    θ_ema ← d·θ_ema + (1 − d)·θ,   d = min(decay, (1 + n) / (10 + n))   (n = updates so far)
+    θ_ema ← θ_ema + (1 − d)·(θ − θ_ema),   d = min(decay, (1 + n) / (10 + n))   (n = updates so far)
 
 The warm-up term is the reference code's (`tf.train.ExponentialMovingAverage(num_updates=...)`): without it a
 0.9999 average would still be mostly the random initialisation after a short run.  Parameters are averaged;
-buffers (BatchNorm running statistics, already averages) are copied.  Each update is three
-`torch._foreach_*` calls over all tensors at once.
+buffers (BatchNorm running statistics, already averages) are copied.  Each update is two
+`torch._foreach_*` calls over all tensors at once (a lerp of the parameters, a copy of the buffers).
 """
 
 from __future__ import annotations
@@ -36,8 +36,7 @@ class ModelEma:
         ema_params = list(self.module.parameters())
         params = [p.detach() for p in model.parameters()]
         ema_buffers, buffers = list(self.module.buffers()), list(model.buffers())
-        torch._foreach_mul_(ema_params, d)
-        torch._foreach_add_(ema_params, params, alpha=1 - d)
+        torch._foreach_lerp_(ema_params, params, 1 - d)
         if buffers:
             torch._foreach_copy_(ema_buffers, buffers)
 
