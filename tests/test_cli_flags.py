@@ -12,3 +12,49 @@ from effnet.cli import _trailing_positional, build_parser
                                                ("runs", "dirs"), ("train", None), ("export", None)])
 def test_the_list_positional_that_files_after_an_option_join(command, dest):
     assert _trailing_positional(build_parser(), command) == dest
+
+
+def test_pretrained_without_bundled_weights_names_flags_train_has(capsys, tmp_path, monkeypatch):
+    """The refusal comes before any work and every flag it suggests is one `effnet train` has."""
+    import re
+
+    from effnet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "fashion-mnist", "--model", "efficientnet_b0", "--pretrained"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "efficientnet_b0" in err and "efficientnet_lite0" in err
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    known = {flag for action in train._actions for flag in action.option_strings}
+    named = set(re.findall(r"--[a-z][a-z-]*", err))
+    assert "--pretrained" in named and named <= known, named - known
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pretrained_with_bundled_weights_or_a_file_is_still_accepted(capsys, tmp_path):
+    from effnet.cli import main
+
+    assert main(["train", "fashion-mnist", "--model", "efficientnet_lite0", "--pretrained", "--recipe"]) == 0
+    assert "bundled" in capsys.readouterr().out
+    # a file is the user's choice, B0's included (--recipe reads no weights, so it need not exist yet)
+    assert main(["train", "fashion-mnist", "--model", "efficientnet_b0", "--pretrained", str(tmp_path / "b0.pth"),
+                 "--recipe"]) == 0
+    assert "b0.pth" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "fashion-mnist", "--no-test", "--recipe"],  # a holdout of 5000 by default: a test split to skip
+    ["train", "fashion-mnist", "--test-subset", "100", "--recipe"],
+    ["train", "fashion-mnist", "--holdout", "100", "--no-test", "--recipe"],
+    ["train", "fashion-mnist", "--ema-decay", "0", "--recipe"],
+    ["train", "fashion-mnist", "--model", "efficientnet_lite0", "--pretrained", "--freeze-backbone", "--recipe"],
+    ["train", "fashion-mnist", "--model", "efficientnet_lite0", "--pretrained", "--bn-momentum", "0.1", "--recipe"],
+    ["train", "fashion-mnist", "--augment", "randaugment", "--randaugment-m", "5", "--recipe"],
+    ["search", "coefficients", "--base", "efficientnet_b0", "--list-grid", "--step", "0.1", "--tolerance", "0.2",
+     "--phi", "1", "--format", "json"],
+    ["search", "architecture", "--list-space", "--resolution", "64", "--format", "json"],
+])
+def test_combinations_that_mean_something_are_accepted(argv, capsys):
+    from effnet.cli import main
+
+    assert main(argv) == 0, capsys.readouterr().err

@@ -330,6 +330,24 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
     assert plot.stat().st_size > 10_000
 
 
+def test_cli_json_report_draws_the_plot_it_is_given(tmp_path, capsys):
+    """--format json with --plot: the JSON names the plot, and the plot is drawn (it was silently left out)."""
+    spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
+    save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
+    argv = _search_argv(spec_path, storage)
+    from effnet.cli import build_parser
+    from effnet.cli.search import _config
+
+    config = _config(build_parser().parse_args(argv))
+    study = open_coefficient_study(str(storage), "t", config)
+    run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    plot = tmp_path / "grid.png"
+    assert main([*argv, "--report-only", "--format", "json", "--plot", str(plot)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["plot"] == str(plot) and len(report["rows"]) == 8
+    assert plot.stat().st_size > 10_000
+
+
 def test_a_study_scored_on_test_images_is_not_reported(tmp_path, capsys):
     """A study whose trials carry no validation mark (made before trials were scored on held-out training images)
     is refused with one line, by the report and by the workers, rather than read as a validation search."""

@@ -134,6 +134,23 @@ def flags_apply_only(flags: list[str]) -> str:
     return f"{named} {'applies' if len(flags) == 1 else 'apply'} only"
 
 
+def option_defaults(parser: argparse.ArgumentParser) -> dict[str, tuple[str, object]]:
+    """dest → (its longest option string, its default) for every option of `parser`: record it with
+    `parser.set_defaults(option_defaults=...)` once every option is added, for `given_flags`."""
+    out: dict[str, tuple[str, object]] = {}
+    for action in parser._actions:
+        if action.option_strings and action.default is not argparse.SUPPRESS and action.dest != "help":
+            out.setdefault(action.dest, (max(action.option_strings, key=len), action.default))
+    return out
+
+
+def given_flags(args: argparse.Namespace, dests: set[str] | None = None, *, but: set[str] = frozenset()) -> list[str]:
+    """The options given a value other than their default (those of `dests`, or all but `but`), as flags, in the
+    order the parser has them; the parser recorded its defaults with `option_defaults`."""
+    return [flag for dest, (flag, default) in args.option_defaults.items()
+            if (dests is None or dest in dests) and dest not in but and getattr(args, dest, default) != default]
+
+
 def it_or_them(items: list) -> str:
     return "it" if len(items) == 1 else "them"
 

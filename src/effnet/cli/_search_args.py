@@ -7,7 +7,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from effnet.cli._args import UNTIL_HELP, deadline, non_negative_int, positive_float, positive_int
+from effnet.cli._args import (
+    UNTIL_HELP,
+    deadline,
+    flags_apply_only,
+    given_flags,
+    it_or_them,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def add_budget_group(parser: argparse.ArgumentParser, title: str, *, val_help: str, set_example: str):
@@ -32,6 +41,16 @@ def add_budget_group(parser: argparse.ArgumentParser, title: str, *, val_help: s
 # TrainConfig fields a search sets itself; `--set` may not touch them.
 _RESERVED = {"model", "data", "out_dir", "progress", "workers", "threads", "resume", "device", "pretrained"}
 
+# TrainConfig fields that do nothing in a search's trials, and why.
+_NO_EFFECT = {
+    **dict.fromkeys(("test", "test_subset"), "trials are scored on validation and never evaluate the test split"),
+    **dict.fromkeys(("checkpoint_every", "keep_last", "overwrite", "tensorboard", "log_every"),
+                    "trials write no run folder"),
+}
+
+# The budget flags, by the TrainConfig field each sets.
+_BUDGET_FLAGS = ("epochs", "steps", "batch_size", "train_subset", "val_subset", "lr", "optimizer", "augment", "seed")
+
 
 def _parse_set(items: list[str]) -> dict:
     import json
@@ -45,8 +64,10 @@ def _parse_set(items: list[str]) -> dict:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or key not in known or key in _RESERVED:
-            allowed = ", ".join(sorted(known - _RESERVED))
+            allowed = ", ".join(sorted(known - _RESERVED - set(_NO_EFFECT)))
             raise EffnetError(f"--set {item!r}: expected KEY=VALUE with KEY one of {allowed}")
+        if key in _NO_EFFECT:
+            raise EffnetError(f"--set {key}=...: {_NO_EFFECT[key]}, so it would do nothing; drop it")
         try:
             out[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -54,14 +75,38 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def setting_name(args: argparse.Namespace, field: str) -> str:
+    """A trainer setting as this search's command line gave it: `--set lr_base=...`, or its budget flag."""
+    if any(item.partition("=")[0] == field for item in args.set):
+        return f"--set {field}=..."
+    flag = "--" + field.replace("_", "-")
+    return flag if field in _BUDGET_FLAGS or field == "holdout" else f"--set {field}=..."
+
+
+def setting_error(args: argparse.Namespace, exc: Exception):
+    """A trainer setting's error (`epochs: got -1, ...`) as the flag or --set that gave it (`--epochs: got -1`)."""
+    from dataclasses import fields
+
+    from effnet.errors import EffnetError
+    from effnet.train import TrainConfig
+
+    field, sep, rest = str(exc).partition(": ")
+    named = setting_name(args, field) if sep and field in {f.name for f in fields(TrainConfig)} else None
+    return EffnetError(f"{named}: {rest}" if named else str(exc))
+
+
 def budget_settings(args: argparse.Namespace, defaults: dict) -> dict:
     """The trainer settings of every trial: `defaults`, then the budget flags given, then every --set; --steps
-    replaces the epochs."""
-    settings = dict(defaults)
-    given = {"epochs": args.epochs, "steps": args.steps, "batch_size": args.batch_size,
-             "train_subset": args.train_subset, "val_subset": args.val_subset, "lr": args.lr,
-             "optimizer": args.optimizer, "augment": args.augment, "seed": args.seed}
+    replaces the epochs.  A setting that another one would turn into nothing is one line (`check_settings`)."""
+    from dataclasses import fields
+
+    from effnet.cli._train_settings import check_settings
+    from effnet.data import is_fashion_mnist
     from effnet.errors import EffnetError
+    from effnet.train import TrainConfig
+
+    settings = dict(defaults)
+    given = {field: getattr(args, field) for field in _BUDGET_FLAGS}
 
     if args.epochs is not None and args.steps is not None:
         raise EffnetError(f"--epochs {args.epochs:g} and --steps {args.steps}: give one budget (--steps replaces the "
@@ -75,16 +120,30 @@ def budget_settings(args: argparse.Namespace, defaults: dict) -> dict:
     settings.update(extra)
     if "steps" in settings:
         settings.pop("epochs", None)
+    every = {f.name: f.default for f in fields(TrainConfig)} | {"data": args.dataset} | settings
+    check_settings({k: v for k, v in given.items() if v is not None} | extra, every,
+                   lambda field: setting_name(args, field), data_is_a_folder=not is_fashion_mnist(args.dataset))
     return settings
 
 
 def refuse_report_only_without_report(args: argparse.Namespace) -> None:
     """--report-only with --no-report asks for nothing at all: one line.  (The training flags of the command that
-    ran the search may stay: rerunning that command with --report-only is how its report is written again.)"""
+    ran the search may stay: rerunning that command with --report-only is how its report is written again; so may
+    the report's flags beside --no-report, for the same one command line.)"""
     from effnet.errors import EffnetError
 
     if args.report_only and args.no_report:
         raise EffnetError("--report-only and --no-report: one writes only the report, the other none; drop one")
+
+
+def refuse_with_a_listing(args: argparse.Namespace, flag: str, what: str, used: set[str]) -> None:
+    """`flag` prints `what` and exits: the flags it does not read (all but `used`, dests) are one line."""
+    from effnet.errors import EffnetError
+
+    ignored = (["DATA"] if args.data is not None else []) + given_flags(args, but=used)
+    if ignored:
+        raise EffnetError(f"{flags_apply_only(ignored)} to a search that runs, not to {flag}, which prints {what} "
+                          f"and exits; drop {it_or_them(ignored)}")
 
 
 def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> None:

@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 
 from effnet.cli import _search_args as shared
-from effnet.cli._args import add_data_source, data_source, positive_float, positive_int
+from effnet.cli._args import add_data_source, data_source, option_defaults, positive_float, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--no-report", action="store_true", help="train, but leave the report to another process")
     out.add_argument("--list-grid", action="store_true", help="print the grid points and exit")
     out.add_argument("--format", choices=("table", "json"), default="table")
-    c.set_defaults(func=run_coefficients)
+    c.set_defaults(func=run_coefficients, option_defaults=option_defaults(c))
     from effnet.cli.search_architecture import register as register_architecture
 
     register_architecture(kinds)
@@ -63,6 +63,7 @@ def _config(args: argparse.Namespace):
     from effnet.search.coefficients import SEARCH_TRAIN_DEFAULTS, SearchConfig
     from effnet.search.grid import DEFAULT_STEP
     from effnet.train import TrainConfig, check_config
+    from effnet.train.config import ConfigError
 
     args.dataset = data_source(args, default="fashion-mnist")
     train = shared.budget_settings(args, SEARCH_TRAIN_DEFAULTS)
@@ -70,7 +71,10 @@ def _config(args: argparse.Namespace):
     if args.dataset != "fashion-mnist" and not os.path.isdir(args.dataset):
         raise EffnetError(f"--dataset {args.dataset}: not found; expected 'fashion-mnist' or a folder with train/ "
                           "(and val/) of class folders")
-    check_config(TrainConfig(model=base, data=args.dataset, **train))  # bad budgets fail before any study exists
+    try:  # bad budgets fail before any study exists
+        check_config(TrainConfig(model=base, data=args.dataset, **train))
+    except ConfigError as exc:
+        raise shared.setting_error(args, exc) from None
     config = SearchConfig(base=base, base_ref=args.base, dataset=args.dataset,
                           step=DEFAULT_STEP if args.step is None else args.step,
                           tolerance=CONSTRAINT_TOLERANCE if args.tolerance is None else args.tolerance,
@@ -100,6 +104,8 @@ def run_coefficients(args: argparse.Namespace) -> int:
     config = _config(args)
     grid = config.grid()
     if args.list_grid:
+        shared.refuse_with_a_listing(args, "--list-grid", "the grid points of --step, --tolerance and --phi",
+                                     {"base", "step", "tolerance", "phi", "list_grid", "format"})
         rows = [(c.alpha, c.beta, c.gamma, c.product) for c in grid]
         if args.format == "json":
             points = [{"alpha": a, "beta": b, "gamma": g, "product": round(p, 6)} for a, b, g, p in rows]
@@ -138,12 +144,18 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
     study, rows, names = _rows(config, storage, study_name, create=not args.report_only)
     num_classes = next((t.user_attrs.get("num_classes") for t in study.trials if "num_classes" in t.user_attrs), None)
     base_macs = profile(replace(config.base, num_classes=num_classes or config.base.num_classes)).macs
+    plot = None
+    if rows:
+        plot = grid_report.plot_search(rows, args.plot or f"{study_name}.png", base_macs=base_macs,
+                                       title=f"{config.base.name}: alpha/beta/gamma at phi={config.phi:g} on "
+                                             f"{config.dataset}")
     if args.format == "json":
         command = grid_report.scale_command(config.base_ref, rows[0].coefficients, config.phi) if rows else None
         print(json.dumps({"study": study_name, "studies": names, "seeds": config.seeds, "storage": storage,
                           "grid_points": len(grid),
                           "counts": grid_report.trial_counts(study), "base_macs": base_macs,
-                          "rows": [r.to_dict() for r in rows], "command": command}, indent=2))
+                          "rows": [r.to_dict() for r in rows], "command": command,
+                          "plot": str(plot) if plot else None}, indent=2))
         return 0
     headers = grid_report.SEEDED_HEADERS if config.seeds > 1 else grid_report.TABLE_HEADERS
     seeds = "" if config.seeds == 1 else (f"; {config.seeds} seeds per point, up to {config.seeds_within_noise} "
@@ -161,9 +173,6 @@ def _report(args, config, storage: str, study_name: str, grid) -> int:
         tied = [r for r in rows[1:] if r.vs_best is not None and r.vs_best.n > 1 and not r.vs_best.excludes_zero()]
         print(f"within the noise of the best (paired 95% interval including zero): "
               f"{', '.join(r.coefficients.label for r in tied) or 'none'}")
-    plot = grid_report.plot_search(rows, args.plot or f"{study_name}.png", base_macs=base_macs,
-                                   title=f"{config.base.name}: alpha/beta/gamma at phi={config.phi:g} on "
-                                         f"{config.dataset}")
     print(f"plot: {plot}")
     print(f"scale with it: {grid_report.scale_command(config.base_ref, best, config.phi)}")
     return 0

@@ -6,13 +6,11 @@ import argparse
 import json
 
 from effnet.cli import _search_args as shared
-from effnet.cli._args import add_data_source, data_source, macs, positive_float, positive_int
+from effnet.cli._args import add_data_source, data_source, macs, option_defaults, positive_float, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 
 PROG = "effnet search architecture"
-_BUDGET_FLAGS = {"epochs", "steps", "batch-size", "train-subset", "val-subset", "holdout", "lr", "optimizer",
-                 "augment", "seed"}
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -64,7 +62,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
     out.add_argument("--list-space", action="store_true", help="print the search space and its MACs range, and exit")
     out.add_argument("--format", choices=("table", "json"), default="table",
                      help="the report as a table (default) or as JSON")
-    a.set_defaults(func=run_architecture)
+    a.set_defaults(func=run_architecture, option_defaults=option_defaults(a))
 
 
 def _config(args: argparse.Namespace, space):
@@ -103,9 +101,7 @@ def _config(args: argparse.Namespace, space):
         plan_run(TrainConfig(model=config.spec(space.extreme(False)), data=args.dataset, holdout=holdout,
                              test=False, **settings))
     except ConfigError as exc:
-        field, _, rest = str(exc).partition(":")
-        flag = field.replace("_", "-")
-        raise EffnetError(f"--{flag}:{rest}" if flag in _BUDGET_FLAGS else f"--set {field}:{rest}") from None
+        raise shared.setting_error(args, exc) from None
     return config
 
 
@@ -126,6 +122,8 @@ def run_architecture(args: argparse.Namespace) -> int:
     shared.refuse_report_only_without_report(args)
     space = load_space(args.space)
     if args.list_space:
+        shared.refuse_with_a_listing(args, "--list-space", "the search space and its MACs range at --resolution",
+                                     {"space", "resolution", "list_space", "format"})
         return _list_space(args, space)
     config = _config(args, space)
     study_name = args.study or config.study_name()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import fields
 
 from effnet.cli._args import (
@@ -10,19 +11,19 @@ from effnet.cli._args import (
     check_output_file,
     data_source,
     device,
-    flags_apply_only,
     fraction,
-    it_or_them,
     non_negative_int,
     pixels,
     positive_int,
 )
+from effnet.cli._train_settings import check_settings
 from effnet.data import is_fashion_mnist
 from effnet.errors import EffnetError
 from effnet.report import format_duration, format_table
 from effnet.runtime import ENGINES, PRECISIONS
 from effnet.runtime.auto import announce_choices
 from effnet.train.config import ConfigError, TrainConfig
+from effnet.train.plan import holdout_size
 
 _D = {f.name: f.default for f in fields(TrainConfig)}
 
@@ -152,21 +153,30 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
     """One line for flags that the run would silently ignore because another flag overrides them."""
     if args.steps is not None and args.epochs is not None:
         raise EffnetError(f"--epochs {args.epochs:g} and --steps {args.steps} both set the training length; give one")
-    if args.lr is not None and args.lr_base is not None:
-        raise EffnetError(f"--lr {args.lr:g} sets the peak learning rate, so --lr-base {args.lr_base:g} (per 256 "
-                          "images, scaled by the batch) would be ignored; give one")
-    rmsprop_only = [f for f, v in (("--eps", args.eps), ("--rmsprop-decay", args.rmsprop_decay)) if v is not None]
-    if args.optimizer != "rmsproptf" and rmsprop_only:
-        raise EffnetError(f"{flags_apply_only(rmsprop_only)} to --optimizer rmsproptf, not {args.optimizer}; drop "
-                          f"{it_or_them(rmsprop_only)} or change the optimizer")
-    randaugment = [f for f, v in (("--randaugment-n", args.randaugment_n), ("--randaugment-m", args.randaugment_m))
-                   if v is not None]
-    if args.augment != "randaugment" and randaugment:
-        raise EffnetError(f"{flags_apply_only(randaugment)} to --augment randaugment, not {args.augment}; drop "
-                          f"{it_or_them(randaugment)} or change the augmentation")
-    if args.no_test and not is_fashion_mnist(data_source(args)) and not args.holdout:
-        raise EffnetError("--no-test needs a holdout (--holdout N): an image folder is validated on its own val/ "
-                          "split, and then no test split is evaluated anyway")
+    config = config_from_args(args)
+    given = {f: getattr(args, f) for f in _OPTIONAL if getattr(args, f) is not None}
+    given.update({f: getattr(config, f) for f, switch in _SWITCHED.items() if getattr(args, switch)})
+    check_settings(given, {f.name: getattr(config, f.name) for f in fields(config)}, _flag,
+                   holdout=holdout_size(config), data_is_a_folder=not is_fashion_mnist(config.data))
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
+    if args.pretrained is True:
+        from effnet.registry import get_spec
+        from effnet.weights import BUNDLED
+
+        name = get_spec(args.model).name
+        if name not in BUNDLED:
+            raise EffnetError(f"--pretrained: no bundled weights for {name!r} (bundled: {', '.join(BUNDLED)}); give a "
+                              "weights file in effnet's layout with --pretrained FILE (`effnet convert` makes one), "
+                              "or --model one of those")
+
+
+_OPTIONAL = ("lr", "lr_base", "eps", "rmsprop_decay", "randaugment_n", "randaugment_m", "bn_momentum", "test_subset",
+             "holdout")
+"""Train's flags that default to None: given when they are not None."""
+
+_SWITCHED = {"ema_warmup": "no_ema_warmup", "test": "no_test", "strict": "strict", "freeze_backbone": "freeze_backbone"}
+"""TrainConfig field → the switch that sets it."""
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -200,13 +210,17 @@ _FLAG_OF_FIELD = {"out_dir": "--out", "data": "DATA", "hflip": "--no-flip", "ema
                   "batched_data": "--per-sample-data"}
 
 
+def _flag(field: str) -> str:
+    return _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+
+
 def _with_flag(exc: ConfigError) -> ConfigError:
     """A setting's error as the flag that set it (`--batch-size: got 0, ...` rather than `batch_size: ...`)."""
     text = str(exc)
     field = exc.field or text.split(": ", 1)[0]
     if field not in {f.name for f in fields(TrainConfig)} or not text.startswith(f"{field}: "):
         return exc
-    flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+    flag = _flag(field)
     error = ConfigError(f"{flag}: {text[len(field) + 2:]}")
     error.field = field
     return error
@@ -310,10 +324,13 @@ def run_plot(args: argparse.Namespace) -> int:
 
     from effnet.train.plot import plot_runs
 
-    labels = args.labels.split(",") if args.labels else None
+    labels = args.labels.split(",") if args.labels is not None else None
     if labels is not None and len(labels) != len(args.run_dirs):
         raise EffnetError(f"--labels: got {len(labels)} label(s) for {len(args.run_dirs)} run folder(s); give one "
                           "per RUN_DIR, separated by commas")
+    if labels is not None and not all(label.strip() for label in labels):
+        raise EffnetError(f"--labels {args.labels!r}: got an empty label; give a name to each RUN_DIR, separated by "
+                          "commas")
     if args.out:  # the default, RUN_DIR/curves.png, is checked with the run folder itself
         check_output_file(args.out, suffixes=PLOT_SUFFIXES)
     out = args.out or str(Path(args.run_dirs[0]) / "curves.png")
