@@ -1,7 +1,9 @@
 """Other libraries' EfficientNet state dicts → effnet's names, one mapping function per source.
 
 effnet names (DESIGN.md): ``stem.conv.weight``, ``stages.{i}.{j}.{expand|depthwise|project}.{conv|bn}.*``,
-``stages.{i}.{j}.se.{reduce|expand}.*``, ``head.{conv|bn}.*``, ``classifier.*``; block j of stage i.
+``stages.{i}.{j}.se.{reduce|expand}.*``, ``head.{conv|bn}.*``, ``classifier.*``; block j of stage i.  V2's
+Fused-MBConv blocks hold ``conv_exp`` (the kxk expansion) and ``project``, or one kxk ``conv`` when they do not
+expand (`effnet.blocks.FusedMBConv`).
 
 Each converter is given the target `NetSpec` (so flat block lists can be split into stages) and returns a new dict.
 A name it cannot place is passed through unchanged, so the strict check in `effnet.weights.check_state` lists it
@@ -10,10 +12,10 @@ as unexpected instead of silently dropping it.  Besides names, the sources diffe
 | source | padding | BN eps | notes |
 |---|---|---|---|
 | timm ``efficientnet_b*`` | symmetric | 1e-5 | first stage is a DepthwiseSeparable block (``conv_pw`` = projection) |
-| timm ``tf_efficientnet_b*`` (``--from timm-tf``) | TF SAME | 1e-3 | ported TF weights; same names as timm |
-| torchvision ``efficientnet_b*`` | symmetric | 1e-5 (B5-B7: 1e-3) | ``features.{i+1}.{j}.block.{k}``: k counts parts |
+| timm ``tf_efficientnet_b*``, ``tf_efficientnetv2_*`` (``--from timm-tf``) | TF SAME | 1e-3 | ported TF weights |
+| torchvision ``efficientnet_b*``, ``_v2_*`` | symmetric | 1e-5 (B5-B7, V2: 1e-3) | ``features.{i+1}.{j}.block.{k}`` |
 | lukemelas ``efficientnet-pytorch`` | TF SAME | 1e-3 | flat ``_blocks.{n}``; also the bundled Lite files |
-| Keras ``EfficientNetB*`` | TF SAME | 1e-3 | HWIO kernels; see `effnet.weights.keras_h5` |
+| Keras ``EfficientNetB*``, ``EfficientNetV2*`` | TF SAME | 1e-3 | HWIO kernels; see `effnet.weights.keras_h5` |
 
 `SOURCES` records those facts; `effnet.weights.convert_file` writes them into the output file's metadata and
 `load_pretrained` sets padding and eps on the model from it, so converted weights compute what they computed before.
@@ -98,16 +100,29 @@ _TIMM_DS = {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn", "se.conv_reduce"
             "se.conv_expand": "se.expand", "conv_pw": "project.conv", "bn2": "project.bn"}
 
 
+# EfficientNetV2's Fused-MBConv: EdgeResidual (with an expansion) and ConvBnAct (expand ratio 1).
+_TIMM_ER = {"conv_exp": "conv_exp.conv", "bn1": "conv_exp.bn", "se.conv_reduce": "se.reduce",
+            "se.conv_expand": "se.expand", "conv_pwl": "project.conv", "bn2": "project.bn"}
+_TIMM_CN = {"conv": "conv.conv", "bn1": "conv.bn"}
+
+
 def from_timm(state: Mapping[str, torch.Tensor], spec: NetSpec) -> State:
-    """timm ``efficientnet_*`` / ``tf_efficientnet_*`` / ``efficientnet_lite*``: ``blocks.{i}.{j}`` = stage i."""
+    """timm ``efficientnet_*`` / ``tf_efficientnet_*`` / ``efficientnet_lite*`` / ``tf_efficientnetv2_*``:
+    ``blocks.{i}.{j}`` = stage i.  A fused stage's blocks are EdgeResidual or ConvBnAct (by the spec); an MBConv
+    block is InvertedResidual or, where it has no ``conv_pwl``, DepthwiseSeparable."""
     block_re = re.compile(r"blocks\.(\d+)\.(\d+)\.")
     inverted = {m.group(0) for k in state if (m := block_re.match(k)) and k[m.end():].startswith("conv_pwl.")}
+    fused = {(b.stage, b.index): b.parts for b in block_layouts(spec) if b.kind == "fused_mbconv"}
 
     def rename(key: str) -> str | None:
         m = block_re.match(key)
         if m is None:
             return _sub(key, _TIMM_TOP, "", "")
-        table = _TIMM_IR if m.group(0) in inverted else _TIMM_DS
+        parts = fused.get((int(m.group(1)), int(m.group(2))))
+        if parts is not None:
+            table = _TIMM_ER if "conv_exp" in parts else _TIMM_CN
+        else:
+            table = _TIMM_IR if m.group(0) in inverted else _TIMM_DS
         return _sub(key, table, m.group(0), f"stages.{m.group(1)}.{m.group(2)}.")
 
     return _rename(state, rename)
@@ -159,11 +174,18 @@ def _imagenet(**extra) -> Callable[[Mapping[str, torch.Tensor], NetSpec, Path], 
     return lambda state, spec, src: {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), **extra}
 
 
+def _is_v2_tf_scaled(spec: NetSpec, src: Path) -> bool:
+    """V2 S, M, L or XL (not B0-B3), whose TF weights take x/128 - 1 where B0-B3 keep V1's ImageNet mean/std."""
+    name = spec.name if spec.name.startswith("efficientnetv2") else src.name.removeprefix("tf_")
+    return name.startswith("efficientnetv2_") and not name.startswith("efficientnetv2_b")
+
+
 def _timm_tf(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Preprocessing:
-    """timm's pretrained cfgs: ``tf_efficientnet_lite*`` 0.5/0.5, ``tf_efficientnet_b*`` ImageNet mean/std (but
-    the AdvProp ``.ap_in1k`` weights 0.5/0.5: pass --mean/--std), bicubic."""
+    """timm's pretrained cfgs: ``tf_efficientnet_lite*`` and ``tf_efficientnetv2_s/m/l/xl`` 0.5/0.5,
+    ``tf_efficientnet_b*`` and ``tf_efficientnetv2_b*`` ImageNet mean/std (but the AdvProp ``.ap_in1k`` weights
+    0.5/0.5: pass --mean/--std), bicubic."""
     half = [0.5, 0.5, 0.5]
-    if _is_lite(spec, src) or ".ap_" in src.name or "_ap." in src.name:
+    if _is_lite(spec, src) or _is_v2_tf_scaled(spec, src) or ".ap_" in src.name or "_ap." in src.name:
         return {"mean": half, "std": half, "interpolation": "bicubic"}
     return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "interpolation": "bicubic"}
 
@@ -177,6 +199,12 @@ def _lukemelas(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> P
 
 def _keras(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Preprocessing:
     found = keras_preprocessing(state)
+    if not found and spec.name.startswith("efficientnetv2_"):
+        # EfficientNetV2* normalise inside the model with layers that hold no weights: S..L by Rescaling(1/128,
+        # offset=-1), on [0, 1] pixels (x - 128/255) / (128/255); B0..B3 by V1's ImageNet mean and variance.
+        if _is_v2_tf_scaled(spec, src):
+            return {"mean": [128 / 255] * 3, "std": [128 / 255] * 3}
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     if not found:
         return {}
     mean, variance = found["mean"], found["variance"]
@@ -187,6 +215,10 @@ def _keras(state: Mapping[str, torch.Tensor], spec: NetSpec, src: Path) -> Prepr
     else:
         std = [max(v, 0.0) ** 0.5 or 1e-3 for v in variance]
     return {"mean": list(mean), "std": std, "keras_normalization": found}
+
+
+# torchvision builds B5-B7 and V2 S/M/L with BatchNorm2d(eps=1e-3), B0-B4 with 1e-5.
+_TORCHVISION_EPS = {**{f"efficientnet_b{i}": 1e-3 for i in (5, 6, 7)}, **{f"efficientnetv2_{v}": 1e-3 for v in "sml"}}
 
 
 @dataclass(frozen=True)
@@ -212,14 +244,16 @@ SOURCES: dict[str, Source] = {
                    "timm efficientnet_* / efficientnet_lite* (for tf_efficientnet_* use timm-tf)",
                    _imagenet(interpolation="bicubic")),
     "timm-tf": Source("timm-tf", from_timm, "same", 1e-3,
-                      "timm tf_efficientnet_* / tf_efficientnet_lite* (ported TF weights)", _timm_tf),
-    # torchvision builds B5-B7 with BatchNorm2d(eps=1e-3) (their weights were ported from TF), B0-B4 with 1e-5.
-    "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5, "torchvision.models.efficientnet_b*",
-                          _imagenet(), bn_eps_by_model={f"efficientnet_b{i}": 1e-3 for i in (5, 6, 7)}),
+                      "timm tf_efficientnet_* / tf_efficientnet_lite* / tf_efficientnetv2_* (ported TF weights)",
+                      _timm_tf),
+    "torchvision": Source("torchvision", from_torchvision, "symmetric", 1e-5,
+                          "torchvision.models.efficientnet_b* / efficientnet_v2_*", _imagenet(),
+                          bn_eps_by_model=_TORCHVISION_EPS),
     "lukemelas": Source("lukemelas", from_lukemelas, "same", 1e-3, "efficientnet_pytorch.EfficientNet",
                         _lukemelas),
-    "keras": Source("keras", from_keras, "same", 1e-3, "keras.applications.EfficientNetB* (.weights.h5 or legacy .h5)",
-                    _keras, read=read_keras_h5),
+    "keras": Source("keras", from_keras, "same", 1e-3,
+                    "keras.applications.EfficientNetB* / EfficientNetV2* (.weights.h5 or legacy .h5)", _keras,
+                    read=read_keras_h5),
 }
 
 

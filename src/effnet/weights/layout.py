@@ -1,4 +1,5 @@
-"""effnet's layout of an MBConv network as data: names, shapes and which optional parts each block has.
+"""effnet's layout of an MBConv / Fused-MBConv network as data: names, shapes and which optional parts each block
+has.
 
 Converters need it to place other libraries' flat or differently-nested tensors; the model is built on the meta
 device, so this costs no memory and no initialisation.
@@ -17,16 +18,21 @@ from effnet.weights.safe_load import WeightsError
 
 State = dict[str, torch.Tensor]
 
-_MBCONV_PARTS = ("expand", "depthwise", "se", "project")
+_PARTS = {
+    "mbconv": ("expand", "depthwise", "se", "project"),
+    # With an expansion: conv_exp, se, project; without (expand ratio 1): se, conv.  Forward order either way.
+    "fused_mbconv": ("conv_exp", "se", "project", "conv"),
+}
 
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """Where a block sits and which of its optional parts exist (``parts`` in forward order)."""
+    """Where a block sits, its kind and which of its optional parts exist (``parts`` in forward order)."""
 
     stage: int
     index: int
     parts: tuple[str, ...]
+    kind: str = "mbconv"
 
     @property
     def prefix(self) -> str:
@@ -34,14 +40,16 @@ class BlockLayout:
 
 
 def block_layouts(spec: NetSpec) -> list[BlockLayout]:
-    """Every block of an MBConv network in order, with the parts it has (expand is absent when expand_ratio 1)."""
+    """Every block of an (Fused-)MBConv network in order, with the parts it has (an MBConv's expand is absent when
+    expand_ratio is 1, a Fused-MBConv then has one kxk `conv` instead of `conv_exp` and `project`; SE when asked)."""
     model = meta_model(spec)
     layouts = []
     for i, stage in enumerate(model.stages):
+        kind = spec.stages[i].kind
+        if kind not in _PARTS:
+            raise WeightsError(f"stages[{i}].kind: got {kind!r}; the converters handle EfficientNet V1/V2 "
+                               f"({' and '.join(_PARTS)}) networks only")
         for j, block in enumerate(stage):
-            if spec.stages[i].kind != "mbconv":
-                raise WeightsError(f"stages[{i}].kind: got {spec.stages[i].kind!r}; the converters handle EfficientNet "
-                                   f"(mbconv) networks only")
-            parts = tuple(p for p in _MBCONV_PARTS if not isinstance(getattr(block, p), nn.Identity))
-            layouts.append(BlockLayout(i, j, parts))
+            parts = tuple(p for p in _PARTS[kind] if not isinstance(getattr(block, p, nn.Identity()), nn.Identity))
+            layouts.append(BlockLayout(i, j, parts, kind))
     return layouts
