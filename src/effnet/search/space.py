@@ -24,16 +24,20 @@ from typing import Any, Protocol
 
 from effnet.errors import EffnetError
 from effnet.scaling import round_filters
-from effnet.spec import HeadSpec, NetSpec, ScalingRules, SpecError, StageSpec, StemSpec
+from effnet.spec import SE_KINDS, HeadSpec, NetSpec, ScalingRules, SpecError, StageSpec, StemSpec
 
 BLOCKS: dict[str, tuple[str, float]] = {
     "separable": ("separable", 1.0),
     "mbconv1": ("mbconv", 1.0),
     "mbconv3": ("mbconv", 3.0),
+    "fused_mbconv1": ("fused_mbconv", 1.0),
     "mbconv6": ("mbconv", 6.0),
+    "fused_mbconv4": ("fused_mbconv", 4.0),
+    "fused_mbconv6": ("fused_mbconv", 6.0),
 }
-"""Block choices → (spec `kind`, `expand_ratio`), cheapest first.  SE exists only in MBConv blocks, so a
-separable stage ignores its `se_ratio` choice (the spec gets 0)."""
+"""Block choices → (spec `kind`, `expand_ratio`), cheapest first (in MACs, for equal widths and a 3x3 kernel).  The
+Fused-MBConv choices are EfficientNetV2's (Sec. 3.2: MBConv or Fused-MBConv, expansion 1, 4 or 6).  SE exists only
+in (Fused-)MBConv blocks, so a separable stage ignores its `se_ratio` choice (the spec gets 0)."""
 
 DIMENSIONS = ("block", "kernel", "se_ratio", "repeats_offset", "width")
 DEFAULT_SPACE = "mnas_space.json"
@@ -98,7 +102,7 @@ class SearchSpace:
         total = 1
         for stage in self.stages:
             o = stage.options()
-            per_kernel = sum(len(o["se_ratio"]) if BLOCKS[b][0] == "mbconv" else 1 for b in o["block"])
+            per_kernel = sum(len(o["se_ratio"]) if BLOCKS[b][0] in SE_KINDS else 1 for b in o["block"])
             total *= per_kernel * len(o["kernel"]) * len(o["repeats"]) * len(o["width"])
         return total
 
@@ -127,7 +131,7 @@ class SearchSpace:
             kind, expand = BLOCKS[p["block"]]
             stages.append(StageSpec(kind, int(p["repeats"]), int(p["kernel"]), stage.stride,
                                     round_filters(stage.out_channels, float(p["width"]), self.divisor),
-                                    expand_ratio=expand, se_ratio=float(p["se_ratio"]) if kind == "mbconv" else 0.0,
+                                    expand_ratio=expand, se_ratio=float(p["se_ratio"]) if kind in SE_KINDS else 0.0,
                                     activation=self.activation))
         return tuple(stages)
 
@@ -145,10 +149,12 @@ class SearchSpace:
 
 
 def describe_point(space: SearchSpace, point: Mapping[str, Any]) -> str:
-    """A short code per stage: `mb6k5se x3 w1.25` → "mb6k5sex3w1.25"; stages separated by spaces."""
+    """A short code per stage: `mb6k5se x3 w1.25` → "mb6k5sex3w1.25" (a Fused-MBConv is "fmb4…"); stages separated
+    by spaces."""
     parts = []
+    codes = {"separable": "sep", "mbconv": "mb", "fused_mbconv": "fmb"}
     for stage in space.stage_specs(point):
-        kind = "sep" if stage.kind == "separable" else f"mb{stage.expand_ratio:g}"
+        kind = codes[stage.kind] + ("" if stage.kind == "separable" else f"{stage.expand_ratio:g}")
         width = point.get(f"s{len(parts) + 1}_width", 1.0)
         parts.append(f"{kind}k{stage.kernel}{'se' if stage.se_ratio else ''}x{stage.repeats}"
                      + (f"w{width:g}" if width != 1.0 else ""))
