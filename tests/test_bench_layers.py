@@ -242,7 +242,7 @@ def test_cli_layers_json(capsys, measured, spec_path):
 
 
 def test_cli_layers_table(capsys, measured, spec_path):
-    code, out, _ = _bench(capsys, spec_path, "--layers", "--batch-size", "2,4", "--paths", "folded")
+    code, out, _ = _bench(capsys, spec_path, "--layers", "--batch-size", "2", "--paths", "folded")
     assert code == 0
     assert "tiny folded forward at 32px, batch 2" in out and "stages.0.0.se.reduce" in out
     assert "time by kind of layer" in out and "(+0.00%)" in out and "ceiling: measured" in out
@@ -255,6 +255,8 @@ def test_cli_layers_table(capsys, measured, spec_path):
     (["SPEC", "--layers", "--mode", "train"], "--layers"),
     (["SPEC", "--layers", "--paths", "eager,folded"], "one path"),
     (["SPEC", "--layers", "--paths", "compile"], "--paths"),
+    (["SPEC", "--layers", "--batch-size", "2,4"], "--layers times one batch size, got --batch-size 2,4"),
+    (["SPEC", "--layers", "--iters", "3", "--no-auto"], "drop --iters and --no-auto"),
 ])
 def test_cli_layers_bad_input_is_one_line_and_exit_2(capsys, measured, spec_path, args, match):
     code, out, err = _bench(capsys, *[spec_path if a == "SPEC" else a for a in args])

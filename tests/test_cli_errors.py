@@ -155,6 +155,8 @@ CASES: list[tuple[str, str]] = [
     ("bench efficientnet_b0 --vs no_such_peer", "no_such_peer"),
     ("bench no_such_model", "no_such_model"),
     ("bench efficientnet_b0 --mode sleep", "--mode"),
+    ("bench efficientnet_b0 --isolate-memory", "--isolate-memory applies only to --mode train, not infer"),
+    ("bench efficientnet_b0 --mode train --no-auto", "--no-auto applies only to --mode infer, not train"),
     # export
     ("export efficientnet_b0 --format onnx -o missing_dir/x.onnx", "missing_dir"),
     ("export efficientnet_b0 --format onnx -o x.onnx --resolution 0", "--resolution"),
@@ -224,6 +226,7 @@ CASES: list[tuple[str, str]] = [
     ("eval {text} fashion-mnist --calibration 32", "--calibration 32"),
     ("eval {text} fashion-mnist --crop-fraction nan", "--crop-fraction"),
     ("eval {text} fashion-mnist --crop-fraction 2", "--crop-fraction"),
+    ("eval {text} fashion-mnist --strict", "--strict applies only to an image folder"),
     # plot, runs
     ("plot missing_dir -o x.png", "missing_dir"),
     ("plot missing_dir", "missing_dir: no metrics.jsonl"),

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="On a shared machine run with OMP_WAIT_POLICY=PASSIVE in the environment: with OpenMP's default "
                "active waiting torch's threads lose a scheduler tick at every barrier when a core is taken.")
     p.add_argument("model", help="registered name or spec .json")
-    p.add_argument("--batch-size", dest="batch", default="1,32", help="comma-separated batch sizes (default 1,32)")
+    p.add_argument("--batch-size", dest="batch", default=None,
+                   help="comma-separated batch sizes (default 1,32; with --layers one, default 1)")
     p.add_argument("--batch", dest="batch", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # older spelling
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="infer (default): forward passes; train: forward, backward and optimizer steps")
@@ -99,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.layers:
         return _run_layers(args)
     train = args.mode == "train"
+    for flag, given, mode in (("--isolate-memory", args.isolate_memory, "train"), ("--no-auto", args.no_auto, "infer")):
+        if given and args.mode != mode:
+            raise BenchError(f"{flag} applies only to --mode {mode}, not {args.mode}; drop it or change the mode")
     peers = _list(args.vs, TRAIN_PEERS if train else PEERS, "--vs")
     if peers is None:
         peers = ["timm"] if train else list(DEFAULT_PEERS)
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
         calibration = calibration_images(args.model, 64, args.resolution)
     log = _progress(args)
-    batches = _batches(args.batch)
+    batches = _batches(args.batch or "1,32")
     if args.refresh_ceiling:
         machine_ceiling(refresh=True, log=log)  # run_bench reads the cache this refreshes
     report = run_bench(args.model, batches=batches, mode=args.mode, paths=paths, peers=peers,
@@ -148,14 +152,21 @@ def _progress(args: argparse.Namespace) -> Callable[[str], None]:
 def _run_layers(args: argparse.Namespace) -> int:
     from effnet.registry import get_spec
 
-    if args.mode != "infer" or args.vs is not None or args.isolate_memory:
-        raise BenchError("bench: --layers times effnet's own forward pass; drop --mode train, --vs and "
-                         "--isolate-memory")
+    ignored = [flag for flag, given in (("--mode train", args.mode != "infer"), ("--vs", args.vs is not None),
+                                        ("--isolate-memory", args.isolate_memory), ("--iters", args.iters),
+                                        ("--no-auto", args.no_auto)) if given]
+    if ignored:
+        raise BenchError(f"bench: --layers times effnet's own forward pass, {args.repeats} rounds of one call; drop "
+                         f"{', '.join(ignored[:-1]) + ' and ' + ignored[-1] if len(ignored) > 1 else ignored[0]}")
     paths = _list(args.paths, LAYER_PATHS, "--paths (with --layers)") or ["eager"]
     if len(paths) != 1:
         raise BenchError(f"bench: --layers times one path, got --paths {args.paths!r}; choose one of "
                          f"{', '.join(LAYER_PATHS)}")
-    batch = _batches(args.batch)[0]
+    batches = _batches(args.batch or "1")
+    if len(batches) != 1:
+        raise BenchError(f"bench: --layers times one batch size, got --batch-size {args.batch}; give one, e.g. "
+                         f"--batch-size {batches[0]}")
+    batch = batches[0]
     spec = get_spec(args.model)
     log = _progress(args)
     mach = machine(ceiling=machine_ceiling(refresh=args.refresh_ceiling, log=log))

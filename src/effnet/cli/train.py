@@ -297,6 +297,9 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.strict and is_fashion_mnist(data_source(args)):
+        raise EffnetError("--strict applies only to an image folder (it stops at an unreadable image); fashion-mnist "
+                          "has no image files; drop it")
     if args.calibration is not None and args.precision != "int8":
         raise EffnetError(f"--calibration {args.calibration}: calibrates int8 quantization, unused by --precision "
                           f"{args.precision}; drop it or add --precision int8")
