@@ -25,7 +25,23 @@ def test_models_table_shows_paper_figures(capsys):
     code, out, _ = run(capsys, "models", "--filter", "efficientnet_b0")
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("efficientnet_b0 "))
-    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%", "6.75"]
+    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%", "6.75", "-", "V1",
+                           "Table", "2"]
+
+
+def test_models_table_shows_v2_beside_the_v2_papers_table7(capsys):
+    code, out, _ = run(capsys, "models", "--filter", "efficientnetv2")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert list(rows) == effnet.list_models("efficientnetv2")
+    assert rows["efficientnetv2_s"] == ["efficientnetv2_s", "384", "21.5", "22", "8.37", "8.8", "-4.9%", "35.8",
+                                        "83.9", "V2", "Table", "7"]
+    assert rows["efficientnetv2_xl"][8:10] == ["87.3", "(21k)"]  # XL is published only after ImageNet-21k
+    code, out, _ = run(capsys, "models", "--filter", "efficientnetv2_m", "--format", "json")
+    (m,) = json.loads(out)
+    assert (m["paper_params_m"], m["paper_macs_b"], m["paper_top1"], m["paper_top1_21k"], m["paper_table"]) == (
+        54, 24, 85.1, 86.2, "V2 Table 7")
+    assert m["params"] == 54_139_356
 
 
 def test_info_prints_per_stage_table(capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 
 from effnet.cli import _args
 from effnet.cli._args import (
@@ -22,6 +23,7 @@ from effnet.cli._args import (
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
 from effnet.families.efficientnet import PAPER_TABLE2
+from effnet.families.efficientnet_v2 import PAPER_TABLE7
 from effnet.profile import ModelProfile, profile, profile_stages
 from effnet.registry import get_spec, list_models
 from effnet.report import format_table
@@ -30,7 +32,8 @@ from effnet.spec import NetSpec, save_spec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list models with params, MACs and the paper's figures")
+    p = sub.add_parser("models", help="list models with params, MACs and their paper's figures (V1's Table 2, V2's "
+                                      "Table 7)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--filter", default=None, help="only names containing this text")
     p.set_defaults(func=run_models)
@@ -92,12 +95,40 @@ def _g(macs: int) -> float:
     return macs / 1e9
 
 
-def _model_rows(names: list[str]) -> list[tuple[ModelRow, ModelProfile]]:
-    """Each model's row beside the paper's Table 2, and its profile (activations included), from one pass."""
+@dataclass(frozen=True)
+class _Paper:
+    """A model's figures as its paper published them: V1's Table 2 (params, FLOPs) or V2's Table 7 (params, FLOPs,
+    top-1 on ImageNet-1k and after ImageNet-21k pre-training)."""
+
+    params_m: float | None = None
+    macs_b: float | None = None
+    top1: float | None = None
+    top1_21k: float | None = None
+    table: str | None = None
+
+    @property
+    def top1_text(self) -> str | None:
+        if self.top1 is not None:
+            return f"{self.top1:g}"
+        return None if self.top1_21k is None else f"{self.top1_21k:g} (21k)"
+
+
+def _paper(name: str) -> _Paper:
+    if name in PAPER_TABLE7:
+        f = PAPER_TABLE7[name]
+        return _Paper(f.params_m, f.flops_b, f.top1, f.top1_21k, "V2 Table 7")
+    if name in PAPER_TABLE2:
+        return _Paper(*PAPER_TABLE2[name], table="V1 Table 2")
+    return _Paper()
+
+
+def _model_rows(names: list[str]) -> list[tuple[ModelRow, ModelProfile, _Paper]]:
+    """Each model's row beside its paper's table (V1's Table 2, V2's Table 7), and its profile (activations
+    included), from one pass."""
     rows = []
     for name in names:
-        p = profile(get_spec(name))
-        rows.append((ModelRow(name, p.params, p.macs, p.resolution, *PAPER_TABLE2.get(name, (None, None))), p))
+        p, paper = profile(get_spec(name)), _paper(name)
+        rows.append((ModelRow(name, p.params, p.macs, p.resolution, paper.params_m, paper.macs_b), p, paper))
     return rows
 
 
@@ -109,15 +140,17 @@ def run_models(args: argparse.Namespace) -> int:
             raise EffnetError(f"no registered model name contains {args.filter!r}; `effnet models` lists them all")
     rows = _model_rows(names)
     if args.format == "json":
-        print(json.dumps([{**r.to_dict(), "activations": p.activations} for r, p in rows], indent=2))
+        print(json.dumps([{**r.to_dict(), "activations": p.activations, "paper_top1": paper.top1,
+                           "paper_top1_21k": paper.top1_21k, "paper_table": paper.table} for r, p, paper in rows],
+                         indent=2))
         return 0
     table = [
         (r.name, r.resolution, r.params / 1e6, r.paper_params_m, _g(r.macs), r.paper_macs_b, r.macs_vs_paper,
-         p.activations / 1e6)
-        for r, p in rows
+         p.activations / 1e6, paper.top1_text, paper.table)
+        for r, p, paper in rows
     ]
     print(format_table(["model", "res", "params (M)", "paper (M)", "GMACs", "paper GMACs", "MACs vs paper",
-                        "acts (M)"], table))
+                        "acts (M)", "paper top-1", "paper"], table, right=("paper top-1",)))
     return 0
 
 
