@@ -3,6 +3,7 @@ checkpoint file is never left truncated."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 import torch
 
+from effnet.data import DataError, FashionMNISTSource
 from effnet.train import checkpoint as ckpt
 from tests import _train_util as U
 
@@ -22,7 +24,12 @@ def folder(tmp_path_factory):
     return U.make_folder(tmp_path_factory.mktemp("data"), classes=3, per_class=16, val_per_class=3)
 
 
-def _config(folder, tmp_path, out):
+def _config(folder, tmp_path, out, data="folder"):
+    if data == "fashion-mnist":  # the in-memory batched path: 48 images, 6 steps an epoch as the folder's
+        spec = U.write_spec(tmp_path / "tiny.json", num_classes=10)
+        return U.base_config("fashion-mnist", spec, out, steps=STEPS, checkpoint_every=2, keep_last=2, seed=7,
+                             workers=1, resolution=16, train_subset=48, val_subset=16, test_subset=16,
+                             augment="none", crop_scale=[0.3, 1.0], drop_path=0.2)
     spec = U.write_spec(tmp_path / "tiny.json", num_classes=3)
     # one DataLoader worker: the run folder's lock must die with the killed process, not live on in its worker
     return U.base_config(folder, spec, out, steps=STEPS, checkpoint_every=2, keep_last=2, seed=7, workers=1)
@@ -35,13 +42,21 @@ def _final(out):
 
 
 @pytest.mark.slow
-def test_kill_9_at_a_random_step_then_resume_equals_uninterrupted_run(folder, tmp_path):
-    full = _config(folder, tmp_path, tmp_path / "full")
+@pytest.mark.parametrize("data", ["folder", "fashion-mnist"])
+def test_kill_9_at_a_random_step_then_resume_equals_uninterrupted_run(folder, tmp_path, data):
+    if data == "fashion-mnist":
+        try:
+            FashionMNISTSource("test")
+        except DataError:
+            pytest.skip("dataset-fashion-mnist is not installed")
+    full = _config(folder, tmp_path, tmp_path / "full", data)
     done = U.run(full)
     assert done.returncode == 0, done.stderr[-3000:]
+    path = "in-memory" if data == "fashion-mnist" else "per sample"
+    assert re.search(f"data path +{path}", (tmp_path / "full" / "recipe.txt").read_text())
 
     out = tmp_path / "killed"
-    cfg = _config(folder, tmp_path, out)
+    cfg = _config(folder, tmp_path, out, data)
     kill_after = random.Random(KILL_SEED).randint(3, STEPS - 4)
     proc = subprocess.Popen(U.runner_cmd(cfg, delay=0.05), env=U.env(), cwd=U.REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
