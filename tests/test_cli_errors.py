@@ -212,6 +212,8 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model efficientnet_b0 --pretrained", "--pretrained: no bundled weights"),
     ("train fashion-mnist --model efficientnet_b0 --pretrained --recipe", "--pretrained FILE"),
     ("train fashion-mnist --model {tiny_spec} --strict", "--strict applies only to an image folder"),
+    ("train fashion-mnist --model efficientnet_lite0 --no-fused-bn-silu",
+     "--no-fused-bn-silu applies only to a model with SiLU after BatchNorm; efficientnet_lite0 uses relu6"),
     ("train fashion-mnist --model {tiny_spec} --optimizer sgd --rmsprop-decay 0.8 --eps 0.1",
      "--eps and --rmsprop-decay apply only to --optimizer rmsproptf"),
     # eval

@@ -50,6 +50,7 @@ def test_pretrained_with_bundled_weights_or_a_file_is_still_accepted(capsys, tmp
     ["train", "fashion-mnist", "--model", "efficientnet_lite0", "--pretrained", "--freeze-backbone", "--recipe"],
     ["train", "fashion-mnist", "--model", "efficientnet_lite0", "--pretrained", "--bn-momentum", "0.1", "--recipe"],
     ["train", "fashion-mnist", "--augment", "randaugment", "--randaugment-m", "5", "--recipe"],
+    ["train", "fashion-mnist", "--model", "efficientnet_b0", "--no-fused-bn-silu", "--recipe"],
     ["search", "coefficients", "--base", "efficientnet_b0", "--list-grid", "--step", "0.1", "--tolerance", "0.2",
      "--phi", "1", "--format", "json"],
     ["search", "architecture", "--list-space", "--resolution", "64", "--format", "json"],

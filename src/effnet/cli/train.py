@@ -160,6 +160,13 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                    holdout=holdout_size(config), data_is_a_folder=not is_fashion_mnist(config.data))
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
+    if args.no_fused_bn_silu:
+        from effnet.registry import get_spec
+
+        spec = get_spec(args.model)
+        if "silu" not in {spec.stem.activation, spec.head.activation, *(s.activation for s in spec.stages)}:
+            raise EffnetError(f"--no-fused-bn-silu applies only to a model with SiLU after BatchNorm; {spec.name} "
+                              f"uses {spec.stages[0].activation}, which is never fused; drop it")
     if args.pretrained is True:
         from effnet.registry import get_spec
         from effnet.weights import BUNDLED
