@@ -1,6 +1,8 @@
 """Building layers: conv + norm + activation, squeeze-excitation, drop-path, TensorFlow "SAME" padding.
 
-These know nothing about specs; `blocks.py` wires them together from a stage's settings.
+These know nothing about specs; `blocks.py` wires them together from a stage's settings.  A depthwise convolution
+trains on a CPU through effnet's own operator (`effnet.ops.depthwise_conv2d`, whose weight gradient avoids oneDNN's
+slow one); this module is the only one that knows the operator exists.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from effnet import ops
 
 
 class _SiLUFunction(torch.autograd.Function):
@@ -101,13 +105,53 @@ class Conv2dSame(nn.Conv2d):
         return super().forward(x)
 
 
+class _TrainsOnEffnetOp:
+    """Mixin for a depthwise nn.Conv2d: in training mode with autograd on a CPU in float32, the convolution runs as
+    `effnet.ops.depthwise_conv2d` (same forward; a fast weight gradient); otherwise, and when `depthwise_path` is
+    "aten", it is the stock convolution, so inference, export, Grad-CAM and GPUs (cuDNN) see nn.Conv2d.  Parameters and
+    state-dict keys are nn.Conv2d's."""
+
+    depthwise_path: str = "auto"  # "auto" (the measured rule), "effnet" (always effnet's kernel) or "aten" (off)
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (self.depthwise_path != "aten" and self.training and bias is None and torch.is_grad_enabled()
+                and weight.requires_grad
+                and x.device.type == "cpu" and x.dtype == torch.float32 and isinstance(self.padding, tuple)
+                and self.dilation == (1, 1) and self.stride[0] == self.stride[1]):
+            return ops.depthwise_conv2d(x, weight, list(self.stride), list(self.padding), self.depthwise_path)
+        return super()._conv_forward(x, weight, bias)
+
+
+class DepthwiseConv2d(_TrainsOnEffnetOp, nn.Conv2d):
+    """A depthwise convolution (groups = channels): nn.Conv2d, trained on a CPU through effnet's operator."""
+
+
+class DepthwiseConv2dSame(_TrainsOnEffnetOp, Conv2dSame):
+    """A depthwise convolution with TensorFlow SAME padding, trained on a CPU through effnet's operator."""
+
+
+def set_depthwise_path(model: nn.Module, path: str) -> int:
+    """Set how every depthwise convolution of `model` trains on a CPU: "auto" (effnet's weight gradient where the
+    measured rule says it is faster), "effnet" (always) or "aten" (the stock convolution).  Returns how many
+    convolutions were set."""
+    if path not in ops.PATHS:
+        raise ValueError(f"depthwise path: got {path!r}, expected one of {', '.join(ops.PATHS)}")
+    convs = [m for m in model.modules() if isinstance(m, _TrainsOnEffnetOp)]
+    for conv in convs:
+        conv.depthwise_path = path
+    return len(convs)
+
+
 def make_conv(
     in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1, bias: bool = False,
     padding: str = "symmetric",
 ) -> nn.Conv2d:
+    depthwise = groups > 1 and groups == in_ch == out_ch
     if padding == "same":
-        return Conv2dSame(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=bias)
-    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
+        cls = DepthwiseConv2dSame if depthwise else Conv2dSame
+        return cls(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=bias)
+    cls = DepthwiseConv2d if depthwise else nn.Conv2d
+    return cls(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=bias)
 
 
 class ConvNormAct(nn.Sequential):

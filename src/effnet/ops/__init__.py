@@ -1,0 +1,8 @@
+"""effnet's own operators, each one `torch.library` custom op with its autograd formula and fake kernel.
+
+`layers.py` decides when to call them; nothing above `layers.py` knows they exist.
+"""
+
+from effnet.ops.depthwise import PATHS, depthwise_conv2d, kernel_available, own_weight_grad_wins, weight_grad
+
+__all__ = ["PATHS", "depthwise_conv2d", "kernel_available", "own_weight_grad_wins", "weight_grad"]

@@ -1,0 +1,91 @@
+"""effnet's C kernels: compiled once per machine from the source shipped in this package, then loaded with ctypes.
+
+A kernel is a plain C file with no Python or torch headers, so building it takes a fraction of a second with the
+system's C compiler (`$CC`, else `cc`).  It is built with `-march=native` for the CPU it runs on and kept in effnet's
+cache folder under a name that hashes the source, the compiler and the CPU's feature flags: a different CPU (or a
+changed kernel) builds its own copy, and a build is written under a temporary name and renamed into place, so two
+processes building at once each load a whole library.  Without a working compiler the caller falls back to ATen's
+kernel; `build_problem()` says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+from effnet.files import cache_dir
+
+SOURCE_DIR = Path(__file__).parent
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+_problems: dict[str, str] = {}
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "") or "cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux), else the platform's name: part of the build's cache key."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.machine() + platform.processor()
+
+
+def _library_path(name: str, compiler: str) -> Path:
+    source = (SOURCE_DIR / f"{name}.c").read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode() + " ".join(FLAGS).encode()).hexdigest()
+    return cache_dir() / "kernels" / f"{name}-{key[:16]}.so"
+
+
+def _build(name: str, compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE_DIR / f"{name}.c")], capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+            raise OSError(f"{compiler} failed: {last}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernel library `name` (`ops/NAME.c`), built on first use; None if it cannot be built here."""
+    compiler = _compiler()
+    if compiler is None:
+        _problems[name] = "no C compiler found (set CC, or install gcc)"
+        return None
+    try:
+        target = _library_path(name, compiler)
+        if not target.exists():
+            _build(name, compiler, target)
+        return ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as e:
+        _problems[name] = f"building {name}.c: {e}"
+        return None
+
+
+def build_problem(name: str) -> str | None:
+    """Why `load(name)` returned None, or None if it did not (or was not called)."""
+    return _problems.get(name)
+
+
+__all__ = ["build_problem", "load"]
