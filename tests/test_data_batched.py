@@ -5,12 +5,21 @@ evaluation, bit-identical to the per-sample path's for the same (seed, epoch, in
 import pytest
 import torch
 import torchvision.transforms.v2 as v2
+from PIL import Image
 
-from effnet.data import DataError, FashionMNISTSource, TransformedSource, eval_transform, train_transform
+from effnet.data import (
+    DataError,
+    FashionMNISTSource,
+    ImageFolderSource,
+    TransformedSource,
+    eval_transform,
+    train_transform,
+)
 from effnet.data import batched as B
 from effnet.data.batches import data_path, eval_batches, train_batches
 from effnet.data.loader import SubsetSource, mix_seed
 from effnet.preprocessing import ModelConfig
+from tests import _train_util as U
 
 
 @pytest.fixture(scope="module")
@@ -124,15 +133,44 @@ def test_eval_batches_of_both_paths_hold_the_same_images_in_larger_batches(fmnis
     assert torch.equal(torch.cat([b[1] for b in shard]), torch.tensor(source.targets[1::2]))
 
 
-def test_the_batched_path_is_chosen_where_data_and_policy_allow(fmnist, tmp_path):
-    from effnet.data import ImageFolderSource
-    from tests import _train_util as U
-
+def test_the_batched_path_is_chosen_where_data_and_policy_allow(fmnist):
     assert data_path(fmnist, augment="none") == "batched"
     assert data_path(SubsetSource(fmnist, [1, 2, 3]), augment="none") == "batched"
     assert data_path(fmnist, augment=None) == "batched"  # evaluation
     assert data_path(fmnist, augment="autoaugment") == "per-sample"
     assert data_path(fmnist, augment="randaugment") == "per-sample"
     assert data_path(fmnist, augment="none", batched=False) == "per-sample"
-    folder = ImageFolderSource(U.make_folder(tmp_path, classes=2, per_class=2, val_per_class=1) / "train")
-    assert data_path(folder, augment="none") == "per-sample"
+
+
+def test_a_small_folder_of_one_image_size_is_batched_with_the_per_sample_paths_batches(tmp_path):
+    root = U.make_folder(tmp_path, classes=3, per_class=6, val_per_class=2, size=36)
+    source = ImageFolderSource(root / "train")
+    assert data_path(source, augment="none") == "batched"
+    config = _config(24)
+    kw = dict(batch_size=6, seed=2, augment="none", crop_scale=(0.2, 1.0), hflip=True)
+    fast, fast_sampler = train_batches(SubsetSource(source, list(range(18))), config, batched=True, **kw)
+    slow, slow_sampler = train_batches(SubsetSource(source, list(range(18))), config, batched=False, **kw)
+    assert isinstance(fast, B.BatchedTrainLoader)
+    for sampler in (fast_sampler, slow_sampler):
+        sampler.set_position(1, 6)
+    a, b = _batches(fast, 2), _batches(slow, 2)
+    assert len(a) == 2 and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert a[0][0].shape == (6, 3, 24, 24)
+    val = ImageFolderSource(root / "val", source.classes)
+    fast = list(eval_batches(val, _config(24, crop_fraction=0.875), batch_size=4, batched=True))
+    slow = list(eval_batches(val, _config(24, crop_fraction=0.875), batch_size=4, batched=False))
+    assert len(fast) == 1 and torch.equal(fast[0][0], torch.cat([b[0] for b in slow]))
+
+
+@pytest.mark.parametrize("fault", ["mixed sizes", "unreadable", "too large"])
+def test_a_folder_that_cannot_be_held_keeps_the_per_sample_path(tmp_path, monkeypatch, fault):
+    root = U.make_folder(tmp_path, classes=2, per_class=3, val_per_class=1, size=20)
+    if fault == "mixed sizes":
+        Image.new("RGB", (20, 24)).save(root / "train" / "class0" / "odd.png")
+    elif fault == "unreadable":
+        (root / "train" / "class1" / "broken.png").write_bytes(b"not an image")
+    else:
+        monkeypatch.setattr(B, "FOLDER_BYTES", 3 * 20 * 20 * 6 - 1)
+    source = ImageFolderSource(root / "train")
+    assert data_path(source, augment="none") == "per-sample"
+    assert B.batched_source(source) is None

@@ -1,15 +1,17 @@
-"""The in-memory batched path: a split that fits in memory held as one uint8 tensor, its training crop, resize and
-flip run on a whole batch as tensor ops, and evaluation read from the same tensor in large batches.
+"""The in-memory batched path: a split that fits in memory held as one uint8 tensor (Fashion-MNIST; an image
+folder whose images share one size and fit in `FOLDER_BYTES`, decoded once), its training crop, resize and flip
+run on a whole batch as tensor ops, and evaluation read from the same tensor in large batches.
 
 Each sample's crop box and flip are still drawn from its own seed, (seed, epoch, index) mixed by `mix_seed`, with
 the same draws, in the same order, as torchvision's `RandomResizedCrop` and `RandomHorizontalFlip` make on the
 per-sample path (`effnet.data.transforms.train_transform`); crops of one size are resized together by the same
 torchvision kernel, so a batch here equals, bit for bit, the per-sample path's batch for the same keys
-(tests/test_train_data.py).  The batch therefore depends on (seed, epoch, index) only: not on worker count, not on
-which path made it, and `--resume` continues exactly.
+(tests/test_data_batched.py).  The batch therefore depends on (seed, epoch, index) only: not on worker count, not
+on which path made it, and `--resume` continues exactly.
 
-What cannot be batched exactly (AutoAugment, RandAugment: per-sample operation choices on PIL-equivalent kernels)
-keeps the per-sample path; `batched_source` says which sources qualify.
+What cannot be batched exactly keeps the per-sample path (`effnet.data.batches` chooses): AutoAugment and
+RandAugment (per-sample operation choices), image folders of mixed sizes, too large, or with an unreadable file
+(which the per-sample path skips and counts).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from effnet.data.images import UnreadableImage, load_image
 from effnet.data.loader import SubsetSource, mix_seed
-from effnet.data.sources import FashionMNISTSource, ImageSource
+from effnet.data.sources import FashionMNISTSource, ImageFolderSource, ImageSource
 from effnet.preprocessing import ModelConfig, resize_size
 from effnet.transforms import interpolation_mode, normalize
 
@@ -44,15 +48,58 @@ class TensorImages:
         return len(self.targets)
 
 
+FOLDER_BYTES = 1 << 30
+"""An image folder is held in memory when its images, decoded, take at most this many bytes."""
+
+
 def in_memory(source: ImageSource) -> bool:
-    """Whether `source` (or the source it is a subset of) is held in memory as one uint8 tensor."""
+    """Whether `source` (or the source it is a subset of) can be held in memory as one uint8 tensor: Fashion-MNIST,
+    or an image folder whose images all have one size, all open, and fit in `FOLDER_BYTES` decoded."""
     while isinstance(source, SubsetSource):
         source = source.base
-    return isinstance(source, FashionMNISTSource)
+    if isinstance(source, FashionMNISTSource):
+        return True
+    return isinstance(source, ImageFolderSource) and _folder_size(source) is not None
+
+
+def _folder_size(source: ImageFolderSource) -> tuple[int, int] | None:
+    """(height, width) shared by every image of the folder within `FOLDER_BYTES`, from the files' headers; None
+    otherwise (kept on the source: the scan is made once)."""
+    if not hasattr(source, "_common_size"):
+        sizes = set()
+        for path in source.paths:
+            try:
+                with Image.open(path) as image:
+                    sizes.add(image.size)
+            except Exception:  # an unreadable file: the per-sample path skips and counts it
+                sizes = set()
+                break
+            if len(sizes) > 1:
+                break
+        size = next(iter(sizes)) if len(sizes) == 1 else None
+        if size is not None and 3 * size[0] * size[1] * len(source.paths) > FOLDER_BYTES:
+            size = None
+        source._common_size = None if size is None else (size[1], size[0])
+    return source._common_size
+
+
+def _decoded_folder(source: ImageFolderSource) -> TensorImages | None:
+    """Every image of the folder decoded once, as the per-sample path decodes it (RGB, then torchvision's
+    `to_image`), in one uint8 tensor; None if the folder does not qualify or an image fails to decode."""
+    if not hasattr(source, "_decoded"):
+        decoded = None
+        if _folder_size(source) is not None:
+            try:
+                images = [F.to_image(load_image(p)).as_subclass(torch.Tensor) for p in source.paths]
+                decoded = TensorImages(torch.stack(images), torch.tensor(source.targets, dtype=torch.long), False)
+            except (UnreadableImage, RuntimeError):  # a damaged file, or one whose pixels differ from its header
+                decoded = None
+        source._decoded = decoded
+    return source._decoded
 
 
 def batched_source(source: ImageSource) -> TensorImages | None:
-    """`source` as one uint8 tensor, or None where it is not held in memory as one (an image folder)."""
+    """`source` as one uint8 tensor, or None where it is not held in memory as one (`in_memory`)."""
     if isinstance(source, SubsetSource):
         base = batched_source(source.base)
         if base is None:
@@ -61,6 +108,8 @@ def batched_source(source: ImageSource) -> TensorImages | None:
         return TensorImages(base.images[index], base.targets[index], base.grayscale)
     if isinstance(source, FashionMNISTSource):
         return TensorImages(source.images.unsqueeze(1), torch.tensor(source.targets, dtype=torch.long), True)
+    if isinstance(source, ImageFolderSource):
+        return _decoded_folder(source)
     return None
 
 
