@@ -18,7 +18,7 @@ import effnet
 from effnet.cli import main
 from effnet.registry import get_spec
 from effnet.weights import convert_file, file_preprocessing, load_file
-from tests.test_convert import _convert_and_load
+from tests.test_convert import _convert_and_load, _randomize
 
 TORCHVISION_V2 = ["efficientnetv2_s"] + [pytest.param(n, marks=pytest.mark.slow)
                                          for n in ("efficientnetv2_m", "efficientnetv2_l")]
@@ -30,18 +30,16 @@ RTOL, ATOL = 1e-5, 1e-5
 
 
 def _calibrated(model: nn.Module, seed: int = 0, size: int = 64) -> nn.Module:
-    """Random BN affine parameters, and running statistics measured on a random batch, so the output depends on
-    the input (a swapped or mis-mapped tensor then changes it)."""
-    g = torch.Generator().manual_seed(seed)
+    """Random BN affine parameters (`_randomize`), and running statistics measured on a random batch, so the output
+    depends on the input (a swapped or mis-mapped tensor then changes it)."""
+    _randomize(model, seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
                 m.reset_running_stats()
                 m.momentum = None  # a cumulative average: one batch sets the statistics
         model.train()
-        model(torch.randn(8, 3, size, size, generator=g))
+        model(torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(seed)))
     return model.eval()
 
 
