@@ -80,7 +80,8 @@ def setting_name(args: argparse.Namespace, field: str) -> str:
     if any(item.partition("=")[0] == field for item in args.set):
         return f"--set {field}=..."
     flag = "--" + field.replace("_", "-")
-    return flag if field in _BUDGET_FLAGS or field == "holdout" else f"--set {field}=..."
+    return flag if field in _BUDGET_FLAGS or (field == "holdout" and hasattr(args, "holdout")) else \
+        f"--set {field}=..."
 
 
 def setting_error(args: argparse.Namespace, exc: Exception):

@@ -62,7 +62,7 @@ def _config(args: argparse.Namespace):
     from effnet.scaling import CONSTRAINT_TOLERANCE
     from effnet.search.coefficients import SEARCH_TRAIN_DEFAULTS, SearchConfig
     from effnet.search.grid import DEFAULT_STEP
-    from effnet.train import TrainConfig, check_config
+    from effnet.train import TrainConfig, plan_run
     from effnet.train.config import ConfigError
 
     args.dataset = data_source(args, default="fashion-mnist")
@@ -71,8 +71,8 @@ def _config(args: argparse.Namespace):
     if args.dataset != "fashion-mnist" and not os.path.isdir(args.dataset):
         raise EffnetError(f"--dataset {args.dataset}: not found; expected 'fashion-mnist' or a folder with train/ "
                           "(and val/) of class folders")
-    try:  # bad budgets fail before any study exists
-        check_config(TrainConfig(model=base, data=args.dataset, **train))
+    try:  # bad budgets (or a subset larger than the data) fail before any study exists; no model is built
+        plan_run(TrainConfig(model=base, data=args.dataset, **{"test": False, **train}))
     except ConfigError as exc:
         raise shared.setting_error(args, exc) from None
     config = SearchConfig(base=base, base_ref=args.base, dataset=args.dataset,
