@@ -19,9 +19,10 @@ MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
 COMPILE_MIN_STEPS: int | None = None
 """Runs of at least this many steps compile by default (`compile=None`); None: none does.  Measured on the
-experiments' baseline (18 px, batch 128, one CPU thread, torch 2.14): compiling the model took 220-260 s and the
-compiled step was slower than the eager one (463 vs 330 ms, 541 vs 175 ms with fused BN+SiLU, on a loaded
-2-core machine), so no run length repays it and runs stay eager unless `--compile` asks."""
+experiments' baseline (18 px, batch 128, one CPU thread, torch 2.14, 2 shared cores under load 4-6): compiling
+took 220-260 s with an empty inductor cache and 14 s with a warm one, and the compiled step saved nothing (medians
+of six interleaved windows of 8 steps: 487 ms compiled, 491 ms eager), so no run length repays it: runs stay eager
+unless `--compile` asks."""
 
 FASHION_MNIST_HOLDOUT = 5_000
 """Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
