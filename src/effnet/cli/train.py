@@ -243,8 +243,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     ema = f"; EMA top-1 {result.ema_top1:.2f}% top-5 {result.ema_top5:.2f}%" if result.ema_top1 is not None else ""
     print(f"done: {result.steps} steps ({result.epochs:.2f} epochs) in {result.wall_s:.0f}s, "
-          f"{result.images_per_s:.0f} img/s; val top-1 {result.top1:.2f}% top-5 {result.top5:.2f}%{ema}; "
-          f"run folder {result.run_dir}")
+          f"{result.images_per_s:.0f} img/s"
+          + (f" (compiling took {result.compile_s:.0f}s of it)" if result.compile_s is not None else "")
+          + f"; val top-1 {result.top1:.2f}% top-5 {result.top5:.2f}%{ema}; run folder {result.run_dir}")
     if result.test_top1 is not None:
         print(f"test: top-1 {result.test_top1:.2f}% top-5 {result.test_top5:.2f}% on {result.test_images} images, "
               f"{result.selected_weights} weights of step {result.selected_step} (chosen on validation; test.json)")
