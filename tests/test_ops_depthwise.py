@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from effnet import ops
-from effnet.layers import DepthwiseConv2d, DepthwiseConv2dSame, make_conv, set_depthwise_path
+from effnet.layers import DepthwiseConv2d, DepthwiseConv2dSame, PointwiseConv2d, make_conv, set_training_path
 from effnet.ops import depthwise, native
 
 pytestmark = pytest.mark.skipif(not ops.kernel_available(), reason="no C compiler: effnet's kernel cannot be built")
@@ -133,7 +133,7 @@ def test_layers_route_only_cpu_training_through_the_operator(monkeypatch):
     conv = make_conv(24, 24, 5, stride=2, groups=24)
     assert isinstance(conv, DepthwiseConv2d) and isinstance(conv, torch.nn.Conv2d)
     assert isinstance(make_conv(24, 24, 5, stride=2, groups=24, padding="same"), DepthwiseConv2dSame)
-    assert type(make_conv(24, 48, 1)) is torch.nn.Conv2d
+    assert type(make_conv(24, 48, 3)) is torch.nn.Conv2d
     assert list(conv.state_dict()) == ["weight"]
     calls = []
     real = ops.depthwise_conv2d
@@ -147,11 +147,11 @@ def test_layers_route_only_cpu_training_through_the_operator(monkeypatch):
     conv.float().eval()(x)
     assert len(calls) == 1  # no grad, float64, eval mode: the stock convolution
     conv.train()
-    assert set_depthwise_path(torch.nn.Sequential(conv), "aten") == 1
+    assert set_training_path(torch.nn.Sequential(conv), "aten") == 1
     conv(x)
     assert len(calls) == 1
-    with pytest.raises(ValueError, match="depthwise path: got 'fast'"):
-        set_depthwise_path(conv, "fast")
+    with pytest.raises(ValueError, match="training path: got 'fast'"):
+        set_training_path(conv, "fast")
 
 
 def test_same_padding_with_stride_2_equals_stock():
@@ -159,8 +159,8 @@ def test_same_padding_with_stride_2_equals_stock():
     ours = make_conv(16, 16, 5, stride=2, groups=16, padding="same")
     stock = make_conv(16, 16, 5, stride=2, groups=16, padding="same")
     stock.load_state_dict(ours.state_dict())
-    set_depthwise_path(stock, "aten")
-    set_depthwise_path(ours, "effnet")
+    set_training_path(stock, "aten")
+    set_training_path(ours, "effnet")
     x = torch.randn(3, 16, 10, 10)
     for conv in (ours, stock):
         conv.zero_grad()
@@ -195,3 +195,30 @@ def test_onnx_export_writes_a_grouped_conv(tmp_path):
     nodes = onnx.load(str(path)).graph.node
     assert [n.op_type for n in nodes] == ["Conv"]
     assert {a.name: a.i for a in nodes[0].attribute}["group"] == 16
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_conv_trains_as_a_matrix_product_with_stock_results(bias):
+    conv = make_conv(24, 40, 1, bias=bias)
+    assert isinstance(conv, PointwiseConv2d) and list(conv.state_dict()) == (["weight", "bias"] if bias else ["weight"])
+    stock = torch.nn.Conv2d(24, 40, 1, bias=bias)
+    stock.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 24, 5, 7).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 40, 5, 7)
+    outs = []
+    for module in (conv, stock):
+        xi = x.detach().requires_grad_()
+        y = module(xi)
+        outs.append((y, *torch.autograd.grad(y, (xi, *module.parameters()), g)))
+    assert outs[0][0].is_contiguous(memory_format=torch.channels_last)
+    for ours, ref in zip(outs[0], outs[1]):
+        assert _rel(ours, ref) <= 1e-5
+    calls = []
+    real = F.linear
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(F, "linear", lambda *a: calls.append(1) or real(*a))
+        conv(x)
+        conv(x.contiguous())  # NCHW: the stock convolution
+        set_training_path(conv, "aten")
+        conv(x)
+    assert calls == [1]

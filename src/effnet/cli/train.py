@@ -124,6 +124,10 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-channels-last", action="store_true", help="keep the contiguous (NCHW) memory format")
     g.add_argument("--no-fused-bn-silu", action="store_true",
                    help="stock BN and SiLU modules (default: fused, saving only BN's input for backward)")
+    g.add_argument("--no-own-kernels", action="store_true",
+                   help="train with ATen's (oneDNN's) convolutions only (default on a CPU: depthwise convolutions "
+                        "through effnet's operator, whose weight gradient is many times faster for 5x5 kernels and "
+                        "small maps, and 1x1 convolutions as matrix products)")
     compiled = g.add_mutually_exclusive_group()
     compiled.add_argument("--compile", dest="compile", action="store_const", const=True, default=None,
                           help="torch.compile the training step (default: only where the run is long enough to "
@@ -202,7 +206,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         randaugment_n=_given(args, "randaugment_n"), randaugment_m=_given(args, "randaugment_m"),
         crop_scale=tuple(args.crop_scale),
         hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
-        fused_bn_silu=not args.no_fused_bn_silu, compile=args.compile, batched_data=not args.per_sample_data,
+        fused_bn_silu=not args.no_fused_bn_silu, own_kernels=not args.no_own_kernels,
+        compile=args.compile, batched_data=not args.per_sample_data,
         pretrained=args.pretrained, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         seed=args.seed, workers=args.workers, checkpoint_every=args.checkpoint_every, keep_last=args.keep_last,
         resume=args.resume, overwrite=args.overwrite, strict=args.strict, train_subset=args.train_subset,
@@ -214,6 +219,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 _FLAG_OF_FIELD = {"out_dir": "--out", "data": "DATA", "hflip": "--no-flip", "ema_warmup": "--no-ema-warmup",
                   "channels_last": "--no-channels-last", "test": "--no-test", "fused_bn_silu": "--no-fused-bn-silu",
+                  "own_kernels": "--no-own-kernels",
                   "batched_data": "--per-sample-data"}
 
 

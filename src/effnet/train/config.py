@@ -80,6 +80,7 @@ class TrainConfig:
     eval_crop_fraction: float | None = None
     channels_last: bool = True
     fused_bn_silu: bool = True  # BN+SiLU keeps only BN's input for backward (effnet.optimize.fuse_bn_silu_for_training)
+    own_kernels: bool = True  # CPU training: depthwise convs through effnet.ops, 1x1 convs as GEMMs (layers.py)
     compile: bool | None = None  # torch.compile the model; None: where the run is long enough to repay it
     batched_data: bool = True  # in-memory batched augmentation where the data and policy allow (effnet.data.batches)
     pretrained: bool | str = False
@@ -121,8 +122,8 @@ RANDAUGMENT_MAX_M = 30
 """RandAugment's magnitudes run from 0 to 30 (31 bins, as in its paper and torchvision)."""
 
 
-SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "batched_data", "freeze_backbone", "overwrite",
-            "strict", "test", "tensorboard", "progress")
+SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "own_kernels", "batched_data", "freeze_backbone",
+            "overwrite", "strict", "test", "tensorboard", "progress")
 """The TrainConfig fields that are true or false (`pretrained` and `resume` may also name a file)."""
 
 
@@ -296,6 +297,8 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("memory format", "channels_last" if c.channels_last else "contiguous"),
         ("BN+SiLU", "fused where SiLU follows BN: saves only BN's input for backward (same gradients; no effect "
                     "on ReLU/ReLU6 models such as Lite)" if c.fused_bn_silu else "stock modules"),
+        ("convolutions", "effnet's on CPU: depthwise through effnet's operator (its own weight gradient where "
+                         "faster), 1x1 as matrix products" if c.own_kernels else "stock (ATen/oneDNN)"),
         ("seed", str(c.seed)),
     ]
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.layers import set_training_path
 from effnet.network import ConvNet
 from effnet.optimize import fuse_bn_silu_for_training
 from effnet.registry import create_model
@@ -44,6 +45,7 @@ def build_model(c: TrainConfig, p: Plan, spec: NetSpec, resume_state: dict[str, 
             param.requires_grad_(name.startswith("classifier."))
     if c.fused_bn_silu:
         fuse_bn_silu_for_training(model)
+    set_training_path(model, "auto" if c.own_kernels else "aten")
     model.to(device)
     if c.channels_last:
         model.to(memory_format=torch.channels_last)
