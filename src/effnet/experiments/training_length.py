@@ -190,8 +190,8 @@ def _plan_section(results: dict[str, Any]) -> list[str]:
     if held.get("drop_budget"):
         after = held["wall_h_after_drop"]
         md.append(f"That is over the limit of {held['wall_limit_h']:g} h, so the **{held['drop_budget']:g}x budget "
-                  f"is dropped** beyond T = {results['early']} (at T = 1 and {results['early']} its runs are "
-                  f"recorded or shared with other experiments): {after:.1f} h"
+                  f"is dropped** beyond T = {results['early']} (kept at T = 1 and {results['early']}, where its runs "
+                  f"are recorded, shared with `strategies` or short): {after:.1f} h"
                   + (f", still over the limit by {after - held['wall_limit_h']:.1f} h." if after > held["wall_limit_h"]
                      else "."))
         rows = held["estimate_after_drop"]
@@ -513,6 +513,9 @@ def _plot_margins(path: Path, margins: dict[str, list[tuple[int, Interval, bool]
                         yerr=[0.0 if p[1].n < 2 else p[1].half_width for p in points], label=name)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_xscale("log")
+    ax.set_xticks(sorted({p[0] for points in margins.values() for p in points}))
+    ax.set_xticklabels([str(t) for t in sorted({p[0] for points in margins.values() for p in points})])
+    ax.minorticks_off()
     ax.set_xlabel("training length (epochs)")
     ax.set_ylabel("best − compound (paper), test top-1 (pp)")
     ax.grid(alpha=0.3, which="both")
