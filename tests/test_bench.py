@@ -163,3 +163,13 @@ def test_a_failing_candidate_gets_its_row_and_the_others_are_measured(capsys, sp
     assert code == 1
     row = next(line for line in out.splitlines() if " compile " in f" {line} ")
     assert "failed at warm-up, batch 1: RuntimeError: InductorError: OSError" in row
+
+
+def test_train_default_path_is_measured_against_effnet_with_aten_convolutions(capsys, spec_path):
+    code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "default",
+                          "--vs", "effnet-aten", "--format", "json", "--repeats", "1")
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)["results"]}
+    assert set(rows) == {"default", "effnet-aten"}
+    assert rows["effnet-aten"]["peer"] and "effnet-aten" in rows["default"]["ratios"]
+    assert "ATen convolutions" in rows["effnet-aten"]["note"] and "effnet's depthwise" in rows["default"]["note"]

@@ -21,6 +21,7 @@ from effnet.bench.peers import (
     require_peer,
 )
 from effnet.errors import EffnetError
+from effnet.layers import set_training_path
 from effnet.optimize import (
     compile_for_inference,
     fuse_bn_silu_for_training,
@@ -31,11 +32,13 @@ from effnet.spec import NetSpec
 
 INFER_PATHS = ("eager", "channels_last", "folded", "compile", "bf16", "compile-bf16", "onnxruntime-int8",
                "openvino-bf16", "openvino-int8")
-TRAIN_PATHS = ("eager", "channels_last", "channels_last-fused", "channels_last-checkpoint", "bf16", "bf16-fused",
-               "checkpoint", "bf16-checkpoint")
+TRAIN_PATHS = ("default", "default-compile", "eager", "channels_last", "channels_last-fused",
+               "channels_last-checkpoint", "bf16", "bf16-fused", "checkpoint", "bf16-checkpoint")
 DEFAULT_PEERS = ("timm", "torchvision", "onnxruntime", "openvino")  # what `--vs` compares with unless told
 PEERS = DEFAULT_PEERS + NEW_PEERS  # NEW_PEERS (lowering, conversion, calibration: slow to build) are asked for by name
-TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last")
+TRAIN_PEERS = ("timm", "torchvision", "timm-bf16", "timm-channels_last", "effnet-aten")
+# effnet-aten: effnet's training step with ATen's convolutions only (channels_last, fused BN+SiLU; `effnet train
+# --no-own-kernels`), the step before effnet's own kernels, kept as a reference to measure them against.
 LOSSY = {"bf16", "bf16-fused", "compile-bf16", "onnxruntime-int8", "openvino-bf16", "openvino-int8", "ort-int8"}
 _TORCHVISION = {f"efficientnet_b{i}" for i in range(8)}
 
@@ -145,18 +148,20 @@ def _engine_peer(peer: str, model: nn.Module, calibration: torch.Tensor | None) 
     return Candidate(peer, step, peer=True, note=NOTES[peer])
 
 
-def _train_step(model: nn.Module, *, bf16: bool, channels_last: bool) -> Callable[[torch.Tensor], object]:
+def _train_step(model: nn.Module, *, bf16: bool, channels_last: bool,
+                compile: bool = False) -> Callable[[torch.Tensor], object]:
     model.train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)
+    forward = torch.compile(model) if compile else model
 
     def step(x: torch.Tensor):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         target = torch.zeros(x.shape[0], dtype=torch.long)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x), target)
+            loss = F.cross_entropy(forward(x), target)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -167,6 +172,17 @@ def _train_step(model: nn.Module, *, bf16: bool, channels_last: bool) -> Callabl
 
 def train_candidate(model_name: str, path: str, spec: NetSpec | None = None) -> Candidate:
     """One training step (forward, backward, SGD update) of an effnet path (TRAIN_PATHS) or a peer."""
+    if path in ("default", "default-compile", "effnet-aten"):  # the settings of `effnet train` (no augmentation)
+        model = _effnet_model(spec or model_name)
+        fuse_bn_silu_for_training(model)
+        if path == "effnet-aten":
+            set_training_path(model, "aten")
+            return Candidate(path, _train_step(model, bf16=False, channels_last=True), peer=True,
+                             note="effnet train --no-own-kernels: channels_last, fused BN+SiLU, ATen convolutions")
+        compiled = path == "default-compile"
+        return Candidate(path, _train_step(model, bf16=False, channels_last=True, compile=compiled),
+                         note="effnet train's step: channels_last, fused BN+SiLU, effnet's depthwise and 1x1 paths"
+                              + (", torch.compile" if compiled else ""))
     if path in TRAIN_PATHS:
         model = _effnet_model(spec or model_name, grad_checkpointing="checkpoint" in path)
         if path.endswith("-fused"):
