@@ -167,7 +167,7 @@ def test_a_failing_candidate_gets_its_row_and_the_others_are_measured(capsys, sp
 
 def test_train_default_path_is_measured_against_effnet_with_aten_convolutions(capsys, spec_path):
     code, out, _ = _bench(capsys, spec_path, "--mode", "train", "--batch", "4", "--paths", "default",
-                          "--vs", "effnet-aten", "--format", "json", "--repeats", "1")
+                          "--vs", "effnet-aten", "--format", "json", "--repeats", "1", auto=True)
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)["results"]}
     assert set(rows) == {"default", "effnet-aten"}
