@@ -273,3 +273,22 @@ def test_a_device_this_machine_lacks_is_one_clear_line_and_status_2(tmp_path):
     assert done.returncode == 2 and not (tmp_path / "out").exists()
     assert done.stderr.strip().splitlines()[-1].startswith("effnet experiments training-length: error: argument "
                                                             "--device: got 'cuda:9', but this machine has")
+
+
+def test_until_weighs_a_new_stages_first_run_at_the_rate_measured_before(tmp_path):
+    """A stage's runs are a new study: before any of them finishes, `--until` prices the next run at the rate of
+    the runs recorded before (`prior_rate`), instead of starting it however long it is."""
+    import optuna
+
+    from effnet.search import leases
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="stage")
+    study.enqueue_trial({"point": "a"})
+    cost_of = lambda trial: 3600.0  # noqa: E731 - one unit of cost per second of an hour
+    assert leases.next_wall(study, cost_of) == 0.0  # nothing timed in this study: no estimate
+    assert leases.next_wall(study, cost_of, prior_rate=2.0) == 7200.0
+    now = 1_000_000.0
+    assert not leases.too_late(study, now + 3600, now=now, cost_of=cost_of)
+    assert leases.too_late(study, now + 3600, now=now, cost_of=cost_of, prior_rate=2.0)
+    assert not leases.too_late(study, now + 9000, now=now, cost_of=cost_of, prior_rate=2.0)

@@ -325,8 +325,23 @@ def run_worker(experiment: str, runs: Sequence[Run], options: Options, storage: 
 
     summary = study_worker(study, todo, evaluate, heartbeat_s=options.heartbeat_s, grace_s=options.grace_s,
                            poll_s=options.poll_s, log=lambda m: None if "->" in m or m.endswith("...") else log(m),
-                           error_types=(TrainingDiverged,), until=options.until, cost=training_cost)
+                           error_types=(TrainingDiverged,), until=options.until, cost=training_cost,
+                           prior_rate=None if options.until is None else prior_rate(todo, known))
     return summary.stopped_at_deadline
+
+
+def prior_rate(runs: Sequence[Run], known: dict[str, dict[str, Any]]) -> float | None:
+    """Seconds per unit of `training_cost` of the runs of `runs` already recorded on this CPU model (an earlier
+    stage of a plan, or the same runs in another experiment), for `--until` before any run of a new study has
+    finished here: otherwise its first run would start however long it is.  None when there is none."""
+    cpu = machine()["cpu"]
+    rates = []
+    for run in runs:
+        record = known.get(run.key)
+        if record and (record.get("machine") or {}).get("cpu") == cpu and record.get("device", "cpu") == "cpu" \
+                and (record.get("wall_s") or 0) >= 1 and (cost := training_cost(run)):
+            rates.append(record["wall_s"] / cost)
+    return sorted(rates)[len(rates) // 2] if rates else None
 
 
 def finished_before(runs: Sequence[Run], options: Options, storage: str) -> list[str]:

@@ -223,26 +223,27 @@ def typical_wall(study: optuna.Study) -> float:
     return _median(walls) if walls else 0.0
 
 
-def next_wall(study: optuna.Study, cost_of: CostOf | None = None) -> float:
+def next_wall(study: optuna.Study, cost_of: CostOf | None = None, prior_rate: float | None = None) -> float:
     """How long the next trial should take, in seconds: with `cost_of`, the next queued trial's cost times the
-    median seconds per unit of cost of the completed trials whose cost is known; otherwise, or when either is
-    missing, the typical trial (`typical_wall`)."""
+    median seconds per unit of cost of the completed trials whose cost is known, or times `prior_rate` (seconds per
+    unit measured before this study, e.g. by the runs of an earlier stage) while none has completed; otherwise, or
+    when the cost is missing, the typical trial (`typical_wall`)."""
     if cost_of is not None:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         cost = cost_of(min(waiting, key=lambda t: t.number)) if waiting else None
         rates = [w / c for t, w in _timed(study) if (c := cost_of(t))]
-        if cost and rates:
-            return cost * _median(rates)
+        if cost and (rates or prior_rate):
+            return cost * (_median(rates) if rates else prior_rate)
     return typical_wall(study)
 
 
 def too_late(study: optuna.Study, until: float | None, now: float | None = None,
-             cost_of: CostOf | None = None) -> bool:
+             cost_of: CostOf | None = None, prior_rate: float | None = None) -> bool:
     """Whether a trial claimed now would start after `until` (seconds since the epoch) or, by `next_wall`, end
     after it.  Never with `until` None."""
     if until is None:
         return False
-    return (time.time() if now is None else now) + next_wall(study, cost_of) > until
+    return (time.time() if now is None else now) + next_wall(study, cost_of, prior_rate) > until
 
 
 def until_argv(until: float | None) -> list[str]:
@@ -253,7 +254,7 @@ def until_argv(until: float | None) -> list[str]:
 
 def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], next_move: Callable[[], Move], *,
          poll_s: float, error_types: tuple[type[BaseException], ...], until: float | None = None,
-         cost_of: CostOf | None = None, log: Callable[[str], None] = print) -> bool:
+         cost_of: CostOf | None = None, log: Callable[[str], None] = print, prior_rate: float | None = None) -> bool:
     """Claim and run one trial at a time (`study.optimize(n_trials=1)`: Optuna pops the oldest WAITING trial
     atomically, or creates one) while `next_move()` says "claim"; sleep `poll_s` on "wait"; return on "stop".  With
     `until`, return instead of claiming or waiting once `too_late` (with `cost_of`) says so.  Returns whether the
@@ -262,10 +263,10 @@ def work(study: optuna.Study, objective: Callable[[optuna.Trial], float], next_m
         move = next_move()
         if move == "stop":
             return False
-        if too_late(study, until, cost_of=cost_of):
+        if too_late(study, until, cost_of=cost_of, prior_rate=prior_rate):
             from effnet.report import format_duration, format_local_time
 
-            expected = next_wall(study, cost_of)
+            expected = next_wall(study, cost_of, prior_rate)
             log(f"--until {format_local_time(until)}: no new run starts"
                 + (f" (the next one would take about {format_duration(expected)})" if expected else "")
                 + "; the same command continues later")

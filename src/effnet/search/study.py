@@ -332,6 +332,7 @@ def run_worker(
     progress: bool = False,
     until: float | None = None,
     cost: Callable[[Any], float | None] | None = None,
+    prior_rate: float | None = None,
 ) -> WorkerSummary:
     """Train grid points until every point of the study is done; returns what this worker did.
 
@@ -342,7 +343,8 @@ def run_worker(
     and propagates.  With `progress`, each trained point is followed by the grid's state and an ETA (the points
     left × this worker's mean time per point, shared among the workers running now).  With `until` (seconds
     since the epoch), no point starts that would end after it (`leases.work`): by the study's typical point or,
-    with `cost(point)` (a relative cost, such as the work of its training), by the next point's cost.
+    with `cost(point)` (a relative cost, such as the work of its training), by the next point's cost (at
+    `prior_rate` seconds per unit while no point of this study has finished: `leases.next_wall`).
     """
     labels = [c.label for c in grid]
     by_label = {c.label: c for c in grid}
@@ -388,7 +390,8 @@ def run_worker(
         return None if cost is None or point not in by_label else cost(by_label[point])
 
     summary.stopped_at_deadline = work(study, objective, next_move, poll_s=poll_s, error_types=error_types,
-                                       until=until, cost_of=None if cost is None else cost_of, log=log)
+                                       until=until, cost_of=None if cost is None else cost_of, log=log,
+                                       prior_rate=prior_rate)
     return summary
 
 
