@@ -5,11 +5,8 @@ decision is made once, and the quick experiment runs end to end with a report wh
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from effnet.experiments import strategies, suite, tables
 from effnet.experiments import training_length as tl
 from effnet.experiments import training_length_plan as tlp
 from effnet.experiments.runner import Run
+from tests.test_experiments import _effnet
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "experiments"
@@ -195,11 +193,6 @@ def test_comparisons_are_each_compound_against_the_best_method():
 
 
 # -- end to end (--quick) ----------------------------------------------------------------------------------------
-
-def _effnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "effnet", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=1800, env=dict(os.environ, PYTHONPATH=str(REPO / "src")))
-
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> tuple[Path, str]:

@@ -152,12 +152,9 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     md: list[str] = [_intro(results), ""]
     text: list[str] = []
     md += _plan_section(results)
-    body, lines = _length_section(results)
-    md += body
-    text += lines
-    body, lines = _compare_section(results)
-    md += body
-    text += lines
+    for section in (_length_section, _compare_section):
+        body, lines = section(results)
+        md, text = md + body, text + lines
     md += _grid_section(results)
     md += _where_section(results)
     md.append("Intervals: mean ± 95% t-interval over seeds; differences are paired by seed (same initial weights, "
