@@ -170,11 +170,13 @@ def test_rates_come_from_the_same_models_on_the_same_cpu():
     from effnet.experiments.runner import training_cost
 
     records = {}
-    for i, (run, wall, cpu) in enumerate(((runs[0], 100.0, "A"), (runs[0], 1000.0, "B"))):
+    made = ((runs[0], 100.0, "A", "2026-12-02"), (runs[0], 1000.0, "B", "2026-12-03"),
+            (runs[0], 300.0, "A", "2026-12-01"))
+    for i, (run, wall, cpu, day) in enumerate(made):
         records[f"k{i}"] = {"key": run.key, "seed": run.seed, "train": dict(run.train), "spec": run.spec,
-                            "data": run.data, "wall_s": wall, "machine": {"cpu": cpu}}
+                            "data": run.data, "wall_s": wall, "machine": {"cpu": cpu}, "finished": f"{day} 10:00 UTC"}
     rates = tlp.measured_rates(records, runs, "A")
-    assert rates.of(runs[0]) == pytest.approx(100.0 / training_cost(runs[0]))
+    assert rates.of(runs[0]) == pytest.approx(100.0 / training_cost(runs[0]))  # this CPU's newest run
     assert rates.of(runs[1]) == rates.typical == rates.of(runs[0])  # no record of that model: the median
     measured = tlp.measured_rates(records, runs, "C", measure=lambda: 7.0)
     assert measured.typical == 7.0 and "timed" in measured.source

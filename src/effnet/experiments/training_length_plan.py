@@ -380,13 +380,14 @@ def _model_key(run: Run) -> str:
 
 def measured_rates(records: dict[str, dict[str, Any]], runs: Sequence[Run], cpu: str,
                    measure: Callable[[], float] | None = None) -> Rates:
-    """Rates from the finished runs of the same models on this CPU model (`records`, e.g. `known_records`), the
-    median over them for the other models; `measure()` (seconds per unit, from a few timed steps) where no run
+    """Rates from the finished runs of the same models on this CPU model (`records`, e.g. `known_records`): per
+    model the most recent run's (the code's speed changes; the newest run measured the code that will train), the
+    median over those for the other models; `measure()` (seconds per unit, from a few timed steps) where no run
     was trained on this CPU model."""
     from effnet.experiments.runner import run_of_record
 
     models = {_model_key(r) for r in runs}
-    per: dict[str, list[float]] = {}
+    per: dict[str, list[tuple[str, float]]] = {}
     for record in records.values():
         if (record.get("machine") or {}).get("cpu") != cpu or record.get("device", "cpu") != "cpu":
             continue
@@ -396,13 +397,13 @@ def measured_rates(records: dict[str, dict[str, Any]], runs: Sequence[Run], cpu:
             continue
         key = _model_key(run)
         if key in models and (cost := training_cost(run)) and record.get("wall_s"):
-            per.setdefault(key, []).append(record["wall_s"] / cost)
-    per_model = {k: statistics.median(v) for k, v in per.items()}
+            per.setdefault(key, []).append((record.get("finished") or "", record["wall_s"] / cost))
+    per_model = {k: max(v)[1] for k, v in per.items()}  # "finished" is "YYYY-MM-DD HH:MM UTC": newest last
     if per_model:
         n = sum(len(v) for v in per.values())
         return Rates(statistics.median(per_model.values()), per_model,
-                     f"{n} runs of {len(per_model)} of the planned models trained on this CPU model ({cpu}); the "
-                     "median of their rates for the others")
+                     f"the newest of {n} runs of {len(per_model)} of the planned models trained on this CPU model "
+                     f"({cpu}); the median of those rates for the others")
     if measure is None:
         raise ValueError("no run trained on this CPU model and nothing to measure with")
     return Rates(measure(), {}, f"timed training steps of the baseline on this machine ({cpu}; no evaluation, "
