@@ -290,7 +290,7 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("eval preprocessing", f"resize to {plan.resolution}/{plan.eval_crop_fraction:.3f}, centre crop "
                                f"{plan.resolution}, mean {tuple(round(m, 3) for m in plan.mean)}"),
         ("data path", "in-memory, whole batches cropped and flipped as tensors" if plan.data_path == "batched"
-         else "per sample" + (" (batched path off: batched_data false)" if not c.batched_data else "")),
+         else "per sample" + (" (asked for: --per-sample-data)" if not c.batched_data else "")),
         ("compile", ("torch.compile" if plan.compile else "eager") + ("" if c.compile is not None else
          f" (default: runs of {COMPILE_MIN_STEPS} steps or more compile)" if COMPILE_MIN_STEPS else
          " (default: compiling does not repay its time on CPU; --compile asks for it)")),
