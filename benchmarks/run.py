@@ -8,6 +8,8 @@ Sections (each prints a table and writes JSON under benchmarks/results/):
   accuracy  pretrained Lite0: top-1 agreement of every lossy path with eager fp32 on real photos
   accuracy_fmnist  the Fashion-MNIST fine-tuned Lite0: test top-1 under every path, change vs eager fp32
   train     B0 at 224 batch 16, and B0 at 32 px batch 128: effnet vs timm (fp32, and bf16 at the same settings)
+  train_speed  the experiments' models and B0: effnet train's step vs the step with ATen's convolutions only and timm;
+            then `effnet train` on Fashion-MNIST as a fraction of its bare step
 
 Every speed is a ratio against peers timed in the same run, interleaved (see effnet.bench): the machine is shared.
 """
@@ -317,7 +319,89 @@ def train(quick: bool) -> None:
         _save(tag, report.to_dict(), format_report(report))
 
 
-SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train}
+def _speed_models(quick: bool) -> list[tuple[str, str, int | None, int]]:
+    """(tag, model or spec file, resolution, batch) for the training-speed section: the experiments' baseline and
+    its 8x-MACs depth, width, resolution and compound models (compound-vs-single's candidates), then B0."""
+    import tempfile
+
+    from effnet.experiments import design
+    from effnet.spec import save_spec
+
+    folder = Path(tempfile.mkdtemp(prefix="effnet-speed-"))
+    base = design.baseline()
+    specs = [("baseline", base)]
+    if not quick:
+        for method in (*design.SINGLE_DIMENSIONS, design.PAPER_COMPOUND):
+            spec = design.candidate(base, method, 8.0).spec
+            specs.append((f"{method.name.split()[0]}_x8", spec))
+    models = []
+    for tag, spec in specs:
+        path = folder / f"{spec.name}.json"
+        save_spec(spec, path)
+        models.append((tag, str(path), spec.resolution, 32 if quick else 128))
+    return models + ([("b0_64_bs4", "efficientnet_b0", 64, 4)] if quick else
+                     [("b0_32_bs128", "efficientnet_b0", 32, 128), ("b0_224_bs16", "efficientnet_b0", None, 16)])
+
+
+def train_speed(quick: bool) -> None:
+    """docs/RESULTS.md "Training speed": effnet train's step (`default`, and `default-compile` on one thread)
+    against the same step with ATen's convolutions only (`effnet-aten`, the step before effnet's own kernels) and
+    timm channels_last, on 1 and 2 threads; then the whole `effnet train` loop on Fashion-MNIST against its bare
+    step (`train_loop`)."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (1,) if quick else (1, 2):
+            torch.set_num_threads(threads)
+            for tag, model, res, batch in _speed_models(quick):
+                # compiling B0 takes minutes: a smoke run compiles only the small baseline
+                compiles = threads == 1 and not (quick and model == "efficientnet_b0")
+                paths = ("default", "default-compile") if compiles else ("default",)
+                peers = ("effnet-aten",) + (("timm-channels_last",) if model == "efficientnet_b0" else ())
+                report = run_bench(model, batches=(batch,), mode="train", paths=paths, peers=peers, resolution=res,
+                                   repeats=2 if quick else 3, warmup=2, log=log)
+                _save(f"train_speed_{tag}_{threads}t", report.to_dict(), format_report(report))
+        torch.set_num_threads(1)
+        train_loop(quick)
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_loop(quick: bool) -> None:
+    """`effnet train` on Fashion-MNIST with the experiments' recipe (one thread, batched in-memory data) against the
+    bare step on random tensors of the same model and batch, timed in the same process right after."""
+    import tempfile
+
+    from effnet.experiments import design
+    from effnet.spec import save_spec
+    from effnet.train import TrainConfig, train
+
+    folder = Path(tempfile.mkdtemp(prefix="effnet-loop-"))
+    spec_path = folder / "baseline.json"
+    save_spec(design.baseline(), spec_path)
+    settings = design.recipe(quick)
+    steps = 30 if quick else 300
+    settings.update(steps=steps, threads=1, workers=0, test=False, progress=False)
+    if quick:
+        settings.update(train_subset=4096)
+    log(f"train_loop: effnet train, {steps} steps of {settings['batch_size']} on Fashion-MNIST")
+    result = train(TrainConfig(model=str(spec_path), data="fashion-mnist", **settings))
+    rows = [r for r in result.history if r.get("img_per_s")]
+    loop_ips = rows[-1]["img_per_s"] if rows else result.images_per_s
+    bare = run_bench(str(spec_path), batches=(settings["batch_size"],), mode="train", paths=("default",), peers=(),
+                     repeats=3, warmup=2, log=log)
+    bare_ips = bare.results[0].images_per_s
+    text = format_table(["what", "img/s", "fraction of the bare step"],
+                        [("effnet train (whole loop: data, step, EMA, schedule)", loop_ips, loop_ips / bare_ips),
+                         ("bare step on random tensors (bench 'default')", bare_ips, 1.0)],
+                        title=f"{design.baseline().name} at {design.baseline().resolution}px, batch "
+                              f"{settings['batch_size']}, 1 thread: the training loop against its ceiling")
+    _save("train_loop", {"kind": "loop", "model": design.baseline().name, "loop_images_per_s": loop_ips,
+                         "bare_images_per_s": bare_ips, "fraction": loop_ips / bare_ips, "steps": steps,
+                         "load_average": os.getloadavg()[0], "machine": bare.machine.__dict__}, text)
+
+
+SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train,
+            "train_speed": train_speed}
 
 
 def markdown(folder: Path = RESULTS) -> str:

@@ -118,7 +118,7 @@ def test_a_missing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
 
 def test_a_failing_build_leaves_no_library_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(native, "FLAGS", ("-this-flag-does-not-exist",))
+    monkeypatch.setenv(native.MARCH_ENV, "no-such-cpu")
     native.load.cache_clear()
     try:
         assert native.load(depthwise.KERNEL) is None

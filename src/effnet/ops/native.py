@@ -1,7 +1,8 @@
 """effnet's C kernels: compiled once per machine from the source shipped in this package, then loaded with ctypes.
 
 A kernel is a plain C file with no Python or torch headers, so building it takes a fraction of a second with the
-system's C compiler (`$CC`, else `cc`).  It is built with `-march=native` for the CPU it runs on and kept in effnet's
+system's C compiler (`$CC`, else `cc`).  It is built with `-march=native` for the CPU it runs on (`$EFFNET_MARCH`
+names another, e.g. `haswell` to measure the AVX2 code on an AVX-512 CPU) and kept in effnet's
 cache folder under a name that hashes the source, the compiler and the CPU's feature flags: a different CPU (or a
 changed kernel) builds its own copy, and a build is written under a temporary name and renamed into place, so two
 processes building at once each load a whole library.  Without a working compiler the caller falls back to ATen's
@@ -23,7 +24,8 @@ from pathlib import Path
 from effnet.files import cache_dir
 
 SOURCE_DIR = Path(__file__).parent
-FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c99")
+MARCH_ENV = "EFFNET_MARCH"  # e.g. "haswell": build for another ISA than this CPU's (to measure AVX2 on an AVX-512 CPU)
+FLAGS = ("-O3", "-shared", "-fPIC", "-std=c99")
 _problems: dict[str, str] = {}
 
 
@@ -46,8 +48,12 @@ def _cpu_flags() -> str:
 def _library_path(name: str, compiler: str) -> Path:
     source = (SOURCE_DIR / f"{name}.c").read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode() + " ".join(FLAGS).encode()).hexdigest()
+    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode() + " ".join(_flags()).encode()).hexdigest()
     return cache_dir() / "kernels" / f"{name}-{key[:16]}.so"
+
+
+def _flags() -> tuple[str, ...]:
+    return (f"-march={os.environ.get(MARCH_ENV) or 'native'}", *FLAGS)
 
 
 def _build(name: str, compiler: str, target: Path) -> None:
@@ -55,7 +61,7 @@ def _build(name: str, compiler: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, "-o", tmp, str(SOURCE_DIR / f"{name}.c")], capture_output=True,
+        done = subprocess.run([compiler, *_flags(), "-o", tmp, str(SOURCE_DIR / f"{name}.c")], capture_output=True,
                               text=True, timeout=300)
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
