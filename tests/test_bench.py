@@ -22,7 +22,8 @@ def spec_path(tmp_path):
 
 
 def _bench(capsys, *args, auto=False):
-    extra = [] if auto else ["--no-auto"]
+    """`effnet bench` quickly; infer mode skips the engine=auto lines unless `auto` (train mode has none)."""
+    extra = [] if auto or "train" in args else ["--no-auto"]
     code = main(["bench", *args, "--repeats", "2", "--iters", "1", "--warmup", "1", "--quiet", *extra])
     out = capsys.readouterr()
     return code, out.out, out.err
