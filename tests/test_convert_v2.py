@@ -9,6 +9,7 @@ differ by far more than the tolerance."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_torchvision_efficientnet_v2_matches(tmp_path, name):
     with torch.no_grad():
         assert torch.equal(_fused_part(model, x), source.features[:4](x))
     _check(source, model)
-    assert model.state_dict()["stages.1.0.conv_exp.conv.weight"].shape == (96, 24, 3, 3)  # 24 x 4, kxk, strided
+    width = model.spec.stages[0].out_channels
+    assert model.state_dict()["stages.1.0.conv_exp.conv.weight"].shape == (4 * width, width, 3, 3)  # kxk expansion
     pre = file_preprocessing(tmp_path / "converted.safetensors")
     assert pre["mean"] == pytest.approx((0.485, 0.456, 0.406))
 
@@ -203,3 +205,23 @@ def test_keras_efficientnet_v2_weights_h5_matches(tmp_path, builder, name):
         got = model(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
     assert (expected[0] - expected[1]).abs().max() > 0.01 * expected.abs().max()
+
+
+def test_set_padding_remakes_every_kxk_conv_of_a_v2_model_depthwise_ones_included():
+    """TF weights (timm-tf, Keras) loaded into S, whose spec pads symmetrically, switch the model to SAME padding:
+    the fused kxk convs and the MBConv depthwise convs alike, so it equals a model built with padding="same"."""
+    from effnet.layers import Conv2dSame
+    from effnet.weights import set_padding
+
+    spec = replace(effnet.get_spec("efficientnetv2_b0"), padding="symmetric")
+    model = effnet.create_model(spec).eval()
+    reference = effnet.create_model(replace(spec, padding="same")).eval()
+    reference.load_state_dict(model.state_dict())
+    set_padding(model, "same")
+    kxk = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert len(kxk) == 1 + 5 + 16 and all(isinstance(m, Conv2dSame) for m in kxk)  # stem, fused, depthwise
+    assert [type(m) for m in kxk] == [type(m) for m in reference.modules()
+                                      if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    x = torch.randn(1, 3, 67, 81)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from effnet.layers import Conv2dSame, make_conv
+from effnet.layers import make_conv
 from effnet.network import ConvNet
 from effnet.preprocessing import ModelConfig, check_interpolation
 from effnet.spec import PADDINGS, NetSpec
@@ -198,12 +198,16 @@ def set_padding(model: ConvNet, padding: str) -> None:
         return
     for parent in list(model.modules()):
         for child_name, conv in list(parent.named_children()):
-            if type(conv) not in (nn.Conv2d, Conv2dSame) or conv.kernel_size == (1, 1):
+            # Every kxk conv of a ConvNet comes from make_conv, whatever its class (plain, SAME, depthwise): remake it
+            # with the other padding, keeping its weights and its training path.
+            if not isinstance(conv, nn.Conv2d) or conv.kernel_size == (1, 1):
                 continue
             new = make_conv(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.groups,
                             bias=conv.bias is not None, padding=padding)
             new.to(device=conv.weight.device, dtype=conv.weight.dtype)
             new.load_state_dict(conv.state_dict())
+            if hasattr(conv, "training_path") and hasattr(new, "training_path"):
+                new.training_path = conv.training_path
             setattr(parent, child_name, new)
     model.spec = replace(model.spec, padding=padding)
 
