@@ -152,8 +152,8 @@ _WORDS = 23
 the flip."""
 
 
-
-def _same_stream() -> bool:
+@functools.cache
+def _stream_matches() -> bool:
     """Whether numpy's legacy-seeded MT19937 gives the 32-bit draws torch's CPU generator makes for the same seed
     (torch seeds its Mersenne Twister with the seed's low 32 bits; a float32 uniform is a draw's low 24 bits)."""
     seed = mix_seed(0x57EA)
@@ -201,16 +201,10 @@ def draw_crop_flips(seeds: Sequence[int], height: int, width: int, scale: tuple[
             top, left = int(words[k, 2 * a + 2] % (height - hh + 1)), int(words[k, 2 * a + 3] % (width - ww + 1))
             flip_word = 2 * a + 4
         else:
-            box = _central(height, width)
-            top, left, hh, ww = box
+            top, left, hh, ww = _central(height, width)
             flip_word = 20
         out.append(CropFlip(top, left, hh, ww, bool(hflip and x[k, flip_word] < 0.5)))
     return out
-
-
-@functools.cache
-def _stream_matches() -> bool:
-    return _same_stream()
 
 
 def _central(height: int, width: int) -> tuple[int, int, int, int]:
@@ -316,10 +310,5 @@ class BatchedEvalLoader:
             yield images, self.data.targets[index], []
 
 
-def sample_seeds(seed: int, epoch: int, indices: Sequence[int]) -> list[int]:
-    """Each sample's augmentation seed, as `ResumableSampler` gives it."""
-    return [mix_seed(seed, epoch, i) for i in indices]
-
-
 __all__ = ["BatchTrainTransform", "BatchedEvalLoader", "BatchedTrainLoader", "CropFlip", "TensorImages",
-           "batch_eval_transform", "batched_source", "in_memory", "draw_crop_flip", "draw_crop_flips", "sample_seeds"]
+           "batch_eval_transform", "batched_source", "in_memory", "draw_crop_flip", "draw_crop_flips"]
