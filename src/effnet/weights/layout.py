@@ -47,8 +47,8 @@ def block_layouts(spec: NetSpec) -> list[BlockLayout]:
     for i, stage in enumerate(model.stages):
         kind = spec.stages[i].kind
         if kind not in _PARTS:
-            raise WeightsError(f"stages[{i}].kind: got {kind!r}; the converters handle EfficientNet V1/V2 "
-                               f"({' and '.join(_PARTS)}) networks only")
+            raise WeightsError(f"{spec.name}: stages[{i}].kind: got {kind!r}; the converters handle EfficientNet "
+                               f"V1/V2 ({' and '.join(_PARTS)}) networks only: pass an EfficientNet as --model")
         for j, block in enumerate(stage):
             parts = tuple(p for p in _PARTS[kind] if not isinstance(getattr(block, p, nn.Identity()), nn.Identity))
             layouts.append(BlockLayout(i, j, parts, kind))
