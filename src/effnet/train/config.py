@@ -14,6 +14,7 @@ from effnet.data.transforms import AUGMENTATIONS
 from effnet.errors import EffnetError
 from effnet.spec import NetSpec
 from effnet.train.optim import OPTIMIZERS
+from effnet.train.progressive import V2_S, Stage, describe_plan
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
@@ -77,6 +78,11 @@ class TrainConfig:
     randaugment_m: int = 9
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
+    progressive: int | None = None  # EfficientNetV2's progressive learning in this many stages (train.progressive)
+    progressive_size: int | None = None  # the first stage's image size (None: the final size x 128/300)
+    progressive_dropout: tuple[float, float] = V2_S.dropout  # (first stage, last stage), Table 6's V2-S
+    progressive_randaugment: tuple[int, int] = V2_S.randaugment
+    progressive_mixup: tuple[float, float] = V2_S.mixup  # mixup's Beta(alpha, alpha); 0: no mixup
     eval_crop_fraction: float | None = None
     channels_last: bool = True
     fused_bn_silu: bool = True  # BN+SiLU keeps only BN's input for backward (effnet.optimize.fuse_bn_silu_for_training)
@@ -109,17 +115,23 @@ class TrainConfig:
         if isinstance(self.model, NetSpec):
             data["model"] = self.model.to_dict()
         data["crop_scale"] = list(self.crop_scale)
+        for name in PROGRESSIVE_PAIRS:
+            data[name] = list(getattr(self, name))
         return data
 
 
 # Settings that must match between a checkpoint and the run resuming it (others, e.g. workers, may change).
 RESUME_KEYS = ("model", "data", "resolution", "batch_size", "seed", "train_subset", "holdout", "lr", "lr_base",
                "optimizer", "augment", "pretrained", "freeze_backbone", "epochs", "steps", "warmup_epochs",
-               "fused_bn_silu")
+               "fused_bn_silu", "progressive", "progressive_size", "progressive_dropout", "progressive_randaugment",
+               "progressive_mixup")
 
 
 RANDAUGMENT_MAX_M = 30
 """RandAugment's magnitudes run from 0 to 30 (31 bins, as in its paper and torchvision)."""
+
+PROGRESSIVE_PAIRS = ("progressive_dropout", "progressive_randaugment", "progressive_mixup")
+"""The (first stage, last stage) settings of progressive learning."""
 
 
 SWITCHES = ("ema_warmup", "hflip", "channels_last", "fused_bn_silu", "own_kernels", "batched_data", "freeze_backbone",
@@ -190,6 +202,7 @@ def check_config(c: TrainConfig) -> None:
     if not (pair and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c.crop_scale)
             and 0 < c.crop_scale[0] <= c.crop_scale[1] <= 1):
         _fail("crop_scale", c.crop_scale, "(min, max) area fractions with 0 < min <= max <= 1")
+    _check_progressive(c)
     if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral):
         _fail("seed", c.seed, "an integer")
     for name in SWITCHES:
@@ -223,6 +236,30 @@ def check_config(c: TrainConfig) -> None:
         _fail("backbone_lr_scale", c.backbone_lr_scale, "1.0 with freeze_backbone (a frozen backbone has no lr)")
 
 
+def _check_progressive(c: TrainConfig) -> None:
+    """Progressive learning's settings (the first size against the final one is checked with the plan)."""
+    if c.progressive is not None:
+        _positive("progressive", c.progressive, integer=True)
+        if c.dropout is not None:
+            _fail("dropout", c.dropout, "none with progressive (the stages' dropout runs from progressive_dropout's "
+                  "first value to its last)")
+    if c.progressive_size is not None:
+        check_resolution(c.progressive_size, "progressive_size")
+    for name in PROGRESSIVE_PAIRS:
+        pair = getattr(c, name)
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            _fail(name, pair, "(first stage, last stage)")
+    for value in c.progressive_dropout:
+        _fraction("progressive_dropout", value)
+    for value in c.progressive_mixup:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (ok and 0 <= value <= 1):
+            _fail("progressive_mixup", value, "a mixup alpha in [0, 1] (0: no mixup)")
+    for value in c.progressive_randaugment:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= RANDAUGMENT_MAX_M:
+            _fail("progressive_randaugment", value, f"an integer magnitude in [0, {RANDAUGMENT_MAX_M}]")
+
+
 @dataclass(frozen=True)
 class Plan:
     """Quantities derived from a config and the data: what the run will actually do."""
@@ -248,6 +285,7 @@ class Plan:
     std: tuple[float, float, float]
     data_path: str = "per-sample"  # or "batched": which path makes the batches (effnet.data.batches)
     compile: bool = False  # whether the training step is compiled (effnet.train.compiled.compile_mode)
+    stages: tuple[Stage, ...] = ()  # the stage plan (effnet.train.progressive); one stage without progressive
 
 
 def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str, str]]:
@@ -261,7 +299,7 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
     else:
         opt = f"SGD, Nesterov momentum {c.momentum}"
     pre = c.pretrained if isinstance(c.pretrained, str) else ("bundled" if c.pretrained else "no (from scratch)")
-    return [
+    lines = [
         ("model", f"{model_name}, {plan.num_classes} classes, {plan.resolution} px"),
         ("pretrained", str(pre)),
         ("data", f"{c.data}: {plan.train_images} train / {plan.val_images} val images"
@@ -280,7 +318,8 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("EMA", f"decay {c.ema_decay}" + (", warm-up min(d, (1+n)/(10+n))" if c.ema_warmup else "")
          if c.ema_decay > 0 else "off"),
         ("label smoothing", f"{c.label_smoothing:g}"),
-        ("dropout", f"{plan.dropout:g}" + (" (variant)" if c.dropout is None else "")),
+        ("dropout", f"{plan.dropout:g}" + (" (last stage's; see progressive)" if c.progressive is not None
+                                            else " (variant)" if c.dropout is None else "")),
         ("BatchNorm momentum", f"{plan.bn_momentum:g}" + (" (model)" if c.bn_momentum is None else "")),
         ("drop-path", f"{plan.drop_path:g}" + (" (variant)" if c.drop_path is None else "")),
         ("augmentation", {"autoaugment": "AutoAugment (ImageNet policy)",
@@ -301,6 +340,19 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
                          "faster), 1x1 as matrix products" if c.own_kernels else "stock (ATen/oneDNN)"),
         ("seed", str(c.seed)),
     ]
+    if c.progressive is not None:
+        at = next(i for i, (k, _) in enumerate(lines) if k == "augmentation") + 1
+        lines[at:at] = _progressive_lines(c, plan)
+    return lines
+
+
+def _progressive_lines(c: TrainConfig, plan: Plan) -> list[tuple[str, str]]:
+    """The stage plan's lines of the recipe."""
+    unused = "" if c.augment == "randaugment" else f"; RandAugment's magnitude unused with --augment {c.augment}"
+    head = (f"{c.progressive} stage(s), size and regularisation linear from the first stage to the last "
+            f"(EfficientNetV2 progressive learning); validation at {plan.resolution} px{unused}")
+    return [("progressive", head)] + [(f"  stage {s.index + 1}", text)
+                                      for s, text in zip(plan.stages, describe_plan(plan.stages, plan.total_steps))]
 
 
 def field_names() -> list[str]:

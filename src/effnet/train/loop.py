@@ -35,6 +35,7 @@ from effnet.train.evaluate import EvalMetrics, _unreadable_error, eval_loader
 from effnet.train.model import build_model, train_mode
 from effnet.train.optim import make_optimizer, param_groups
 from effnet.train.plan import make_plan, open_data
+from effnet.train.progressive import Stage, stage_at, stage_end
 from effnet.train.resume import check_recorded_settings, find_resume
 from effnet.train.run_log import RunLog, summary_writer
 from effnet.train.schedule import make_schedule
@@ -146,7 +147,8 @@ class Trainer:
                                             else None) if self.dist.distributed else self.model)
         self.step_fn = CompiledStep(self.ddp, enabled=self.plan.compile)
         self.compile_s: float | None = None
-        self.train_loader, self.sampler = self._train_loader()
+        self.stage: Stage | None = None  # the stage the training loader and dropout are set for (_enter_stage)
+        self._enter_stage(stage_at(self.plan.stages, self.step))
         self.val_loader = self._eval_loader(self.val_src)
         self.run_log.open_events(self.step)
 
@@ -179,13 +181,44 @@ class Trainer:
                            crop_fraction=p.eval_crop_fraction, rank=self.dist.rank, world_size=self.dist.world_size,
                            batched=self.c.batched_data)
 
-    def _train_loader(self) -> tuple[Any, ResumableSampler]:
-        """The training batches (whichever path `effnet.data.batches` takes) and their resumable sampler."""
+    def _train_loader(self, stage: Stage) -> tuple[Any, ResumableSampler]:
+        """The training batches of `stage` (its image size and RandAugment magnitude; whichever path
+        `effnet.data.batches` takes) and their resumable sampler."""
         c = self.c
-        return train_batches(self.train_src, self._model_config(), batch_size=self.plan.per_rank_batch, seed=c.seed,
-                             rank=self.dist.rank, world_size=self.dist.world_size, workers=c.workers,
-                             augment=c.augment, randaugment_n=c.randaugment_n, randaugment_m=c.randaugment_m,
+        return train_batches(self.train_src, replace(self._model_config(), resolution=stage.size),
+                             batch_size=self.plan.per_rank_batch, seed=c.seed, rank=self.dist.rank,
+                             world_size=self.dist.world_size, workers=c.workers, augment=c.augment,
+                             randaugment_n=c.randaugment_n, randaugment_m=stage.randaugment_m,
                              crop_scale=tuple(c.crop_scale), hflip=c.hflip, batched=c.batched_data)
+
+    def _enter_stage(self, stage: Stage) -> None:
+        """Train as `stage` says from now on: its image size and RandAugment magnitude (a new training loader), its
+        classifier dropout (mixup is applied per step, in `_step`).  Weights, optimizer and EMA carry over."""
+        if stage == self.stage:
+            return
+        if self.stage is not None:
+            self.run_log.say(f"stage {stage.index + 1}/{len(self.plan.stages)} from step {self.step}: {stage.size} "
+                             f"px, dropout {stage.dropout:g}, RandAugment m={stage.randaugment_m}, mixup "
+                             f"{stage.mixup:g}")
+        self.train_loader, self.sampler = self._train_loader(stage)
+        if self.c.progressive is not None and isinstance(getattr(self.model, "dropout", None), nn.Dropout):
+            self.model.dropout.p = stage.dropout
+        self.stage = stage
+
+    def _batches(self, epoch: int, end: int):
+        """This epoch's batches from the current step until step `end`, each from the loader of the stage that
+        trains it (a stage boundary inside the epoch switches loaders at the same position in the epoch's order)."""
+        p = self.plan
+        while self.step < end:
+            self._enter_stage(stage_at(p.stages, self.step))
+            last = min(end, stage_end(p.stages, self.stage, p.total_steps))
+            self.sampler.set_position(epoch, (self.step - epoch * p.steps_per_epoch) * p.per_rank_batch)
+            for batch in self.train_loader:
+                yield batch
+                if self.step >= last:
+                    break
+            else:
+                return  # the epoch's batches ran out
 
     # -- checkpoint state --------------------------------------------------------------------------------------
 
@@ -280,11 +313,10 @@ class Trainer:
         c, p = self.c, self.plan
         epoch, offset = divmod(self.step, p.steps_per_epoch)
         end = min((epoch + 1) * p.steps_per_epoch, p.total_steps)
-        self.sampler.set_position(epoch, offset * p.per_rank_batch)
         train_mode(self.model, self.c.freeze_backbone)
         bar = self.run_log.progress(p, epoch, offset, end - epoch * p.steps_per_epoch)
         t0, images, window = time.perf_counter(), 0, torch.zeros(3, dtype=torch.float64)
-        for images_b, labels, skipped in self.train_loader:
+        for images_b, labels, skipped in self._batches(epoch, end):
             stats = self._step(images_b, labels, skipped)
             images += int(stats[2].item())
             window += stats[:3]
@@ -323,7 +355,11 @@ class Trainer:
                 raise DataError(f"every image of a batch was unreadable (first: {skipped[0].path}); fix the data")
             return torch.zeros(4, dtype=torch.float64)
         step_seed = mix_seed(c.seed, self.step, self.dist.rank, 0xD120)  # dropout and drop-path masks
+        mixed = self.stage.mixup > 0
+        if mixed:  # soft targets for the loss; accuracy stays on the true labels
+            images, targets = self._mixup(images, labels)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True) if mixed else labels
         if c.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         lr = self.schedule(self.step)
@@ -337,7 +373,7 @@ class Trainer:
             else:
                 seed_cpu(step_seed)
 
-        logits, loss = self.step_fn(images, lambda out: self.criterion(out, labels), before)
+        logits, loss = self.step_fn(images, lambda out: self.criterion(out, targets), before)
         if self.step_fn.compile_s is not None and self.compile_s is None:
             self._compiled_in(self.step_fn.compile_s)
         stats = torch.tensor([loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels), 0],
@@ -350,6 +386,15 @@ class Trainer:
             self.ema.update(self.model)
         self.epoch_sums[:3] += stats[:3]
         return stats
+
+    def _mixup(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torchvision's MixUp with the stage's alpha on the batch, its draw seeded from (seed, step, rank) so
+        that a resumed run mixes as the uninterrupted one did; labels become mixed one-hot targets."""
+        from torchvision.transforms import v2
+
+        with torch.random.fork_rng(devices=[]):
+            seed_cpu(mix_seed(self.c.seed, self.step, self.dist.rank, 0x313C))
+            return v2.MixUp(alpha=self.stage.mixup, num_classes=self.plan.num_classes)(images, labels)
 
     def _end_epoch(self, epoch: int, images: int, seconds: float) -> None:
         raw, ema = validate(self.model, self.ema.module if self.ema else None, self.val_loader, device=self.device,

@@ -18,6 +18,7 @@ from effnet.train.config import (
     check_config,
     check_resolution,
 )
+from effnet.train.progressive import Stage, default_start_size, stage_plan
 from effnet.train.schedule import make_schedule, scaled_lr
 from effnet.weights import preprocessing_config
 
@@ -83,15 +84,33 @@ def make_plan(c: TrainConfig, spec: NetSpec, train_src: ImageSource, val_src: Im
     if isinstance(c.pretrained, str):  # a weights file records the normalisation its weights were trained with
         model_cfg = preprocessing_config(c.pretrained, model_cfg) or model_cfg
     crop = c.eval_crop_fraction or (1.0 if is_fashion_mnist(c.data) else model_cfg.crop_fraction)
+    dropout = c.dropout if c.dropout is not None else spec.dropout
+    stages = progressive_stages(c, total, resolution, dropout)
     return Plan(
         num_classes=len(train_src.classes), train_images=len(train_src), val_images=len(val_src),
         test_images=len(test_src) if test_src is not None else 0, holdout=holdout_size(c),
         world_size=world_size, per_rank_batch=per_rank, steps_per_epoch=steps_per_epoch, total_steps=total,
         base_lr=base_lr, warmup_steps=warmup, decay_steps=sched.decay_steps, resolution=resolution,
-        dropout=c.dropout if c.dropout is not None else spec.dropout,
+        dropout=stages[-1].dropout,
         drop_path=c.drop_path if c.drop_path is not None else spec.drop_path_rate,
         bn_momentum=c.bn_momentum if c.bn_momentum is not None else spec.bn_momentum,
         eval_crop_fraction=crop, mean=model_cfg.mean, std=model_cfg.std,
         data_path=data_path(train_src, augment=c.augment, batched=c.batched_data),
-        compile=compile_mode(c, total, None),
+        compile=compile_mode(c, total, None), stages=stages,
     )
+
+
+def progressive_stages(c: TrainConfig, total_steps: int, resolution: int, dropout: float) -> tuple[Stage, ...]:
+    """The run's stage plan (`effnet.train.progressive`), its first size checked against the final one."""
+    if c.progressive is not None:
+        if c.progressive > total_steps:
+            raise ConfigError(f"progressive: got {c.progressive} stages, expected at most the run's {total_steps} "
+                              "steps (each stage trains at least one step)")
+        start = c.progressive_size if c.progressive_size is not None else default_start_size(resolution)
+        if start > resolution:
+            raise ConfigError(f"progressive_size: got {start} px, expected at most the final size {resolution} px "
+                              "(the run's resolution, where it is validated); lower it or raise the resolution")
+    return stage_plan(stages=c.progressive, total_steps=total_steps, final_size=resolution, dropout=dropout,
+                      randaugment_m=c.randaugment_m, start_size=c.progressive_size,
+                      dropout_ends=c.progressive_dropout, randaugment_ends=c.progressive_randaugment,
+                      mixup_ends=c.progressive_mixup)

@@ -55,6 +55,8 @@ class RunLog:
                                             settings=folder.settings_of(self.c.to_dict(), RESUME_KEYS),
                                             seed=self.c.seed, total_steps=plan.total_steps, previous=previous)
             self.record["steps_done"] = step
+            if self.c.progressive is not None:  # the stage plan (effnet.train.progressive), as the loop follows it
+                self.record["progressive"] = [stage.to_dict() for stage in plan.stages]
             folder.write_record(d, self.record)
 
     def open_events(self, step: int) -> None:
