@@ -19,7 +19,7 @@ Name = Callable[[str], str]
 
 _ONLY_WITH = (  # (fields, the field and value they need, what they are for)
     (("eps", "rmsprop_decay"), ("optimizer", "rmsproptf"), "the optimizer"),
-    (("randaugment_n", "randaugment_m"), ("augment", "randaugment"), "the augmentation"),
+    (("randaugment_n", "randaugment_m", "progressive_randaugment"), ("augment", "randaugment"), "the augmentation"),
 )
 
 

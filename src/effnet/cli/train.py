@@ -11,7 +11,9 @@ from effnet.cli._args import (
     check_output_file,
     data_source,
     device,
+    flags_apply_only,
     fraction,
+    it_or_them,
     non_negative_int,
     pixels,
     positive_int,
@@ -104,6 +106,22 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     g.add_argument("--eval-crop-fraction", type=float, default=None,
                    help="eval centre-crop fraction (default: the model's; 1.0 for fashion-mnist)")
+    g = p.add_argument_group("progressive learning (EfficientNetV2; defaults: the paper's Table 6 for V2-S)")
+    g.add_argument("--progressive", type=int, default=None, metavar="M",
+                   help="train in M stages, each at a larger image size and a stronger regularisation than the last, "
+                        "from the first stage's settings to the last one's (linearly); validation at --resolution")
+    g.add_argument("--progressive-size", type=int, default=None, metavar="S0",
+                   help="the first stage's image size; the last stage's is --resolution (default: --resolution x "
+                        "128/300, rounded, at least 8)")
+    g.add_argument("--progressive-dropout", type=float, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="classifier dropout of the first and last stage (default {:g} {:g})".format(
+                       *_D["progressive_dropout"]))
+    g.add_argument("--progressive-randaugment", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="RandAugment magnitude of the first and last stage, with --augment randaugment (default "
+                        "{} {})".format(*_D["progressive_randaugment"]))
+    g.add_argument("--progressive-mixup", type=float, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="mixup alpha of the first and last stage, in [0, 1]; 0: no mixup (default {:g} {:g})".format(
+                       *_D["progressive_mixup"]))
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--pretrained", nargs="?", const=True, default=False, metavar="FILE",
                    help="start from the bundled weights of the model (Lite0-2) or from FILE; new classifier")
@@ -162,6 +180,10 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
     given.update({f: getattr(config, f) for f, switch in _SWITCHED.items() if getattr(args, switch)})
     check_settings(given, {f.name: getattr(config, f.name) for f in fields(config)}, _flag,
                    holdout=holdout_size(config), data_is_a_folder=not is_fashion_mnist(config.data))
+    ends = [_flag(f) for f in _PROGRESSIVE_FLAGS if getattr(args, f) is not None]
+    if ends and args.progressive is None:
+        raise EffnetError(f"{flags_apply_only(ends)} to progressive learning; add --progressive M or drop "
+                          f"{it_or_them(ends)}")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
     if args.no_fused_bn_silu:
@@ -183,8 +205,11 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
 
 
 _OPTIONAL = ("lr", "lr_base", "eps", "rmsprop_decay", "randaugment_n", "randaugment_m", "bn_momentum", "test_subset",
-             "holdout")
+             "holdout", "progressive_randaugment")
 """Train's flags that default to None: given when they are not None."""
+
+_PROGRESSIVE_FLAGS = ("progressive_size", "progressive_dropout", "progressive_randaugment", "progressive_mixup")
+"""The flags that set progressive learning's ends (None: not given)."""
 
 _SWITCHED = {"ema_warmup": "no_ema_warmup", "test": "no_test", "strict": "strict", "freeze_backbone": "freeze_backbone"}
 """TrainConfig field → the switch that sets it."""
@@ -204,7 +229,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         label_smoothing=args.label_smoothing, dropout=args.dropout, drop_path=args.drop_path,
         bn_momentum=args.bn_momentum, augment=args.augment,
         randaugment_n=_given(args, "randaugment_n"), randaugment_m=_given(args, "randaugment_m"),
-        crop_scale=tuple(args.crop_scale),
+        crop_scale=tuple(args.crop_scale), progressive=args.progressive, progressive_size=args.progressive_size,
+        **{f: tuple(getattr(args, f)) for f in _PROGRESSIVE_FLAGS[1:] if getattr(args, f) is not None},
         hflip=not args.no_flip, eval_crop_fraction=args.eval_crop_fraction, channels_last=not args.no_channels_last,
         fused_bn_silu=not args.no_fused_bn_silu, own_kernels=not args.no_own_kernels,
         compile=args.compile, batched_data=not args.per_sample_data,

@@ -241,8 +241,8 @@ def _check_progressive(c: TrainConfig) -> None:
     if c.progressive is not None:
         _positive("progressive", c.progressive, integer=True)
         if c.dropout is not None:
-            _fail("dropout", c.dropout, "none with progressive (the stages' dropout runs from progressive_dropout's "
-                  "first value to its last)")
+            _fail("dropout", c.dropout, "none with progressive, whose stages set the dropout (progressive_dropout: "
+                  "the first stage's and the last one's)")
     if c.progressive_size is not None:
         check_resolution(c.progressive_size, "progressive_size")
     for name in PROGRESSIVE_PAIRS:
