@@ -174,3 +174,22 @@ def test_a_folder_that_cannot_be_held_keeps_the_per_sample_path(tmp_path, monkey
     source = ImageFolderSource(root / "train")
     assert data_path(source, augment="none") == "per-sample"
     assert B.batched_source(source) is None
+
+
+def test_a_run_trains_the_same_weights_on_either_path(fmnist, tmp_path):
+    from effnet.train import TrainConfig, train
+    from effnet.train import checkpoint as ckpt
+
+    spec = U.write_spec(tmp_path / "tiny.json", num_classes=10)
+    runs = {}
+    for name, batched in (("batched", True), ("per-sample", False)):
+        config = TrainConfig(**U.base_config("fashion-mnist", spec, tmp_path / name, resolution=16, train_subset=64,
+                                             val_subset=32, test_subset=32, augment="none", crop_scale=(0.3, 1.0),
+                                             steps=8, seed=9, drop_path=0.2, batched_data=batched))
+        runs[name] = train(config)
+        assert f"data path            {'in-memory' if batched else 'per sample'}" in (
+            tmp_path / name / "recipe.txt").read_text()
+    a, b = ckpt.load_checkpoint(tmp_path / "batched"), ckpt.load_checkpoint(tmp_path / "per-sample")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert runs["batched"].history[-1]["val_top1"] == runs["per-sample"].history[-1]["val_top1"]
+    assert runs["batched"].test_top1 == runs["per-sample"].test_top1
