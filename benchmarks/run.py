@@ -433,6 +433,20 @@ def markdown(folder: Path = RESULTS) -> str:
             out.append(f"**{path.stem}** ({data['model']} at {data['resolution']}px, batch {data['batch']}; "
                        "time per batch by op class)\n\n" + markdown_table(OPS_HEADERS, rows) + "\n\n"
                        + _roofline_note(data))
+        elif data.get("kind") == "loop":
+            out.append(f"**{path.stem}** ({data['model']}, {data['steps']} steps of `effnet train` on Fashion-MNIST, "
+                       f"1 thread; load average {data['load_average']:.1f})\n\n" + markdown_table(
+                           ["what", "img/s", "fraction of the bare step"],
+                           [["effnet train (the whole loop)", data["loop_images_per_s"], data["fraction"]],
+                            ["bare step on random tensors", data["bare_images_per_s"], 1.0]]))
+        elif data.get("kind") == "same_results":
+            rows = [[metric, f"{m['recorded']['mean']:.2f} ± {m['recorded']['half_width']:.2f}",
+                     f"{m['new']['mean']:.2f} ± {m['new']['half_width']:.2f}",
+                     f"{m['paired_difference']['mean']:+.2f} ± {m['paired_difference']['half_width']:.2f}",
+                     "yes" if m["within_noise"] else "**no**"] for metric, m in data["metrics"].items()]
+            out.append(f"**{path.stem}** (the experiments' baseline, one epoch, seeds {data['seeds']}: recorded runs "
+                       f"vs the default path now; `{data['command']}`)\n\n" + markdown_table(
+                           ["metric", "recorded %", "now %", "paired difference pp", "within the noise"], rows))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]
