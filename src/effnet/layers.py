@@ -111,15 +111,15 @@ def _trains_on_cpu(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> 
             and x.dtype == torch.float32)
 
 
-class _CpuTrainingPath:
-    """Mixin for an nn.Conv2d that trains faster on a CPU another way (same parameters, same state-dict keys, the
-    same function): only in training mode with autograd on a float32 CPU tensor, and not when `training_path` is
-    "aten"; otherwise it is the stock convolution, so inference, export, Grad-CAM and GPUs (cuDNN) see nn.Conv2d."""
+class CpuTrainingPath:
+    """Mixin for a module that trains faster on a CPU another way (same parameters, same state-dict keys, the same
+    function): only in training mode with autograd on a float32 CPU tensor, and not when `training_path` is
+    "aten"; otherwise it is the stock module, so inference, export, Grad-CAM and GPUs (cuDNN) see nn.Conv2d."""
 
     training_path: str = "auto"  # "auto" (effnet's kernels where measured faster), "effnet" (always) or "aten" (off)
 
 
-class DepthwiseConv2d(_CpuTrainingPath, nn.Conv2d):
+class DepthwiseConv2d(CpuTrainingPath, nn.Conv2d):
     """A depthwise convolution (groups = channels) that trains on a CPU through `effnet.ops.depthwise_conv2d`:
     ATen's forward, and a weight gradient many times faster than oneDNN's for 5x5 kernels and tiny maps."""
 
@@ -134,7 +134,7 @@ class DepthwiseConv2dSame(DepthwiseConv2d, Conv2dSame):
     """A depthwise convolution with TensorFlow SAME padding, trained on a CPU through effnet's operator."""
 
 
-class PointwiseConv2d(_CpuTrainingPath, nn.Conv2d):
+class PointwiseConv2d(CpuTrainingPath, nn.Conv2d):
     """A 1x1 convolution that trains on a CPU, channels-last, as the matrix product it is: (N·H·W, C_in) @ W^T.
     MKL's GEMM and its backward beat oneDNN's 1x1 convolution backward on the small maps of mobile ConvNets
     (1.1–4x for fwd+bwd on 18 px and below; 4x for a 1x1 map); the output keeps the channels-last layout."""
@@ -148,13 +148,13 @@ class PointwiseConv2d(_CpuTrainingPath, nn.Conv2d):
 
 
 def set_training_path(model: nn.Module, path: str) -> int:
-    """Set how `model`'s convolutions train on a CPU: "auto" (effnet's paths: 1x1 convolutions as matrix products,
+    """Set how `model`'s layers train on a CPU: "auto" (effnet's paths: 1x1 convolutions as matrix products,
     depthwise ones through effnet's operator with its own weight gradient where the measured rule says it is
-    faster), "effnet" (the operator's own weight gradient always) or "aten" (stock convolutions throughout).
-    Returns how many convolutions were set."""
+    faster, fused BN+SiLU's backward by effnet's kernel), "effnet" (the depthwise operator's own weight gradient
+    always) or "aten" (ATen's kernels throughout).  Returns how many modules were set."""
     if path not in ops.PATHS:
         raise ValueError(f"training path: got {path!r}, expected one of {', '.join(ops.PATHS)}")
-    convs = [m for m in model.modules() if isinstance(m, _CpuTrainingPath)]
+    convs = [m for m in model.modules() if isinstance(m, CpuTrainingPath)]
     for conv in convs:
         conv.training_path = path
     return len(convs)

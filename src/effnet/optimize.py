@@ -13,7 +13,9 @@ import copy
 import torch
 from torch import nn
 
+from effnet import ops
 from effnet.errors import EffnetError
+from effnet.ops import aten_batch_norm_silu_backward
 
 
 class OptimizeError(EffnetError, ValueError):
@@ -136,26 +138,24 @@ class _BatchNormSiLU(torch.autograd.Function):
     SiLU would save) is recomputed in backward.  One activation-sized tensor fewer per conv-BN-SiLU."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float, own: bool = True):
         y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True,
                                                            momentum, eps)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
-        ctx.eps = eps
+        ctx.eps, ctx.own = eps, own
         return torch.nn.functional.silu(y, inplace=True)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight, bias, mean, invstd = ctx.saved_tensors
-        shape = (1, -1, 1, 1)
-        scale = invstd * weight
-        # y = (x − μ)·γ/σ + β recomputed in one pass (addcmul keeps x's memory format), then ATen's fused SiLU
-        # backward: one extra pass over x against the stock BN → SiLU pair, one saved activation fewer.
-        y = torch.addcmul((bias - mean * scale).view(shape).to(x.dtype), x, scale.view(shape).to(x.dtype))
-        dy = torch.ops.aten.silu_backward(grad.to(x.dtype), y)
-        del y
-        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(dy, x, weight, None, None, mean, invstd, True,
-                                                               ctx.eps, [True, True, True])
-        return gx, gw, gb, None, None, None, None
+        # The normalised tensor is recomputed from x: one pass more than the stock BN → SiLU pair, one saved
+        # activation fewer.  effnet's operator does it all in two passes on CPU (channels-last float32); ATen's
+        # three kernels otherwise, and always under create_graph=True, where they are differentiable.
+        if ctx.own and not torch.is_grad_enabled():
+            gx, gw, gb = ops.batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, ctx.eps)
+        else:
+            gx, gw, gb = aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, ctx.eps)
+        return gx, gw, gb, None, None, None, None, None
 
 
 def _conv_bn_silu_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,8 @@ def _conv_bn_silu_forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.Sequential.forward(self, x)
     bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    return _BatchNormSiLU.apply(self.conv(x), bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps)
+    return _BatchNormSiLU.apply(self.conv(x), bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
+                                self.training_path != "aten")
 
 
 def fuse_bn_silu_for_training(model: nn.Module) -> int:
@@ -184,10 +185,10 @@ def fuse_bn_silu_for_training(model: nn.Module) -> int:
 
 
 def _fused_class():
-    from effnet.layers import ConvNormAct
+    from effnet.layers import ConvNormAct, CpuTrainingPath
 
-    return type("FusedConvNormAct", (ConvNormAct,), {"forward": _conv_bn_silu_forward,
-                                                     "__module__": __name__})
+    return type("FusedConvNormAct", (CpuTrainingPath, ConvNormAct), {"forward": _conv_bn_silu_forward,
+                                                                      "__module__": __name__})
 
 
 _FusedConvNormAct = _fused_class()

@@ -19,9 +19,7 @@ relative and is closer than ATen to a float64 reference on every shape measured.
 from __future__ import annotations
 
 import ctypes
-import math
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import torch
@@ -56,11 +54,6 @@ def kernel_available() -> bool:
     return _library() is not None
 
 
-@cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effnet-dw")
-
-
 def _own_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
                      padding: Sequence[int]) -> torch.Tensor:
     """effnet's C kernel on channels-last copies of `x` and `grad` (no copy when they already are); the channels
@@ -72,17 +65,9 @@ def _own_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int],
     ho, wo = gn.shape[1:3]
     k = kernel[0]
     out = torch.empty(c, 1, k, k, dtype=torch.float32)
-    blocks = math.ceil(c / 16)
-    threads = max(1, min(torch.get_num_threads(), blocks))
-    edges = [min(c, 16 * (blocks * t // threads)) for t in range(threads + 1)]
-
-    def part(t: int) -> int:
-        return lib.depthwise_weight_grad_nhwc(xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, ho, wo, k,
-                                              stride[0], padding[0], padding[1], edges[t], edges[t + 1])
-
-    codes = [part(0)] if threads == 1 else list(_pool(threads).map(part, range(threads)))
-    if any(codes):
-        raise RuntimeError(f"effnet's depthwise weight-gradient kernel failed (kernel {k}, {c} channels)")
+    native.over_channels(c, lambda c0, c1: lib.depthwise_weight_grad_nhwc(
+        xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, ho, wo, k, stride[0], padding[0], padding[1], c0, c1),
+        "depthwise weight-gradient")
     return out
 
 

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
+
+import torch
 
 from effnet.files import cache_dir
 
@@ -89,9 +94,28 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
 
 
+@cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effnet-kernel")
+
+
+def over_channels(channels: int, call: Callable[[int, int], int], what: str) -> None:
+    """Run `call(c_begin, c_end)` (a kernel entry that returns 0 on success) over the channel range split between
+    torch's threads in multiples of 16 channels; ctypes releases the GIL, so the threads run in parallel.  A
+    kernel's sums per channel never depend on the split, so neither does its result."""
+    blocks = math.ceil(channels / 16)
+    threads = max(1, min(torch.get_num_threads(), blocks))
+    edges = [min(channels, 16 * (blocks * t // threads)) for t in range(threads + 1)]
+    parts = range(threads)
+    codes = [call(edges[0], edges[1])] if threads == 1 else list(
+        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), parts))
+    if any(codes):
+        raise RuntimeError(f"effnet's {what} kernel failed ({channels} channels)")
+
+
 def build_problem(name: str) -> str | None:
     """Why `load(name)` returned None, or None if it did not (or was not called)."""
     return _problems.get(name)
 
 
-__all__ = ["build_problem", "load"]
+__all__ = ["build_problem", "load", "over_channels"]
