@@ -25,6 +25,8 @@ TRAINED = {
            "phi = 0, 1, 2",
     "training-length": "compound vs single and the alpha, beta, gamma grid trained to convergence (T = 1, 4, 16, "
                        "32 epochs)",
+    "progressive": "EfficientNetV2 Sec. 4.2: progressive learning (image size and dropout growing over 4 stages) vs "
+                   "fixed-size training of the same model with the same steps",
 }
 
 

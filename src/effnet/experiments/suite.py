@@ -35,6 +35,7 @@ MODULES = {
     "strategies": "effnet.experiments.strategies",
     "nas": "effnet.experiments.nas",
     "training-length": "effnet.experiments.training_length",
+    "progressive": "effnet.experiments.progressive",
 }
 DEFAULT_SEEDS = 3
 
