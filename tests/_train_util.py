@@ -76,3 +76,15 @@ def env() -> dict:
 def run(cfg: dict, delay: float = 0.0, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(runner_cmd(cfg, delay), env=env(), capture_output=True, text=True, timeout=timeout,
                           cwd=REPO)
+
+
+def fashion_mnist_or_skip(split: str = "test"):
+    """Fashion-MNIST's `split` as a source, or the calling test skipped where dataset-fashion-mnist is missing."""
+    import pytest
+
+    from effnet.data import DataError, FashionMNISTSource
+
+    try:
+        return FashionMNISTSource(split)
+    except DataError:
+        pytest.skip("dataset-fashion-mnist is not installed")

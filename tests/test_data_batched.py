@@ -8,8 +8,6 @@ import torchvision.transforms.v2 as v2
 from PIL import Image
 
 from effnet.data import (
-    DataError,
-    FashionMNISTSource,
     ImageFolderSource,
     TransformedSource,
     eval_transform,
@@ -24,10 +22,7 @@ from tests import _train_util as U
 
 @pytest.fixture(scope="module")
 def fmnist():
-    try:
-        return FashionMNISTSource("train")
-    except DataError:
-        pytest.skip("dataset-fashion-mnist is not installed")
+    return U.fashion_mnist_or_skip("train")
 
 
 def _config(resolution=18, interpolation="bilinear", crop_fraction=1.0):

@@ -7,7 +7,6 @@ import shutil
 import pytest
 import torch
 
-from effnet.data import DataError, FashionMNISTSource
 from effnet.train import ConfigError, TrainConfig, train
 from effnet.train import checkpoint as ckpt
 from effnet.train import compiled as C
@@ -16,10 +15,7 @@ from tests import _train_util as U
 
 @pytest.fixture(scope="module")
 def fmnist():
-    try:
-        FashionMNISTSource("test")
-    except DataError:
-        pytest.skip("dataset-fashion-mnist is not installed")
+    return U.fashion_mnist_or_skip()
 
 
 def _config(tmp_path, out, **kw):

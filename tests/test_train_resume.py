@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 
-from effnet.data import DataError, FashionMNISTSource
 from effnet.train import checkpoint as ckpt
 from tests import _train_util as U
 
@@ -45,10 +44,7 @@ def _final(out):
 @pytest.mark.parametrize("data", ["folder", "fashion-mnist"])
 def test_kill_9_at_a_random_step_then_resume_equals_uninterrupted_run(folder, tmp_path, data):
     if data == "fashion-mnist":
-        try:
-            FashionMNISTSource("test")
-        except DataError:
-            pytest.skip("dataset-fashion-mnist is not installed")
+        U.fashion_mnist_or_skip()
     full = _config(folder, tmp_path, tmp_path / "full", data)
     done = U.run(full)
     assert done.returncode == 0, done.stderr[-3000:]
