@@ -88,3 +88,27 @@ def fashion_mnist_or_skip(split: str = "test"):
         return FashionMNISTSource(split)
     except DataError:
         pytest.skip("dataset-fashion-mnist is not installed")
+
+
+def kill_9_after_checkpoint(cfg: dict, out: Path, at_least: int, delay: float = 0.05, timeout: float = 180) -> int:
+    """Start a run of `cfg` (each step slowed by `delay` s), kill -9 it once its folder `out` holds a step checkpoint
+    of step `at_least` or later, and return the newest checkpoint's step."""
+    import signal
+    import time
+
+    from effnet.train import checkpoint as ckpt
+
+    proc = subprocess.Popen(runner_cmd(cfg, delay=delay), env=env(), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        steps = ckpt.step_checkpoints(out)
+        if steps and steps[-1][0] >= at_least:
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return ckpt.step_checkpoints(out)[-1][0]

@@ -2,9 +2,6 @@
 paths, mixup seeded per step, and kill -9 then --resume across a stage boundary equal to the uninterrupted run."""
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -157,20 +154,8 @@ def test_kill_9_then_resume_across_a_stage_boundary_equals_the_uninterrupted_run
 
     out = tmp_path / "killed"
     cfg = _resume_config(tmp_path, out, data, folder)
-    proc = subprocess.Popen(U.runner_cmd(cfg, delay=0.1), env=U.env(), cwd=U.REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill in the first stage's last steps: the resumed run crosses both boundaries
-        steps = ckpt.step_checkpoints(out)
-        if steps and steps[-1][0] >= 6:
-            break
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = ckpt.step_checkpoints(out)[-1][0]
+    # killed in the first stage's last steps (or just after): the resumed run crosses a stage boundary
+    killed_at = U.kill_9_after_checkpoint(cfg, out, 6, delay=0.1)
     assert 6 <= killed_at < 16, killed_at  # at least the boundary at step 16 lies ahead of the resumed run
 
     resumed = U.run({**cfg, "resume": True})

@@ -4,9 +4,6 @@ checkpoint file is never left truncated."""
 import os
 import random
 import re
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
@@ -54,20 +51,7 @@ def test_kill_9_at_a_random_step_then_resume_equals_uninterrupted_run(folder, tm
     out = tmp_path / "killed"
     cfg = _config(folder, tmp_path, out, data)
     kill_after = random.Random(KILL_SEED).randint(3, STEPS - 4)
-    proc = subprocess.Popen(U.runner_cmd(cfg, delay=0.05), env=U.env(), cwd=U.REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        steps = ckpt.step_checkpoints(out)
-        if steps and steps[-1][0] >= kill_after:
-            break
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = ckpt.step_checkpoints(out)[-1][0]
+    killed_at = U.kill_9_after_checkpoint(cfg, out, kill_after)
     assert killed_at < STEPS
 
     resumed = U.run({**cfg, "resume": True})
