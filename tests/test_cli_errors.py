@@ -232,6 +232,9 @@ CASES: list[tuple[str, str]] = [
     ("train fashion-mnist --model {tiny_spec} --progressive 4 --dropout 0.2", "--dropout: got 0.2"),
     ("train fashion-mnist --model {tiny_spec} --progressive 4 --progressive-randaugment 3 9",
      "--progressive-randaugment applies only to --augment randaugment"),
+    ("train fashion-mnist --model {tiny_spec} --progressive 4 --progressive-dropout 0.1 1", "--progressive-dropout"),
+    ("train fashion-mnist --model {tiny_spec} --progressive 4 --augment randaugment --progressive-randaugment 5 31",
+     "--progressive-randaugment: got 31"),
     # eval
     ("eval missing.pt fashion-mnist", "missing.pt"),
     ("eval {text} fashion-mnist", "notes.txt"),
