@@ -18,13 +18,13 @@ from effnet.train.progressive import V2_S, Stage, describe_plan
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
-COMPILE_MIN_STEPS: int | None = 3100
+COMPILE_MIN_STEPS: int | None = 4000
 """Runs of at least this many steps compile by default (`compile=None`): the steps whose saving repays a compile
 with an empty inductor cache.  Measured on the experiments' baseline (18 px, batch 128, one CPU thread, torch 2.14,
-2 shared cores under load 7-9, medians of six interleaved windows of 8 steps): with effnet's own CPU convolutions
-the compiled step took 302 ms against 406 ms eager (104 ms saved) and compiling took 323 s with an empty cache
-(40 s with a warm one): 323 / 0.104 = 3100 steps.  With stock convolutions the compiled step saved nothing
-(487 vs 491 ms)."""
+effnet's CPU convolutions and BN+SiLU backward, 2 shared cores under load 7-10, medians of six interleaved windows
+of 8 steps): the compiled step saved 42 and 58 ms (239 vs 281 ms, 272 vs 330 ms eager) in two runs; compiling took
+201 s with an empty cache and 24 s with a warm one: 201 / 0.050 = 4000 steps.  With stock convolutions the
+compiled step saved nothing (487 vs 491 ms)."""
 
 FASHION_MNIST_HOLDOUT = 5_000
 """Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
