@@ -8,8 +8,8 @@ Sections (each prints a table and writes JSON under benchmarks/results/):
   accuracy  pretrained Lite0: top-1 agreement of every lossy path with eager fp32 on real photos
   accuracy_fmnist  the Fashion-MNIST fine-tuned Lite0: test top-1 under every path, change vs eager fp32
   train     B0 at 224 batch 16, and B0 at 32 px batch 128: effnet vs timm (fp32, and bf16 at the same settings)
-  train_speed  the experiments' models and B0: effnet train's step vs the step with ATen's convolutions only and timm;
-            then `effnet train` on Fashion-MNIST as a fraction of its bare step
+  train_speed  the experiments' models and B0: effnet train's step vs the step with ATen's convolutions only and timm
+            (`benchmarks/train_loop.py`: `effnet train` on Fashion-MNIST as a fraction of its bare step)
 
 Every speed is a ratio against peers timed in the same run, interleaved (see effnet.bench): the machine is shared.
 """
@@ -347,8 +347,8 @@ def train_speed(quick: bool) -> None:
     """docs/RESULTS.md "Training speed": effnet train's step (`default`, and `default-compile` on one thread for
     the baseline and B0 at 32 px)
     against the same step with ATen's convolutions only (`effnet-aten`, the step before effnet's own kernels) and
-    timm channels_last, on 1 and 2 threads; then the whole `effnet train` loop on Fashion-MNIST against its bare
-    step (`train_loop`)."""
+    timm channels_last, on 1 and 2 threads.  The whole `effnet train` loop against its bare step is
+    `benchmarks/train_loop.py`."""
     before = torch.get_num_threads()
     try:
         for threads in (1,) if quick else (1, 2):
@@ -362,44 +362,8 @@ def train_speed(quick: bool) -> None:
                 report = run_bench(model, batches=(batch,), mode="train", paths=paths, peers=peers, resolution=res,
                                    repeats=2 if quick else 3, warmup=2, log=log)
                 _save(f"train_speed_{tag}_{threads}t", report.to_dict(), format_report(report))
-        torch.set_num_threads(1)
-        train_loop(quick)
     finally:
         torch.set_num_threads(before)
-
-
-def train_loop(quick: bool) -> None:
-    """`effnet train` on Fashion-MNIST with the experiments' recipe (one thread, batched in-memory data) against the
-    bare step on random tensors of the same model and batch, timed in the same process right after."""
-    import tempfile
-
-    from effnet.experiments import design
-    from effnet.spec import save_spec
-    from effnet.train import TrainConfig, train
-
-    folder = Path(tempfile.mkdtemp(prefix="effnet-loop-"))
-    spec_path = folder / "baseline.json"
-    save_spec(design.baseline(), spec_path)
-    settings = design.recipe(quick)
-    steps = 30 if quick else 300
-    settings.update(steps=steps, threads=1, workers=0, test=False, progress=False)
-    if quick:
-        settings.update(train_subset=4096)
-    log(f"train_loop: effnet train, {steps} steps of {settings['batch_size']} on Fashion-MNIST")
-    result = train(TrainConfig(model=str(spec_path), data="fashion-mnist", **settings))
-    rows = [r for r in result.history if r.get("img_per_s")]
-    loop_ips = rows[-1]["img_per_s"] if rows else result.images_per_s
-    bare = run_bench(str(spec_path), batches=(settings["batch_size"],), mode="train", paths=("default",), peers=(),
-                     repeats=3, warmup=2, log=log)
-    bare_ips = bare.results[0].images_per_s
-    text = format_table(["what", "img/s", "fraction of the bare step"],
-                        [("effnet train (whole loop: data, step, EMA, schedule)", loop_ips, loop_ips / bare_ips),
-                         ("bare step on random tensors (bench 'default')", bare_ips, 1.0)],
-                        title=f"{design.baseline().name} at {design.baseline().resolution}px, batch "
-                              f"{settings['batch_size']}, 1 thread: the training loop against its ceiling")
-    _save("train_loop", {"kind": "loop", "model": design.baseline().name, "loop_images_per_s": loop_ips,
-                         "bare_images_per_s": bare_ips, "fraction": loop_ips / bare_ips, "steps": steps,
-                         "load_average": os.getloadavg()[0], "machine": bare.machine.__dict__}, text)
 
 
 SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train,
@@ -435,12 +399,15 @@ def markdown(folder: Path = RESULTS) -> str:
             out.append(f"**{path.stem}** ({data['model']} at {data['resolution']}px, batch {data['batch']}; "
                        "time per batch by op class)\n\n" + markdown_table(OPS_HEADERS, rows) + "\n\n"
                        + _roofline_note(data))
-        elif data.get("kind") == "loop":
-            out.append(f"**{path.stem}** ({data['model']}, {data['steps']} steps of `effnet train` on Fashion-MNIST, "
-                       f"1 thread; load average {data['load_average']:.1f})\n\n" + markdown_table(
+        elif "ratio_training" in data:  # benchmarks/train_loop.py
+            out.append(f"**{path.stem}** (`benchmarks/train_loop.py`: `effnet train` on Fashion-MNIST, {data['steps']} "
+                       f"steps of {data['batch']}, {data['threads']} thread, data path {data['data_path']}; "
+                       f"{data['date']}, load average {data['load_avg_before'][0]:.1f})\n\n" + markdown_table(
                            ["what", "img/s", "fraction of the bare step"],
-                           [["effnet train (the whole loop)", data["loop_images_per_s"], data["fraction"]],
-                            ["bare step on random tensors", data["bare_images_per_s"], 1.0]]))
+                           [["bare step on random tensors", data["bare_img_s"], 1.0],
+                            ["effnet train, training epochs", data["train_img_s"], data["ratio_training"]],
+                            ["effnet train, whole run with validation", data["run_img_s_with_validation"],
+                             data["ratio_with_validation"]]]))
         elif data.get("kind") == "same_results":
             rows = [[metric, f"{m['recorded']['mean']:.2f} ± {m['recorded']['half_width']:.2f}",
                      f"{m['new']['mean']:.2f} ± {m['new']['half_width']:.2f}",
