@@ -10,7 +10,7 @@ from effnet.ops import batchnorm_silu, native
 from effnet.optimize import fuse_bn_silu_for_training
 from tests.conftest import tiny_spec
 
-pytestmark = pytest.mark.skipif(batchnorm_silu._library() is None,
+pytestmark = pytest.mark.skipif(batchnorm_silu._kernel() is None,
                                 reason="no C compiler: effnet's kernel cannot be built")
 
 

@@ -108,11 +108,13 @@ def test_a_missing_compiler_is_reported_not_raised(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setattr(native, "_compiler", lambda: None)
     native.load.cache_clear()
+    native.entry.cache_clear()
     try:
         assert native.load(depthwise.KERNEL) is None
         assert "no C compiler" in native.build_problem(depthwise.KERNEL)
     finally:
         native.load.cache_clear()
+        native.entry.cache_clear()
         native._problems.clear()
 
 
@@ -120,12 +122,14 @@ def test_a_failing_build_leaves_no_library_behind(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv(native.MARCH_ENV, "no-such-cpu")
     native.load.cache_clear()
+    native.entry.cache_clear()
     try:
         assert native.load(depthwise.KERNEL) is None
         assert "failed" in native.build_problem(depthwise.KERNEL)
         assert not list((tmp_path / "effnet" / "kernels").iterdir())
     finally:
         native.load.cache_clear()
+        native.entry.cache_clear()
         native._problems.clear()
 
 

@@ -9,9 +9,6 @@ channels-last float32 CPU tensors where it could be built; everything else takes
 
 from __future__ import annotations
 
-import ctypes
-from functools import cache
-
 import torch
 
 from effnet.ops import native
@@ -20,14 +17,8 @@ KERNEL = "batchnorm_silu_backward"
 _aten = torch.ops.aten
 
 
-@cache
-def _library() -> ctypes.CDLL | None:
-    lib = native.load(KERNEL)
-    if lib is not None:
-        f = lib.batchnorm_silu_backward_nhwc
-        f.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_long] * 4
-        f.restype = ctypes.c_int
-    return lib
+def _kernel():
+    return native.entry(KERNEL, "batchnorm_silu_backward_nhwc", 9, 4)
 
 
 def aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps):
@@ -45,7 +36,7 @@ def _uses_own_kernel(grad, x, weight, bias) -> bool:
     tensors = (grad, x, weight, bias)
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and x.dim() == 4
             and x.is_contiguous(memory_format=torch.channels_last)
-            and grad.is_contiguous(memory_format=torch.channels_last) and _library() is not None)
+            and grad.is_contiguous(memory_format=torch.channels_last) and _kernel() is not None)
 
 
 @torch.library.custom_op("effnet::batch_norm_silu_backward", mutates_args=())
@@ -57,12 +48,12 @@ def batch_norm_silu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
     if not _uses_own_kernel(grad, x, weight, bias):
         return tuple(t.contiguous() if t.dim() == 1 else t
                      for t in aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps))
-    lib = _library()
+    kernel_fn = _kernel()
     n, c, h, w = x.shape
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     gw, gb = torch.empty(c), torch.empty(c)
     weight, bias, mean, invstd = (t.detach().contiguous() for t in (weight, bias, mean, invstd))
-    native.over_channels(c, lambda c0, c1: lib.batchnorm_silu_backward_nhwc(
+    native.over_channels(c, lambda c0, c1: kernel_fn(
         grad.data_ptr(), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
         gx.data_ptr(), gw.data_ptr(), gb.data_ptr(), n * h * w, c, c0, c1), "BN+SiLU backward")
     return gx, gw, gb

@@ -18,9 +18,7 @@ relative and is closer than ATen to a float64 reference on every shape measured.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Sequence
-from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -39,33 +37,27 @@ def own_weight_grad_wins(kernel: int, out_h: int, out_w: int) -> bool:
     return kernel >= 5 or out_h * out_w <= 4
 
 
-@cache
-def _library() -> ctypes.CDLL | None:
-    lib = native.load(KERNEL)
-    if lib is not None:
-        f = lib.depthwise_weight_grad_nhwc
-        f.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 12
-        f.restype = ctypes.c_int
-    return lib
+def _kernel():
+    return native.entry(KERNEL, "depthwise_weight_grad_nhwc", 3, 12)
 
 
 def kernel_available() -> bool:
     """Whether effnet's C kernel could be built and loaded here (`effnet.ops.native.build_problem` says why not)."""
-    return _library() is not None
+    return _kernel() is not None
 
 
 def _own_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
                      padding: Sequence[int]) -> torch.Tensor:
     """effnet's C kernel on channels-last copies of `x` and `grad` (no copy when they already are); the channels
     are split over torch's thread count in multiples of 16, each thread calling the kernel with the GIL released."""
-    lib = _library()
+    kernel_fn = _kernel()
     xn = x.detach().permute(0, 2, 3, 1).contiguous()
     gn = grad.detach().permute(0, 2, 3, 1).contiguous()
     n, h, w, c = xn.shape
     ho, wo = gn.shape[1:3]
     k = kernel[0]
     out = torch.empty(c, 1, k, k, dtype=torch.float32)
-    native.over_channels(c, lambda c0, c1: lib.depthwise_weight_grad_nhwc(
+    native.over_channels(c, lambda c0, c1: kernel_fn(
         xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, ho, wo, k, stride[0], padding[0], padding[1], c0, c1),
         "depthwise weight-gradient")
     return out

@@ -95,6 +95,19 @@ def load(name: str) -> ctypes.CDLL | None:
 
 
 @cache
+def entry(name: str, function: str, pointers: int, longs: int) -> Callable[..., int] | None:
+    """`function` of the kernel library `name`, declared as the C signature every effnet kernel has (`pointers`
+    pointers, then `longs` longs; it returns an int, 0 for success), or None where the library cannot be built."""
+    lib = load(name)
+    if lib is None:
+        return None
+    f = getattr(lib, function)
+    f.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_long] * longs
+    f.restype = ctypes.c_int
+    return f
+
+
+@cache
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effnet-kernel")
 
@@ -118,4 +131,4 @@ def build_problem(name: str) -> str | None:
     return _problems.get(name)
 
 
-__all__ = ["build_problem", "load", "over_channels"]
+__all__ = ["build_problem", "entry", "load", "over_channels"]
