@@ -311,8 +311,8 @@ def test_two_workers_one_killed_every_point_trained_once(tmp_path):
     assert len(report["rows"]) == 8 and report["command"].startswith(f"effnet scale {spec_path} --phi 1 --alpha ")
 
 
-def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeypatch):
-    """The report of a finished study (trained here with the stand-in), through the real CLI."""
+def _finished_study(tmp_path):
+    """A study of the tiny grid finished with the stand-in trainer; returns its search command line and spec."""
     spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
     save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
     argv = _search_argv(spec_path, storage)
@@ -322,6 +322,12 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
     config = _config(build_parser().parse_args(argv))
     study = open_coefficient_study(str(storage), "t", config)
     run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    return argv, spec_path
+
+
+def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeypatch):
+    """The report of a finished study (trained here with the stand-in), through the real CLI."""
+    argv, spec_path = _finished_study(tmp_path)
     plot = tmp_path / "grid.png"
     assert main([*argv, "--report-only", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
@@ -332,15 +338,7 @@ def test_cli_report_prints_table_best_plot_and_command(tmp_path, capsys, monkeyp
 
 def test_cli_json_report_draws_the_plot_it_is_given(tmp_path, capsys):
     """--format json with --plot: the JSON names the plot, and the plot is drawn (it was silently left out)."""
-    spec_path, storage = tmp_path / "tiny.json", tmp_path / "study.journal"
-    save_spec(tiny_spec(resolution=16, name="tiny16"), spec_path)
-    argv = _search_argv(spec_path, storage)
-    from effnet.cli import build_parser
-    from effnet.cli.search import _config
-
-    config = _config(build_parser().parse_args(argv))
-    study = open_coefficient_study(str(storage), "t", config)
-    run_worker(study, config.grid(), _fake, heartbeat_s=0.2, grace_s=5, poll_s=0.1, log=lambda m: None)
+    argv, _ = _finished_study(tmp_path)
     plot = tmp_path / "grid.png"
     assert main([*argv, "--report-only", "--format", "json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)

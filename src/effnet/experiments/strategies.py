@@ -128,9 +128,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     body, lines = _bello_section(results)
     md += body
     text += lines
-    md.append("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
-              "seeds; differences are paired by seed (same initial weights, data order and augmentation) and "
-              "\"larger than the noise\" when their 95% interval excludes zero.\n")
+    md.append(tables.PAIRED_NOTE)
     md += tables.discussion(results, "all the planned runs")
     return "\n".join(md).rstrip(), "\n".join(text)
 

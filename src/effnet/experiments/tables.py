@@ -43,6 +43,12 @@ def best_on_validation(rows: Sequence[dict[str, Any]], names: Sequence[str], **w
     return best, "" if same else f" (compared on the seed{'s' if len(shared) > 1 else ''} every method has: {listed})"
 
 
+PAIRED_NOTE = ("`*`: input above Fashion-MNIST's native 28 px (upsampled). Intervals: mean ± 95% t-interval over "
+               "seeds; differences are paired by seed (same initial weights, data order and augmentation) and "
+               "\"larger than the noise\" when their 95% interval excludes zero.\n")
+"""The closing note of a report whose tables pair runs by seed."""
+
+
 def discussion(results: dict[str, Any], waiting_for: str) -> list[str]:
     """A report's closing "Discussion" section: the paragraphs results.json holds under "discussion" (written by
     hand from the numbers, and kept when the results are written again), or a note saying it is `waiting_for`

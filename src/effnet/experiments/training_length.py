@@ -157,9 +157,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
         md, text = md + body, text + lines
     md += _grid_section(results)
     md += _where_section(results)
-    md.append("Intervals: mean ± 95% t-interval over seeds; differences are paired by seed (same initial weights, "
-              "data order and augmentation) and \"larger than the noise\" when their 95% interval excludes zero. "
-              "`*`: input above Fashion-MNIST's native 28 px (upsampled).\n")
+    md.append(tables.PAIRED_NOTE)
     md += tables.discussion(results, "all the planned runs")
     return "\n".join(md).rstrip(), "\n".join(text)
 
