@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import costs
+from effnet.experiments import costs, fused
 from effnet.experiments.latency_report import (
     EAGER,
     FULL_MODELS,
@@ -273,8 +273,8 @@ def costs_part(options: Options, results: dict[str, Any], log: Callable[[str], N
         write(options, results)
 
 
-def run(options: Options, parts: tuple[str, ...] = ("latency", "costs"), *, command: str, report_only: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(options: Options, parts: tuple[str, ...] = ("latency", "costs", "fused"), *, command: str,
+        report_only: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure what `parts` need and is not in `out/results.json` yet, then write report.md and the plots."""
     if report_only:
         results = read_results(options.out)
@@ -283,18 +283,28 @@ def run(options: Options, parts: tuple[str, ...] = ("latency", "costs"), *, comm
                                   "(without --report-only)")
     else:
         info = machine()
-        results = start(options, info, log)
-        results["machine"] = info
-        before = len(results["records"]) + len(results["training"])
-        results["passes"].append({"command": command, "started": _now(), "load_average_start": _load()})
-        write(options, results)
-        if "latency" in parts:
-            latency_part(options, results, log)
-        if "costs" in parts:
-            costs_part(options, results, log)
-        results["passes"][-1].update(finished=_now(), load_average_end=_load(),
-                                     measured=len(results["records"]) + len(results["training"]) - before)
-        write(options, results)
+        table4 = [p for p in parts if p != "fused"]
+        if table4:
+            kept = read_results(options.out).get("fused")  # its own sitting: kept when Table 4 starts anew
+            results = start(options, info, log)
+            if kept:
+                results["fused"] = kept
+            results["machine"] = info
+            before = len(results["records"]) + len(results["training"])
+            results["passes"].append({"command": command, "started": _now(), "load_average_start": _load()})
+            write(options, results)
+            if "latency" in parts:
+                latency_part(options, results, log)
+            if "costs" in parts:
+                costs_part(options, results, log)
+            results["passes"][-1].update(finished=_now(), load_average_end=_load(),
+                                         measured=len(results["records"]) + len(results["training"]) - before)
+            write(options, results)
+        else:
+            results = read_results(options.out) or _fresh(options, info, [])
+        if "fused" in parts:
+            fused.measure(results, info, quick=options.quick, command=command, write=partial(write, options, results),
+                          log=log)
     write_report(options.out, results)
     return results
 

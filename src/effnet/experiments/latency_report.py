@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import costs, tables
+from effnet.experiments import costs, fused, tables
 
 NAME = "latency"
 MODELS = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "resnet50", "resnet101",
@@ -122,6 +122,7 @@ def report(results: dict[str, Any], figures: dict[str, str | None] | None = None
         md += [f"![latency vs MACs]({figures['latency']})", ""]
     md += costs.section(results, figures.get("costs"))
     md += tables.discussion(results, "a full run on a quiet machine")
+    md += ["", *fused.section_lines(results)] if results.get("fused") else []
     if results.get("earlier"):
         md += ["", f"results.json also keeps {len(results['earlier'])} earlier table(s) measured on another CPU or "
                "with other settings (under \"earlier\"); they are not shown."]
