@@ -32,7 +32,7 @@ FUSED = (0, 3, 5, 7)
 QUICK_FUSED = (0, 3)
 PEERS, QUICK_PEERS = ("efficientnetv2_s", "efficientnet_b5"), ("efficientnetv2_b0",)
 """Compared with the base on the same measures (V2-S against B4 and B5)."""
-ROUNDS, QUICK_ROUNDS = 10, 2
+ROUNDS, QUICK_ROUNDS = 20, 2
 INFER_RUNS, TRAIN_STEPS = 3, 1
 """Timed forward passes and training steps of each model per round, after one untimed one before the first."""
 TRAIN_BATCH, QUICK_TRAIN_BATCH = 8, 2
