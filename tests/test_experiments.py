@@ -378,7 +378,7 @@ def test_the_progress_line_counts_the_runs_finished_before(tmp_path, monkeypatch
     trial.suggest_categorical(PARAM, [run.label for run in runs])
     study.tell(trial, 90.0)
 
-    def trained(run, runs_dir, *, threads=None):
+    def trained(run, runs_dir, *, threads=None, device="auto"):
         return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 60.0}
 
     monkeypatch.setattr(runner, "train_run", trained)
@@ -398,7 +398,7 @@ def test_the_eta_counts_only_the_runs_left_to_train(tmp_path, monkeypatch):
         (options.runs_dir / run.key).mkdir(parents=True)
         (options.runs_dir / run.key / runner.RECORD).write_text("{}")
 
-    def trained(run, runs_dir, *, threads=None):
+    def trained(run, runs_dir, *, threads=None, device="auto"):
         return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 60.0}
 
     monkeypatch.setattr(runner, "train_run", trained)
