@@ -68,7 +68,7 @@ def test_report_has_the_section_and_the_answer(quick):
     own = fused.ratios(section, "efficientnet_b0_fused3", "efficientnet_b0", fused.TRAIN_OWN)
     assert len(own) == section["settings"]["rounds"]
     line = next(s for s in report.splitlines() if s.startswith("- Fused-MBConv in stages 1–3 against"))
-    assert f"training images/s {statistics.median(own):.2f}x" in line and f"({fused.verdict(own)})" in line
+    assert f"training images/s {statistics.median(own):.2f}x" in line and f"({fused.verdict(own)}: faster in" in line
     assert "Loaded machine" in report or all(r["load_average"][0] <= 0.5 for r in section["records"])
 
 
@@ -107,8 +107,8 @@ def test_answer_names_each_model_with_its_ratios():
                         "f": {fused.TRAIN_OWN: [1.0, 1.0], fused.TRAIN_ATEN: [4.0, 6.0]}})
     lines = fused.answer_lines(section)
     line = next(s for s in lines if "stages 1–3" in s)
-    assert "2.00x (2.00–2.00) with effnet's kernels (faster)" in line
-    assert "0.62x (0.50–0.75) with ATen's (slower)" in line
+    assert "2.00x (2.00–2.00) with effnet's kernels (faster: faster in 2 of 2 rounds)" in line
+    assert "0.62x (0.50–0.75) with ATen's (slower: faster in 0 of 2 rounds)" in line
 
 
 def test_models_of_the_full_table():

@@ -289,6 +289,10 @@ def verdict(rs: list[float]) -> str:
     return "faster" if min(rs) > 1 else "slower" if max(rs) < 1 else "no clear difference"
 
 
+def _counted(rs: list[float]) -> str:
+    return f"{verdict(rs)}: faster in {sum(r > 1 for r in rs)} of {len(rs)} rounds" if rs else verdict(rs)
+
+
 def _base(section: dict[str, Any]) -> str | None:
     return next((n for n, m in section["models"].items() if m["fused"] == 0), None)
 
@@ -394,9 +398,9 @@ def answer_lines(section: dict[str, Any]) -> list[str]:
         own, aten = ratios(section, n, base, TRAIN_OWN), ratios(section, n, base, TRAIN_ATEN)
         eager, ort = ratios(section, n, base, EAGER), ratios(section, n, base, ORT)
         lines.append(f"- {what} against {base}: training images/s {_ratio_text(own)} with effnet's kernels "
-                     f"({verdict(own)}) and {_ratio_text(aten)} with ATen's ({verdict(aten)}); batch-1 inference "
-                     f"{_ratio_text(eager)} in eager ({verdict(eager)}) and {_ratio_text(ort)} in ONNX Runtime "
-                     f"({verdict(ort)}).")
+                     f"({_counted(own)}) and {_ratio_text(aten)} with ATen's ({_counted(aten)}); batch-1 inference "
+                     f"{_ratio_text(eager)} in eager ({_counted(eager)}) and {_ratio_text(ort)} in ONNX Runtime "
+                     f"({_counted(ort)}).")
     return lines
 
 
