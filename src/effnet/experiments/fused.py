@@ -348,7 +348,7 @@ def section_lines(results: dict[str, Any]) -> list[str]:
                          f"{m['params'] / 1e6:.1f}", f"{m['macs'] / 1e9:.2f}", f"{m['activations'] / 1e6:.1f}",
                          *((paper[3], paper[4], f"{paper[4] / PAPER[0][4]:.2f}x") if paper else ("-",) * 3)))
         md += ["### The four variants: the paper's figures and the counts here", "",
-               markdown_table(["fused stages", "paper: params (M)", "paper: GFLOPs (MACs)", "paper: top-1 (%)",
+               markdown_table(["fused stages", "paper: params (M)", "paper: GMACs (its \"FLOPs\")", "paper: top-1 (%)",
                                "params (M)", "GMACs", "activations (M)", "paper: TPU images/s/core",
                                "paper: V100 images/s", "paper: V100 / none"], rows), "",
                "The paper's columns are Table 3's as published (its FLOPs are multiply-adds); params, MACs and "
