@@ -114,11 +114,16 @@ def test_answer_names_each_model_with_its_ratios():
 def test_models_of_the_full_table():
     ms = fused.models(quick=False)
     assert [m.name for m in ms] == ["efficientnet_b4", "efficientnet_b4_fused3", "efficientnet_b4_fused5",
-                                    "efficientnet_b4_fused7", "efficientnetv2_s", "efficientnet_b5"]
-    assert [m.fused for m in ms] == [0, 3, 5, 7, None, None]
-    assert [m.spec.resolution for m in ms] == [380] * 4 + [384, 456]
-    assert [m.train_resolution for m in ms] == [192] * 4 + [152, 232]  # half the training size, to 8 px
+                                    "efficientnet_b4_fused7", "efficientnetv2_s", "efficientnet_b5",
+                                    "efficientnet_b4_fused3_k3"]
+    assert [m.fused for m in ms] == [0, 3, 5, 7, None, None, 3]
+    assert [m.spec.resolution for m in ms] == [380] * 4 + [384, 456, 380]
+    assert [m.train_resolution for m in ms] == [192] * 4 + [152, 232, 192]  # half the training size, to 8 px
     assert [sum(s.kind == "fused_mbconv" for s in m.spec.stages) for m in ms[:4]] == [0, 3, 5, 7]
+    k3, kept = ms[-1].spec.stages, ms[1].spec.stages
+    assert [s.kernel for s in k3] == [3, 3, 3] + [s.kernel for s in kept[3:]] and kept[2].kernel == 5
+    assert [(s.kind, s.out_channels, s.stride, s.repeats) for s in k3] == \
+        [(s.kind, s.out_channels, s.stride, s.repeats) for s in kept]
 
 
 def test_more_rounds_continue_and_other_settings_start_anew(monkeypatch):

@@ -38,7 +38,8 @@ def register(experiments: argparse._SubParsersAction) -> None:
     e.add_argument("--part", choices=(*PARTS, "all"), default="all",
                    help="latency: Table 4's measurements; costs: which cost predicts time, on these models and "
                         "those of compound-vs-single; fused: V2's Table 3 (B4 with 0, 3, 5, 7 fused stages, V2-S, "
-                        "B5; 20 interleaved rounds, tens of minutes on one core) (default all)")
+                        "B5, and stages 1-3 fused with 3x3 kernels; 26 interleaved rounds, tens of minutes on one "
+                        "core) (default all)")
     e.add_argument("--source", default=None,
                    help="output folder of `effnet experiments compound-vs-single`, whose models join the costs "
                         "part (default docs/experiments/compound-vs-single)")
