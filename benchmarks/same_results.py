@@ -3,7 +3,7 @@ accuracy as the path before it?  Retrains the experiments' baseline with the exa
 recorded in docs/experiments/compound-vs-single/results.json and compares, paired by seed:
 
     .venv/bin/python benchmarks/same_results.py                 # 3 seeds, one after the other (~10 min on 2 cores)
-    .venv/bin/python benchmarks/same_results.py --seeds 5 --runs-dir /tmp/same   # resumable folder for the runs
+    .venv/bin/python benchmarks/same_results.py --seeds 5 --runs-dir runs/same   # resumable folder for the runs
 
 Writes benchmarks/results/same_results.{json,txt}.  The new runs differ from the recorded ones only in float32
 rounding (the weight gradients are summed in another order), which changes every later step a little: what must
@@ -77,7 +77,8 @@ def main() -> int:
     (RESULTS / "same_results.json").write_text(json.dumps(
         {"kind": "same_results", "seeds": sorted(new), "metrics": summary, "machine": machine(),
          "load_average": os.getloadavg()[0], "wall_s": round(time.time() - start), "command":
-         "benchmarks/same_results.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")
+         f"benchmarks/same_results.py --seeds {args.seeds} --threads {args.threads}",  # the runs' folder is the
+         "date": time.strftime("%Y-%m-%d")}, indent=2) + "\n")  # machine's own, not part of the command
     (RESULTS / "same_results.txt").write_text(text + "\n")
     print(text)
     return 0
