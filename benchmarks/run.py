@@ -333,6 +333,9 @@ def _speed_models(quick: bool) -> list[tuple[str, str, int | None, int]]:
     if not quick:
         for method in (*design.SINGLE_DIMENSIONS, design.PAPER_COMPOUND):
             spec = design.candidate(base, method, 8.0).spec
+            if spec is None:  # no model of this method lands within 5% of 8x the MACs
+                log(f"train_speed: {method.name} cannot reach 8x the baseline's MACs; left out")
+                continue
             specs.append((f"{method.name.split()[0]}_x8", spec))
     models = []
     for tag, spec in specs:
@@ -344,11 +347,10 @@ def _speed_models(quick: bool) -> list[tuple[str, str, int | None, int]]:
 
 
 def train_speed(quick: bool) -> None:
-    """docs/RESULTS.md "Training speed": effnet train's step (`default`, and `default-compile` on one thread for
-    the baseline and B0 at 32 px)
-    against the same step with ATen's convolutions only (`effnet-aten`, the step before effnet's own kernels) and
-    timm channels_last, on 1 and 2 threads.  The whole `effnet train` loop against its bare step is
-    `benchmarks/train_loop.py`."""
+    """docs/RESULTS.md "Training speed": effnet train's step (`default`, and `default-compile` on one thread for the
+    baseline and B0 at 32 px) against the same step with ATen's convolutions only (`effnet-aten`, the step before
+    effnet's own kernels) and timm channels_last, on 1 and 2 threads.  The whole `effnet train` loop against its
+    bare step is `benchmarks/train_loop.py`."""
     before = torch.get_num_threads()
     try:
         for threads in (1,) if quick else (1, 2):
