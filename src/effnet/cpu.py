@@ -10,16 +10,22 @@ from __future__ import annotations
 import platform
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as /proc/cpuinfo lists them (e.g. "avx2", "avx512f", "amx_tile"); empty elsewhere."""
+def cpu_flag_list() -> list[str]:
+    """The CPU's feature flags in the order /proc/cpuinfo (and lscpu) lists them: its "flags" line on x86 (e.g.
+    "avx2", "avx512f", "amx_tile"), its "Features" line on ARM; empty where that file is not readable."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].split()
     except OSError:
         pass
-    return set()
+    return []
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (`cpu_flag_list`) as a set."""
+    return set(cpu_flag_list())
 
 
 def cpu_model() -> str:
@@ -57,4 +63,4 @@ def amx_available() -> bool:
     return bf16_unit(cpu_flags()) == "amx_bf16"
 
 
-__all__ = ["amx_available", "bf16_unit", "cpu_flags", "cpu_model", "int8_unit"]
+__all__ = ["amx_available", "bf16_unit", "cpu_flag_list", "cpu_flags", "cpu_model", "int8_unit"]

@@ -26,6 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from effnet.cpu import cpu_flag_list
+
 BASE, QUICK_BASE = "efficientnet_b4", "efficientnet_b0"
 FUSED = (0, 3, 5, 7)
 """How many of the base's first stages are fused: none, 1-3, 1-5, 1-7 (Table 3's rows)."""
@@ -99,17 +101,6 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
-def cpu_flags() -> list[str]:
-    """The CPU's flags as /proc/cpuinfo (and lscpu) list them; empty where that file is not readable."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
-
-
 class _Timed:
     """One model's four measures, built once and kept for every round."""
 
@@ -167,7 +158,7 @@ def _sitting(info: dict[str, Any]) -> dict[str, Any]:
 
 def _fresh(info: dict[str, Any], quick: bool) -> dict[str, Any]:
     return {"sitting": _sitting(info), "quick": quick,
-            "machine": {**info, "flags": cpu_flags()},
+            "machine": {**info, "flags": cpu_flag_list()},
             "settings": {"rounds": QUICK_ROUNDS if quick else ROUNDS, "infer_runs": INFER_RUNS,
                          "train_steps": TRAIN_STEPS, "train_batch": QUICK_TRAIN_BATCH if quick else TRAIN_BATCH,
                          "train_fraction": None if quick else TRAIN_FRACTION, "threads": 1},
@@ -421,4 +412,4 @@ def answer_lines(section: dict[str, Any]) -> list[str]:
 
 
 __all__ = ["BASE", "EAGER", "FUSED", "MEASURES", "ORT", "PAPER", "PEERS", "TRAIN_ATEN", "TRAIN_OWN", "Model",
-           "answer_lines", "cpu_flags", "measure", "models", "ratios", "section_lines", "speed", "start", "verdict"]
+           "answer_lines", "measure", "models", "ratios", "section_lines", "speed", "start", "verdict"]

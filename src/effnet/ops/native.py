@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from effnet.cpu import cpu_flag_list
 from effnet.files import cache_dir
 
 SOURCE_DIR = Path(__file__).parent
@@ -38,22 +39,17 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "") or "cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-def _cpu_flags() -> str:
-    """The CPU's feature flags (Linux), else the platform's name: part of the build's cache key."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.machine() + platform.processor()
+@cache
+def _compiler_version(compiler: str) -> str:
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
 
 
 def _library_path(name: str, compiler: str) -> Path:
+    """Where the build of `name` for this source, compiler, CPU and flags is kept."""
     source = (SOURCE_DIR / f"{name}.c").read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(source + version.encode() + _cpu_flags().encode() + " ".join(_flags()).encode()).hexdigest()
+    cpu = " ".join(cpu_flag_list()) or platform.machine() + platform.processor()
+    key = hashlib.sha256(source + _compiler_version(compiler).encode() + cpu.encode()
+                         + " ".join(_flags()).encode()).hexdigest()
     return cache_dir() / "kernels" / f"{name}-{key[:16]}.so"
 
 
@@ -119,9 +115,8 @@ def over_channels(channels: int, call: Callable[[int, int], int], what: str) -> 
     blocks = math.ceil(channels / 16)
     threads = max(1, min(torch.get_num_threads(), blocks))
     edges = [min(channels, 16 * (blocks * t // threads)) for t in range(threads + 1)]
-    parts = range(threads)
     codes = [call(edges[0], edges[1])] if threads == 1 else list(
-        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), parts))
+        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
     if any(codes):
         raise RuntimeError(f"effnet's {what} kernel failed ({channels} channels)")
 
