@@ -1,7 +1,7 @@
 """effnet's depthwise convolution for CPU training: one `torch.library` operator, `effnet::depthwise_conv2d`.
 
 Why: oneDNN's depthwise convolution computes its forward pass and its input gradient fast, but its *weight*
-gradient can take 10–200× the forward's time: with 5×5 kernels at any map size, and with 3×3 kernels on 1×1 and
+gradient can take 7–70× the forward's time: with 5×5 kernels at any map size, and with 3×3 kernels on 1×1 and
 2×2 maps (channels-last, batch 128: 480 channels at 3×3 with a 5×5 kernel, 0.3 ms forward and 13–20 ms for the
 weight gradient; `benchmarks/` and docs/RESULTS.md "Training speed" have the measurements).  Those are exactly
 the deep stages of a small EfficientNet, where the weight gradient alone was two thirds of a training step.
@@ -12,8 +12,9 @@ What: the forward pass and the input gradient are ATen's (nothing measured beat 
 operator has an autograd formula and a fake kernel, so `torch.compile` and `torch.export` see one op; inference,
 ONNX export and GPUs never reach it (`layers.DepthwiseConv2d` calls it only while training on a CPU).
 
-The C kernel sums in float32, each image's partial sums added once per image: it agrees with ATen to ~1e-6
-relative and is closer than ATen to a float64 reference on every shape measured.
+The C kernel sums in float32 (per kernel tap over every image and output column of one output row, then over the
+rows): it agrees with ATen to ~1e-6 relative and is closer than ATen to a float64 reference on every shape
+measured.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ _aten = torch.ops.aten
 
 def own_weight_grad_wins(kernel: int, out_h: int, out_w: int) -> bool:
     """The measured rule: effnet's kernel computes the weight gradient faster than oneDNN's for kernels of 5 and
-    more (2–18× at every map size measured) and for any kernel on maps of at most 4 output pixels (6–200×); oneDNN
-    is faster for 3×3 kernels on larger maps (its own kernel then runs near the forward's speed)."""
+    more (2–22× at every map size measured) and for any kernel on maps of at most 4 output pixels (up to 350× on a
+    1×1 map); oneDNN is faster for 3×3 kernels on larger maps (its own kernel then runs near the forward's speed)."""
     return kernel >= 5 or out_h * out_w <= 4
 
 
