@@ -67,7 +67,7 @@ def main() -> int:
                            "per_seed": {str(s): [before[s], after[s]] for s in sorted(before)}}
         rows.append((metric, noise.text(2), interval(list(after.values())).text(2),
                      f"{diff.mean:+.2f} ({diff.low:+.2f} to {diff.high:+.2f})", "yes" if within else "NO"))
-    speed = {s: (r["images_per_s"], n["images_per_s"]) for s, n in new.items() for r in recorded if r["seed"] == s}
+    speed = {r["seed"]: (r["images_per_s"], new[r["seed"]]["images_per_s"]) for r in recorded}
     text = format_table(["metric", "recorded (mean ± 95%)", "default path now", "paired difference", "within noise"],
                         rows, title=f"the experiments' baseline, one epoch, {len(recorded)} seeds: recorded runs vs "
                                     "effnet train's default path now (paired by seed)")
