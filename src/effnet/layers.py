@@ -196,9 +196,18 @@ class ConvNormAct(nn.Sequential):
         self.act = make_activation(activation) if activation else nn.Identity()
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(CpuTrainingPath, nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it: global average → 1x1 reduce (with bias)
-    → activation → 1x1 expand → sigmoid gate on the block's expanded features."""
+    → activation → 1x1 expand → sigmoid gate on the block's expanded features.
+
+    Training on a CPU (channels-last float32, `training_path` not "aten") it runs as effnet's operator
+    `ops.squeeze_excite`: the same function and parameters, with a backward of two full-size passes."""
+
+    # The activation modules `ops.squeeze_excite` knows, by the name it knows them by.
+    _OPERATOR_ACTIVATIONS: dict[type[nn.Module], str] = {
+        MemoryEfficientSiLU: "silu", nn.SiLU: "silu", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish",
+        nn.GELU: "gelu", nn.Identity: "identity",
+    }
 
     def __init__(self, channels: int, reduced: int, activation: str = "silu") -> None:
         super().__init__()
@@ -206,7 +215,21 @@ class SqueezeExcite(nn.Module):
         self.act = make_activation(activation)
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
+    def _operator_activation(self, x: torch.Tensor) -> str | None:
+        """The activation's name where this call trains through `ops.squeeze_excite`, else None."""
+        if (self.training_path == "aten" or not _trains_on_cpu(self, x, self.reduce.weight) or x.dim() != 4
+                or not x.is_contiguous(memory_format=torch.channels_last)
+                or self.reduce.bias is None or self.expand.bias is None):
+            return None
+        if isinstance(self.act, nn.GELU) and self.act.approximate != "none":
+            return None
+        return self._OPERATOR_ACTIVATIONS.get(type(self.act))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activation = self._operator_activation(x)
+        if activation is not None:
+            return ops.squeeze_excite(x, self.reduce.weight.flatten(1), self.reduce.bias,
+                                      self.expand.weight.flatten(1), self.expand.bias, activation)
         # The 1x1 convs act on a 1x1 map: run them as matrix products on the pooled N×C vector (same weights,
         # same result), which skips the convolution machinery's slow path for 1x1 spatial inputs (~10 % of B0's
         # batch-1 time) and exports as Gemm.

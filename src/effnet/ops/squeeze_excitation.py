@@ -1,0 +1,184 @@
+"""Squeeze-and-excitation for CPU training as one operator, `effnet::squeeze_excite`, with its backward as another,
+`effnet::squeeze_excite_backward`.
+
+Why: written as torch ops, the backward of `x * sigmoid(mlp(mean(x)))` makes many full-size passes: the gate
+multiply's backward (grad·gate, grad·x, then the sum over H, W), the mean's backward (its expanded division
+materialised at full size) and the sum of the two gradients of x.  On the small maps of mobile ConvNets these
+elementwise passes, not the arithmetic, set the time.
+
+What: the forward pass pools (one pass) and scales (one pass) in effnet's C kernel (`squeeze_excite.c`, built
+for this CPU on first use by `effnet.ops.native`), the tiny MLP (reduce → activation → expand → sigmoid) running
+in torch on the (N, C) pooled vectors; only x is saved.  The backward makes two passes over the full tensor:
+the first sums grad·x over H, W (dgate) and pools x again, the MLP's backward runs in torch on (N, C) tensors, and
+the second writes dx = grad·gate + dpooled / (H·W).  Channels-last float32 CPU tensors take the kernel where it
+could be built; anything else takes the same formulas in torch.  Both operators have fake kernels, so
+`torch.compile` sees two ops; `layers.SqueezeExcite` calls them only while training on a CPU.
+
+The kernel sums in float32 over chunks of 64 pixels and in float64 over the chunks: it agrees with torch to ~1e-6
+relative, whatever the number of threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from effnet.ops import native
+
+KERNEL = "squeeze_excite"
+_aten = torch.ops.aten
+
+# The activations between reduce and expand: the function and its backward (gradient, pre-activation input).
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "silu": (F.silu, _aten.silu_backward),
+    "relu": (F.relu, lambda g, h: _aten.threshold_backward(g, h, 0)),
+    "relu6": (F.relu6, lambda g, h: _aten.hardtanh_backward(g, h, 0.0, 6.0)),
+    "hardswish": (F.hardswish, _aten.hardswish_backward),
+    "gelu": (F.gelu, _aten.gelu_backward),
+    "identity": (lambda h: h, lambda g, h: g),
+}
+
+
+def _entry(function: str, pointers: int):
+    return native.entry(KERNEL, function, pointers, 5)
+
+
+def kernel_available() -> bool:
+    """Whether effnet's C kernel could be built and loaded here (`effnet.ops.native.build_problem` says why not)."""
+    return _entry("se_pool_nhwc", 2) is not None
+
+
+def _uses_own_kernel(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, *others)) and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last) and kernel_available())
+
+
+def _activation(name: str) -> tuple[Callable, Callable]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"squeeze-excite activation: got {name!r}, expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def _gate(pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, activation: str) -> torch.Tensor:
+    act, _ = _activation(activation)
+    hidden = act(F.linear(pooled, reduce_weight, reduce_bias))
+    return torch.sigmoid(F.linear(hidden, expand_weight, expand_bias))
+
+
+def _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias, activation: str):
+    """The MLP recomputed from `pooled`, and its backward by hand: (gate, dpooled, d reduce_weight, d reduce_bias,
+    d expand_weight, d expand_bias).  Differentiable torch ops on (N, C) tensors throughout."""
+    act, act_backward = _activation(activation)
+    pre = F.linear(pooled, reduce_weight, reduce_bias)
+    hidden = act(pre)
+    gate = torch.sigmoid(F.linear(hidden, expand_weight, expand_bias))
+    dlogit = _aten.sigmoid_backward(dgate, gate)
+    dpre = act_backward(dlogit @ expand_weight, pre)
+    return (gate, dpre @ reduce_weight, dpre.t() @ pooled, dpre.sum(0), dlogit.t() @ hidden, dlogit.sum(0))
+
+
+def _own_pool(x: torch.Tensor) -> torch.Tensor:
+    kernel_fn = _entry("se_pool_nhwc", 2)
+    n, c, h, w = x.shape
+    pooled = torch.empty(n, c)
+    native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), pooled.data_ptr(), n, h * w, c, c0, c1),
+                         "squeeze-excite pooling")
+    return pooled
+
+
+def _own_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    kernel_fn = _entry("se_scale_nhwc", 3)
+    n, c, h, w = x.shape
+    gate = gate.contiguous()
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), gate.data_ptr(), out.data_ptr(), n, h * w, c,
+                                                     c0, c1), "squeeze-excite scaling")
+    return out
+
+
+@torch.library.custom_op("effnet::squeeze_excite", mutates_args=())
+def squeeze_excite(x: torch.Tensor, reduce_weight: torch.Tensor, reduce_bias: torch.Tensor,
+                   expand_weight: torch.Tensor, expand_bias: torch.Tensor, activation: str) -> torch.Tensor:
+    """x · sigmoid(expand(act(reduce(mean_HW x)))) for x of shape (N, C, H, W); the weights as matrices
+    (reduce_weight (R, C), expand_weight (C, R)), `activation` one of `ACTIVATIONS`."""
+    if _uses_own_kernel(x, reduce_weight, reduce_bias, expand_weight, expand_bias):
+        x = x.detach()
+        gate = _gate(_own_pool(x), reduce_weight, reduce_bias, expand_weight, expand_bias, activation)
+        return _own_scale(x, gate)
+    gate = _gate(x.mean((2, 3)), reduce_weight, reduce_bias, expand_weight, expand_bias, activation)
+    out = torch.empty_like(x)
+    return torch.mul(x, gate[:, :, None, None].to(x.dtype), out=out)
+
+
+@squeeze_excite.register_fake
+def _(x, reduce_weight, reduce_bias, expand_weight, expand_bias, activation):
+    return torch.empty_like(x)
+
+
+def _reference_backward(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias, activation: str):
+    """All five gradients in differentiable torch ops (double backward, and shapes or dtypes the kernel skips)."""
+    pooled = x.mean((2, 3))
+    dgate = (grad * x).sum((2, 3))
+    gate, dpooled, *dparams = _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                            activation)
+    dx = grad * gate[:, :, None, None] + (dpooled / (x.shape[2] * x.shape[3]))[:, :, None, None]
+    return (dx, *dparams)
+
+
+@torch.library.custom_op("effnet::squeeze_excite_backward", mutates_args=())
+def squeeze_excite_backward(grad: torch.Tensor, x: torch.Tensor, reduce_weight: torch.Tensor,
+                            reduce_bias: torch.Tensor, expand_weight: torch.Tensor, expand_bias: torch.Tensor,
+                            activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                      torch.Tensor]:
+    """Gradients (x, reduce_weight, reduce_bias, expand_weight, expand_bias) of `squeeze_excite` given the
+    gradient of its output: two passes over the full tensor."""
+    if not _uses_own_kernel(x, grad, reduce_weight, reduce_bias, expand_weight, expand_bias):
+        with torch.no_grad():
+            dx, *dparams = _reference_backward(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                               activation)
+        out = torch.empty_like(x)
+        out.copy_(dx)
+        return (out, *(t.contiguous() for t in dparams))
+    x, grad = x.detach(), grad.detach().contiguous(memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    dgate, pooled = torch.empty(n, c), torch.empty(n, c)
+    sums = _entry("se_backward_sums_nhwc", 4)
+    native.over_channels(c, lambda c0, c1: sums(grad.data_ptr(), x.data_ptr(), dgate.data_ptr(), pooled.data_ptr(),
+                                                n, h * w, c, c0, c1), "squeeze-excite backward")
+    gate, dpooled, *dparams = _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias,
+                                            activation)
+    gate, dmean = gate.contiguous(), (dpooled / (h * w)).contiguous()
+    dx = torch.empty_like(x, memory_format=torch.channels_last)
+    grad_x = _entry("se_grad_x_nhwc", 4)
+    native.over_channels(c, lambda c0, c1: grad_x(grad.data_ptr(), gate.data_ptr(), dmean.data_ptr(), dx.data_ptr(),
+                                                  n, h * w, c, c0, c1), "squeeze-excite backward")
+    return (dx, *(t.contiguous() for t in dparams))
+
+
+@squeeze_excite_backward.register_fake
+def _(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias, activation):
+    return (torch.empty_like(x), *(t.new_empty(t.shape) for t in (reduce_weight, reduce_bias, expand_weight,
+                                                                   expand_bias)))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    *tensors, activation = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.activation = activation
+
+
+def _backward(ctx, grad: torch.Tensor):
+    x, *params = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True (double backward): the differentiable formulas
+        grads = _reference_backward(grad, x, *params, ctx.activation)
+    else:
+        grads = squeeze_excite_backward(grad, x, *params, ctx.activation)
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad)), None)
+
+
+squeeze_excite.register_autograd(_backward, setup_context=_setup_context)
+
+__all__ = ["ACTIVATIONS", "kernel_available", "squeeze_excite", "squeeze_excite_backward"]
