@@ -1,4 +1,4 @@
-"""effnet's BN+SiLU backward operator (`effnet.ops.batch_norm_silu_backward`) against ATen's kernels."""
+"""effnet's BN+SiLU operators (`effnet.ops.batch_norm_silu` and `batch_norm_silu_backward`) against ATen's kernels."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_closer_to_float64_than_float32_tolerance():
 
 def test_nchw_and_float64_take_atens_kernels(monkeypatch):
     calls = []
-    monkeypatch.setattr(native, "over_channels", lambda *a: calls.append(a))
+    monkeypatch.setattr(native, "over_chunks", lambda *a: calls.append(a))
     for args in (_inputs((2, 8, 4, 4), channels_last=False), tuple(t.double() for t in _inputs((2, 8, 4, 4)))):
         got = ops.batch_norm_silu_backward(*args, 1e-5)
         assert all(torch.equal(a, b) for a, b in zip(got, ops.aten_batch_norm_silu_backward(*args, 1e-5)))
@@ -72,6 +72,89 @@ def test_result_does_not_depend_on_the_thread_count():
 
 def test_opcheck_of_the_registered_operator():
     torch.library.opcheck(ops.batch_norm_silu_backward, (*_inputs((2, 16, 3, 3)), 1e-5))
+
+
+# --- the forward operator -------------------------------------------------------------------------------------
+
+
+def _forward_inputs(shape, offset=0.5, channels_last=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = torch.randn(shape, generator=g) * 2 + offset
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g), torch.randn(c, generator=g), \
+        torch.rand(c, generator=g) + 0.5
+
+
+@pytest.mark.parametrize("shape", [(8, 48, 9, 9), (4, 19, 5, 7), (2, 40, 1, 1), (1, 3, 6, 6), (16, 24, 18, 18),
+                                   (3, 8, 2, 3)])
+def test_forward_equals_atens_and_updates_the_running_statistics_alike(shape):
+    x, w, b, rm, rv = _forward_inputs(shape)
+    rm2, rv2 = rm.clone(), rv.clone()
+    got = ops.batch_norm_silu(x, w, b, rm, rv, 0.1, 1e-5)
+    ref = ops.aten_batch_norm_silu(x, w, b, rm2, rv2, 0.1, 1e-5)
+    for ours, theirs in zip((*got, rm, rv), (*ref, rm2, rv2)):
+        assert _rel(ours, theirs) <= 1e-5
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_forward_statistics_do_not_cancel_when_the_mean_dwarfs_the_spread():
+    x, w, b, rm, rv = _forward_inputs((32, 40, 9, 9), offset=300.0)
+    exact = ops.aten_batch_norm_silu(x.double(), w.double(), b.double(), rm.double(), rv.double(), 0.1, 1e-5)
+    got = ops.batch_norm_silu(x, w, b, rm, rv, 0.1, 1e-5)
+    for ours, e in zip(got, exact):
+        assert _rel(ours.double(), e) <= 1e-5
+
+
+def test_forward_does_not_depend_on_the_thread_count():
+    x, w, b, rm, rv = _forward_inputs((8, 72, 7, 7))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.batch_norm_silu(x, w, b, rm.clone(), rv.clone(), 0.1, 1e-5)
+        torch.set_num_threads(2)
+        two = ops.batch_norm_silu(x, w, b, rm.clone(), rv.clone(), 0.1, 1e-5)
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+
+
+def test_forward_of_nchw_float64_and_single_values_takes_atens_kernels(monkeypatch):
+    calls = []
+    monkeypatch.setattr(native, "over_chunks", lambda *a: calls.append(a))
+    for x, *params in (_forward_inputs((2, 8, 4, 4), channels_last=False),
+                       tuple(t.double() for t in _forward_inputs((2, 8, 4, 4))), _forward_inputs((1, 8, 1, 1))):
+        got = ops.batch_norm_silu(x, *params[:2], params[2].clone(), params[3].clone(), 0.1, 1e-5)
+        ref = ops.aten_batch_norm_silu(x, *params[:2], params[2].clone(), params[3].clone(), 0.1, 1e-5)
+        assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    assert calls == []
+
+
+def test_opcheck_of_the_forward_operator():
+    x, w, b, rm, rv = _forward_inputs((2, 16, 3, 3))
+    torch.library.opcheck(ops.batch_norm_silu, (x, w, b, rm, rv, 0.1, 1e-5))
+
+
+def test_a_fused_model_trains_alike_on_both_paths():
+    from effnet import ConvNet
+    from effnet.layers import set_training_path
+
+    torch.manual_seed(0)
+    models = [ConvNet(tiny_spec()).to(memory_format=torch.channels_last) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    for model, path in zip(models, ("auto", "aten")):
+        fuse_bn_silu_for_training(model)
+        set_training_path(model, path)
+        torch.manual_seed(1)  # the same dropout and drop-path masks
+        model(x).square().mean().backward()
+    (ours, theirs) = (dict(m.named_parameters()) for m in models)
+    for name, p in ours.items():  # (a BN followed by another has a bias gradient of zero up to rounding)
+        assert (p.grad - theirs[name].grad).abs().max() <= 1e-4 * theirs[name].grad.abs().max() + 1e-7, name
+    for (name, a), b in zip(models[0].named_buffers(), models[1].buffers()):  # the running statistics
+        if a.is_floating_point():  # (a running mean after a BN'd input is zero up to rounding)
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-6, name
 
 
 @pytest.mark.parametrize("path", ["auto", "aten"])

@@ -15,7 +15,7 @@ from torch import nn
 
 from effnet import ops
 from effnet.errors import EffnetError
-from effnet.ops import aten_batch_norm_silu_backward
+from effnet.ops import aten_batch_norm_silu, aten_batch_norm_silu_backward
 
 
 class OptimizeError(EffnetError, ValueError):
@@ -139,11 +139,12 @@ class _BatchNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float, own: bool = True):
-        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True,
-                                                           momentum, eps)
+        # effnet's operator: two passes on CPU (channels-last float32) where ATen's batch norm and SiLU take four
+        forward = ops.batch_norm_silu if own else aten_batch_norm_silu
+        out, mean, invstd = forward(x, weight, bias, running_mean, running_var, momentum, eps)
         ctx.save_for_backward(x, weight, bias, mean, invstd)
         ctx.eps, ctx.own = eps, own
-        return torch.nn.functional.silu(y, inplace=True)
+        return out
 
     @staticmethod
     def backward(ctx, grad):

@@ -1,25 +1,41 @@
-"""The backward pass of silu(batch_norm(x)) in training mode as one operator, `effnet::batch_norm_silu_backward`.
+"""silu(batch_norm(x)) in training mode as two operators, `effnet::batch_norm_silu` and
+`effnet::batch_norm_silu_backward`.
 
-Why: `effnet.optimize`'s fused BN+SiLU saves only BN's input for backward, and its backward was three ATen kernels
-(recompute the normalised tensor, SiLU's backward into a new tensor, batch norm's backward reading it twice), which
-took 1.1–3× the time of effnet's C kernel (`batchnorm_silu_backward.c`) on the channels-last maps of the
-experiments' models.  The kernel makes two passes and writes only the input gradient (dy is kept there between
-them).  It runs for
-channels-last float32 CPU tensors where it could be built; everything else takes ATen's three kernels.
+Why: a small mobile ConvNet's training step on a CPU is mostly the memory traffic of its elementwise layers, and
+batch norm followed by SiLU is the largest of them.  ATen computes the forward pass in four or five passes over the
+tensor (the batch statistics, the normalisation, SiLU) and, for `effnet.optimize`'s fused BN+SiLU that saves only
+BN's input, the backward in three kernels (recompute the normalised tensor, SiLU's backward into a new tensor,
+batch norm's backward reading it twice).  effnet's C kernels (`batchnorm_silu.c`) take two passes each way and
+write nothing but the output (forward) or the input gradient (backward).  They run for channels-last float32 CPU
+tensors where they could be built; everything else takes ATen's kernels.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from effnet.ops import native
 
-KERNEL = "batchnorm_silu_backward"
+KERNEL = "batchnorm_silu"
+CHUNK = 64  # rows per chunk of the kernels' sums (`CHUNK` in batchnorm_silu.c)
 _aten = torch.ops.aten
 
 
+def _entry(function: str, pointers: int, longs: int):
+    return native.entry(KERNEL, function, pointers, longs)
+
+
 def _kernel():
-    return native.entry(KERNEL, "batchnorm_silu_backward_nhwc", 9, 4)
+    """The library's first entry, or None where it cannot be built here."""
+    return _entry("bn_stats_nhwc", 3, 4)
+
+
+def aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps):
+    """The same forward pass from ATen's kernels: (output, batch mean, batch invstd); updates the running stats."""
+    y, mean, invstd = _aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
+    return torch.nn.functional.silu(y, inplace=True), mean, invstd
 
 
 def aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps):
@@ -33,11 +49,49 @@ def aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps):
     return _aten.native_batch_norm_backward(dy, x, weight, None, None, mean, invstd, True, eps, [True, True, True])
 
 
-def _uses_own_kernel(grad, x, weight, bias) -> bool:
-    tensors = (grad, x, weight, bias)
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and x.dim() == 4
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and grad.is_contiguous(memory_format=torch.channels_last) and _kernel() is not None)
+def _uses_own_kernel(x, *tensors) -> bool:
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, *tensors)) and x.dim() == 4
+            and all(t.is_contiguous(memory_format=torch.channels_last) for t in (x, *tensors) if t.dim() == 4)
+            and x.numel() // x.shape[1] > 1 and _kernel() is not None)
+
+
+def _params(*tensors):
+    return [t.detach().contiguous() for t in tensors]
+
+
+@torch.library.custom_op("effnet::batch_norm_silu", mutates_args=("running_mean", "running_var"))
+def batch_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                    running_var: torch.Tensor, momentum: float,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """silu(batch_norm(x)) in training mode: (output, batch mean, batch invstd), the running statistics updated in
+    place as `nn.BatchNorm2d` does."""
+    if not _uses_own_kernel(x, weight, bias, running_mean, running_var):
+        out, mean, invstd = aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps)
+        return out, mean, invstd
+    n, c, h, w = x.shape
+    rows = n * h * w
+    chunks = math.ceil(rows / CHUNK)
+    shift = x[0, :, 0, 0].contiguous()  # the first row: the statistics are sums of x − shift (no cancellation)
+    part = torch.empty(chunks * 2 * c)
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 3, 4)(
+        x.data_ptr(), shift.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics")
+    mean, invstd = torch.empty(c), torch.empty(c)
+    eps_momentum = torch.tensor([eps, momentum], dtype=torch.float64)
+    _entry("bn_stats_finish", 7, 3)(part.data_ptr(), shift.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                    running_mean.data_ptr(), running_var.data_ptr(), eps_momentum.data_ptr(),
+                                    rows, c, chunks)
+    weight, bias = _params(weight, bias)
+    scale = weight * invstd
+    offset = bias - mean * scale
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_apply_nhwc", 4, 4)(
+        x.data_ptr(), scale.data_ptr(), offset.data_ptr(), out.data_ptr(), rows, c, k0, k1), "BN+SiLU")
+    return out, mean, invstd
+
+
+@batch_norm_silu.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps):
+    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
 
 
 @torch.library.custom_op("effnet::batch_norm_silu_backward", mutates_args=())
@@ -46,17 +100,24 @@ def batch_norm_silu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
                              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (input, weight, bias) of silu(batch_norm(x, weight, bias)) in training mode, given the batch
     statistics `mean` and `invstd` the forward pass computed."""
-    if not _uses_own_kernel(grad, x, weight, bias):
+    if not _uses_own_kernel(x, grad, weight, bias):
         return tuple(t.contiguous() if t.dim() == 1 else t
                      for t in aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps))
-    kernel_fn = _kernel()
     n, c, h, w = x.shape
+    rows = n * h * w
+    chunks = math.ceil(rows / CHUNK)
     gx = torch.empty_like(x, memory_format=torch.channels_last)
-    gw, gb = torch.empty(c), torch.empty(c)
-    weight, bias, mean, invstd = (t.detach().contiguous() for t in (weight, bias, mean, invstd))
-    native.over_channels(c, lambda c0, c1: kernel_fn(
-        grad.data_ptr(), x.data_ptr(), weight.data_ptr(), bias.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
-        gx.data_ptr(), gw.data_ptr(), gb.data_ptr(), n * h * w, c, c0, c1), "BN+SiLU backward")
+    part = torch.empty(chunks * 2 * c)
+    weight, bias, mean, invstd = _params(weight, bias, mean, invstd)
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_grad_sums_nhwc", 8, 4)(
+        grad.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), bias.data_ptr(),
+        gx.data_ptr(), part.data_ptr(), rows, c, k0, k1), "BN+SiLU backward")
+    gw, gb, k1, k2 = (torch.empty(c) for _ in range(4))
+    _entry("bn_silu_grad_finish", 5, 3)(part.data_ptr(), gw.data_ptr(), gb.data_ptr(), k1.data_ptr(), k2.data_ptr(),
+                                        rows, c, chunks)
+    native.over_chunks(chunks, lambda c0, c1: _entry("bn_silu_grad_input_nhwc", 7, 4)(
+        gx.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), k1.data_ptr(),
+        k2.data_ptr(), rows, c, c0, c1), "BN+SiLU backward")
     return gx, gw, gb
 
 
@@ -65,4 +126,4 @@ def _(grad, x, weight, bias, mean, invstd, eps):
     return torch.empty_like(x), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
 
 
-__all__ = ["aten_batch_norm_silu_backward", "batch_norm_silu_backward"]
+__all__ = ["aten_batch_norm_silu", "aten_batch_norm_silu_backward", "batch_norm_silu", "batch_norm_silu_backward"]
