@@ -40,6 +40,16 @@ def test_gradients_equal_atens(shape):
     assert got[0].is_contiguous(memory_format=torch.channels_last)
 
 
+def test_an_nchw_gradient_of_a_channels_last_input_takes_the_kernel(monkeypatch):
+    grad, *rest = _inputs((4, 24, 3, 3))  # as a global average pool's backward hands it over
+    ref = ops.aten_batch_norm_silu_backward(grad, *rest, 1e-5)
+    calls = []
+    real = native.over_chunks
+    monkeypatch.setattr(native, "over_chunks", lambda *a: calls.append(1) or real(*a))
+    got = ops.batch_norm_silu_backward(grad.contiguous(), *rest, 1e-5)
+    assert calls and all(_rel(a, b) <= 1e-5 for a, b in zip(got, ref))
+
+
 def test_closer_to_float64_than_float32_tolerance():
     args = _inputs((32, 40, 9, 9))
     exact = ops.aten_batch_norm_silu_backward(*(t.double() for t in args), 1e-5)

@@ -50,9 +50,10 @@ def aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps):
 
 
 def _uses_own_kernel(x, *tensors) -> bool:
+    """float32 CPU tensors, x channels-last with more than one value per channel, and the kernel built."""
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, *tensors)) and x.dim() == 4
-            and all(t.is_contiguous(memory_format=torch.channels_last) for t in (x, *tensors) if t.dim() == 4)
-            and x.numel() // x.shape[1] > 1 and _kernel() is not None)
+            and x.is_contiguous(memory_format=torch.channels_last) and x.numel() // x.shape[1] > 1
+            and _kernel() is not None)
 
 
 def _params(*tensors):
@@ -103,6 +104,7 @@ def batch_norm_silu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.
     if not _uses_own_kernel(x, grad, weight, bias):
         return tuple(t.contiguous() if t.dim() == 1 else t
                      for t in aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps))
+    grad = grad.contiguous(memory_format=torch.channels_last)  # (a global pool's backward hands over NCHW)
     n, c, h, w = x.shape
     rows = n * h * w
     chunks = math.ceil(rows / CHUNK)
