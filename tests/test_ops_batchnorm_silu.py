@@ -81,7 +81,7 @@ def test_result_does_not_depend_on_the_thread_count():
 
 
 def test_opcheck_of_the_registered_operator():
-    torch.library.opcheck(ops.batch_norm_silu_backward, (*_inputs((2, 16, 3, 3)), 1e-5))
+    torch.library.opcheck(torch.ops.effnet.batch_norm_silu_backward.default, (*_inputs((2, 16, 3, 3)), 1e-5))
 
 
 # --- the forward operator -------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_forward_of_nchw_float64_and_single_values_takes_atens_kernels(monkeypat
 
 def test_opcheck_of_the_forward_operator():
     x, w, b, rm, rv = _forward_inputs((2, 16, 3, 3))
-    torch.library.opcheck(ops.batch_norm_silu, (x, w, b, rm, rv, 0.1, 1e-5))
+    torch.library.opcheck(torch.ops.effnet.batch_norm_silu.default, (x, w, b, rm, rv, 0.1, 1e-5))
 
 
 def test_a_fused_model_trains_alike_on_both_paths():

@@ -81,13 +81,14 @@ static void tile(float *dst, const float *src, long c, long p) {
 
 /* ---- forward ---------------------------------------------------------------------------------------------- */
 
-/* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - shift), part[k * 2c + c + q] = sum (x - shift)^2. */
-int bn_stats_nhwc(const float *x, const float *shift, float *part, long rows, long c, long k0, long k1) {
+/* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - k), part[k * 2c + c + q] = sum (x - k)^2, with the
+   shift k = x's first row. */
+int bn_stats_nhwc(const float *x, float *part, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 3);
     if (!buf) return -1;
     float *k = buf, *s1 = buf + p, *s2 = buf + 2 * p;
-    tile(k, shift, c, p);
+    tile(k, x, c, p);
     for (long chunk = k0; chunk < k1; chunk++) {
         long r0 = chunk * CHUNK, r1 = r0 + CHUNK < rows ? r0 + CHUNK : rows;
         memset(s1, 0, sizeof(float) * (size_t)p * 2);
@@ -116,34 +117,33 @@ int bn_stats_nhwc(const float *x, const float *shift, float *part, long rows, lo
     return 0;
 }
 
-/* After pass 1: mean and invstd of the batch, and the running statistics updated as torch's BatchNorm does
-   (the unbiased variance into running_var).  running_mean / running_var may be NULL. */
-int bn_stats_finish(const float *part, const float *shift, float *mean, float *invstd, float *running_mean,
-                    float *running_var, const double *eps_momentum, long rows, long c, long chunks) {
-    double eps = eps_momentum[0], momentum = eps_momentum[1];
+/* After pass 1: the batch's mean and invstd; scale_offset = (weight * invstd, bias - mean * scale) for pass 2; the
+   running statistics updated as torch's BatchNorm does (the unbiased variance into running_var). */
+int bn_stats_finish(const float *part, const float *x, const float *weight, const float *bias, float *mean,
+                    float *invstd, float *scale_offset, float *running_mean, float *running_var, long rows, long c,
+                    long chunks, double eps, double momentum) {
     for (long q = 0; q < c; q++) {
         double a = 0.0, b = 0.0;
         for (long k = 0; k < chunks; k++) a += part[k * 2 * c + q], b += part[k * 2 * c + c + q];
         double m = a / (double)rows, var = b / (double)rows - m * m;
         if (var < 0.0) var = 0.0;
-        mean[q] = (float)(m + shift[q]);
+        mean[q] = (float)(m + x[q]);
         invstd[q] = (float)(1.0 / sqrt(var + eps));
-        if (running_mean) running_mean[q] = (float)((1.0 - momentum) * running_mean[q] + momentum * (m + shift[q]));
-        if (running_var)
-            running_var[q] = (float)((1.0 - momentum) * running_var[q]
-                                     + momentum * var * (double)rows / (double)(rows - 1));
+        scale_offset[q] = weight[q] * invstd[q];
+        scale_offset[c + q] = bias[q] - mean[q] * scale_offset[q];
+        running_mean[q] = (float)((1.0 - momentum) * running_mean[q] + momentum * (m + x[q]));
+        running_var[q] = (float)((1.0 - momentum) * running_var[q] + momentum * var * (double)rows / (double)(rows - 1));
     }
     return 0;
 }
 
-/* Pass 2 over chunks [k0, k1): out = silu(x * scale + offset). */
-int bn_silu_apply_nhwc(const float *x, const float *scale, const float *offset, float *out, long rows, long c,
-                       long k0, long k1) {
+/* Pass 2 over chunks [k0, k1): out = silu(x * scale + offset), scale_offset = (scale, offset). */
+int bn_silu_apply_nhwc(const float *x, const float *scale_offset, float *out, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 2);
     if (!buf) return -1;
     float *a = buf, *b = buf + p;
-    tile(a, scale, c, p), tile(b, offset, c, p);
+    tile(a, scale_offset, c, p), tile(b, scale_offset + c, c, p);
     long r0 = k0 * CHUNK, r1 = k1 * CHUNK < rows ? k1 * CHUNK : rows, r = r0;
     for (; r + rows_per_block <= r1; r += rows_per_block) {
         const float *xr = x + r * c;
@@ -208,29 +208,27 @@ int bn_silu_grad_sums_nhwc(const float *grad, const float *x, const float *mean,
     return 0;
 }
 
-/* After pass 1: grad_weight and grad_bias, and k1 = grad_bias / M, k2 = grad_weight / M for pass 2. */
-int bn_silu_grad_finish(const float *part, float *gw, float *gb, float *k1, float *k2, long rows, long c,
-                        long chunks) {
+/* After pass 1: grad_weight and grad_bias, and k = (grad_bias / M, grad_weight / M) for pass 2. */
+int bn_silu_grad_finish(const float *part, float *gw, float *gb, float *k, long rows, long c, long chunks) {
     for (long q = 0; q < c; q++) {
         double a = 0.0, b = 0.0;
-        for (long k = 0; k < chunks; k++) a += part[k * 2 * c + q], b += part[k * 2 * c + c + q];
+        for (long i = 0; i < chunks; i++) a += part[i * 2 * c + q], b += part[i * 2 * c + c + q];
         gb[q] = (float)a, gw[q] = (float)b;
-        k1[q] = (float)(a / (double)rows), k2[q] = (float)(b / (double)rows);
+        k[q] = (float)(a / (double)rows), k[c + q] = (float)(b / (double)rows);
     }
     return 0;
 }
 
-/* Pass 2 over chunks [k0, k1): gx = weight * invstd * (dy - k1 - xh * k2), in place. */
+/* Pass 2 over chunks [k0, k1): gx = weight * invstd * (dy - k[q] - xh * k[c + q]), in place. */
 int bn_silu_grad_input_nhwc(float *gx, const float *x, const float *mean, const float *invstd,
-                            const float *weight, const float *k1, const float *k2, long rows, long c, long k0,
-                            long k1_) {
+                            const float *weight, const float *k, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 5);
     if (!buf) return -1;
     float *mu = buf, *is = buf + p, *ws = buf + 2 * p, *a = buf + 3 * p, *b = buf + 4 * p;
-    tile(mu, mean, c, p), tile(is, invstd, c, p), tile(a, k1, c, p), tile(b, k2, c, p);
+    tile(mu, mean, c, p), tile(is, invstd, c, p), tile(a, k, c, p), tile(b, k + c, c, p);
     for (long i = 0; i < p; i++) ws[i] = weight[i % c] * is[i];
-    long r0 = k0 * CHUNK, r1 = k1_ * CHUNK < rows ? k1_ * CHUNK : rows, r = r0;
+    long r0 = k0 * CHUNK, r1 = k1 * CHUNK < rows ? k1 * CHUNK : rows, r = r0;
     for (; r + rows_per_block <= r1; r += rows_per_block) {
         const float *xr = x + r * c;
         float *d = gx + r * c;

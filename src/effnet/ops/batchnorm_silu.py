@@ -12,8 +12,6 @@ tensors where they could be built; everything else takes ATen's kernels.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from effnet.ops import native
@@ -23,13 +21,13 @@ CHUNK = 64  # rows per chunk of the kernels' sums (`CHUNK` in batchnorm_silu.c)
 _aten = torch.ops.aten
 
 
-def _entry(function: str, pointers: int, longs: int):
-    return native.entry(KERNEL, function, pointers, longs)
+def _entry(function: str, pointers: int, longs: int, doubles: int = 0):
+    return native.entry(KERNEL, function, pointers, longs, doubles)
 
 
 def _kernel():
     """The library's first entry, or None where it cannot be built here."""
-    return _entry("bn_stats_nhwc", 3, 4)
+    return _entry("bn_stats_nhwc", 2, 4)
 
 
 def aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps):
@@ -56,76 +54,89 @@ def _uses_own_kernel(x, *tensors) -> bool:
             and _kernel() is not None)
 
 
-def _params(*tensors):
-    return [t.detach().contiguous() for t in tensors]
-
-
-@torch.library.custom_op("effnet::batch_norm_silu", mutates_args=("running_mean", "running_var"))
-def batch_norm_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                    running_var: torch.Tensor, momentum: float,
-                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """silu(batch_norm(x)) in training mode: (output, batch mean, batch invstd), the running statistics updated in
-    place as `nn.BatchNorm2d` does."""
+def _forward(x, weight, bias, running_mean, running_var, momentum, eps):
     if not _uses_own_kernel(x, weight, bias, running_mean, running_var):
-        out, mean, invstd = aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps)
-        return out, mean, invstd
+        return aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps)
     n, c, h, w = x.shape
     rows = n * h * w
-    chunks = math.ceil(rows / CHUNK)
-    shift = x[0, :, 0, 0].contiguous()  # the first row: the statistics are sums of x − shift (no cancellation)
+    chunks = -(-rows // CHUNK)
+    weight, bias = weight.contiguous(), bias.contiguous()
     part = torch.empty(chunks * 2 * c)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 3, 4)(
-        x.data_ptr(), shift.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics")
-    mean, invstd = torch.empty(c), torch.empty(c)
-    eps_momentum = torch.tensor([eps, momentum], dtype=torch.float64)
-    _entry("bn_stats_finish", 7, 3)(part.data_ptr(), shift.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
-                                    running_mean.data_ptr(), running_var.data_ptr(), eps_momentum.data_ptr(),
-                                    rows, c, chunks)
-    weight, bias = _params(weight, bias)
-    scale = weight * invstd
-    offset = bias - mean * scale
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 2, 4)(
+        x.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics")
+    mean, invstd, scale_offset = torch.empty(c), torch.empty(c), torch.empty(2 * c)
+    _entry("bn_stats_finish", 9, 3, 2)(part.data_ptr(), x.data_ptr(), weight.data_ptr(), bias.data_ptr(),
+                                       mean.data_ptr(), invstd.data_ptr(), scale_offset.data_ptr(),
+                                       running_mean.data_ptr(), running_var.data_ptr(), rows, c, chunks, eps, momentum)
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_apply_nhwc", 4, 4)(
-        x.data_ptr(), scale.data_ptr(), offset.data_ptr(), out.data_ptr(), rows, c, k0, k1), "BN+SiLU")
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_apply_nhwc", 3, 4)(
+        x.data_ptr(), scale_offset.data_ptr(), out.data_ptr(), rows, c, k0, k1), "BN+SiLU")
     return out, mean, invstd
 
 
-@batch_norm_silu.register_fake
-def _(x, weight, bias, running_mean, running_var, momentum, eps):
-    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
-
-
-@torch.library.custom_op("effnet::batch_norm_silu_backward", mutates_args=())
-def batch_norm_silu_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                             mean: torch.Tensor, invstd: torch.Tensor,
-                             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients (input, weight, bias) of silu(batch_norm(x, weight, bias)) in training mode, given the batch
-    statistics `mean` and `invstd` the forward pass computed."""
+def _backward(grad, x, weight, bias, mean, invstd, eps):
     if not _uses_own_kernel(x, grad, weight, bias):
         return tuple(t.contiguous() if t.dim() == 1 else t
                      for t in aten_batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps))
     grad = grad.contiguous(memory_format=torch.channels_last)  # (a global pool's backward hands over NCHW)
     n, c, h, w = x.shape
     rows = n * h * w
-    chunks = math.ceil(rows / CHUNK)
+    chunks = -(-rows // CHUNK)
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     part = torch.empty(chunks * 2 * c)
-    weight, bias, mean, invstd = _params(weight, bias, mean, invstd)
+    weight, bias, mean, invstd = weight.contiguous(), bias.contiguous(), mean.contiguous(), invstd.contiguous()
     native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_grad_sums_nhwc", 8, 4)(
         grad.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), bias.data_ptr(),
         gx.data_ptr(), part.data_ptr(), rows, c, k0, k1), "BN+SiLU backward")
-    gw, gb, k1, k2 = (torch.empty(c) for _ in range(4))
-    _entry("bn_silu_grad_finish", 5, 3)(part.data_ptr(), gw.data_ptr(), gb.data_ptr(), k1.data_ptr(), k2.data_ptr(),
-                                        rows, c, chunks)
-    native.over_chunks(chunks, lambda c0, c1: _entry("bn_silu_grad_input_nhwc", 7, 4)(
-        gx.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), k1.data_ptr(),
-        k2.data_ptr(), rows, c, c0, c1), "BN+SiLU backward")
+    gw, gb, k = torch.empty(c), torch.empty(c), torch.empty(2 * c)
+    _entry("bn_silu_grad_finish", 4, 3)(part.data_ptr(), gw.data_ptr(), gb.data_ptr(), k.data_ptr(), rows, c, chunks)
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_grad_input_nhwc", 6, 4)(
+        gx.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), k.data_ptr(), rows, c,
+        k0, k1), "BN+SiLU backward")
     return gx, gw, gb
 
 
-@batch_norm_silu_backward.register_fake
+@torch.library.custom_op("effnet::batch_norm_silu", mutates_args=("running_mean", "running_var"))
+def _batch_norm_silu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                        running_var: torch.Tensor, momentum: float,
+                        eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    out, mean, invstd = _forward(x, weight, bias, running_mean, running_var, momentum, eps)
+    return out, mean, invstd
+
+
+@_batch_norm_silu_op.register_fake
+def _(x, weight, bias, running_mean, running_var, momentum, eps):
+    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+
+
+@torch.library.custom_op("effnet::batch_norm_silu_backward", mutates_args=())
+def _batch_norm_silu_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                 mean: torch.Tensor, invstd: torch.Tensor,
+                                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gx, gw, gb = _backward(grad, x, weight, bias, mean, invstd, eps)
+    return gx, gw, gb
+
+
+@_batch_norm_silu_backward_op.register_fake
 def _(grad, x, weight, bias, mean, invstd, eps):
     return torch.empty_like(x), weight.new_empty(weight.shape), bias.new_empty(bias.shape)
+
+
+def batch_norm_silu(x, weight, bias, running_mean, running_var, momentum: float, eps: float):
+    """silu(batch_norm(x)) in training mode: (output, batch mean, batch invstd), the running statistics updated in
+    place as `nn.BatchNorm2d` does.  Eager calls skip the operator's dispatch (about 13 µs a call, a few percent of
+    a small model's step); `torch.compile` and `torch.export` see the operator `effnet::batch_norm_silu`."""
+    if torch.compiler.is_compiling():
+        return _batch_norm_silu_op(x, weight, bias, running_mean, running_var, momentum, eps)
+    return _forward(x, weight, bias, running_mean, running_var, momentum, eps)
+
+
+def batch_norm_silu_backward(grad, x, weight, bias, mean, invstd, eps: float):
+    """Gradients (input, weight, bias) of silu(batch_norm(x, weight, bias)) in training mode, given the batch
+    statistics `mean` and `invstd` the forward pass computed (`effnet::batch_norm_silu_backward` when compiled)."""
+    if torch.compiler.is_compiling():
+        return _batch_norm_silu_backward_op(grad, x, weight, bias, mean, invstd, eps)
+    return _backward(grad, x, weight, bias, mean, invstd, eps)
 
 
 __all__ = ["aten_batch_norm_silu", "aten_batch_norm_silu_backward", "batch_norm_silu", "batch_norm_silu_backward"]

@@ -91,14 +91,15 @@ def load(name: str) -> ctypes.CDLL | None:
 
 
 @cache
-def entry(name: str, function: str, pointers: int, longs: int) -> Callable[..., int] | None:
+def entry(name: str, function: str, pointers: int, longs: int, doubles: int = 0) -> Callable[..., int] | None:
     """`function` of the kernel library `name`, declared as the C signature every effnet kernel has (`pointers`
-    pointers, then `longs` longs; it returns an int, 0 for success), or None where the library cannot be built."""
+    pointers, then `longs` longs, then `doubles` doubles; it returns an int, 0 for success), or None where the
+    library cannot be built."""
     lib = load(name)
     if lib is None:
         return None
     f = getattr(lib, function)
-    f.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_long] * longs
+    f.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_long] * longs + [ctypes.c_double] * doubles
     f.restype = ctypes.c_int
     return f
 
