@@ -189,6 +189,19 @@ def test_the_layer_routes_only_channels_last_cpu_training_through_the_operator(m
     set_training_path(module, "auto")
     module(x)
     assert len(calls) == 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module(x)  # the stock formulas, in autocast's precisions
+    assert len(calls) == 3
+
+
+def test_the_kernel_takes_a_gate_computed_under_autocast():
+    ours, stock = _pair(16, 4)
+    x = _channels_last(torch.randn(2, 16, 5, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ops.squeeze_excite(x, ours.reduce.weight.flatten(1), ours.reduce.bias, ours.expand.weight.flatten(1),
+                                 ours.expand.bias, "silu")
+        ref = stock(x)
+    assert got.dtype == torch.float32 and _rel(got, ref.float()) <= 2e-2
 
 
 def test_torch_compile_sees_the_operators_and_matches_eager():

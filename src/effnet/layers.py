@@ -200,7 +200,7 @@ class SqueezeExcite(CpuTrainingPath, nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it: global average → 1x1 reduce (with bias)
     → activation → 1x1 expand → sigmoid gate on the block's expanded features.
 
-    Training on a CPU (channels-last float32, `training_path` not "aten") it runs as effnet's operator
+    Training on a CPU (channels-last float32, no autocast, `training_path` not "aten") it runs as effnet's operator
     `ops.squeeze_excite`: the same function and parameters, with a backward of two full-size passes."""
 
     # The activation modules `ops.squeeze_excite` knows, by the name it knows them by.
@@ -218,7 +218,7 @@ class SqueezeExcite(CpuTrainingPath, nn.Module):
     def _operator_activation(self, x: torch.Tensor) -> str | None:
         """The activation's name where this call trains through `ops.squeeze_excite`, else None."""
         if (self.training_path == "aten" or not _trains_on_cpu(self, x, self.reduce.weight) or x.dim() != 4
-                or not x.is_contiguous(memory_format=torch.channels_last)
+                or not x.is_contiguous(memory_format=torch.channels_last) or torch.is_autocast_enabled("cpu")
                 or self.reduce.bias is None or self.expand.bias is None):
             return None
         if isinstance(self.act, nn.GELU) and self.act.approximate != "none":

@@ -12,7 +12,13 @@ in torch on the (N, C) pooled vectors; only x is saved.  The backward makes two 
 the first sums grad·x over H, W (dgate) and pools x again, the MLP's backward runs in torch on (N, C) tensors, and
 the second writes dx = grad·gate + dpooled / (H·W).  Channels-last float32 CPU tensors take the kernel where it
 could be built; anything else takes the same formulas in torch.  Both operators have fake kernels, so
-`torch.compile` sees two ops; `layers.SqueezeExcite` calls them only while training on a CPU.
+`torch.compile` and `torch.export` see them; eager training calls the same functions through an
+`autograd.Function`, which skips the dispatcher's round trips.  `layers.SqueezeExcite` calls `squeeze_excite`
+only while training on a CPU.
+
+Measured on one thread of a loaded 2-core Xeon, forward and backward of one module against the stock torch
+formulas: 1.1–2.5× faster on the baseline's maps (batch 128, 8–288 channels on 18×18 to 3×3 maps) and 2.2–2.6×
+on B0's first stage (batch 16, 96 channels, 112×112); 6–9 % of the baseline's whole training step.
 
 The kernel sums in float32 over chunks of 64 pixels and in float64 over the chunks: it agrees with torch to ~1e-6
 relative, whatever the number of threads.
@@ -100,7 +106,7 @@ def _own_pool(x: torch.Tensor) -> torch.Tensor:
 def _own_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     kernel_fn = _entry("se_scale_nhwc", 3)
     n, c, h, w = x.shape
-    gate = gate.contiguous()
+    gate = gate.to(torch.float32).contiguous()  # float32 also where autocast ran the MLP in a lower precision
     out = torch.empty_like(x, memory_format=torch.channels_last)
     native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), gate.data_ptr(), out.data_ptr(), n, h * w, c,
                                                      c0, c1), "squeeze-excite scaling")
@@ -143,12 +149,13 @@ def _backward(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias, a
                                                 n, h * w, c, c0, c1), "squeeze-excite backward")
     gate, dpooled, *dparams = _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias,
                                             activation)
-    gate, dmean = gate.contiguous(), (dpooled / (h * w)).contiguous()
+    gate, dmean = gate.to(torch.float32).contiguous(), (dpooled / (h * w)).to(torch.float32).contiguous()
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     grad_x = _entry("se_grad_x_nhwc", 4)
     native.over_channels(c, lambda c0, c1: grad_x(grad.data_ptr(), gate.data_ptr(), dmean.data_ptr(), dx.data_ptr(),
                                                   n, h * w, c, c0, c1), "squeeze-excite backward")
-    return (dx, *(t.contiguous() for t in dparams))
+    params = (reduce_weight, reduce_bias, expand_weight, expand_bias)
+    return (dx, *(t.to(p.dtype).contiguous() for t, p in zip(dparams, params)))
 
 
 @torch.library.custom_op("effnet::squeeze_excite", mutates_args=())
