@@ -73,7 +73,7 @@ def test_gradcheck_in_float64():
 def test_opcheck_of_the_registered_operator():
     x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(16, 1, 5, 5, requires_grad=True)
-    torch.library.opcheck(ops.depthwise_conv2d, (x, w, [1, 1], [2, 2], "effnet"))
+    torch.library.opcheck(torch.ops.effnet.depthwise_conv2d.default, (x, w, [1, 1], [2, 2], "effnet"))
 
 
 def test_result_does_not_depend_on_the_thread_count():

@@ -92,17 +92,19 @@ def _(x, grad, kernel, stride, padding, path):
     return x.new_empty((x.shape[1], 1, kernel[0], kernel[1]))
 
 
+def _forward(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int]) -> torch.Tensor:
+    return F.conv2d(x, weight, None, list(stride), list(padding), 1, x.shape[1])
+
+
 @torch.library.custom_op("effnet::depthwise_conv2d", mutates_args=())
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
-                     path: str = "auto") -> torch.Tensor:
-    """A depthwise convolution (groups = channels of `x`, no bias, no dilation): ATen's forward pass, effnet's
-    weight gradient where it is faster (`path`: "auto" by the measured rule, "effnet" or "aten" always)."""
-    return F.conv2d(x, weight, None, list(stride), list(padding), 1, x.shape[1])
+def _depthwise_conv2d_op(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                         path: str = "auto") -> torch.Tensor:
+    return _forward(x, weight, stride, padding)
 
 
-@depthwise_conv2d.register_fake
+@_depthwise_conv2d_op.register_fake
 def _(x, weight, stride, padding, path="auto"):
-    return F.conv2d(x, weight, None, list(stride), list(padding), 1, x.shape[1])
+    return _forward(x, weight, stride, padding)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -128,6 +130,31 @@ def _backward(ctx, grad: torch.Tensor):
     return gx, gw, None, None, None
 
 
-depthwise_conv2d.register_autograd(_backward, setup_context=_setup_context)
+_depthwise_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _DepthwiseConv2d(torch.autograd.Function):
+    """The operator's forward and autograd formula as a plain autograd function, for eager calls: the custom op's
+    dispatch cost about 0.1 ms a call, more than the convolution itself on the small maps of deep stages."""
+
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding, path):
+        _setup_context(ctx, (x, weight, stride, padding, path), None)
+        return _forward(x, weight, stride, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _backward(ctx, grad)
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int], padding: Sequence[int],
+                     path: str = "auto") -> torch.Tensor:
+    """A depthwise convolution (groups = channels of `x`, no bias, no dilation): ATen's forward pass, effnet's
+    weight gradient where it is faster (`path`: "auto" by the measured rule, "effnet" or "aten" always).
+    `torch.compile` and `torch.export` see one operator, `effnet::depthwise_conv2d`."""
+    if torch.compiler.is_compiling():
+        return _depthwise_conv2d_op(x, weight, stride, padding, path)
+    return _DepthwiseConv2d.apply(x, weight, stride, padding, path)
+
 
 __all__ = ["PATHS", "depthwise_conv2d", "kernel_available", "own_weight_grad_wins", "weight_grad"]
