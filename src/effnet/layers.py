@@ -150,8 +150,8 @@ class PointwiseConv2d(CpuTrainingPath, nn.Conv2d):
 def set_training_path(model: nn.Module, path: str) -> int:
     """Set how `model`'s layers train on a CPU: "auto" (effnet's paths: 1x1 convolutions as matrix products,
     depthwise ones through effnet's operator with its own weight gradient where the measured rule says it is
-    faster, fused BN+SiLU's backward by effnet's kernel), "effnet" (the depthwise operator's own weight gradient
-    always) or "aten" (ATen's kernels throughout).  Returns how many modules were set."""
+    faster, fused BN+SiLU and squeeze-excite by effnet's kernels), "effnet" (the depthwise operator's own weight
+    gradient always) or "aten" (ATen's kernels throughout).  Returns how many modules were set."""
     if path not in ops.PATHS:
         raise ValueError(f"training path: got {path!r}, expected one of {', '.join(ops.PATHS)}")
     convs = [m for m in model.modules() if isinstance(m, CpuTrainingPath)]
