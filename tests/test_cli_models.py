@@ -37,6 +37,8 @@ def test_models_table_shows_v2_beside_the_v2_papers_table7(capsys):
     assert rows["efficientnetv2_s"] == ["efficientnetv2_s", "384", "21.5", "22", "8.37", "8.8", "-4.9%", "35.8",
                                         "83.9", "V2", "Table", "7"]
     assert rows["efficientnetv2_xl"][8:10] == ["87.3", "(21k)"]  # XL is published only after ImageNet-21k
+    # B0-B3 are not in the paper: the reference release's table
+    assert rows["efficientnetv2_b0"][3:] == ["7.1", "0.718", "0.72", "-0.3%", "4.77", "78.7", "V2", "ref.", "README"]
     code, out, _ = run(capsys, "models", "--filter", "efficientnetv2_m", "--format", "json")
     (m,) = json.loads(out)
     assert (m["paper_params_m"], m["paper_macs_b"], m["paper_top1"], m["paper_top1_21k"], m["paper_table"]) == (

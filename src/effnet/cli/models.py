@@ -23,7 +23,7 @@ from effnet.cli._args import (
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
 from effnet.families.efficientnet import PAPER_TABLE2
-from effnet.families.efficientnet_v2 import PAPER_TABLE7
+from effnet.families.efficientnet_v2 import PUBLISHED
 from effnet.profile import ModelProfile, profile, profile_stages
 from effnet.registry import get_spec, list_models
 from effnet.report import format_table
@@ -33,7 +33,7 @@ from effnet.spec import NetSpec, save_spec
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models with params, MACs and their paper's figures (V1's Table 2, V2's "
-                                      "Table 7)")
+                                      "Table 7; V2-B0-B3 from the V2 reference release)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--filter", default=None, help="only names containing this text")
     p.set_defaults(func=run_models)
@@ -97,8 +97,9 @@ def _g(macs: int) -> float:
 
 @dataclass(frozen=True)
 class _Paper:
-    """A model's figures as its paper published them: V1's Table 2 (params, FLOPs) or V2's Table 7 (params, FLOPs,
-    top-1 on ImageNet-1k and after ImageNet-21k pre-training)."""
+    """A model's figures as published: V1's Table 2 (params, FLOPs) or V2's Table 7 (params, FLOPs, top-1 on
+    ImageNet-1k and after ImageNet-21k pre-training); V2's B0-B3, absent from the paper, from the reference release's
+    table (`effnet.families.efficientnet_v2.REFERENCE_B0_B3`)."""
 
     params_m: float | None = None
     macs_b: float | None = None
@@ -114,9 +115,9 @@ class _Paper:
 
 
 def _paper(name: str) -> _Paper:
-    if name in PAPER_TABLE7:
-        f = PAPER_TABLE7[name]
-        return _Paper(f.params_m, f.flops_b, f.top1, f.top1_21k, "V2 Table 7")
+    if name in PUBLISHED:
+        f = PUBLISHED[name]
+        return _Paper(f.params_m, f.flops_b, f.top1, f.top1_21k, f.source)
     if name in PAPER_TABLE2:
         return _Paper(*PAPER_TABLE2[name], table="V1 Table 2")
     return _Paper()

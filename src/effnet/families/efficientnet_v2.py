@@ -105,21 +105,40 @@ VARIANTS_V2: dict[str, VariantV2] = {
 
 @dataclass(frozen=True)
 class PaperFigures:
-    """A row of the V2 paper's Table 7 as published: parameters (M), FLOPs (billions of multiply-adds), top-1 (%)
-    trained on ImageNet-1k, and top-1 after ImageNet-21k pre-training (XL has only the latter)."""
+    """A model's figures as published: parameters (M), FLOPs (billions of multiply-adds), top-1 (%) trained on
+    ImageNet-1k, and top-1 after ImageNet-21k pre-training (XL has only the latter); `source` names the table."""
 
     params_m: float
     flops_b: float
     top1: float | None
     top1_21k: float | None
+    source: str = "V2 Table 7"
 
 
+# Table 7 of the paper ("EfficientNetV2 Performance Results on ImageNet", ICML 2021): S 22M / 8.8B / 83.9%,
+# M 54M / 24B / 85.1%, L 120M / 53B / 85.7%, and after ImageNet-21k pre-training S 84.9%, M 86.2%, L 86.8% and
+# XL 87.3% with 208M / 94B.  (Figure 1(b) of the same paper gives S as 24M; Table 7's 22M is the one that fits the
+# architecture, whose exact count is 21.5M.)  The reference release's checkpoint table (google/automl,
+# efficientnetv2/README.md) lists the released models a little differently: S 21.5M / 8.4B, M 54.1M / 24.7B / 85.2%,
+# L 119.5M / 56.3B, XL (21k) 87.2%; effnet's counts (21.5M / 8.37B, 54.1M / 24.6B, 119M / 56.1B) match it, so
+# "MACs vs paper" is -5% for S and +6% for L.
 PAPER_TABLE7: dict[str, PaperFigures] = {
     "efficientnetv2_s": PaperFigures(22, 8.8, 83.9, 84.9),
     "efficientnetv2_m": PaperFigures(54, 24, 85.1, 86.2),
     "efficientnetv2_l": PaperFigures(120, 53, 85.7, 86.8),
     "efficientnetv2_xl": PaperFigures(208, 94, None, 87.3),
 }
+
+# B0-B3 are not in the paper; the reference release's table of "smaller V2 models using the same scaling and
+# preprocessing as V1" (google/automl, efficientnetv2/README.md) gives them, trained on ImageNet-1k only.
+REFERENCE_B0_B3: dict[str, PaperFigures] = {
+    "efficientnetv2_b0": PaperFigures(7.1, 0.72, 78.7, None, "V2 ref. README"),
+    "efficientnetv2_b1": PaperFigures(8.1, 1.2, 79.8, None, "V2 ref. README"),
+    "efficientnetv2_b2": PaperFigures(10.1, 1.7, 80.5, None, "V2 ref. README"),
+    "efficientnetv2_b3": PaperFigures(14.4, 3.0, 82.1, None, "V2 ref. README"),
+}
+
+PUBLISHED: dict[str, PaperFigures] = {**PAPER_TABLE7, **REFERENCE_B0_B3}
 
 
 def efficientnet_v2(name: str) -> NetSpec:
