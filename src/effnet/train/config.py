@@ -18,13 +18,15 @@ from effnet.train.progressive import V2_S, Stage, describe_plan
 
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 2048
 MAX_WARMUP_FRACTION = 0.1
-COMPILE_MIN_STEPS: int | None = 4000
-"""Runs of at least this many steps compile by default (`compile=None`): the steps whose saving repays a compile
-with an empty inductor cache.  Measured on the experiments' baseline (18 px, batch 128, one CPU thread, torch 2.14,
-effnet's CPU convolutions and BN+SiLU backward, 2 shared cores under load 7-10, medians of six interleaved windows
-of 8 steps): the compiled step saved 42 and 58 ms (239 vs 281 ms, 272 vs 330 ms eager) in two runs; compiling took
-201 s with an empty cache and 24 s with a warm one: 201 / 0.050 = 4000 steps.  With stock convolutions the
-compiled step saved nothing (487 vs 491 ms)."""
+COMPILE_MIN_STEPS: int | None = None
+"""Runs of at least this many steps compile by default (`compile=None`); None: only `--compile` compiles.  A
+compile has to repay its time (about 200 s with an empty inductor cache, 24 s with a warm one, on 2 shared cores).
+With effnet's CPU kernels for the depthwise convolution's weight gradient and the BN+SiLU backward only, the
+compiled step of the experiments' baseline (18 px, batch 128, one thread) saved 42-58 ms a step, which repaid a
+cold compile after 4,000 steps, the threshold then.  Since BN+SiLU's forward and the squeeze-excite run as effnet's
+kernels too, compiling fuses next to nothing more: 1,224 against 1,211 images/s for the baseline, 640 against 648
+for B0 at 32 px (`benchmarks/run.py --only train_speed`, interleaved rounds, docs/RESULTS.md "Training speed"),
+a saving that would take some 200,000 steps to repay a cold compile."""
 
 FASHION_MNIST_HOLDOUT = 5_000
 """Fashion-MNIST validates on its last 5,000 training images; its 10,000-image test split is only reported."""
