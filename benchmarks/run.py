@@ -319,15 +319,13 @@ def train(quick: bool) -> None:
         _save(tag, report.to_dict(), format_report(report))
 
 
-def _speed_models(quick: bool) -> list[tuple[str, str, int | None, int]]:
+def _speed_models(quick: bool, folder: Path) -> list[tuple[str, str, int | None, int]]:
     """(tag, model or spec file, resolution, batch) for the training-speed section: the experiments' baseline and
-    its 8x-MACs depth, width, resolution and compound models (compound-vs-single's candidates), then B0."""
-    import tempfile
-
+    its 8x-MACs depth, width, resolution and compound models (compound-vs-single's candidates, their specs written
+    to `folder`), then B0."""
     from effnet.experiments import design
     from effnet.spec import save_spec
 
-    folder = Path(tempfile.mkdtemp(prefix="effnet-speed-"))
     base = design.baseline()
     specs = [("baseline", base)]
     if not quick:
@@ -351,21 +349,28 @@ def train_speed(quick: bool) -> None:
     baseline and B0 at 32 px) against the same step with ATen's convolutions only (`effnet-aten`, the step before
     effnet's own kernels) and timm channels_last, on 1 and 2 threads.  The whole `effnet train` loop against its
     bare step is `benchmarks/train_loop.py`."""
+    import tempfile
+
     before = torch.get_num_threads()
-    try:
-        for threads in (1,) if quick else (1, 2):
-            torch.set_num_threads(threads)
-            for tag, model, res, batch in _speed_models(quick):
-                # compiling a deep model takes many minutes on 2 shared cores: the compiled step is measured on the
-                # baseline and B0 at 32 px (a smoke run: the baseline only)
-                compiles = threads == 1 and tag in (("baseline",) if quick else ("baseline", "b0_32_bs128"))
-                paths = ("default", "default-compile") if compiles else ("default",)
-                peers = ("effnet-aten",) + (("timm-channels_last",) if model == "efficientnet_b0" else ())
-                report = run_bench(model, batches=(batch,), mode="train", paths=paths, peers=peers, resolution=res,
-                                   repeats=2 if quick else 3, warmup=2, log=log)
-                _save(f"train_speed_{tag}_{threads}t", report.to_dict(), format_report(report))
-    finally:
-        torch.set_num_threads(before)
+    with tempfile.TemporaryDirectory(prefix="effnet-speed-") as folder:
+        try:
+            _train_speed_runs(quick, _speed_models(quick, Path(folder)))
+        finally:
+            torch.set_num_threads(before)
+
+
+def _train_speed_runs(quick: bool, models: list[tuple[str, str, int | None, int]]) -> None:
+    for threads in (1,) if quick else (1, 2):
+        torch.set_num_threads(threads)
+        for tag, model, res, batch in models:
+            # compiling a deep model takes many minutes on 2 shared cores: the compiled step is measured on the
+            # baseline and B0 at 32 px (a smoke run: the baseline only)
+            compiles = threads == 1 and tag in (("baseline",) if quick else ("baseline", "b0_32_bs128"))
+            paths = ("default", "default-compile") if compiles else ("default",)
+            peers = ("effnet-aten",) + (("timm-channels_last",) if model == "efficientnet_b0" else ())
+            report = run_bench(model, batches=(batch,), mode="train", paths=paths, peers=peers, resolution=res,
+                               repeats=2 if quick else 3, warmup=2, log=log)
+            _save(f"train_speed_{tag}_{threads}t", report.to_dict(), format_report(report))
 
 
 SECTIONS = {"infer": infer, "accuracy": accuracy, "accuracy_fmnist": accuracy_fmnist, "ops": ops, "train": train,

@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/run.py
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from effnet.cpu import cpu_flags, cpu_model  # noqa: E402
 from effnet.experiments.design import RECIPE  # noqa: E402
 from effnet.registry import get_spec  # noqa: E402
 from effnet.train import TrainConfig, train  # noqa: E402
@@ -39,15 +40,10 @@ BASELINE = str(Path(__file__).resolve().parents[1] / "src" / "effnet" / "experim
 
 
 def cpu() -> dict:
-    info = {"machine": platform.machine(), "capability": torch.backends.cpu.get_cpu_capability()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        info["model"] = next(line.split(":", 1)[1].strip() for line in text.splitlines() if "model name" in line)
-        flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-        info["isa"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    except (OSError, StopIteration):
-        pass
-    return info
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return {"machine": platform.machine(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "model": cpu_model(), "isa": isa}
 
 
 def bare_windows(config: TrainConfig, windows: int, steps: int) -> list[float]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from effnet.cpu import cpu_flags, cpu_model
 from effnet.files import atomic_write_text
 from effnet.spec import NetSpec
 
@@ -96,18 +96,9 @@ def machine() -> dict[str, Any]:
     """The CPU this ran on (model name and the ISA features that change speed), cores and threads."""
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
-    return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "isa": isa, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__}
 
 
