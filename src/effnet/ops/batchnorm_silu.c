@@ -79,6 +79,15 @@ static void tile(float *dst, const float *src, long c, long p) {
     for (long i = 0; i < p; i++) dst[i] = src[i % c];
 }
 
+/* A chunk's two P-long sums folded to (c,) each: out[q] = sum of s1[j], out[c + q] = sum of s2[j], j = q mod c. */
+static void fold_sums(float *out, const float *s1, const float *s2, long c, long p) {
+    for (long q = 0; q < c; q++) {
+        float a = 0.0f, b = 0.0f;
+        for (long j = q; j < p; j += c) a += s1[j], b += s2[j];
+        out[q] = a, out[c + q] = b;
+    }
+}
+
 /* ---- forward ---------------------------------------------------------------------------------------------- */
 
 /* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - k), part[k * 2c + c + q] = sum (x - k)^2, with the
@@ -106,12 +115,7 @@ int bn_stats_nhwc(const float *x, float *part, long rows, long c, long k0, long 
                 float d = x[r * c + q] - k[q];
                 s1[q] += d, s2[q] += d * d;
             }
-        float *out = part + chunk * 2 * c;
-        for (long q = 0; q < c; q++) {
-            float a = 0.0f, b = 0.0f;
-            for (long j = q; j < p; j += c) a += s1[j], b += s2[j];
-            out[q] = a, out[c + q] = b;
-        }
+        fold_sums(part + chunk * 2 * c, s1, s2, c, p);
     }
     free(buf);
     return 0;
@@ -197,12 +201,7 @@ int bn_silu_grad_sums_nhwc(const float *grad, const float *x, const float *mean,
                 float s = 1.0f / (1.0f + sexp(-y)), dy = grad[r * c + q] * s * (1.0f + y * (1.0f - s));
                 gx[r * c + q] = dy, s1[q] += dy, s2[q] += dy * xh;
             }
-        float *out = part + chunk * 2 * c;
-        for (long q = 0; q < c; q++) {
-            float a = 0.0f, bb = 0.0f;
-            for (long j = q; j < p; j += c) a += s1[j], bb += s2[j];
-            out[q] = a, out[c + q] = bb;
-        }
+        fold_sums(part + chunk * 2 * c, s1, s2, c, p);
     }
     free(buf);
     return 0;
