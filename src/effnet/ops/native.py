@@ -122,11 +122,15 @@ def over_channels(channels: int, call: Callable[[int, int], int], what: str) -> 
         raise RuntimeError(f"effnet's {what} kernel failed ({channels} channels)")
 
 
-def over_chunks(chunks: int, call: Callable[[int, int], int], what: str) -> None:
+GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
+
+
+def over_chunks(chunks: int, call: Callable[[int, int], int], what: str, chunk_elements: int = GRAIN) -> None:
     """Run `call(k_begin, k_end)` (a kernel entry that returns 0 on success) over the chunks [0, chunks) split
-    into contiguous ranges between torch's threads.  A kernel writes each chunk's sums to the chunk's own slot,
-    so its result never depends on the split."""
-    threads = max(1, min(torch.get_num_threads(), chunks))
+    into contiguous ranges between torch's threads, each thread getting at least `GRAIN` elements (a chunk holds
+    `chunk_elements`).  A kernel writes each chunk's sums to the chunk's own slot, so its result never depends on
+    the split."""
+    threads = max(1, min(torch.get_num_threads(), chunks, chunks * chunk_elements // GRAIN))
     edges = [chunks * t // threads for t in range(threads + 1)]
     codes = [call(edges[0], edges[1])] if threads == 1 else list(
         _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
