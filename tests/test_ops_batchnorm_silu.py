@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -81,6 +84,11 @@ def test_result_does_not_depend_on_the_thread_count(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(one, two))
 
 
+def test_the_chunk_of_rows_is_the_kernels():
+    source = (Path(batchnorm_silu.__file__).parent / "batchnorm_silu.c").read_text()
+    assert re.search(r"#define CHUNK (\d+)", source).group(1) == str(batchnorm_silu.CHUNK)
+
+
 def test_opcheck_of_the_registered_operator():
     torch.library.opcheck(torch.ops.effnet.batch_norm_silu_backward.default, (*_inputs((2, 16, 3, 3)), 1e-5))
 
@@ -135,6 +143,8 @@ def test_forward_does_not_depend_on_the_thread_count(monkeypatch):
 def test_forward_of_nchw_float64_and_single_values_takes_atens_kernels(monkeypatch):
     calls = []
     monkeypatch.setattr(native, "over_chunks", lambda *a: calls.append(a))
+    without_running_stats = ops.batch_norm_silu(*_forward_inputs((2, 8, 4, 4))[:3], None, None, 0.1, 1e-5)
+    assert without_running_stats[0].shape == (2, 8, 4, 4)
     for x, *params in (_forward_inputs((2, 8, 4, 4), channels_last=False),
                        tuple(t.double() for t in _forward_inputs((2, 8, 4, 4))), _forward_inputs((1, 8, 1, 1))):
         got = ops.batch_norm_silu(x, *params[:2], params[2].clone(), params[3].clone(), 0.1, 1e-5)

@@ -55,7 +55,8 @@ def _uses_own_kernel(x, *tensors) -> bool:
 
 
 def _forward(x, weight, bias, running_mean, running_var, momentum, eps):
-    if not _uses_own_kernel(x, weight, bias, running_mean, running_var):
+    if running_mean is None or running_var is None or not _uses_own_kernel(x, weight, bias, running_mean,
+                                                                           running_var):
         return aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps)
     n, c, h, w = x.shape
     rows = n * h * w
