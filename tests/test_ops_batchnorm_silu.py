@@ -153,6 +153,17 @@ def test_forward_of_nchw_float64_and_single_values_takes_atens_kernels(monkeypat
     assert calls == []
 
 
+def test_eager_calls_and_the_registered_operators_give_the_same_bits():
+    x, w, b, rm, rv = _forward_inputs((8, 24, 9, 9))
+    eager = ops.batch_norm_silu(x, w, b, rm.clone(), rv.clone(), 0.1, 1e-5)
+    op = torch.ops.effnet.batch_norm_silu.default(x, w, b, rm.clone(), rv.clone(), 0.1, 1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(eager, op))
+    args = _inputs((8, 24, 9, 9))
+    eager = ops.batch_norm_silu_backward(*args, 1e-5)
+    op = torch.ops.effnet.batch_norm_silu_backward.default(*args, 1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(eager, op))
+
+
 def test_opcheck_of_the_forward_operator():
     x, w, b, rm, rv = _forward_inputs((2, 16, 3, 3))
     torch.library.opcheck(torch.ops.effnet.batch_norm_silu.default, (x, w, b, rm, rv, 0.1, 1e-5))

@@ -55,6 +55,15 @@ def test_forward_and_both_gradients_equal_aten(case, channels_last, path):
     assert y.is_contiguous(memory_format=torch.channels_last) == y_ref.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_eager_calls_and_the_registered_operator_give_the_same_bits():
+    x = torch.randn(8, 24, 9, 9).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(24, 1, 5, 5)
+    g = torch.randn(8, 24, 9, 9).contiguous(memory_format=torch.channels_last)
+    eager = _grads(lambda a, b: ops.depthwise_conv2d(a, b, [1, 1], [2, 2], "auto"), x, w, g)
+    op = _grads(lambda a, b: torch.ops.effnet.depthwise_conv2d.default(a, b, [1, 1], [2, 2], "auto"), x, w, g)
+    assert all(torch.equal(a, b) for a, b in zip(eager, op))
+
+
 def test_own_kernel_is_closer_to_float64_than_float32_tolerance():
     x = torch.randn(64, 40, 9, 9, dtype=torch.float64)
     g = torch.randn(64, 40, 9, 9, dtype=torch.float64)
