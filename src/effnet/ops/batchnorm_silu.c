@@ -16,8 +16,8 @@
 
    Determinism: rows are cut into chunks of CHUNK rows, whatever the number of threads; each chunk's sums are
    float32 and land in their own slot of `part`, and the chunks are added in float64 in order by `*_finish`.
-   Threads take whole chunks.  The batch statistics are sums of x - k and (x - k)^2 with k the first row (a
-   shift that keeps the one-pass variance from cancelling when |mean| >> std).
+   Threads take whole chunks.  The batch statistics are sums of x - k and (x - k)^2 with k the mean of the first
+   chunk (a shift close to the mean keeps the one-pass variance from cancelling when |mean| >> std).
    exp is `vexp` (range reduction and a degree-6 polynomial, the Cephes single-precision coefficients, within
    2 ulp of expf on [-87, 88]). */
 
@@ -90,14 +90,24 @@ static void fold_sums(float *out, const float *s1, const float *s2, long c, long
 
 /* ---- forward ---------------------------------------------------------------------------------------------- */
 
-/* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - k), part[k * 2c + c + q] = sum (x - k)^2, with the
-   shift k = x's first row. */
-int bn_stats_nhwc(const float *x, float *part, long rows, long c, long k0, long k1) {
+/* The shift of the statistics: the mean of the first chunk's rows. */
+int bn_shift_nhwc(const float *x, float *shift, long rows, long c) {
+    long n = rows < CHUNK ? rows : CHUNK;
+    for (long q = 0; q < c; q++) {
+        double a = 0.0;
+        for (long r = 0; r < n; r++) a += x[r * c + q];
+        shift[q] = (float)(a / (double)n);
+    }
+    return 0;
+}
+
+/* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - k), part[k * 2c + c + q] = sum (x - k)^2, k = shift. */
+int bn_stats_nhwc(const float *x, const float *shift, float *part, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 3);
     if (!buf) return -1;
     float *k = buf, *s1 = buf + p, *s2 = buf + 2 * p;
-    tile(k, x, c, p);
+    tile(k, shift, c, p);
     for (long chunk = k0; chunk < k1; chunk++) {
         long r0 = chunk * CHUNK, r1 = r0 + CHUNK < rows ? r0 + CHUNK : rows;
         memset(s1, 0, sizeof(float) * (size_t)p * 2);
@@ -123,7 +133,7 @@ int bn_stats_nhwc(const float *x, float *part, long rows, long c, long k0, long 
 
 /* After pass 1: the batch's mean and invstd; scale_offset = (weight * invstd, bias - mean * scale) for pass 2; the
    running statistics updated as torch's BatchNorm does (the unbiased variance into running_var). */
-int bn_stats_finish(const float *part, const float *x, const float *weight, const float *bias, float *mean,
+int bn_stats_finish(const float *part, const float *shift, const float *weight, const float *bias, float *mean,
                     float *invstd, float *scale_offset, float *running_mean, float *running_var, long rows, long c,
                     long chunks, double eps, double momentum) {
     for (long q = 0; q < c; q++) {
@@ -131,11 +141,11 @@ int bn_stats_finish(const float *part, const float *x, const float *weight, cons
         for (long k = 0; k < chunks; k++) a += part[k * 2 * c + q], b += part[k * 2 * c + c + q];
         double m = a / (double)rows, var = b / (double)rows - m * m;
         if (var < 0.0) var = 0.0;
-        mean[q] = (float)(m + x[q]);
+        mean[q] = (float)(m + shift[q]);
         invstd[q] = (float)(1.0 / sqrt(var + eps));
         scale_offset[q] = weight[q] * invstd[q];
         scale_offset[c + q] = bias[q] - mean[q] * scale_offset[q];
-        running_mean[q] = (float)((1.0 - momentum) * running_mean[q] + momentum * (m + x[q]));
+        running_mean[q] = (float)((1.0 - momentum) * running_mean[q] + momentum * (m + shift[q]));
         running_var[q] = (float)((1.0 - momentum) * running_var[q] + momentum * var * (double)rows / (double)(rows - 1));
     }
     return 0;

@@ -27,7 +27,7 @@ def _entry(function: str, pointers: int, longs: int, doubles: int = 0):
 
 def _kernel():
     """The library's first entry, or None where it cannot be built here."""
-    return _entry("bn_stats_nhwc", 2, 4)
+    return _entry("bn_stats_nhwc", 3, 4)
 
 
 def aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps):
@@ -62,11 +62,12 @@ def _forward(x, weight, bias, running_mean, running_var, momentum, eps):
     rows = n * h * w
     chunks = -(-rows // CHUNK)
     weight, bias = weight.contiguous(), bias.contiguous()
-    part = torch.empty(chunks * 2 * c)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 2, 4)(
-        x.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics", CHUNK * c)
+    part, shift = torch.empty(chunks * 2 * c), torch.empty(c)
+    _entry("bn_shift_nhwc", 2, 2)(x.data_ptr(), shift.data_ptr(), rows, c)
+    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 3, 4)(
+        x.data_ptr(), shift.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics", CHUNK * c)
     mean, invstd, scale_offset = torch.empty(c), torch.empty(c), torch.empty(2 * c)
-    _entry("bn_stats_finish", 9, 3, 2)(part.data_ptr(), x.data_ptr(), weight.data_ptr(), bias.data_ptr(),
+    _entry("bn_stats_finish", 9, 3, 2)(part.data_ptr(), shift.data_ptr(), weight.data_ptr(), bias.data_ptr(),
                                        mean.data_ptr(), invstd.data_ptr(), scale_offset.data_ptr(),
                                        running_mean.data_ptr(), running_var.data_ptr(), rows, c, chunks, eps, momentum)
     out = torch.empty_like(x, memory_format=torch.channels_last)
