@@ -75,3 +75,22 @@ def test_trainer_fuses_bn_silu_by_default_and_the_flag_turns_it_off(tmp_path):
         assert (_FusedConvNormAct in kinds) is fused
         line = dict(recipe_lines(config, trainer.plan, "tiny"))["BN+SiLU"]
         assert line.startswith("fused") is fused
+
+
+def test_the_recipe_says_when_effnets_cpu_kernels_cannot_be_built(tmp_path, monkeypatch):
+    from effnet import ops
+    from effnet.ops import native
+    from effnet.train.config import recipe_lines
+
+    data, spec_path, _, _ = _setup(tmp_path)
+    config = TrainConfig(**U.base_config(data, spec_path, None))
+    trainer = Trainer(config)
+    line = dict(recipe_lines(config, trainer.plan, "tiny"))["convolutions"]
+    assert "BN+SiLU and squeeze-excite by effnet's C kernels" in line and "cannot be built" not in line
+    monkeypatch.setattr(ops, "kernel_available", lambda: False)
+    monkeypatch.setattr(native, "build_problem", lambda name: "no C compiler found (set CC, or install gcc)")
+    line = dict(recipe_lines(config, trainer.plan, "tiny"))["convolutions"]
+    assert "cannot be built here (no C compiler found" in line
+    off = TrainConfig(**U.base_config(data, spec_path, None, own_kernels=False))
+    assert dict(recipe_lines(off, trainer.plan, "tiny"))["convolutions"] == "stock (ATen/oneDNN)"
+    trainer.close()

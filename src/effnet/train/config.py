@@ -291,6 +291,18 @@ class Plan:
     stages: tuple[Stage, ...] = ()  # the stage plan (effnet.train.progressive); one stage without progressive
 
 
+def _own_kernels_line() -> str:
+    """What `own_kernels` means on this machine: effnet's CPU training paths, or why its C kernels are missing."""
+    from effnet.ops import kernel_available, native
+
+    line = ("effnet's on CPU: depthwise through effnet's operator (its own weight gradient where faster), 1x1 as "
+            "matrix products, BN+SiLU and squeeze-excite by effnet's C kernels")
+    if kernel_available():
+        return line
+    problem = native.build_problem("depthwise_weight_grad")
+    return f"{line}; the C kernels cannot be built here ({problem}): ATen's in their place"
+
+
 def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str, str]]:
     """(setting, effective value and where it comes from) for `effnet train --recipe` and the run's log."""
     lr_note = "set" if c.lr is not None else f"{c.lr_base} x {c.batch_size}/256"
@@ -339,8 +351,7 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("memory format", "channels_last" if c.channels_last else "contiguous"),
         ("BN+SiLU", "fused where SiLU follows BN: saves only BN's input for backward (same gradients; no effect "
                     "on ReLU/ReLU6 models such as Lite)" if c.fused_bn_silu else "stock modules"),
-        ("convolutions", "effnet's on CPU: depthwise through effnet's operator (its own weight gradient where "
-                         "faster), 1x1 as matrix products" if c.own_kernels else "stock (ATen/oneDNN)"),
+        ("convolutions", _own_kernels_line() if c.own_kernels else "stock (ATen/oneDNN)"),
         ("seed", str(c.seed)),
     ]
     if c.progressive is not None:
