@@ -109,20 +109,21 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effnet-kernel")
 
 
-def over_channels(channels: int, call: Callable[[int, int], int], what: str) -> None:
+GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
+
+
+def over_channels(channels: int, call: Callable[[int, int], int], what: str, channel_elements: int = GRAIN) -> None:
     """Run `call(c_begin, c_end)` (a kernel entry that returns 0 on success) over the channel range split between
-    torch's threads in multiples of 16 channels; ctypes releases the GIL, so the threads run in parallel.  A
-    kernel's sums per channel never depend on the split, so neither does its result."""
+    torch's threads in multiples of 16 channels, each thread getting at least `GRAIN` elements (a channel holds
+    `channel_elements`); ctypes releases the GIL, so the threads run in parallel.  A kernel's sums per channel
+    never depend on the split, so neither does its result."""
     blocks = math.ceil(channels / 16)
-    threads = max(1, min(torch.get_num_threads(), blocks))
+    threads = max(1, min(torch.get_num_threads(), blocks, channels * channel_elements // GRAIN))
     edges = [min(channels, 16 * (blocks * t // threads)) for t in range(threads + 1)]
     codes = [call(edges[0], edges[1])] if threads == 1 else list(
         _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
     if any(codes):
         raise RuntimeError(f"effnet's {what} kernel failed ({channels} channels)")
-
-
-GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
 
 
 def over_chunks(chunks: int, call: Callable[[int, int], int], what: str, chunk_elements: int = GRAIN) -> None:

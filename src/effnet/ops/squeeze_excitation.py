@@ -99,7 +99,7 @@ def _own_pool(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     pooled = torch.empty(n, c)
     native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), pooled.data_ptr(), n, h * w, c, c0, c1),
-                         "squeeze-excite pooling")
+                         "squeeze-excite pooling", n * h * w)
     return pooled
 
 
@@ -109,7 +109,7 @@ def _own_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     gate = gate.to(torch.float32).contiguous()  # float32 also where autocast ran the MLP in a lower precision
     out = torch.empty_like(x, memory_format=torch.channels_last)
     native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), gate.data_ptr(), out.data_ptr(), n, h * w, c,
-                                                     c0, c1), "squeeze-excite scaling")
+                                                     c0, c1), "squeeze-excite scaling", n * h * w)
     return out
 
 
@@ -146,14 +146,14 @@ def _backward(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias, a
     dgate, pooled = torch.empty(n, c), torch.empty(n, c)
     sums = _entry("se_backward_sums_nhwc", 4)
     native.over_channels(c, lambda c0, c1: sums(grad.data_ptr(), x.data_ptr(), dgate.data_ptr(), pooled.data_ptr(),
-                                                n, h * w, c, c0, c1), "squeeze-excite backward")
+                                                n, h * w, c, c0, c1), "squeeze-excite backward", n * h * w)
     gate, dpooled, *dparams = _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias,
                                             activation)
     gate, dmean = gate.to(torch.float32).contiguous(), (dpooled / (h * w)).to(torch.float32).contiguous()
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     grad_x = _entry("se_grad_x_nhwc", 4)
     native.over_channels(c, lambda c0, c1: grad_x(grad.data_ptr(), gate.data_ptr(), dmean.data_ptr(), dx.data_ptr(),
-                                                  n, h * w, c, c0, c1), "squeeze-excite backward")
+                                                  n, h * w, c, c0, c1), "squeeze-excite backward", n * h * w)
     params = (reduce_weight, reduce_bias, expand_weight, expand_bias)
     return (dx, *(t.to(p.dtype).contiguous() for t, p in zip(dparams, params)))
 
