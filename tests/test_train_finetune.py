@@ -78,8 +78,7 @@ def test_trainer_fuses_bn_silu_by_default_and_the_flag_turns_it_off(tmp_path):
 
 
 def test_the_recipe_says_when_effnets_cpu_kernels_cannot_be_built(tmp_path, monkeypatch):
-    from effnet import ops
-    from effnet.ops import native
+    from effnet import layers
     from effnet.train.config import recipe_lines
 
     data, spec_path, _, _ = _setup(tmp_path)
@@ -87,8 +86,8 @@ def test_the_recipe_says_when_effnets_cpu_kernels_cannot_be_built(tmp_path, monk
     trainer = Trainer(config)
     line = dict(recipe_lines(config, trainer.plan, "tiny"))["convolutions"]
     assert "BN+SiLU and squeeze-excite by effnet's C kernels" in line and "cannot be built" not in line
-    monkeypatch.setattr(ops, "kernel_available", lambda: False)
-    monkeypatch.setattr(native, "build_problem", lambda name: "no C compiler found (set CC, or install gcc)")
+    monkeypatch.setattr(layers.ops, "kernel_available", lambda: False)
+    monkeypatch.setattr(layers.ops.native, "build_problem", lambda name: "no C compiler found (set CC, or install gcc)")
     line = dict(recipe_lines(config, trainer.plan, "tiny"))["convolutions"]
     assert "cannot be built here (no C compiler found" in line
     off = TrainConfig(**U.base_config(data, spec_path, None, own_kernels=False))

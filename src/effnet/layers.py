@@ -147,6 +147,14 @@ class PointwiseConv2d(CpuTrainingPath, nn.Conv2d):
         return super()._conv_forward(x, weight, bias)
 
 
+def cpu_kernels_problem() -> str | None:
+    """Why effnet's C kernels for CPU training cannot be built here (then ATen's kernels run in their place), or
+    None where they can."""
+    if ops.kernel_available():
+        return None
+    return ops.native.build_problem("depthwise_weight_grad") or "effnet's C kernels could not be loaded"
+
+
 def set_training_path(model: nn.Module, path: str) -> int:
     """Set how `model`'s layers train on a CPU: "auto" (effnet's paths: 1x1 convolutions as matrix products,
     depthwise ones through effnet's operator with its own weight gradient where the measured rule says it is

@@ -293,14 +293,12 @@ class Plan:
 
 def _own_kernels_line() -> str:
     """What `own_kernels` means on this machine: effnet's CPU training paths, or why its C kernels are missing."""
-    from effnet.ops import kernel_available, native
+    from effnet.layers import cpu_kernels_problem
 
     line = ("effnet's on CPU: depthwise through effnet's operator (its own weight gradient where faster), 1x1 as "
             "matrix products, BN+SiLU and squeeze-excite by effnet's C kernels")
-    if kernel_available():
-        return line
-    problem = native.build_problem("depthwise_weight_grad")
-    return f"{line}; the C kernels cannot be built here ({problem}): ATen's in their place"
+    problem = cpu_kernels_problem()
+    return line if problem is None else f"{line}; the C kernels cannot be built here ({problem}): ATen's in their place"
 
 
 def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str, str]]:
