@@ -106,6 +106,27 @@ def test_machine_ceiling():
     assert m.threads == 2 and m.fp32_gmacs_ceiling > 0 and m.isa
 
 
+def test_numpys_gemm_in_the_ceiling_runs_on_torchs_thread_count(monkeypatch):
+    """NumPy's BLAS would use every core; a one-thread ceiling must not carry a many-thread rate."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from effnet.bench import ceiling
+
+    seen = []
+
+    def gemm(size):
+        return lambda: seen.append({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                                    if p["user_api"] == "blas"})
+
+    monkeypatch.setattr(ceiling, "_numpy_fp32", gemm)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert ceiling._numpy_gmacs(8, 1) > 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen and all(threads == {1} for threads in seen)
+
+
 def test_peak_memory_mb_sees_a_large_allocation():
     """A call that writes 64 MiB raises the resident peak by at least that much; one that allocates nothing, by far
     less."""

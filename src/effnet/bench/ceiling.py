@@ -42,7 +42,9 @@ import torch
 from effnet.cpu import cpu_flags, cpu_model
 from effnet.files import CACHE_ENV, atomic_write_text, cache_dir
 
-METHOD = 2  # how the ceiling is measured; a cached ceiling of another method is measured again
+# How the ceiling is measured; a cached ceiling of another method is measured again (3: NumPy's BLAS limited to
+# torch's threads).
+METHOD = 3
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,17 @@ def _numpy_fp32(size: int) -> Callable[[], object]:
     return lambda: np.matmul(a, b, out=out)
 
 
+def _numpy_gmacs(size: int, repeats: int) -> float | None:
+    """NumPy's fp32 GEMM rate on torch's thread count, or None where its BLAS threads cannot be limited (without
+    threadpoolctl NumPy's BLAS uses every core, which would put a many-thread rate in a one-thread ceiling)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        return size**3 / _best_seconds(_numpy_fp32(size), repeats) / 1e9
+
+
 def _onnxruntime_fp32(size: int) -> Callable[[], object] | None:
     """An ONNX Runtime session of one MatMul on torch's threads, or None without onnxruntime/onnx."""
     try:
@@ -156,7 +169,10 @@ def _fp32_gmacs(size: int, repeats: int) -> tuple[float, str, str]:
     torch_rate, why = _gemm_gmacs(torch.float32, size, repeats)
     if torch_rate is None:
         raise RuntimeError(f"measure_ceiling: an fp32 matmul failed: {why}")
-    rates = {"torch": torch_rate, "numpy": size**3 / _best_seconds(_numpy_fp32(size), repeats) / 1e9}
+    rates = {"torch": torch_rate}
+    numpy_rate = _numpy_gmacs(size, repeats)
+    if numpy_rate is not None:
+        rates["numpy"] = numpy_rate
     ort_gemm = _onnxruntime_fp32(size)
     if ort_gemm is not None:
         rates["onnxruntime"] = size**3 / _best_seconds(ort_gemm, repeats) / 1e9
