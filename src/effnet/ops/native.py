@@ -112,18 +112,30 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
 
 
+def _thread_edges(units: int, elements: int) -> list[int]:
+    """`units` cut into contiguous ranges, one per thread: torch's thread count, at most one thread per unit and
+    per `GRAIN` of the `elements` they hold together."""
+    threads = max(1, min(torch.get_num_threads(), units, elements // GRAIN))
+    return [units * t // threads for t in range(threads + 1)]
+
+
+def _run(edges: list[int], call: Callable[[int, int], int], failure: str) -> None:
+    """`call(edges[t], edges[t + 1])` for every range, on the pool's threads when there is more than one."""
+    threads = len(edges) - 1
+    codes = [call(edges[0], edges[1])] if threads == 1 else list(
+        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
+    if any(codes):
+        raise RuntimeError(failure)
+
+
 def over_channels(channels: int, call: Callable[[int, int], int], what: str, channel_elements: int = GRAIN) -> None:
     """Run `call(c_begin, c_end)` (a kernel entry that returns 0 on success) over the channel range split between
     torch's threads in multiples of 16 channels, each thread getting at least `GRAIN` elements (a channel holds
     `channel_elements`); ctypes releases the GIL, so the threads run in parallel.  A kernel's sums per channel
     never depend on the split, so neither does its result."""
     blocks = math.ceil(channels / 16)
-    threads = max(1, min(torch.get_num_threads(), blocks, channels * channel_elements // GRAIN))
-    edges = [min(channels, 16 * (blocks * t // threads)) for t in range(threads + 1)]
-    codes = [call(edges[0], edges[1])] if threads == 1 else list(
-        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
-    if any(codes):
-        raise RuntimeError(f"effnet's {what} kernel failed ({channels} channels)")
+    edges = [min(channels, 16 * e) for e in _thread_edges(blocks, channels * channel_elements)]
+    _run(edges, call, f"effnet's {what} kernel failed ({channels} channels)")
 
 
 def over_chunks(chunks: int, call: Callable[[int, int], int], what: str, chunk_elements: int = GRAIN) -> None:
@@ -131,12 +143,7 @@ def over_chunks(chunks: int, call: Callable[[int, int], int], what: str, chunk_e
     into contiguous ranges between torch's threads, each thread getting at least `GRAIN` elements (a chunk holds
     `chunk_elements`).  A kernel writes each chunk's sums to the chunk's own slot, so its result never depends on
     the split."""
-    threads = max(1, min(torch.get_num_threads(), chunks, chunks * chunk_elements // GRAIN))
-    edges = [chunks * t // threads for t in range(threads + 1)]
-    codes = [call(edges[0], edges[1])] if threads == 1 else list(
-        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
-    if any(codes):
-        raise RuntimeError(f"effnet's {what} kernel failed ({chunks} chunks)")
+    _run(_thread_edges(chunks, chunks * chunk_elements), call, f"effnet's {what} kernel failed ({chunks} chunks)")
 
 
 def build_problem(name: str) -> str | None:
