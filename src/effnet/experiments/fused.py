@@ -17,16 +17,15 @@ and a rerun continues with the rounds still missing.
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from effnet.cpu import cpu_flag_list
+from effnet.experiments.records import load_average, now
 
 BASE, QUICK_BASE = "efficientnet_b4", "efficientnet_b0"
 FUSED = (0, 3, 5, 7)
@@ -91,14 +90,6 @@ def models(quick: bool) -> list[Model]:
             replace(st, kernel=3) if i < KERNEL3 else st for i, st in enumerate(fused.stages)))
         out.append(Model(spec.name, spec, train_res(base.name, base), KERNEL3, 3))
     return out
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 class _Timed:
@@ -211,10 +202,10 @@ def measure(results: dict[str, Any], info: dict[str, Any], *, quick: bool, comma
     rounds = section["settings"]["rounds"]
     done = {r["round"] for r in section["records"]}
     todo = [r for r in range(rounds) if r not in done]
-    section["passes"].append({"command": command, "started": _now(), "load_average_start": _load()})
+    section["passes"].append({"command": command, "started": now(seconds=True), "load_average_start": load_average()})
     write()
     if not todo:
-        section["passes"][-1].update(finished=_now(), load_average_end=_load(), measured=0)
+        section["passes"][-1].update(finished=now(seconds=True), load_average_end=load_average(), measured=0)
         write()
         return 0
     engine = "onnxruntime" in available_backends()
@@ -242,14 +233,14 @@ def measure(results: dict[str, Any], info: dict[str, Any], *, quick: bool, comma
                         times = costs.timed(built[m.name].call(what), 0, n)
                         section["records"].append({"model": m.name, "measure": what, "round": r,
                                                    "times_s": [round(t, 6) for t in times],
-                                                   "mean_s": statistics.fmean(times), "load_average": _load(),
-                                                   "measured": _now()})
+                                                   "mean_s": statistics.fmean(times), "load_average": load_average(),
+                                                   "measured": now(seconds=True)})
                         added += 1
-                log(f"latency: fused round {r + 1} of {rounds} done (load average {_load()})")
+                log(f"latency: fused round {r + 1} of {rounds} done (load average {load_average()})")
                 write()
     finally:
         torch.set_num_threads(previous)
-    section["passes"][-1].update(finished=_now(), load_average_end=_load(), measured=added)
+    section["passes"][-1].update(finished=now(seconds=True), load_average_end=load_average(), measured=added)
     write()
     return added
 

@@ -22,7 +22,6 @@ import statistics
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from effnet.experiments.latency_report import (
     summary_lines,
     write_report,
 )
-from effnet.experiments.records import machine
+from effnet.experiments.records import load_average, machine, now
 from effnet.experiments.runner import ExperimentError
 
 QUICK_MODELS = ("efficientnet_b0", "resnet50")
@@ -84,14 +83,6 @@ def fast_engine() -> str | None:
 def sitting(info: dict[str, Any]) -> dict[str, Any]:
     """What makes two measurements comparable: the CPU model, its ISA features and the cores."""
     return {"cpu": info["cpu"], "isa": list(info["isa"]), "cores": info["cores"]}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 def _stats(times: list[float]) -> dict[str, Any]:
@@ -166,7 +157,8 @@ def _describe(results: dict[str, Any], name: str, spec, group: str, family: str)
 
 def _record(results, name, spec, threads, batch, engine, times) -> dict[str, Any]:
     record = {"model": name, "engine": engine, "threads": threads, "batch": batch, "resolution": spec.resolution,
-              **_stats(times), "sitting": results["sitting"], "load_average": _load(), "measured": _now()}
+              **_stats(times), "sitting": results["sitting"], "load_average": load_average(),
+              "measured": now(seconds=True)}
     results["records"].append(record)
     return record
 
@@ -267,8 +259,8 @@ def costs_part(options: Options, results: dict[str, Any], log: Callable[[str], N
             results["training"].append({"model": name, "threads": 1, "batch": batch, "steps": steps,
                                         "warmup": costs.TRAIN_WARMUP, **_stats(times),
                                         "images_per_s": batch / mean, "seconds_per_image": mean / batch,
-                                        "sitting": results["sitting"], "load_average": _load(),
-                                        "measured": _now()})
+                                        "sitting": results["sitting"], "load_average": load_average(),
+                                        "measured": now(seconds=True)})
             log(f"latency: {name} training, batch {batch}, 1 thread: {batch / mean:.2f} images/s")
         write(options, results)
 
@@ -291,13 +283,14 @@ def run(options: Options, parts: tuple[str, ...] = ("latency", "costs", "fused")
                 results["fused"] = kept
             results["machine"] = info
             before = len(results["records"]) + len(results["training"])
-            results["passes"].append({"command": command, "started": _now(), "load_average_start": _load()})
+            results["passes"].append({"command": command, "started": now(seconds=True),
+                                      "load_average_start": load_average()})
             write(options, results)
             if "latency" in parts:
                 latency_part(options, results, log)
             if "costs" in parts:
                 costs_part(options, results, log)
-            results["passes"][-1].update(finished=_now(), load_average_end=_load(),
+            results["passes"][-1].update(finished=now(seconds=True), load_average_end=load_average(),
                                          measured=len(results["records"]) + len(results["training"]) - before)
             write(options, results)
         else:

@@ -102,8 +102,13 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__}
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def now(seconds: bool = False) -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages, rounded (empty where the OS has none)."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
 
 
 def known_records(storage: str | None, out: Path | None) -> dict[str, dict[str, Any]]:
