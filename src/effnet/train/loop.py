@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from effnet.allocator import keep_freed_memory
 from effnet.data import ResumableSampler
 from effnet.data.batches import train_batches
 from effnet.data.loader import mix_seed, seed_cpu
@@ -94,6 +95,7 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         check_config(config)
         self.c = c = config
+        keep_freed_memory()  # the same activation-sized blocks every step: reuse them, not fault them in again
         if c.threads:
             torch.set_num_threads(c.threads)  # on a shared CPU, fewer threads than cores is often faster
         self.run_dir = Path(c.out_dir) if c.out_dir else None

@@ -1,0 +1,51 @@
+"""How a training process's C allocator treats freed memory: keep it, instead of handing it back to the kernel.
+
+Why: a training step on a CPU allocates and frees the same activation-sized blocks every step.  glibc's malloc
+serves blocks above its mmap threshold (128 KB, raised as blocks are freed, at most 32 MB) with fresh `mmap`
+pages and returns them with `munmap` on free, and trims the top of its heap when enough of it is free; so every
+step faults the same memory in again, one 4 KB page at a time.  Measured on one thread of a Xeon (KVM), batch
+128: 4–5 thousand page faults a step for the experiments' baseline, and up to 290 thousand (a third of the step
+in the kernel) for EfficientNet-B0 at 224 px, batch 16.  `benchmarks/train_process.py` measures the step with
+and without this setting in separate processes; docs/RESULTS.md "Training speed" has the numbers.
+
+What: `keep_freed_memory()` sets glibc's `M_MMAP_MAX` to 0 (every block comes from the heap) and
+`M_TRIM_THRESHOLD` to its largest value (the heap never shrinks), so freed blocks are reused at once.  The
+process's resident memory then stays at its peak, which a training process reaches in its first steps anyway.
+`effnet train` (and everything that trains through it) calls it; `EFFNET_KEEP_FREED_MEMORY=0` turns it off.
+Elsewhere than glibc on Linux it does nothing.
+
+A leaf: it imports nothing from effnet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+ENV = "EFFNET_KEEP_FREED_MEMORY"  # "0" leaves the allocator as it is
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
+M_MMAP_MAX = -4
+LARGEST_INT = 2**31 - 1
+
+
+def keep_freed_memory() -> str | None:
+    """Make glibc's malloc keep freed memory for reuse (see the module's docstring).  Returns None when set, else
+    why not (turned off by the environment, not Linux with glibc, or mallopt refused)."""
+    if os.environ.get(ENV, "1").strip() == "0":
+        return f"{ENV}=0"
+    if platform.system() != "Linux":
+        return f"not Linux ({platform.system()})"
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+        libc.gnu_get_libc_version  # noqa: B018  (only glibc has it; musl's mallopt does nothing)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "not glibc"
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, LARGEST_INT) != 1:
+        return "glibc's mallopt refused the settings"
+    return None
+
+
+__all__ = ["ENV", "keep_freed_memory"]
