@@ -319,7 +319,7 @@ def train(quick: bool) -> None:
         _save(tag, report.to_dict(), format_report(report))
 
 
-def _speed_models(quick: bool, folder: Path) -> list[tuple[str, str, int | None, int]]:
+def speed_models(quick: bool, folder: Path) -> list[tuple[str, str, int | None, int]]:
     """(tag, model or spec file, resolution, batch) for the training-speed section: the experiments' baseline and
     its 8x-MACs depth, width, resolution and compound models (compound-vs-single's candidates, their specs written
     to `folder`), then B0."""
@@ -354,7 +354,7 @@ def train_speed(quick: bool) -> None:
     before = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="effnet-speed-") as folder:
         try:
-            _train_speed_runs(quick, _speed_models(quick, Path(folder)))
+            _train_speed_runs(quick, speed_models(quick, Path(folder)))
         finally:
             torch.set_num_threads(before)
 
@@ -423,6 +423,15 @@ def markdown(folder: Path = RESULTS) -> str:
             out.append(f"**{path.stem}** (the experiments' baseline, one epoch, seeds {data['seeds']}: recorded runs "
                        f"vs the default path now; `{data['command']}`)\n\n" + markdown_table(
                            ["metric", "recorded %", "now %", "paired difference pp", "within the noise"], rows))
+        elif data.get("kind") == "train_process":  # benchmarks/train_process.py
+            rows = [[m["tag"], name, arm["ms"], arm["faults"], arm["sys_ms"]]
+                    for m in data["models"] for name, arm in m["arms"].items()]
+            ratios = [[m["tag"], what, f"{r['median']:.2f}", f"{r['min']:.2f}-{r['max']:.2f}"]
+                      for m in data["models"] for what, r in m["ratios"].items() if r]
+            out.append(f"**{path.stem}** (`{data['command']}`; {data['date']}, {data['cpu']}, {data['threads']} "
+                       f"thread(s), {data['rounds']} rounds, load average {data['load_average_before'][0]:.1f})\n\n"
+                       + markdown_table(["model", "arm", "ms/step", "page faults/step", "kernel ms/step"], rows)
+                       + "\n\n" + markdown_table(["model", "ratio (× faster)", "median", "range"], ratios))
         elif data.get("kind") == "labelled":
             rows = [[f"{r['runtime']} {r['precision']}", r["images"], r["raw_top1"], r["raw_delta_pp"],
                      r["ema_top1"], r["ema_delta_pp"]] for r in data["results"]]

@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/run.py
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from effnet.allocator import keep_freed_memory  # noqa: E402
 from effnet.cpu import cpu_flags, cpu_model  # noqa: E402
 from effnet.experiments.design import RECIPE  # noqa: E402
 from effnet.registry import get_spec  # noqa: E402
@@ -84,6 +85,7 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()  # effnet train's allocator setting, for the bare step too (train() sets it for the run)
     settings = {**RECIPE, "steps": args.steps}
     extra = {"batched_data": False} if args.per_sample_data else {}
     if args.compile:

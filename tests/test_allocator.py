@@ -51,3 +51,13 @@ def test_the_environment_turns_it_off_and_then_every_page_faults_again():
     why_not, faults = _probe("0")
     assert why_not == f"{ENV}=0"
     assert faults > 10000  # glibc maps a block this large afresh and unmaps it on free
+
+
+def test_the_recipe_says_what_the_allocator_does(monkeypatch):
+    from effnet import allocator
+
+    monkeypatch.setenv(ENV, "0")
+    assert allocator.describe() == f"as the C library has it ({ENV}=0)"
+    monkeypatch.delenv(ENV)
+    line = allocator.describe()
+    assert line.startswith("glibc's malloc keeps freed memory") or line.startswith("as the C library has it (not")

@@ -29,9 +29,8 @@ M_MMAP_MAX = -4
 LARGEST_INT = 2**31 - 1
 
 
-def keep_freed_memory() -> str | None:
-    """Make glibc's malloc keep freed memory for reuse (see the module's docstring).  Returns None when set, else
-    why not (turned off by the environment, not Linux with glibc, or mallopt refused)."""
+def _mallopt():
+    """glibc's mallopt, or why it is not used here (a string)."""
     if os.environ.get(ENV, "1").strip() == "0":
         return f"{ENV}=0"
     if platform.system() != "Linux":
@@ -43,9 +42,26 @@ def keep_freed_memory() -> str | None:
     except (OSError, AttributeError):
         return "not glibc"
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def keep_freed_memory() -> str | None:
+    """Make glibc's malloc keep freed memory for reuse (see the module's docstring).  Returns None when set, else
+    why not (turned off by the environment, not Linux with glibc, or mallopt refused)."""
+    mallopt = _mallopt()
+    if isinstance(mallopt, str):
+        return mallopt
     if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, LARGEST_INT) != 1:
         return "glibc's mallopt refused the settings"
     return None
 
 
-__all__ = ["ENV", "keep_freed_memory"]
+def describe() -> str:
+    """What a training process does with its allocator here, in one line (nothing is changed)."""
+    mallopt = _mallopt()
+    if isinstance(mallopt, str):
+        return f"as the C library has it ({mallopt})"
+    return f"glibc's malloc keeps freed memory for the next step (no mmap'd blocks, no trimming; {ENV}=0 turns it off)"
+
+
+__all__ = ["ENV", "describe", "keep_freed_memory"]

@@ -10,6 +10,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from effnet import allocator
 from effnet.data.transforms import AUGMENTATIONS
 from effnet.errors import EffnetError
 from effnet.spec import NetSpec
@@ -350,6 +351,7 @@ def recipe_lines(c: TrainConfig, plan: Plan, model_name: str) -> list[tuple[str,
         ("BN+SiLU", "fused where SiLU follows BN: saves only BN's input for backward (same gradients; no effect "
                     "on ReLU/ReLU6 models such as Lite)" if c.fused_bn_silu else "stock modules"),
         ("convolutions", _own_kernels_line() if c.own_kernels else "stock (ATen/oneDNN)"),
+        ("memory allocator", allocator.describe()),
         ("seed", str(c.seed)),
     ]
     if c.progressive is not None:
