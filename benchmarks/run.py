@@ -31,6 +31,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the op-class profile (section 
 
 import torch  # noqa: E402
 
+from effnet.allocator import keep_freed_memory  # noqa: E402
 from effnet.bench import PEERS, TRAIN_PEERS, run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
 from effnet.report import format_table, markdown_table  # noqa: E402
@@ -464,6 +465,7 @@ def main() -> int:
     unknown = [name for name in args.only.split(",") if name not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
+    keep_freed_memory()  # as every effnet command runs (effnet.allocator); the reports name the allocator
     start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="

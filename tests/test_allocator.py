@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -29,8 +30,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def _probe(env_value: str | None) -> tuple[str, int]:
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if env_value is not None:
         env[ENV] = env_value
@@ -61,3 +60,13 @@ def test_the_recipe_says_what_the_allocator_does(monkeypatch):
     monkeypatch.delenv(ENV)
     line = allocator.describe()
     assert line.startswith("glibc's malloc keeps freed memory") or line.startswith("as the C library has it (not")
+
+
+def test_every_effnet_command_runs_with_freed_memory_kept():
+    code = ("import contextlib, io\nfrom effnet import allocator\nfrom effnet.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    main(['models'])\nprint(allocator.state())")
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = "glibc keeps freed memory" if platform.libc_ver()[0] == "glibc" else "the C library's default"
+    assert done.stdout.strip().splitlines()[-1] == expected

@@ -1,18 +1,20 @@
-"""How a training process's C allocator treats freed memory: keep it, instead of handing it back to the kernel.
+"""How an effnet process's C allocator treats freed memory: keep it, instead of handing it back to the kernel.
 
 Why: a training step on a CPU allocates and frees the same activation-sized blocks every step.  glibc's malloc
 serves blocks above its mmap threshold (128 KB, raised as blocks are freed, at most 32 MB) with fresh `mmap`
 pages and returns them with `munmap` on free, and trims the top of its heap when enough of it is free; so every
-step faults the same memory in again, one 4 KB page at a time.  Measured on one thread of a Xeon (KVM), batch
-128: 4–5 thousand page faults a step for the experiments' baseline, and up to 290 thousand (a third of the step
-in the kernel) for EfficientNet-B0 at 224 px, batch 16.  `benchmarks/train_process.py` measures the step with
-and without this setting in separate processes; docs/RESULTS.md "Training speed" has the numbers.
+step faults the same memory in again, one 4 KB page at a time.  `benchmarks/train_process.py` measures the
+step with and without this setting, each in a process of its own (docs/RESULTS.md "Training speed"): on one
+thread of a Xeon, 1,300 page faults a step for the experiments' baseline and 185,000–266,000 (a quarter of the
+step in the kernel) for its 62 px model and for EfficientNet-B0 at 224 px, batch 16, which then train 1.35×
+faster.
 
 What: `keep_freed_memory()` sets glibc's `M_MMAP_MAX` to 0 (every block comes from the heap) and
 `M_TRIM_THRESHOLD` to its largest value (the heap never shrinks), so freed blocks are reused at once.  The
 process's resident memory then stays at its peak, which a training process reaches in its first steps anyway.
-`effnet train` (and everything that trains through it) calls it; `EFFNET_KEEP_FREED_MEMORY=0` turns it off.
-Elsewhere than glibc on Linux it does nothing.
+Every `effnet` command and every training run (`effnet.train`) calls it; `EFFNET_KEEP_FREED_MEMORY=0` turns it
+off.  Elsewhere than glibc on Linux it does nothing.  Inference gains as much (B0 at 224 px, batch 32: 2.2× the
+images/s on 2 threads; docs/RESULTS.md "Speed and memory").
 
 A leaf: it imports nothing from effnet.
 """
@@ -27,6 +29,7 @@ ENV = "EFFNET_KEEP_FREED_MEMORY"  # "0" leaves the allocator as it is
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_MAX = -4
 LARGEST_INT = 2**31 - 1
+_kept = False  # whether this process's allocator was set
 
 
 def _mallopt():
@@ -53,7 +56,14 @@ def keep_freed_memory() -> str | None:
         return mallopt
     if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, LARGEST_INT) != 1:
         return "glibc's mallopt refused the settings"
+    global _kept
+    _kept = True
     return None
+
+
+def state() -> str:
+    """This process's allocator, for a benchmark's report: whether `keep_freed_memory` set it."""
+    return "glibc keeps freed memory" if _kept else "the C library's default"
 
 
 def describe() -> str:
@@ -64,4 +74,4 @@ def describe() -> str:
     return f"glibc's malloc keeps freed memory for the next step (no mmap'd blocks, no trimming; {ENV}=0 turns it off)"
 
 
-__all__ = ["ENV", "describe", "keep_freed_memory"]
+__all__ = ["ENV", "describe", "keep_freed_memory", "state"]

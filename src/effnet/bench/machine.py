@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from effnet import allocator
 from effnet.bench.ceiling import Ceiling
 from effnet.cpu import bf16_unit, cpu_flags, cpu_model, int8_unit
 
@@ -41,6 +42,7 @@ class Machine:
     bf16: str = "none"  # what runs bf16 matrix products: amx_bf16, avx512_bf16 or none (converted to fp32)
     int8: str = "none"  # what runs int8 matrix products: amx_int8, avx512_vnni, avx_vnni or none
     ceiling: Ceiling | None = None  # the measured ceiling, when one was given
+    allocator: str = ""  # effnet.allocator.state(): whether freed memory is kept for reuse
 
 
 def isa_name(flags: set[str]) -> str:
@@ -75,7 +77,7 @@ def machine(threads: int | None = None, ceiling: Ceiling | None = None) -> Machi
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return Machine(os.cpu_count() or 1, threads, isa_name(flags), ghz, fp32, bf16_unit(flags) == "amx_bf16", note,
                    tuple(round(v, 2) for v in load), os.environ.get("OMP_WAIT_POLICY", ""), cpu_model(),
-                   bf16_unit(flags), int8_unit(flags), ceiling)
+                   bf16_unit(flags), int8_unit(flags), ceiling, allocator.state())
 
 
 __all__ = ["Machine", "isa_name", "machine"]

@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 
+from effnet.allocator import keep_freed_memory
 from effnet.cli.examples import add_examples
 from effnet.errors import EffnetError, missing_extra
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"effnet {args.command}: error: unrecognized arguments: {' '.join(extra)}; see "
               f"`effnet {args.command} --help`", file=sys.stderr)
         return 2
+    keep_freed_memory()  # models allocate the same blocks call after call: reuse them (effnet.allocator)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command)

@@ -211,7 +211,8 @@ def format_layers(report: LayerReport, mach: Machine) -> str:
         "roof = min(GEMM ceiling, MAC/B x bandwidth); % roof of rows without MACs = GB/s over the bandwidth; over "
         "100 %: the bytes came from cache, not memory",
         f"machine: {mach.cpu_model}, {mach.isa} (bf16 on {mach.bf16}, int8 on {mach.int8}), {report.threads} threads; "
-        f"load average {mach.load_average[0]:.1f} at start; OMP_WAIT_POLICY={mach.omp_wait_policy or 'unset'}",
+        f"load average {mach.load_average[0]:.1f} at start; OMP_WAIT_POLICY={mach.omp_wait_policy or 'unset'}; "
+        f"allocator: {mach.allocator}",
         f"ceiling: {c.describe()}; fp32 ridge point {c.fp32_gmacs / c.bandwidth_gbs:.1f} MAC/B",
     ]
     return "\n".join(lines)
@@ -240,7 +241,7 @@ def format_report(report: Report) -> str:
     lines = [format_table(headers, rows, title=title),
              f"machine: {m.cpus} CPUs, {m.isa}; fp32 ceiling {m.fp32_gmacs_ceiling:.0f} GMAC/s ({m.note}); "
              f"load average {m.load_average[0]:.1f} at start (shared machine: compare ratios, not absolutes); "
-             f"OMP_WAIT_POLICY={m.omp_wait_policy or 'unset'}",
+             f"OMP_WAIT_POLICY={m.omp_wait_policy or 'unset'}; allocator: {m.allocator} (every path alike)",
              "* lossy path: its accuracy change is measured by `benchmarks/run.py` (top-1 agreement on real photos)"]
     if report.memory_isolated:
         lines.append("peak MB and tensor MB: one training step in a fresh process per candidate")
