@@ -4,6 +4,7 @@
 """
 
 from effnet._version import __version__ as __version__
+from effnet.allocator import keep_freed_memory
 from effnet.cam import cam
 from effnet.errors import EffnetError
 from effnet.network import ConvNet
@@ -16,6 +17,6 @@ from effnet.spec import HeadSpec, NetSpec, ScalingRules, SpecError, StageSpec, S
 __all__ = [
     "ConvNet", "EffnetError", "HeadSpec", "ModelConfig", "Multipliers", "NetSpec", "ScalingRules", "SpecError",
     "StageSpec", "StemSpec", "cam", "compound", "count_macs", "count_params", "create_model", "get_config", "get_spec",
-    "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages", "register_model",
-    "round_filters", "round_repeats", "save_spec", "scale", "scale_compound",
+    "keep_freed_memory", "list_models", "load_spec", "optimize_for_inference", "profile", "profile_stages",
+    "register_model", "round_filters", "round_repeats", "save_spec", "scale", "scale_compound",
 ]
