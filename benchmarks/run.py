@@ -429,7 +429,8 @@ def markdown(folder: Path = RESULTS) -> str:
                     for m in data["models"] for name, arm in m["arms"].items()]
             ratios = [[m["tag"], what, f"{r['median']:.2f}", f"{r['min']:.2f}-{r['max']:.2f}"]
                       for m in data["models"] for what, r in m["ratios"].items() if r]
-            out.append(f"**{path.stem}** (`{data['command']}`; {data['date']}, {data['cpu']}, {data['threads']} "
+            env = "".join(f"{k}={v} " for k, v in data.get("environment", {}).items())
+            out.append(f"**{path.stem}** (`{env}{data['command']}`; {data['date']}, {data['cpu']}, {data['threads']} "
                        f"thread(s), {data['rounds']} rounds, load average {data['load_average_before'][0]:.1f})\n\n"
                        + markdown_table(["model", "arm", "ms/step", "page faults/step", "kernel ms/step"], rows)
                        + "\n\n" + markdown_table(["model", "ratio (× faster)", "median", "range"], ratios))

@@ -39,6 +39,8 @@ from effnet.allocator import keep_freed_memory  # noqa: E402
 from effnet.report import format_table  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# what limits the kernels' ISA (an AVX2 stand-in on an AVX-512 CPU): recorded with the results when set
+ISA_ENV = ("EFFNET_MARCH", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 EFFNET_ARMS = {"before": ("effnet-aten", False), "default-glibc": ("default", False), "default": ("default", True)}
 PEER_ARMS = {"timm-channels_last": ("timm-channels_last", False), "timm-keep": ("timm-channels_last", True)}
 
@@ -130,8 +132,9 @@ def table(data: dict) -> str:
             rows.append([m["tag"], name, arm["ms"], arm["faults"], arm["sys_ms"]])
     ratio_rows = [[m["tag"], what, r["median"], f"{r['min']:.2f}-{r['max']:.2f}"]
                   for m in data["models"] for what, r in m["ratios"].items() if r]
+    env = " ".join(f"{k}={v}" for k, v in data.get("environment", {}).items())
     head = (f"{data['command']}; {data['date']}; {data['cpu']}; {data['threads']} thread(s); {data['rounds']} rounds; "
-            f"load average {data['load_average_before'][0]:.1f} before\n")
+            f"load average {data['load_average_before'][0]:.1f} before" + (f"; {env}" if env else "") + "\n")
     return (head + format_table(["model", "arm", "ms/step", "page faults/step", "kernel ms/step"], rows)
             + "\n\n" + format_table(["model", "ratio (x faster)", "median", "range"], ratio_rows))
 
@@ -171,7 +174,8 @@ def main() -> int:
         data = {"kind": "train_process", "command": "benchmarks/train_process.py " + " ".join(sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
                 "capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads,
-                "rounds": args.rounds, "load_average_before": list(os.getloadavg()), "models": []}
+                "rounds": args.rounds, "load_average_before": list(os.getloadavg()),
+                "environment": {k: os.environ[k] for k in ISA_ENV if k in os.environ}, "models": []}
         for tag, model, res, batch in models:
             if tag in wanted:
                 print(f"{tag}:", flush=True)
