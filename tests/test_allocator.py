@@ -70,3 +70,12 @@ def test_every_effnet_command_runs_with_freed_memory_kept():
     assert done.returncode == 0, done.stderr
     expected = "glibc keeps freed memory" if platform.libc_ver()[0] == "glibc" else "the C library's default"
     assert done.stdout.strip().splitlines()[-1] == expected
+
+
+def test_a_value_other_than_0_or_1_is_one_line_and_exit_2():
+    env = dict(os.environ, **{ENV: "false"})
+    done = subprocess.run([sys.executable, "-m", "effnet", "models"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"effnet models: error: {ENV}: got 'false', expected 0 (leave the allocator as it "
+                                   "is) or 1 (keep freed memory)")

@@ -16,7 +16,7 @@ Every `effnet` command and every training run (`effnet.train`) calls it; `EFFNET
 off.  Elsewhere than glibc on Linux it does nothing.  Inference gains as much (B0 at 224 px, batch 32: 2.2× the
 images/s on 2 threads; docs/RESULTS.md "Speed and memory").
 
-A leaf: it imports nothing from effnet.
+A leaf: it imports nothing from effnet but its error class.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+
+from effnet.errors import EffnetError
 
 ENV = "EFFNET_KEEP_FREED_MEMORY"  # "0" leaves the allocator as it is
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -33,8 +35,12 @@ _kept = False  # whether this process's allocator was set
 
 
 def _mallopt():
-    """glibc's mallopt, or why it is not used here (a string)."""
-    if os.environ.get(ENV, "1").strip() == "0":
+    """glibc's mallopt, or why it is not used here (a string).  Raises EffnetError for a value of `ENV` other than
+    0 or 1."""
+    value = os.environ.get(ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise EffnetError(f"{ENV}: got {value!r}, expected 0 (leave the allocator as it is) or 1 (keep freed memory)")
+    if value == "0":
         return f"{ENV}=0"
     if platform.system() != "Linux":
         return f"not Linux ({platform.system()})"
@@ -50,7 +56,8 @@ def _mallopt():
 
 def keep_freed_memory() -> str | None:
     """Make glibc's malloc keep freed memory for reuse (see the module's docstring).  Returns None when set, else
-    why not (turned off by the environment, not Linux with glibc, or mallopt refused)."""
+    why not (turned off by the environment, not Linux with glibc, or mallopt refused); EffnetError for a value of
+    `ENV` other than 0 or 1."""
     mallopt = _mallopt()
     if isinstance(mallopt, str):
         return mallopt

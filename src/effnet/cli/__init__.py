@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"effnet {args.command}: error: unrecognized arguments: {' '.join(extra)}; see "
               f"`effnet {args.command} --help`", file=sys.stderr)
         return 2
-    keep_freed_memory()  # models allocate the same blocks call after call: reuse them (effnet.allocator)
     try:
+        keep_freed_memory()  # models allocate the same blocks call after call: reuse them (effnet.allocator)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning(args.command)
             return int(args.func(args) or 0)
