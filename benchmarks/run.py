@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from effnet.allocator import keep_freed_memory  # noqa: E402
 from effnet.bench import PEERS, TRAIN_PEERS, run_bench  # noqa: E402
 from effnet.cli.bench import format_report  # noqa: E402
+from effnet.errors import EffnetError  # noqa: E402
 from effnet.report import format_table, markdown_table  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -466,7 +467,10 @@ def main() -> int:
     unknown = [name for name in args.only.split(",") if name not in SECTIONS]
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(unknown)}; expected {', '.join(SECTIONS)}")
-    keep_freed_memory()  # as every effnet command runs (effnet.allocator); the reports name the allocator
+    try:
+        keep_freed_memory()  # as every effnet command runs (effnet.allocator); the reports name the allocator
+    except EffnetError as exc:
+        parser.error(str(exc))
     start = time.time()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="

@@ -30,6 +30,7 @@ from torch import nn  # noqa: E402
 
 from effnet.allocator import keep_freed_memory  # noqa: E402
 from effnet.cpu import cpu_flags, cpu_model  # noqa: E402
+from effnet.errors import EffnetError  # noqa: E402
 from effnet.experiments.design import RECIPE  # noqa: E402
 from effnet.registry import get_spec  # noqa: E402
 from effnet.train import TrainConfig, train  # noqa: E402
@@ -85,7 +86,10 @@ def main() -> int:
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    keep_freed_memory()  # effnet train's allocator setting, for the bare step too (train() sets it for the run)
+    try:
+        keep_freed_memory()  # effnet train's allocator setting, for the bare step too (train() sets it for the run)
+    except EffnetError as exc:
+        ap.error(str(exc))
     settings = {**RECIPE, "steps": args.steps}
     extra = {"batched_data": False} if args.per_sample_data else {}
     if args.compile:

@@ -10,10 +10,13 @@ cannot give one path and deny another.  Each arm here is one process: build the 
 for at least --seconds; its median step time.  The arms alternate, their order rotating every round, and the
 ratios are paired by round (median and range over the rounds).
 
+Each arm also reports its page faults and kernel (system) time per step (median of steps; the kernel time is the
+mean over its steps) and the process's peak resident memory.
+
 Arms: `before` (the step with ATen's convolutions only, glibc's default allocator: what `effnet train` ran before
 effnet's own kernels), `default-glibc` (effnet train's step, default allocator), `default` (effnet train's step
 with its allocator setting, as `effnet train` runs it); for B0 also `timm-channels_last` with the default
-allocator and with the same setting (`timm-keep`).  Each arm also reports its page faults and kernel time per step.
+allocator and with the same setting (`timm-keep`).
 Writes benchmarks/results/train_process.json and .txt (--out for another folder).
 """
 
@@ -74,7 +77,8 @@ def child(args: argparse.Namespace) -> int:
         faults.append(after.ru_minflt - before.ru_minflt)
         sys_s.append(after.ru_stime - before.ru_stime)
     print(json.dumps({"ms": 1e3 * statistics.median(times), "steps": len(times),
-                      "faults": statistics.median(faults), "sys_ms": 1e3 * statistics.mean(sys_s)}))
+                      "faults": statistics.median(faults), "sys_ms": 1e3 * statistics.mean(sys_s),
+                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     return 0
 
 
@@ -84,11 +88,17 @@ def run_arm(model: str, res: int | None, batch: int, path: str, keep: bool, thre
     command = [sys.executable, __file__, "--child", "--model", model, "--batch", str(batch), "--path", path,
                "--threads", str(threads), "--seconds", str(seconds)] + (["--res", str(res)] if res else [])
     command += ["--keep"] if keep else []
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "no result within 30 minutes"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
-    return json.loads(lines[-1])
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return {"error": f"unreadable result line: {lines[-1][:200]}"}
 
 
 def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, threads: int, seconds: float) -> dict:
@@ -114,7 +124,9 @@ def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, thre
         arms_out[name] = {"path": arms[name][0], "keeps_freed_memory": arms[name][1], "rounds": runs[name],
                           "ms": statistics.median(o["ms"] for o in ok) if ok else None,
                           "faults": statistics.median(o["faults"] for o in ok) if ok else None,
-                          "sys_ms": statistics.median(o["sys_ms"] for o in ok) if ok else None}
+                          "sys_ms": statistics.median(o["sys_ms"] for o in ok) if ok else None,
+                          "max_rss_mb": statistics.median(o["max_rss_mb"] for o in ok)
+                          if ok and all("max_rss_mb" in o for o in ok) else None}
     ratios = {"default vs before": paired("before", "default"),
               "default-glibc vs before": paired("before", "default-glibc"),
               "allocator setting (default vs default-glibc)": paired("default-glibc", "default")}
@@ -129,13 +141,14 @@ def table(data: dict) -> str:
     rows = []
     for m in data["models"]:
         for name, arm in m["arms"].items():
-            rows.append([m["tag"], name, arm["ms"], arm["faults"], arm["sys_ms"]])
+            rows.append([m["tag"], name, arm["ms"], arm["faults"], arm["sys_ms"], arm.get("max_rss_mb")])
     ratio_rows = [[m["tag"], what, r["median"], f"{r['min']:.2f}-{r['max']:.2f}"]
                   for m in data["models"] for what, r in m["ratios"].items() if r]
     env = " ".join(f"{k}={v}" for k, v in data.get("environment", {}).items())
     head = (f"{data['command']}; {data['date']}; {data['cpu']}; {data['threads']} thread(s); {data['rounds']} rounds; "
             f"load average {data['load_average_before'][0]:.1f} before" + (f"; {env}" if env else "") + "\n")
-    return (head + format_table(["model", "arm", "ms/step", "page faults/step", "kernel ms/step"], rows)
+    return (head + format_table(["model", "arm", "ms/step", "page faults/step", "kernel ms/step", "peak RSS MB"],
+                                rows)
             + "\n\n" + format_table(["model", "ratio (x faster)", "median", "range"], ratio_rows))
 
 

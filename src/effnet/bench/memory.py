@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from effnet import allocator
 from effnet.bench.candidates import BenchError
 from effnet.spec import NetSpec
 
@@ -84,6 +85,9 @@ import torch
 from effnet.bench import peak_memory_mb, peak_tensor_mb, train_candidate
 from effnet.spec import NetSpec
 args = json.loads(sys.argv[1])
+if args["keep_freed_memory"]:  # the parent's allocator policy (effnet.allocator), as the user's run has it
+    from effnet.allocator import keep_freed_memory
+    keep_freed_memory()
 torch.set_num_threads(args["threads"])
 spec = NetSpec.from_dict(args["spec"])
 candidate = train_candidate(args["model"], args["path"], spec=spec)
@@ -96,10 +100,11 @@ print(json.dumps([peak_memory_mb(lambda: candidate.step(x)), peak_tensor_mb(lamb
 
 def isolated_train_memory(model_name: str, path: str, spec: NetSpec, batch: int) -> tuple[float, float | None]:
     """(peak MB, tensor MB) of one training step of `path`, measured in a fresh Python process after two warm-up
-    steps.  In one shared process the C allocator's heap keeps the other candidates' freed memory and fragments,
-    so the resident peak depends on what ran before; a process of its own is what a user's training run sees."""
+    steps, with this process's allocator policy (`effnet.allocator`).  In one shared process the C allocator's heap
+    keeps the other candidates' freed memory and fragments, so the resident peak depends on what ran before; a
+    process of its own is what a user's training run sees."""
     args = json.dumps({"model": model_name, "path": path, "spec": spec.to_dict(), "batch": batch,
-                       "threads": torch.get_num_threads()})
+                       "threads": torch.get_num_threads(), "keep_freed_memory": allocator.kept()})
     env = dict(os.environ, KINETO_LOG_LEVEL="5")
     proc = subprocess.run([sys.executable, "-c", _ISOLATED_TRAIN_MEMORY, args], capture_output=True, text=True,
                           env=env, check=False)
