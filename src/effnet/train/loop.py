@@ -80,7 +80,9 @@ class TrainResult:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Run `config` to its budget and return the final metrics (the API the α/β/γ grid search calls)."""
+    """Run `config` to its budget and return the final metrics (the API the α/β/γ grid search calls).  It makes
+    this process's glibc malloc keep freed memory for reuse (`effnet.allocator`; process-wide and for the rest of
+    the process; `EFFNET_KEEP_FREED_MEMORY=0` leaves the allocator as it is)."""
     trainer = Trainer(config)
     try:
         return trainer.fit()
