@@ -101,8 +101,26 @@ def run_arm(model: str, res: int | None, batch: int, path: str, keep: bool, thre
         return {"error": f"unreadable result line: {lines[-1][:200]}"}
 
 
-def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, threads: int, seconds: float) -> dict:
-    arms = dict(EFFNET_ARMS, **(PEER_ARMS if model == "efficientnet_b0" else {}))
+def arms_of(model: str) -> dict[str, tuple[str, bool]]:
+    """The arms measured for `model`: name -> (bench path, keeps freed memory)."""
+    return dict(EFFNET_ARMS, **(PEER_ARMS if model == "efficientnet_b0" else {}))
+
+
+class Progress:
+    """Arms done out of the total, and the time left at the pace so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def step(self) -> str:
+        self.done += 1
+        left = (time.monotonic() - self.start) / self.done * (self.total - self.done)
+        return f"[{self.done}/{self.total}, about {left / 60:.0f} min left]"
+
+
+def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, threads: int, seconds: float,
+            progress: Progress) -> dict:
+    arms = arms_of(model)
     names = list(arms)
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(rounds):
@@ -110,8 +128,9 @@ def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, thre
             path, keep = arms[name]
             out = run_arm(model, res, batch, path, keep, threads, seconds)
             runs[name].append(out)
-            print(f"  {tag} round {r + 1} {name}: " + (f"{out['ms']:.1f} ms/step, {out['faults']:.0f} page faults"
-                                                         if "ms" in out else out["error"]), flush=True)
+            print(f"  {progress.step()} {tag} round {r + 1} {name}: "
+                  + (f"{out['ms']:.1f} ms/step, {out['faults']:.0f} page faults" if "ms" in out else out["error"]),
+                  flush=True)
 
     def paired(a: str, b: str) -> dict | None:
         """How many times faster arm b's step is than arm a's, paired by round."""
@@ -189,10 +208,11 @@ def main() -> int:
                 "capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads,
                 "rounds": args.rounds, "load_average_before": list(os.getloadavg()),
                 "environment": {k: os.environ[k] for k in ISA_ENV if k in os.environ}, "models": []}
-        for tag, model, res, batch in models:
-            if tag in wanted:
-                print(f"{tag}:", flush=True)
-                data["models"].append(measure(tag, model, res, batch, args.rounds, args.threads, args.seconds))
+        chosen = [m for m in models if m[0] in wanted]
+        progress = Progress(args.rounds * sum(len(arms_of(model)) for _, model, _, _ in chosen))
+        for tag, model, res, batch in chosen:
+            print(f"{tag}:", flush=True)
+            data["models"].append(measure(tag, model, res, batch, args.rounds, args.threads, args.seconds, progress))
     data["load_average_after"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_process.json").write_text(json.dumps(data, indent=1) + "\n")
