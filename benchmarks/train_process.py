@@ -50,11 +50,10 @@ PEER_ARMS = {"timm-channels_last": ("timm-channels_last", False), "timm-keep": (
 
 def child(args: argparse.Namespace) -> int:
     """One arm: time the step and print one JSON line."""
-    if args.keep:
-        problem = keep_freed_memory()
-        if problem:
-            print(json.dumps({"error": f"allocator setting not applied: {problem}"}))
-            return 0
+    problem = keep_freed_memory()  # the arm's policy comes in its environment: KEEP_ENV is 1 or 0
+    if problem and os.environ.get(KEEP_ENV) == "1":
+        print(json.dumps({"error": f"allocator setting not applied: {problem}"}))
+        return 0
     torch.set_num_threads(args.threads)
     from effnet.bench.candidates import train_candidate
     from effnet.spec import load_spec
@@ -87,7 +86,6 @@ def run_arm(model: str, res: int | None, batch: int, path: str, keep: bool, thre
     env[KEEP_ENV] = "1" if keep else "0"
     command = [sys.executable, __file__, "--child", "--model", model, "--batch", str(batch), "--path", path,
                "--threads", str(threads), "--seconds", str(seconds)] + (["--res", str(res)] if res else [])
-    command += ["--keep"] if keep else []
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     except subprocess.TimeoutExpired:
@@ -184,7 +182,6 @@ def main() -> int:
     parser.add_argument("--res", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
-    parser.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
