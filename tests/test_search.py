@@ -94,6 +94,49 @@ def test_every_point_once_and_races_pruned(tmp_path):
     assert again.trained == [] and again.status.done
 
 
+def test_a_lower_trial_still_choosing_its_point_wins_the_race(tmp_path):
+    """Trial 0 is created (running, no point yet: its worker was descheduled before reading its grid id); trial 1
+    chooses a point and checks for an owner; trial 0 then takes the same point. Trial 1 must wait for trial 0 to
+    choose instead of training the point a second time."""
+    import threading
+
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    storage, labels = study._storage, [c.label for c in GRID]
+    slow = storage.create_new_trial(study._study_id)  # RUNNING, no point
+    storage.set_trial_user_attr(slow, "host", socket.gethostname())
+    storage.set_trial_user_attr(slow, "pid", os.getpid())
+    storage.set_trial_user_attr(slow, "heartbeat", time.time())
+    distribution = optuna.distributions.CategoricalDistribution(labels)
+
+    def slow_worker():
+        while True:  # wait for the other trial to have chosen, then choose the same point
+            others = [t for t in storage.get_all_trials(study._study_id) if t._trial_id != slow and PARAM in t.params]
+            if others:
+                break
+            time.sleep(0.01)
+        time.sleep(0.3)
+        label = others[0].params[PARAM]
+        storage.set_trial_param(slow, PARAM, distribution.to_internal_repr(label), distribution)
+        storage.set_trial_state_values(slow, TrialState.COMPLETE, [1.0])
+
+    thread = threading.Thread(target=slow_worker)
+    thread.start()
+    summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=30, poll_s=0.05, log=lambda m: None)
+    thread.join()
+    assert set(_complete_per_point(study).values()) == {1}
+    assert summary.duplicates == [1] and study.trials[1].user_attrs["duplicate_of"] == 0
+
+
+def test_a_lower_trial_that_died_choosing_blocks_no_one(tmp_path):
+    study = open_study(str(tmp_path / "s.journal"), "s", GRID, {"k": 1})
+    storage = study._storage
+    dead = storage.create_new_trial(study._study_id)  # created, and its worker died before choosing a point
+    storage.set_trial_user_attr(dead, "host", socket.gethostname())
+    storage.set_trial_user_attr(dead, "pid", _dead_pid())
+    summary = run_worker(study, GRID, _fake, heartbeat_s=0.2, grace_s=600, poll_s=0.05, log=lambda m: None)
+    assert set(_complete_per_point(study).values()) == {1} and summary.recovered == [0]
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
