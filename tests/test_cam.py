@@ -233,9 +233,9 @@ def test_cli_reads_a_training_checkpoint_with_its_classes(square_model, model_fi
             "preprocess": {"resolution": SIZE, "crop_fraction": 1.0, "interpolation": "bilinear",
                            "mean": [MEAN] * 3, "std": [STD] * 3}}
     torch.save(ckpt, tmp_path / "best.pt")
-    code, out, _ = run_cli(capsys, "cam", square_model.spec.name, "--weights", str(tmp_path / "best.pt"), *images,
-                        "--format", "json", "--target", "square")
-    assert code == 0
+    code, out, err = run_cli(capsys, "cam", square_model.spec.name, "--weights", str(tmp_path / "best.pt"), *images,
+                             "--format", "json", "--target", "square")
+    assert code == 0, err
     report = json.loads(out)
     assert {r["target"]["label"] for r in report["images"]} == {"square"}
     assert [r["top"][0]["label"] for r in report["images"]] == ["square", "square"]  # the EMA weights, not zeros
@@ -245,6 +245,12 @@ def test_cli_reads_a_training_checkpoint_with_its_classes(square_model, model_fi
                            *images, "--format", "json")  # predict reads the checkpoint the same way
     assert code == 0
     assert [p["top"][0]["label"] for p in json.loads(out)["predictions"]] == ["square", "square"]
+    spec_file = model_files[0]  # the spec file the run was trained from names the same network
+    code, out, _ = run_cli(capsys, "predict", spec_file, "--weights", str(tmp_path / "best.pt"), *images,
+                           "--format", "json")
+    assert code == 0 and [p["top"][0]["label"] for p in json.loads(out)["predictions"]] == ["square", "square"]
+    code, _, err = run_cli(capsys, "predict", "efficientnet_b0", "--weights", str(tmp_path / "best.pt"), *images)
+    assert code == 2 and f"a training checkpoint of {square_model.spec.name!r}, not 'efficientnet_b0'" in err
     code, out, _ = run_cli(capsys, "export", square_model.spec.name, "--weights", str(tmp_path / "best.pt"), "-o",
                            str(tmp_path / "m.onnx"), "--format", "json")  # and export: EMA weights, trained size
     assert code == 0 and json.loads(out)["resolution"] == SIZE

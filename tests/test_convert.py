@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -332,6 +333,24 @@ def test_convert_cli_reports_a_mismatch_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"effnet convert: error: {src}: torchvision weights do not fit efficientnet_b0")
     assert not out.exists()
+
+
+def test_convert_cli_holds_a_spec_file_to_its_classes(tmp_path, capsys):
+    """A model name takes the checkpoint's classes; a spec file that names 10 refuses a 1000-class checkpoint, and a
+    matching one is what the printed hint loads."""
+    import torchvision
+
+    src = tmp_path / "tv.pth"
+    torch.save(torchvision.models.efficientnet_b0().state_dict(), src)
+    spec_file, out = tmp_path / "b0_10.json", tmp_path / "x.safetensors"
+    effnet.save_spec(replace(get_spec("efficientnet_b0"), name="b0_10", num_classes=10), spec_file)
+    assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its classifier has 1000 classes, the spec 10" in err[0] and not out.exists()
+    effnet.save_spec(replace(get_spec("efficientnet_b0"), name="b0_1000"), spec_file)
+    assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 0
+    assert f"create_model('{spec_file}', pretrained='{out}')" in capsys.readouterr().out
+    assert effnet.create_model(str(spec_file), pretrained=str(out)).spec.num_classes == 1000
 
 
 @pytest.mark.parametrize("output", ["nonexist/o.safetensors", "file.txt/o.safetensors"])

@@ -96,12 +96,20 @@ def test_predict_cli_takes_images_after_an_option(photo_dir, capsys):
 
 
 def test_predict_cli_fails_when_no_input_is_an_image(photo_dir, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not an image")
     code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "notes.txt"),
-                 str(tmp_path / "missing.png")])
+                 str(tmp_path / "notes.txt")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "missing.png: no such file or directory" in err
     assert "error: none of the 2 input(s) could be read as an image" in err
+
+
+def test_predict_cli_refuses_a_path_that_does_not_exist(photo_dir, tmp_path, capsys):
+    code = main(["predict", "efficientnet_lite0", "--pretrained", str(photo_dir / "coffee.png"),
+                 str(tmp_path / "missing.png")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert "missing.png: no such file or directory; check the path" in lines[0]
 
 
 def test_predict_cli_needs_weights(capsys):

@@ -37,6 +37,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
+    def _get_value(self, action: argparse.Action, arg_string: str):
+        """No flag or operand of effnet takes an empty string: `--weights ''` or `-o ''` is a shell variable that
+        was not set, and falling back to a default (random weights, the current folder) would hide it."""
+        if not arg_string.strip() and not isinstance(action, argparse._SubParsersAction):  # (its subcommand's own)
+            leave_out = " or leave the option out" if action.option_strings else ""
+            raise argparse.ArgumentError(action, f"got an empty value {arg_string!r}; give a value{leave_out}")
+        return super()._get_value(action, arg_string)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

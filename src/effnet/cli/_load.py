@@ -32,10 +32,22 @@ def _training_checkpoint(name: str, path: str):
         model, config, classes = from_checkpoint(path)
     except CheckpointError:
         return None  # a plain state dict: create_model reads it
-    if name != model.spec.name:
+    if name != model.spec.name and not _same_network(name, model.spec):
         raise EffnetError(f"--weights {path}: a training checkpoint of {model.spec.name!r}, not {name!r}; pass "
-                          f"MODEL {model.spec.name}")
+                          f"MODEL {model.spec.name} (or the spec file it was trained from)")
     return model, config, classes
+
+
+def _same_network(name: str, trained) -> bool:
+    """Whether model `name` (a registered name or a spec file) has the stem and stages of the `trained` spec: the
+    spec file a run was trained from names the same network whatever its file is called."""
+    from effnet.registry import get_spec
+
+    try:
+        spec = get_spec(name)
+    except EffnetError:
+        return False
+    return spec.stem == trained.stem and spec.stages == trained.stages
 
 
 def _imagenet_labels(num_classes: int) -> tuple[str, ...] | None:

@@ -164,6 +164,16 @@ def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> No
     lease.add_argument("--until", type=deadline, default=None, metavar="TIME", help=UNTIL_HELP)
 
 
+def check_leases(args: argparse.Namespace) -> None:
+    """--grace must leave room for a late heartbeat: a worker that is busy, not dead, must not be declared stale."""
+    from effnet.errors import EffnetError
+
+    if args.grace <= 2 * args.heartbeat:
+        raise EffnetError(f"--grace {args.grace:g} must be more than twice --heartbeat {args.heartbeat:g}: a running "
+                          "trial beats every --heartbeat seconds and is re-queued after --grace seconds without a "
+                          "beat, so a live worker's trial would be trained twice; raise --grace or lower --heartbeat")
+
+
 def worker_flags(args: argparse.Namespace, given: Sequence[str]) -> list[str]:
     """The flags a spawned worker repeats from its parent's `args`: the leases and loader workers, each of `given`
     (dest names) that was set, and every --set."""

@@ -13,6 +13,10 @@ from effnet.cli._load import load_model
 _FORMATS = ("figure", "json")
 
 
+DEFAULT_TOP, FIGURE_TOP = 3, 5
+"""Labels shown per image by default, and the most a figure's caption has room for under each image."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from effnet.cam import METHODS
 
@@ -35,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gradcam (default), gradcam++, layercam, or scorecam (gradient-free, one pass per channel)")
     p.add_argument("--layer", metavar="STAGE", default=None,
                    help="stem, stages.I or head (default: head, the last feature map)")
-    p.add_argument("--top", type=positive_int, default=3, help="labels shown per image (default 3)")
+    p.add_argument("--top", type=positive_int, default=None,
+                   help=f"labels shown per image (default 3; at most {FIGURE_TOP} in a figure)")
     p.add_argument("-o", "--output", metavar="PNG", default=None, help="the figure (needed unless --format json)")
     p.add_argument("--format", choices=_FORMATS, default="figure",
                    help="figure: write -o PNG; json: print peaks and labels (and write -o if given)")
@@ -50,6 +55,12 @@ def run_cam(args: argparse.Namespace) -> int:
     if args.output:
         check_output_file(args.output, suffixes=(".png",))
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
+    if args.top is not None and args.top > model.spec.num_classes:
+        raise CamError(f"--top: got {args.top}, expected at most the model's {model.spec.num_classes} classes")
+    top = args.top or min(DEFAULT_TOP, model.spec.num_classes)
+    if args.format == "figure" and top > FIGURE_TOP:
+        raise CamError(f"--top: got {args.top}; a figure has room for {FIGURE_TOP} labels per image (use --format "
+                       "json for more)")
     images = load_images(args.images)
     inputs = preprocess(images, config)
     target = _parse_target(args.target, labels, model.spec.num_classes)
@@ -58,7 +69,7 @@ def run_cam(args: argparse.Namespace) -> int:
     names = [label_of(i, labels) for i in range(probs.shape[1])]
     records = []
     for k, (path, image, peak) in enumerate(zip(args.images, images, result.peaks())):
-        p, ix = probs[k].topk(min(args.top, probs.shape[1]))
+        p, ix = probs[k].topk(top)
         records.append({
             "image": str(path), "target": {"index": result.targets[k], "label": names[result.targets[k]]},
             "top": [{"index": int(i), "label": names[int(i)], "probability": round(float(q), 6)}

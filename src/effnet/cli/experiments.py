@@ -86,6 +86,8 @@ def run_trained(args: argparse.Namespace) -> int:
                           f"comparison is within the noise ({adding}); {args.experiment} trains --seeds seeds at every "
                           "point: drop it, or give --seeds N")
     out = Path(args.out or Path("docs/experiments") / args.experiment)
+    if args.report_only and not args.worker:
+        _check_report_only(args, out)
     jobs = args.jobs or 1
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     options = Options(quick=args.quick, seeds=args.seeds, jobs=jobs, out=out,
@@ -112,6 +114,22 @@ def run_trained(args: argparse.Namespace) -> int:
         print(table)
         print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
     return 0
+
+
+def _check_report_only(args: argparse.Namespace, out: Path) -> None:
+    """--report-only writes a report of runs that exist: refuse the flags that only training uses, and a folder
+    with neither results nor a shared record (a mistyped --out would otherwise get an empty report)."""
+    training = [f for f, v in (("--jobs", args.jobs), ("--threads", args.threads), ("--until", args.until),
+                               ("--seeds-within-noise", args.seeds_within_noise)) if v is not None]
+    if training:
+        raise EffnetError(f"{flags_apply_only(training)} to training; --report-only trains nothing: drop "
+                          f"{'it' if len(training) == 1 else 'them'}")
+    storage = args.storage or str(out / "runs.journal")
+    if out.exists() and not out.is_dir():
+        return  # the output check names it
+    if "://" not in storage and not (out / "results.json").is_file() and not Path(storage).exists():
+        raise EffnetError(f"--report-only: {out} holds no results.json and {storage} does not exist: no run of "
+                          f"{args.experiment} was recorded there; check --out and --storage, or drop --report-only")
 
 
 def _child_argv(args: argparse.Namespace, options) -> list[str]:

@@ -307,6 +307,11 @@ def run_scale(args: argparse.Namespace) -> int:
         check_output_file(args.output, suffixes=(".json",))
     base = get_spec(args.base)
     m, phi, s = _multipliers(args, base)
+    wanted = base.resolution * m.resolution
+    if round(wanted) < 8:  # `scale` would raise it to 8 px without a word
+        raise EffnetError(f"resolution multiplier {m.resolution:.4g}: {base.name}'s {base.resolution} px would become "
+                          f"{wanted:.3g} px, below the smallest input effnet builds (8 px); use a multiplier of at "
+                          f"least {7.5 / base.resolution:.3g}")
     strategy = None if s is None else args.strategy or "compound"
     scaled = scale(base, m.depth, m.width, m.resolution, name=args.name or _scaled_name(base.name, m, phi, strategy, s))
     base_p, scaled_p = profile(base), profile(scaled)

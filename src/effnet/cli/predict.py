@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from effnet.cli._args import positive_int
@@ -44,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    missing = [path for path in args.images if not os.path.exists(path)]
+    if missing:  # a path typed on the command line, not an unreadable file found in a folder: refuse, not skip
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise EffnetError(f"{missing[0]}: no such file or directory{more}; check the path (inputs that exist but "
+                          "are not images are skipped)")
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     classes = model.spec.num_classes
     if args.top is not None and args.top > classes:

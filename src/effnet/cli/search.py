@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seeds.add_argument("--seeds", type=positive_int, default=1,
                        help="seeds per grid point, from --seed on (default 1), one study per seed; a point's score "
                             "is its mean, and the table gives its 95%% interval and paired difference with the best")
-    seeds.add_argument("--seeds-within-noise", type=positive_int, default=SEEDS_WITHIN_NOISE, metavar="N",
+    seeds.add_argument("--seeds-within-noise", type=positive_int, default=None, metavar="N",
                        help="with --seeds 2 or more: once those are done, the points whose paired difference with "
                             f"the best includes zero (95%% interval) get N seeds (default {SEEDS_WITHIN_NOISE})")
     shared.add_worker_groups(c, stale_help="a running trial whose heartbeat is older than this is re-queued (seconds)")
@@ -79,7 +79,7 @@ def _config(args: argparse.Namespace):
                           step=DEFAULT_STEP if args.step is None else args.step,
                           tolerance=CONSTRAINT_TOLERANCE if args.tolerance is None else args.tolerance,
                           phi=args.phi, train=train, threads=args.threads, loader_workers=args.loader_workers,
-                          seeds=args.seeds, seeds_within_noise=args.seeds_within_noise)
+                          seeds=args.seeds, seeds_within_noise=args.seeds_within_noise or SEEDS_WITHIN_NOISE)
     try:
         config.grid()  # a grid error is reported here, before any work
     except EffnetError as exc:
@@ -101,6 +101,10 @@ def run_coefficients(args: argparse.Namespace) -> int:
     from effnet.search.grid import coefficient_grid
 
     shared.refuse_report_only_without_report(args)
+    shared.check_leases(args)
+    if args.seeds_within_noise is not None and args.seeds == 1:
+        raise EffnetError(f"--seeds-within-noise {args.seeds_within_noise} adds seeds to the points within the noise "
+                          "of the best, which takes --seeds 2 or more to tell; add --seeds N or drop it")
     config = _config(args)
     grid = config.grid()
     if args.list_grid:

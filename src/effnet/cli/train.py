@@ -186,6 +186,15 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                           f"{it_or_them(ends)}")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
+    if args.resume is True:  # a mistyped --out would otherwise start a new run beside the one meant
+        from effnet.train.config import RESUME_KEYS
+        from effnet.train.run_folder import run_settings
+
+        out = config_from_args(args).out_dir
+        if run_settings(out, RESUME_KEYS) is None:
+            what = "holds no run (no run.json)" if os.path.isdir(out) else "does not exist"
+            raise EffnetError(f"--resume: the run folder {out} {what}; give the --out of the run to continue, or "
+                              "drop --resume to start a new run")
     if args.no_fused_bn_silu:
         from effnet.registry import get_spec
 
@@ -308,8 +317,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1/top-5 of a training checkpoint's raw and EMA weights")
     p.add_argument("checkpoint", help="a checkpoint .pt, or a run folder (its latest checkpoint)")
     add_data_source(p, "'fashion-mnist' (its test split) or a folder (its val/ sub-folder or itself)")
-    p.add_argument("--split", default="val", help="folder sub-directory to evaluate (default val; test for "
-                   "fashion-mnist)")
+    p.add_argument("--split", default=None, help="folder sub-directory to evaluate (default val; for fashion-mnist: "
+                   "test, the default, or train)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
     p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (default 2)")
     p.add_argument("--resolution", type=pixels, default=None, help="override the checkpoint's resolution")
@@ -343,8 +352,12 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.calibration is not None and args.precision != "int8":
         raise EffnetError(f"--calibration {args.calibration}: calibrates int8 quantization, unused by --precision "
                           f"{args.precision}; drop it or add --precision int8")
+    split = args.split or ("test" if is_fashion_mnist(data_source(args)) else "val")
+    if split == "val" and is_fashion_mnist(data_source(args)):  # the library reads it as the test split
+        raise EffnetError("--split val: fashion-mnist has no validation split of its own (training holds out the "
+                          "last images of its train split); give --split test (the default) or --split train")
     with announce_choices("effnet eval"):  # what --runtime auto chose, one line on stderr
-        r = evaluate_checkpoint(args.checkpoint, data_source(args), split=args.split, batch_size=args.batch_size,
+        r = evaluate_checkpoint(args.checkpoint, data_source(args), split=split, batch_size=args.batch_size,
                                 workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
                                 subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
                                 precision=args.precision, calibration=args.calibration or EVAL_CALIBRATION)

@@ -50,15 +50,17 @@ def run_convert(args: argparse.Namespace) -> int:
                            "std of pixels scaled to [0, 1]: divide 0-255 values by 255)")
     overrides = {k: v for k, v in (("mean", args.mean), ("std", args.std), ("interpolation", args.interpolation),
                                    ("crop_fraction", args.crop_fraction)) if v is not None}
-    spec = convert_file(args.src, args.source, get_spec(args.model), out, padding=args.padding, bn_eps=args.bn_eps,
-                        preprocessing=overrides)
+    spec_file = args.model.endswith(".json")  # a spec file states its classes; a model name takes the checkpoint's
+    base = get_spec(args.model)
+    spec = convert_file(args.src, args.source, base, out, padding=args.padding, bn_eps=args.bn_eps,
+                        preprocessing=overrides, num_classes=base.num_classes if spec_file else None)
     from effnet.weights import file_preprocessing
 
     pre = file_preprocessing(out) or {}
     norm = (f", mean={'/'.join(f'{v:.3f}' for v in pre['mean'])} std={'/'.join(f'{v:.3f}' for v in pre['std'])}"
             if "mean" in pre and "std" in pre else "")
     print(f"{args.src} ({args.source}) -> {out}: {spec.name}, padding={spec.padding}, bn_eps={spec.bn_eps:g}{norm}")
-    print(f"load it with effnet.create_model({spec.name!r}, pretrained={str(out)!r})")
+    print(f"load it with effnet.create_model({args.model if spec_file else spec.name!r}, pretrained={str(out)!r})")
     return 0
 
 

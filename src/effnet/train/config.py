@@ -184,6 +184,8 @@ def check_config(c: TrainConfig) -> None:
     _positive("warmup_epochs", c.warmup_epochs, zero_ok=True)
     _positive("decay_epochs", c.decay_epochs)
     _positive("decay_rate", c.decay_rate)
+    if c.decay_rate > 1:  # the learning rate would grow at every decay
+        _fail("decay_rate", c.decay_rate, "a number in (0, 1]: the factor applied to the learning rate at each decay")
     if c.optimizer not in OPTIMIZERS:
         _fail("optimizer", c.optimizer, f"one of {OPTIMIZERS}")
     _fraction("rmsprop_decay", c.rmsprop_decay)

@@ -289,9 +289,11 @@ def convert_state(state: Mapping[str, torch.Tensor], source: str, spec: NetSpec,
 
 
 def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *, padding: str | None = None,
-                 bn_eps: float | None = None, preprocessing: Mapping | None = None) -> NetSpec:
+                 bn_eps: float | None = None, preprocessing: Mapping | None = None,
+                 num_classes: int | None = None) -> NetSpec:
     """Convert checkpoint `src` from library `source` to an effnet `.safetensors` file; returns the spec the
-    weights need (the source's padding and BN eps unless overridden, the file's class count).
+    weights need (the source's padding and BN eps unless overridden, the file's class count, which must be
+    `num_classes` when that is given: a spec file that names its classes).
 
     The file's ``preprocessing`` metadata is the source's convention (`Source.preprocessing`) with the keys of
     `preprocessing` (mean, std, interpolation, crop_fraction) replacing it."""
@@ -305,6 +307,11 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
             f"--padding and --bn-eps if the file really is a non-TF timm model)")
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec, src_path)
+    classes = _with_file_classes(spec, converted).num_classes
+    if num_classes is not None and classes != num_classes:
+        raise WeightsError(f"{src_path}: its classifier has {classes} classes, the spec {num_classes}; convert with a "
+                           f"spec of {classes} classes and fine-tune for {num_classes} (effnet train --pretrained), "
+                           "or give the checkpoint trained for them. Nothing was written")
     spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
                    bn_eps=info.eps_for(spec) if bn_eps is None else bn_eps)
     pre = {**info.preprocessing(state, spec, src_path), **(preprocessing or {})}
