@@ -103,6 +103,8 @@ def deadline(text: str, now: float | None = None) -> float:
         if match is None or not any(match.groups()):
             raise argparse.ArgumentTypeError(f"{expected}; got {text!r}")
         hours, minutes, secs = (float(g or 0) for g in match.groups())
+        if 3600 * hours + 60 * minutes + secs <= 0:
+            raise argparse.ArgumentTypeError(f"got {text!r}, a duration of zero: no run could start; give a longer one")
         return now + 3600 * hours + 60 * minutes + secs
     clock = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?", stripped)
     try:

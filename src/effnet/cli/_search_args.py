@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from effnet.cli._args import (
     UNTIL_HELP,
+    check_output_file,
     deadline,
     flags_apply_only,
     given_flags,
@@ -162,6 +163,14 @@ def add_worker_groups(parser: argparse.ArgumentParser, *, stale_help: str) -> No
     lease.add_argument("--grace", type=positive_float, default=60.0, help=stale_help)
     lease.add_argument("--poll", type=positive_float, default=5.0, help="seconds between looks while others finish")
     lease.add_argument("--until", type=deadline, default=None, metavar="TIME", help=UNTIL_HELP)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """The report's files (--plot PNG, -o JSON where the search has one), checked before any training."""
+    if args.plot is not None:
+        check_output_file(args.plot, "--plot", suffixes=(".png",))
+    if getattr(args, "output", None) is not None:
+        check_output_file(args.output, suffixes=(".json",))
 
 
 def check_leases(args: argparse.Namespace) -> None:

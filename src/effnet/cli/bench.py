@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"train {','.join(TRAIN_PATHS)} (default eager,bf16,checkpoint)")
     p.add_argument("--resolution", type=pixels, default=None, help="input size (default: the model's)")
     p.add_argument("--repeats", type=positive_int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--iters", type=non_negative_int, default=0, help="calls per round (default: about 0.5 s per round)")
+    p.add_argument("--iters", type=positive_int, default=None, help="calls per round (default: about 0.5 s per round)")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed calls per candidate first (default 2)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="threads of torch and every engine (default: torch's)")
@@ -75,10 +75,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _list(text: str | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
     if text is None:
         return None
-    items = [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]
-    bad = [t for t in items if t not in allowed]
+    items = [t.strip() for t in text.split(",")]
+    if items == ["none"]:
+        return []
+    bad = [t or "''" for t in items if t not in allowed]
     if bad:
-        raise BenchError(f"bench: {what} got {', '.join(bad)}, expected any of {', '.join(allowed)}")
+        alone = "; 'none' stands alone" if "none" in items else ""
+        raise BenchError(f"bench: {what} got {', '.join(bad)}, expected any of {', '.join(allowed)}{alone}")
+    twice = sorted({t for t in items if items.count(t) > 1})
+    if twice:
+        raise BenchError(f"bench: {what} names {', '.join(twice)} twice; name each once")
     return items
 
 
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     if args.refresh_ceiling:
         machine_ceiling(refresh=True, log=log)  # run_bench reads the cache this refreshes
     report = run_bench(args.model, batches=batches, mode=args.mode, paths=paths, peers=peers,
-                       resolution=args.resolution, repeats=args.repeats, iters=args.iters, warmup=args.warmup,
+                       resolution=args.resolution, repeats=args.repeats, iters=args.iters or 0, warmup=args.warmup,
                        calibration=calibration, isolate_memory=args.isolate_memory, log=log)
     choices = [] if train or args.no_auto else _auto_choices(args.model, batches, report.resolution, log)
     if args.format == "json":

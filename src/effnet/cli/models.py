@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="per-stage table of a model or spec file")
     p.add_argument("model", help="registered name or path to a spec .json")
     p.add_argument("--resolution", type=pixels, default=None, help="input size in px (default: the model's)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default=None,
+                   help="table (default) or json")
     p.add_argument("--spec", action="store_true", help="print the spec as JSON instead")
     p.set_defaults(func=run_info)
 
@@ -169,6 +170,9 @@ def _costs_text(p: ModelProfile) -> str:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    if args.spec and args.format == "table":
+        raise EffnetError("--format table chooses the cost tables' output; --spec prints the spec as JSON: drop one of "
+                          "them")
     if args.spec and args.resolution is not None:
         raise EffnetError(f"--resolution {args.resolution} applies only to the cost tables; --spec prints the spec as "
                           "it is stored: drop one of them")

@@ -102,6 +102,7 @@ def run_coefficients(args: argparse.Namespace) -> int:
 
     shared.refuse_report_only_without_report(args)
     shared.check_leases(args)
+    shared.check_outputs(args)
     if args.seeds_within_noise is not None and args.seeds == 1:
         raise EffnetError(f"--seeds-within-noise {args.seeds_within_noise} adds seeds to the points within the noise "
                           "of the best, which takes --seeds 2 or more to tell; add --seeds N or drop it")

@@ -121,6 +121,7 @@ def run_architecture(args: argparse.Namespace) -> int:
 
     shared.refuse_report_only_without_report(args)
     shared.check_leases(args)
+    shared.check_outputs(args)
     space = load_space(args.space)
     if args.list_space:
         shared.refuse_with_a_listing(args, "--list-space", "the search space and its MACs range at --resolution",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import fields
 
 from effnet.cli._args import (
@@ -371,7 +372,7 @@ def run_eval(args: argparse.Namespace) -> int:
                        formats={"top-1": "{:.2f}%", "top-5": "{:.2f}%", "loss": ".4f", "images": "d"}))
     skipped = r["raw"].skipped
     if skipped:
-        print(f"skipped {skipped} unreadable image(s)")
+        print(f"effnet eval: warning: skipped {skipped} unreadable image(s)", file=sys.stderr)
     return 0
 
 

@@ -283,7 +283,7 @@ class Trainer:
         self.run_log.end_record("finished", self.best, self.step)
         last = self.history[-1] if self.history else {}
         if self.skipped_total:
-            self.run_log.say(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
+            self.run_log.warn(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
         return TrainResult(
             top1=last.get("val_top1", float("nan")), top5=last.get("val_top5", float("nan")),
             ema_top1=last.get("ema_top1"), ema_top5=last.get("ema_top5"), val_loss=last.get("val_loss", float("nan")),

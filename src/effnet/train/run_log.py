@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,11 @@ class RunLog:
     def say(self, message: str) -> None:
         if self.main and self.c.progress:
             print(message, flush=True)
+
+    def warn(self, message: str) -> None:
+        """What a user must see even with progress off (`--no-progress`): on stderr, from the main process."""
+        if self.main:
+            print(f"effnet train: warning: {message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.events is not None:
