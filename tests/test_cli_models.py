@@ -25,7 +25,7 @@ def test_models_table_shows_paper_figures(capsys):
     code, out, _ = run(capsys, "models", "--filter", "efficientnet_b0")
     assert code == 0
     row = next(line for line in out.splitlines() if line.startswith("efficientnet_b0 "))
-    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%", "6.75", "-", "V1",
+    assert row.split() == ["efficientnet_b0", "224", "5.29", "5.3", "0.386", "0.39", "-1.1%", "6.75", "77.1", "V1",
                            "Table", "2"]
 
 
@@ -67,6 +67,15 @@ def test_scale_explicit_multipliers_json(capsys):
     data = json.loads(out)
     assert code == 0 and data["depth"] == 2 and data["two_pow_phi"] is None
     assert [s["repeats"] for s in data["spec"]["stages"]] == [2, 4, 4, 6, 6, 8, 2]
+
+
+@pytest.mark.parametrize(("typed", "first"), [
+    ("efficientnet_bo", "efficientnet_b0"), ("b0", "efficientnet_b0"), ("lite0", "efficientnet_lite0"),
+    ("efficientnet_lite", "efficientnet_lite0"), ("v2_s", "efficientnetv2_s"), ("efficientnet-b3", "efficientnet_b3"),
+])
+def test_an_unknown_model_suggests_the_one_meant_first(capsys, typed, first):
+    code, _, err = run(capsys, "info", typed)
+    assert code == 2 and f"did you mean {first}" in err, err
 
 
 def test_scale_errors_are_one_line(capsys):

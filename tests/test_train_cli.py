@@ -47,6 +47,15 @@ def test_train_eval_plot(setup, capsys):
     assert main(["plot", str(out)]) == 0
     png = out / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (out / "steps.jsonl").unlink(missing_ok=True)  # no step log: the epochs' training loss is drawn instead
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "step": 9, "epo')  # killed while writing a line
+    assert main(["plot", str(out), "-o", str(root / "again.png")]) == 0
+    assert "metrics.jsonl:3: an unfinished last line" in capsys.readouterr().err
+    from effnet.train.plot import read_jsonl
+
+    with pytest.warns(UserWarning):
+        assert len(read_jsonl(out / "metrics.jsonl")) == 2
 
 
 def test_bad_input_is_one_line_and_exit_2(setup, capsys):

@@ -96,10 +96,23 @@ def get_spec(name_or_path: str | NetSpec) -> NetSpec:
     raise SpecError(_unknown_model_message(name_or_path))
 
 
-def _unknown_model_message(name: str) -> str:
+def _close_model_names(name: str, n: int = 3) -> list[str]:
+    """Registered names `name` probably meant: the family's short form (`b0`, `lite0`, `v2_s`), a prefix
+    (`efficientnet_lite` → lite0, lite1, ...), a letter typed for a digit (`efficientnet_bo`), then difflib's
+    nearest spellings."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(_MODELS), n=3)
+    names, key = list(_MODELS), name.strip().lower()
+    digits = key[:-1] + {"o": "0", "l": "1", "i": "1"}.get(key[-1:], key[-1:]) if key else key
+    found = [m for m in names if key and (m.endswith("_" + key) or m.endswith("net" + key))]
+    found += sorted(m for m in names if len(key) >= 4 and m.startswith(key))
+    found += [m for m in names if digits != key and m == digits]
+    found += difflib.get_close_matches(key, names, n=n)
+    return list(dict.fromkeys(found))[:n]
+
+
+def _unknown_model_message(name: str) -> str:
+    close = _close_model_names(name)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `effnet models`"
     if Path(name).is_dir():
         return f"model {name!r} is a folder; expected a registered name or a .json spec file{hint}"

@@ -22,7 +22,7 @@ from effnet.cli._args import (
 )
 from effnet.errors import EffnetError
 from effnet.experiments.family import ModelRow
-from effnet.families.efficientnet import PAPER_TABLE2
+from effnet.families.efficientnet import PAPER_TABLE2, PAPER_TABLE2_TOP1
 from effnet.families.efficientnet_v2 import PUBLISHED
 from effnet.profile import ModelProfile, profile, profile_stages
 from effnet.registry import get_spec, list_models
@@ -98,7 +98,7 @@ def _g(macs: int) -> float:
 
 @dataclass(frozen=True)
 class _Paper:
-    """A model's figures as published: V1's Table 2 (params, FLOPs) or V2's Table 7 (params, FLOPs, top-1 on
+    """A model's figures as published: V1's Table 2 (params, FLOPs, top-1) or V2's Table 7 (params, FLOPs, top-1 on
     ImageNet-1k and after ImageNet-21k pre-training); V2's B0-B3, absent from the paper, from the reference release's
     table (`effnet.families.efficientnet_v2.REFERENCE_B0_B3`)."""
 
@@ -120,7 +120,7 @@ def _paper(name: str) -> _Paper:
         f = PUBLISHED[name]
         return _Paper(f.params_m, f.flops_b, f.top1, f.top1_21k, f.source)
     if name in PAPER_TABLE2:
-        return _Paper(*PAPER_TABLE2[name], table="V1 Table 2")
+        return _Paper(*PAPER_TABLE2[name], top1=PAPER_TABLE2_TOP1.get(name), table="V1 Table 2")
     return _Paper()
 
 

@@ -45,7 +45,7 @@ def report(results: dict[str, Any]) -> tuple[str, str]:
     text = []
     base = tables.summary(rows, method="baseline")
     base_row = tables.first(rows, method="baseline") or {}
-    base_value = {"depth": base_row.get("blocks", "?"), "width": "1.00", "resolution": base_row.get("resolution", "?")}
+    base_value = {"depth": base_row.get("blocks", "-"), "width": "1.00", "resolution": base_row.get("resolution", "-")}
     for m in design.SINGLE_DIMENSIONS:
         out_rows = [(f"{base_value[m.name]} (baseline)", "1.00x", "-", tables.pct(base), "-", base.n)]
         steps, ratio = [], 1.0  # (labels, previous step's labels, MACs ratio over the previous step's)

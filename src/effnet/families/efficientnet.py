@@ -101,6 +101,12 @@ PAPER_TABLE2: dict[str, tuple[float, float]] = {
     "efficientnet_b7": (66.0, 37.0),
 }
 
+PAPER_TABLE2_TOP1: dict[str, float] = {
+    # Table 2 of the paper: ImageNet top-1 (%) of B0-B7
+    "efficientnet_b0": 77.1, "efficientnet_b1": 79.1, "efficientnet_b2": 80.1, "efficientnet_b3": 81.6,
+    "efficientnet_b4": 82.9, "efficientnet_b5": 83.6, "efficientnet_b6": 84.0, "efficientnet_b7": 84.3,
+}
+
 
 def efficientnet(name: str) -> NetSpec:
     """The spec of a named variant, scaled from B0 (or Lite0) by its row of `VARIANTS`."""

@@ -4,6 +4,7 @@ epoch) and steps.jsonl (every `log_every` steps) to one PNG; several runs share 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,22 @@ from effnet.errors import EffnetError
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log; a last line cut short (the run was killed while writing it) is left out
+    with a warning, any other bad line is an error."""
     if not path.is_file():
         return []
+    text = path.read_text()
+    lines = text.splitlines()
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
+                if n == len(lines) and not text.endswith("\n"):
+                    warnings.warn(f"{path}:{n}: an unfinished last line (the run stopped while writing it); left out",
+                                  stacklevel=2)
+                    continue
                 raise EffnetError(f"{path}:{n}: not a JSON line ({exc})") from None
     return rows
 
@@ -49,6 +58,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
             axes[2].plot([s["epoch"] for s in steps], [s["lr"] for s in steps], color=colour, label=label)
         if epochs:
             x = [e["epoch_float"] for e in epochs]
+            if not steps and "train_loss" in epochs[0]:  # no step log: the epochs' own training means
+                (line,) = axes[0].plot(x, [e["train_loss"] for e in epochs], "^:", label=f"{label} train")
+                colour = line.get_color()
+                axes[1].plot(x, [e["train_acc"] for e in epochs], "^:", color=colour, label=f"{label} train")
             axes[0].plot(x, [e["val_loss"] for e in epochs], "o-", color=colour, label=f"{label} val")
             axes[1].plot(x, [e["val_top1"] for e in epochs], "o-", color=colour, label=f"{label} val top-1")
             if not steps:
