@@ -71,6 +71,8 @@ CASES: list[tuple[str, str]] = [
     ("bench {tiny_spec} --paths eager,eager", "--paths names eager twice"),
     ("bench {tiny_spec} --iters 0", "argument --iters"),
     ("info efficientnet_b0 --spec --format table", "--format table chooses the cost tables' output"),
+    ("train fashion-mnist --model {tiny_spec} --resume --overwrite --out {folder}", "--resume and --overwrite"),
+    ("eval {truncated} fashion-mnist", "truncated.safetensors"),
     ("search architecture --target-macs 8M --trials 1 -o out.txt", "-o/--output out.txt: got suffix '.txt'"),
     ("search coefficients --base efficientnet_b0 --plot x.txt", "--plot x.txt: got suffix '.txt'"),
     ("scale efficientnet_b0 --depth 1.5 --alpha 1.3 --beta 1.5",

@@ -187,6 +187,9 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
                           f"{it_or_them(ends)}")
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
+    if args.resume and args.overwrite:
+        raise EffnetError("--resume and --overwrite: --resume continues the run in --out, --overwrite removes it and "
+                          "starts again; give one of them")
     if args.resume is True:  # a mistyped --out would otherwise start a new run beside the one meant
         from effnet.train.config import RESUME_KEYS
         from effnet.train.run_folder import run_settings

@@ -149,7 +149,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for a damaged file
         if path.stat().st_size == 0:
             why = "empty file"
-        elif isinstance(exc, pickle.UnpicklingError | KeyError | EOFError) or "zip archive" in str(exc):
+        elif isinstance(exc, pickle.UnpicklingError | KeyError | EOFError | OSError) or "zip archive" in str(exc):
             why = "not a PyTorch checkpoint, or cut short"
         else:
             why = f"{type(exc).__name__}: {exc}".rstrip(": ").splitlines()[0][:160]

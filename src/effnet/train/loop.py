@@ -25,6 +25,7 @@ from effnet.data.loader import mix_seed, seed_cpu
 from effnet.data.sources import DataError
 from effnet.errors import EffnetError
 from effnet.registry import get_config, get_spec
+from effnet.report import format_duration
 from effnet.spec import NetSpec
 from effnet.train import checkpoint as ckpt
 from effnet.train import distributed
@@ -328,9 +329,12 @@ class Trainer:
             rate = images / max(time.perf_counter() - t0, 1e-9)
             if bar is not None:
                 s = self.epoch_sums
+                per_step = (time.perf_counter() - t0) / (self.step - epoch * p.steps_per_epoch - offset)
                 bar.update(1)
                 bar.set_postfix(loss=f"{s[0] / max(s[2], 1):.4f}", acc=f"{100 * s[1] / max(s[2], 1):.2f}%",
-                                img_s=f"{rate:.0f}", lr=f"{self.schedule(self.step - 1):.2e}", refresh=False)
+                                img_s=f"{rate:.0f}", lr=f"{self.schedule(self.step - 1):.2e}",
+                                # the whole run's training steps left at this epoch's rate (validation not counted)
+                                run_eta=format_duration(per_step * (p.total_steps - self.step)), refresh=False)
             if self.step % c.log_every == 0:
                 line = {"step": self.step, "epoch": self.step / p.steps_per_epoch,
                         "loss": window[0].item() / max(window[2].item(), 1),
