@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -102,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     if args.threads:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if args.threads > cores:  # timings would measure the oversubscription, not the model
+            warnings.warn(f"--threads {args.threads} is more than the {cores} cores this process may use; the "
+                          "threads share them and the timings show it", stacklevel=1)
         torch.set_num_threads(args.threads)
     if args.layers:
         return _run_layers(args)

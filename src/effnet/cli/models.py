@@ -156,6 +156,11 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ratio(value: float) -> str:
+    """Three decimals, or three significant digits below 0.01 (a model scaled far down is not 0.000x)."""
+    return f"{value:.3f}" if abs(value) >= 0.01 else f"{value:.3g}"
+
+
 def _stage_table(spec: NetSpec, resolution: int | None) -> str:
     rows = [
         (r.name, r.operator, r.kernel, f"{r.output_size[0]}x{r.output_size[1]}", r.in_channels, r.out_channels,
@@ -349,9 +354,9 @@ def run_scale(args: argparse.Namespace) -> int:
     print(f"\nparams {scaled_p.params:,} (base {base_p.params:,}); MACs {_g(scaled_p.macs):.3f} G at "
           f"{scaled.resolution}px (base {_g(base_p.macs):.3f} G at {base.resolution}px); activations "
           f"{scaled_p.activations / 1e6:.3f} M (base {base_p.activations / 1e6:.3f} M)")
-    line = (f"MACs ratio vs base: {ratio:.3f}  (d*w^2*r^2 = {m.macs_factor:.3f}"
-            + (f", 2^phi = {2.0**phi:.3f})" if phi is not None and strategy is None else ")"))
-    print(line + f"; activations ratio: {result['activations_ratio']:.3f}")
+    line = (f"MACs ratio vs base: {_ratio(ratio)}  (d*w^2*r^2 = {_ratio(m.macs_factor)}"
+            + (f", 2^phi = {_ratio(2.0**phi)})" if phi is not None and strategy is None else ")"))
+    print(line + f"; activations ratio: {_ratio(result['activations_ratio'])}")
     if args.output:
         print(f"scaled spec written to {args.output}")
     return 0
