@@ -307,8 +307,9 @@ def test_runs_lists_state_steps_and_best(data, reference, tmp_path, monkeypatch,
         "done": ("finished", STEPS, STEPS), "stopped": ("interrupted", STOP_AT, STEPS),
         "killed": ("interrupted", 6, STEPS)}
     assert rows["done"]["model"] == "tiny" and rows["done"]["best_val_top1"] == record["best_val_top1"]
-    assert main(["runs", str(runs / "done")]) == 0
+    assert main(["runs", str(runs / "done"), str(runs / "done")]) == 0  # named twice, listed once
     table = capsys.readouterr().out.splitlines()
+    assert len(table) == 3
     assert table[0].split() == ["run", "model", "data", "steps", "best", "val", "top-1", "state"]
     assert f"{STEPS} / {STEPS}" in table[2] and table[2].endswith("finished")
     assert main(["runs", str(tmp_path / "nothing")]) == 2

@@ -415,4 +415,12 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         if not inner:
             raise RunFolderError(f"{p}: no run folder here (none holds {RECORD}, config.json or checkpoints/)")
         found += inner
-    return found
+    return _unique(found)
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    """`paths` without a folder named twice (`effnet runs runs runs/a`), in their first order."""
+    first: dict[Path, Path] = {}
+    for p in paths:
+        first.setdefault(p.resolve(), p)
+    return list(first.values())
