@@ -72,6 +72,7 @@ CASES: list[tuple[str, str]] = [
     ("bench {tiny_spec} --iters 0", "argument --iters"),
     ("info efficientnet_b0 --spec --format table", "--format table chooses the cost tables' output"),
     ("train fashion-mnist --model {tiny_spec} --resume --overwrite --out {folder}", "--resume and --overwrite"),
+    ("plot {text}", "notes.txt: not a folder"),
     ("eval {truncated} fashion-mnist", "truncated.safetensors"),
     ("search architecture --target-macs 8M --trials 1 -o out.txt", "-o/--output out.txt: got suffix '.txt'"),
     ("search coefficients --base efficientnet_b0 --plot x.txt", "--plot x.txt: got suffix '.txt'"),
@@ -277,7 +278,8 @@ CASES: list[tuple[str, str]] = [
     ("eval {text} fashion-mnist --strict", "--strict applies only to an image folder"),
     # plot, runs
     ("plot missing_dir -o x.png", "missing_dir"),
-    ("plot missing_dir", "missing_dir: no metrics.jsonl"),
+    ("plot missing_dir", "missing_dir: no such folder"),
+    ("plot {folder}", "folder: no metrics.jsonl"),
     ("plot {folder} -o /proc/effnet/x.png", "/proc/effnet/x.png"),
     ("plot {folder} -o curves.txt", "curves.txt"),
     ("plot {folder} -o {folder}", "folder"),

@@ -41,6 +41,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
     runs = []
     for d in run_dirs:
         d = Path(d)
+        if not d.is_dir():
+            raise EffnetError(f"{d}: {'not a folder' if d.exists() else 'no such folder'}; expected a run folder "
+                              "written by `effnet train`")
         epochs, steps = read_jsonl(d / "metrics.jsonl"), read_jsonl(d / "steps.jsonl")
         if not epochs and not steps:
             raise EffnetError(f"{d}: no metrics.jsonl or steps.jsonl; expected a run folder written by `effnet train`")
