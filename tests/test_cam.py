@@ -4,6 +4,7 @@ input's size and range; `effnet cam` writes a PNG and valid JSON; bad inputs are
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -135,6 +136,25 @@ def test_a_layer_without_a_feature_map_is_refused_before_any_map(layer, shape):
         pytest.skip(f"tiny spec has no {layer}")
     with pytest.raises(CamError, match=rf"layer: '{layer}' outputs shape \{shape[:-1]}\), expected a feature map"):
         compute(model, torch.randn(2, 3, 32, 32), layer=layer)
+
+
+def test_an_input_too_small_for_head_maps_the_deepest_stage_with_a_map():
+    """At 8 px the tiny spec's head map is 1×1: by default the map moves to the deepest stage larger than that; a
+    head asked for by name is refused, naming the layers that have a map at this size."""
+    model = ConvNet(tiny_spec())
+    x = torch.randn(2, 3, 8, 8)
+    shapes = {}
+    hooks = [dict(model.named_modules())[n].register_forward_hook(
+        lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[2:]))) for n in layer_names(model)]
+    with torch.no_grad():
+        model.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    usable = [n for n in layer_names(model) if shapes[n][0] * shapes[n][1] >= 2]
+    assert shapes["head"] == (1, 1) and usable  # the premise: head is 1×1, an earlier layer is not
+    assert compute(model, x).layer == usable[-1]
+    with pytest.raises(CamError, match=re.escape(f"at this input size use one of {usable}")):
+        compute(model, x, layer="head")
 
 
 def test_on_object_fraction_of_an_even_map_is_the_object_area():

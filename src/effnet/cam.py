@@ -176,29 +176,50 @@ class Maps:
         return [(i % width, i // width) for i in flat]
 
 
-def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor) -> None:
-    """A map weighs the channels of a feature map N×C×H×W of more than one position: a layer whose output is
-    anything else (the classifier's logits, the pooled features) is refused before any map is computed."""
-    seen: list[tuple[int, ...]] = []
-    hook = dict(model.named_modules())[layer].register_forward_hook(
-        lambda _m, _i, out: seen.append(tuple(out.shape)) if isinstance(out, torch.Tensor) else None)
+def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen: bool = True) -> str:
+    """The layer to map: a map weighs the channels of a feature map N×C×H×W of more than one position, so a layer
+    whose output is anything else (the classifier's logits, the pooled features, a map shrunk to 1×1 at a small
+    input) is refused before any map is computed, naming the layers that do have such a map at this input size;
+    the default layer (not `chosen`) gives way to the deepest layer that has one."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...] | None] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, out) -> None:  # returns None: the output passes on unchanged
+            shapes.setdefault(name, tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+
+        return hook
+
+    names = list(dict.fromkeys([*layer_names(model), layer]))
+    hooks = [modules[name].register_forward_hook(record(name)) for name in names]
     try:
         with torch.no_grad():
             model(x)
     finally:
-        hook.remove()
-    shape = seen[0] if seen else None
-    if shape is None or len(shape) != 4 or shape[2] * shape[3] < 2:
+        for hook in hooks:
+            hook.remove()
+
+    def is_map(shape) -> bool:
+        return shape is not None and len(shape) == 4 and shape[2] * shape[3] >= 2
+
+    shape = shapes.get(layer)
+    usable = [name for name in layer_names(model) if is_map(shapes.get(name))]
+    if not is_map(shape) and usable and not chosen:
+        return usable[-1]
+    if not is_map(shape):
         got = "no tensor" if shape is None else f"shape {shape}"
-        raise CamError(f"layer: {layer!r} outputs {got}, expected a feature map N×C×H×W larger than 1×1; use one "
-                       f"of {layer_names(model)}")
+        raise CamError(f"layer: {layer!r} outputs {got}, expected a feature map N×C×H×W larger than 1×1; at this "
+                       f"input size use one of {usable}")
+    return layer
 
 
 def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] | None = None,
             method: str = "gradcam", *, layer: str | None = None, batch_size: int = 16) -> Maps:
     """Maps of a normalised N×3×H×W batch `inputs` for `target` (None: each image's predicted class; an int:
-    that class for every image; a sequence: one class per image) on `layer` (default: `default_layer`)."""
+    that class for every image; a sequence: one class per image) on `layer` (default: `default_layer`, or the
+    deepest layer whose map is larger than 1×1 where the input is too small for it)."""
     _check_method(method)
+    chosen = layer is not None
     layer = _check_layer(model, layer)
     if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
@@ -211,7 +232,7 @@ def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] 
     training = model.training
     model.eval()
     try:
-        _check_feature_map(model, layer, inputs[:1])
+        layer = _check_feature_map(model, layer, inputs[:1], chosen=chosen)
         for start in range(0, len(inputs), batch_size):
             chunk_target = target[start:start + batch_size] if isinstance(target, list) else target
             m, lg, t = _compute_batch(model, inputs[start:start + batch_size], chunk_target, method, layer)

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=sorted(METHODS), default="gradcam",
                    help="gradcam (default), gradcam++, layercam, or scorecam (gradient-free, one pass per channel)")
     p.add_argument("--layer", metavar="STAGE", default=None,
-                   help="stem, stages.I or head (default: head, the last feature map)")
+                   help="stem, stages.I or head (default: head, the last feature map; the deepest stage whose map is "
+                        "larger than 1x1 where the input is too small for head's)")
     p.add_argument("--top", type=positive_int, default=None,
                    help=f"labels shown per image (default 3; at most {FIGURE_TOP} in a figure)")
     p.add_argument("-o", "--output", metavar="PNG", default=None, help="the figure (needed unless --format json)")
