@@ -346,7 +346,7 @@ def test_convert_cli_holds_a_spec_file_to_its_classes(tmp_path, capsys):
     effnet.save_spec(replace(get_spec("efficientnet_b0"), name="b0_10", num_classes=10), spec_file)
     assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "its classifier has 1000 classes, the spec 10" in err[0] and not out.exists()
+    assert len(err) == 1 and "its classifier has 1000 classes, the spec file states 10" in err[0] and not out.exists()
     effnet.save_spec(replace(get_spec("efficientnet_b0"), name="b0_1000"), spec_file)
     assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 0
     assert f"create_model('{spec_file}', pretrained='{out}')" in capsys.readouterr().out

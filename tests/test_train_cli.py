@@ -32,6 +32,13 @@ def test_recipe_prints_the_effective_paper_settings(setup, capsys):
     assert not (root / "r").exists()  # --recipe does no work
 
 
+def test_resume_into_a_folder_without_a_run_warns_and_starts_one(setup, capsys):
+    root, data, spec = setup
+    assert main(_train_args(data, spec, root / "typo") + ["--resume", "--recipe"]) == 0
+    assert f"effnet train: warning: --resume: {root / 'typo'} does not exist yet; starting a new run there" in \
+        capsys.readouterr().err
+
+
 def test_train_eval_plot(setup, capsys):
     root, data, spec = setup
     out = root / "run"

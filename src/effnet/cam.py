@@ -206,6 +206,9 @@ def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen:
     usable = [name for name in layer_names(model) if is_map(shapes.get(name))]
     if not is_map(shape) and usable and not chosen:
         return usable[-1]
+    if not is_map(shape) and not usable:
+        raise CamError(f"layer: no layer of the model has a map larger than 1×1 at this input size "
+                       f"({tuple(x.shape[-2:])}); use a larger input")
     if not is_map(shape):
         got = "no tensor" if shape is None else f"shape {shape}"
         raise CamError(f"layer: {layer!r} outputs {got}, expected a feature map N×C×H×W larger than 1×1; at this "

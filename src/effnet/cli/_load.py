@@ -39,15 +39,13 @@ def _training_checkpoint(name: str, path: str):
 
 
 def _same_network(name: str, trained) -> bool:
-    """Whether model `name` (a registered name or a spec file) has the stem and stages of the `trained` spec: the
-    spec file a run was trained from names the same network whatever its file is called."""
+    """Whether model `name` (a registered name or a spec file; its own error if it is neither) has the stem, stages
+    and head of the `trained` spec: the spec file a run was trained from names the same network whatever its file
+    is called."""
     from effnet.registry import get_spec
 
-    try:
-        spec = get_spec(name)
-    except EffnetError:
-        return False
-    return spec.stem == trained.stem and spec.stages == trained.stages
+    spec = get_spec(name)
+    return (spec.stem, spec.stages, spec.head) == (trained.stem, trained.stages, trained.head)
 
 
 def _imagenet_labels(num_classes: int) -> tuple[str, ...] | None:

@@ -177,6 +177,8 @@ def check_leases(args: argparse.Namespace) -> None:
     """--grace must leave room for a late heartbeat: a worker that is busy, not dead, must not be declared stale."""
     from effnet.errors import EffnetError
 
+    if any(getattr(args, flag, False) for flag in ("report_only", "list_grid", "list_space")):
+        return  # nothing trains, nothing beats
     if args.grace <= 2 * args.heartbeat:
         raise EffnetError(f"--grace {args.grace:g} must be more than twice --heartbeat {args.heartbeat:g}: a running "
                           "trial beats every --heartbeat seconds and is re-queued after --grace seconds without a "

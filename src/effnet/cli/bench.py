@@ -82,11 +82,11 @@ def _list(text: str | None, allowed: tuple[str, ...], what: str) -> list[str] | 
         return []
     bad = [t or "''" for t in items if t not in allowed]
     if bad:
-        alone = "; 'none' stands alone" if "none" in items else ""
-        raise BenchError(f"bench: {what} got {', '.join(bad)}, expected any of {', '.join(allowed)}{alone}")
+        alone = f" (give {what} none on its own, or the peers without it)" if "none" in items else ""
+        raise BenchError(f"{what} got {', '.join(bad)}, expected any of {', '.join(allowed)}{alone}")
     twice = sorted({t for t in items if items.count(t) > 1})
     if twice:
-        raise BenchError(f"bench: {what} names {', '.join(twice)} twice; name each once")
+        raise BenchError(f"{what} names {', '.join(twice)} twice; name each once")
     return items
 
 

@@ -55,13 +55,13 @@ def run_cam(args: argparse.Namespace) -> int:
         raise CamError("-o/--output: a figure needs a .png path (or use --format json)")
     if args.output:
         check_output_file(args.output, suffixes=(".png",))
+    if args.top is not None and args.top > FIGURE_TOP and args.output:
+        raise CamError(f"--top: got {args.top}; a figure has room for {FIGURE_TOP} labels per image (for more, use "
+                       "--format json without -o)")
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     if args.top is not None and args.top > model.spec.num_classes:
         raise CamError(f"--top: got {args.top}, expected at most the model's {model.spec.num_classes} classes")
     top = args.top or min(DEFAULT_TOP, model.spec.num_classes)
-    if args.format == "figure" and top > FIGURE_TOP:
-        raise CamError(f"--top: got {args.top}; a figure has room for {FIGURE_TOP} labels per image (use --format "
-                       "json for more)")
     images = load_images(args.images)
     inputs = preprocess(images, config)
     target = _parse_target(args.target, labels, model.spec.num_classes)

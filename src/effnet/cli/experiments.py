@@ -119,8 +119,8 @@ def run_trained(args: argparse.Namespace) -> int:
 def _check_report_only(args: argparse.Namespace, out: Path) -> None:
     """--report-only writes a report of runs that exist: refuse the flags that only training uses, and a folder
     with neither results nor a shared record (a mistyped --out would otherwise get an empty report)."""
-    training = [f for f, v in (("--jobs", args.jobs), ("--threads", args.threads), ("--until", args.until),
-                               ("--seeds-within-noise", args.seeds_within_noise)) if v is not None]
+    training = [f for f, v in (("--jobs", args.jobs), ("--threads", args.threads), ("--until", args.until))
+                if v is not None]  # (--seeds-within-noise stays: the report's plan reads it)
     if training:
         raise EffnetError(f"{flags_apply_only(training)} to training; --report-only trains nothing: drop "
                           f"{'it' if len(training) == 1 else 'them'}")

@@ -320,7 +320,7 @@ def run_scale(args: argparse.Namespace) -> int:
     if round(wanted) < 8:  # `scale` would raise it to 8 px without a word
         raise EffnetError(f"resolution multiplier {m.resolution:.4g}: {base.name}'s {base.resolution} px would become "
                           f"{wanted:.3g} px, below the smallest input effnet builds (8 px); use a multiplier of at "
-                          f"least {7.5 / base.resolution:.3g}")
+                          f"least {math.ceil(7.5 / base.resolution * 1e4) / 1e4:g}")
     strategy = None if s is None else args.strategy or "compound"
     scaled = scale(base, m.depth, m.width, m.resolution, name=args.name or _scaled_name(base.name, m, phi, strategy, s))
     base_p, scaled_p = profile(base), profile(scaled)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from dataclasses import fields
 
 from effnet.cli._args import (
@@ -188,17 +189,15 @@ def check_flag_conflicts(args: argparse.Namespace) -> None:
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise EffnetError(f"--out {args.out}: is a file; expected a run folder (a new one, or one effnet train wrote)")
     if args.resume and args.overwrite:
-        raise EffnetError("--resume and --overwrite: --resume continues the run in --out, --overwrite removes it and "
-                          "starts again; give one of them")
-    if args.resume is True:  # a mistyped --out would otherwise start a new run beside the one meant
-        from effnet.train.config import RESUME_KEYS
-        from effnet.train.run_folder import run_settings
+        raise EffnetError("--resume and --overwrite: --resume continues a run, --overwrite removes the one in --out "
+                          "and starts again; give one of them")
+    if args.resume is True:  # a mistyped --out starts a new run beside the one meant: say so (a restart script
+        from effnet.train.run_folder import is_occupied  # passing --resume from its first launch is fine)
 
-        out = config_from_args(args).out_dir
-        if run_settings(out, RESUME_KEYS) is None:
-            what = "holds no run (no run.json)" if os.path.isdir(out) else "does not exist"
-            raise EffnetError(f"--resume: the run folder {out} {what}; give the --out of the run to continue, or "
-                              "drop --resume to start a new run")
+        if not is_occupied(config.out_dir):
+            what = "holds no run yet" if os.path.isdir(config.out_dir) else "does not exist yet"
+            warnings.warn(f"--resume: {config.out_dir} {what}; starting a new run there (check --out if a run was "
+                          "meant to continue)", stacklevel=1)
     if args.no_fused_bn_silu:
         from effnet.registry import get_spec
 
@@ -350,14 +349,15 @@ def run_eval(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.strict and is_fashion_mnist(data_source(args)):
+    fashion_mnist = is_fashion_mnist(data_source(args))
+    if args.strict and fashion_mnist:
         raise EffnetError("--strict applies only to an image folder (it stops at an unreadable image); fashion-mnist "
                           "has no image files; drop it")
     if args.calibration is not None and args.precision != "int8":
         raise EffnetError(f"--calibration {args.calibration}: calibrates int8 quantization, unused by --precision "
                           f"{args.precision}; drop it or add --precision int8")
-    split = args.split or ("test" if is_fashion_mnist(data_source(args)) else "val")
-    if split == "val" and is_fashion_mnist(data_source(args)):  # the library reads it as the test split
+    split = args.split or ("test" if fashion_mnist else "val")
+    if split == "val" and fashion_mnist:  # the library reads it as the test split
         raise EffnetError("--split val: fashion-mnist has no validation split of its own (training holds out the "
                           "last images of its train split); give --split test (the default) or --split train")
     with announce_choices("effnet eval"):  # what --runtime auto chose, one line on stderr

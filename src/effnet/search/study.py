@@ -358,7 +358,7 @@ def run_worker(
         c = by_label[label]
         for key, value in c.trial_attributes().items():
             trial.set_user_attr(key, value)
-        taken_by = _taken_by(study, trial.number, label, labels, grace_s)
+        taken_by = _taken_by(study, trial, label, labels, grace_s)
         if taken_by is not None:
             trial.set_user_attr("fail_reason", "duplicate")
             trial.set_user_attr("duplicate_of", taken_by)
@@ -406,31 +406,30 @@ def progress_line(status: GridStatus, mean_wall_s: float) -> str:
     return f"[{done}/{status.total} points, {status.running} running{eta}]"
 
 
-def _taken_by(study: optuna.Study, number: int, label: str, labels: Sequence[str], grace_s: float,
-              poll_s: float = 0.05) -> int | None:
-    """The trial that owns grid point `label` if not trial `number`: one already done with it, or a live one with
-    a lower number (the lowest-numbered live trial of a point always wins a race).
+def _taken_by(study: optuna.Study, trial: optuna.Trial, label: str, labels: Sequence[str], grace_s: float,
+              poll_s: float = 0.25) -> int | None:
+    """The trial that owns grid point `label` if not `trial`: one already done with it, or a live one with a lower
+    number (the lowest-numbered live trial of a point always wins a race).
 
-    A lower-numbered trial that is running but has not chosen its point yet (created, its grid id or queued point
-    not read yet) may be about to take this one: wait until it has chosen, or is stale (its worker died before
-    choosing), or no longer running. Without the wait, both would pass this check and train the same point."""
+    A lower-numbered trial that is running but has no point yet (created; its grid id or queued point not read
+    yet) may be about to take this one: wait until it has one, is stale (its worker died first) or no longer runs,
+    keeping `trial`'s own lease fresh meanwhile. Without the wait, both would pass this check and train the same
+    point."""
     while True:
         undecided = False
         now = time.time()
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if t.number == number:
+            if t.number == trial.number:
                 continue
             point = _point(t, labels)
-            if t.number < number and t.state == TrialState.RUNNING and PARAM not in t.params and point != label:
+            if point is None and t.number < trial.number and t.state == TrialState.RUNNING:
                 undecided = undecided or not leases.is_stale(t, grace_s, now)
-                continue
-            if point != label:
-                continue
-            if finished(t) or (t.state in LIVE and t.number < number):
+            elif point == label and (finished(t) or (t.state in LIVE and t.number < trial.number)):
                 return t.number
         if not undecided:
             return None
         time.sleep(poll_s)
+        trial.set_user_attr("heartbeat", time.time())
 
 
 __all__ = ["CONFIG_ATTR", "GridPoint", "GridStatus", "PARAM", "SearchError", "WorkerSummary", "make_storage",

@@ -12,6 +12,7 @@ EMA and optimizer states, where the run stands (`PROGRESS_KEYS`) and the RNG sta
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -149,7 +150,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for a damaged file
         if path.stat().st_size == 0:
             why = "empty file"
-        elif isinstance(exc, pickle.UnpicklingError | KeyError | EOFError | OSError) or "zip archive" in str(exc):
+        elif (isinstance(exc, pickle.UnpicklingError | KeyError | EOFError) or "zip archive" in str(exc)
+              or (isinstance(exc, OSError) and exc.errno == errno.EINVAL)):  # EINVAL: torch seeking past the end
             why = "not a PyTorch checkpoint, or cut short"
         else:
             why = f"{type(exc).__name__}: {exc}".rstrip(": ").splitlines()[0][:160]

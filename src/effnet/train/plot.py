@@ -25,8 +25,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 if n == len(lines) and not text.endswith("\n"):
-                    warnings.warn(f"{path}:{n}: an unfinished last line (the run stopped while writing it); left out",
-                                  stacklevel=2)
+                    warnings.warn(f"{path}:{n}: an unfinished last line (being written, or the run was killed "
+                                  "while writing it); left out", stacklevel=2)
                     continue
                 raise EffnetError(f"{path}:{n}: not a JSON line ({exc})") from None
     return rows

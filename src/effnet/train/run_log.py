@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,10 @@ class RunLog:
             print(message, flush=True)
 
     def warn(self, message: str) -> None:
-        """What a user must see even with progress off (`--no-progress`): on stderr, from the main process."""
+        """What a user must see even with progress off (`--no-progress`): a warning, from the main process (the
+        command line prints it as one line naming the command that trains: train, search or experiments)."""
         if self.main:
-            print(f"effnet train: warning: {message}", file=sys.stderr, flush=True)
+            warnings.warn(message, stacklevel=2)
 
     def close(self) -> None:
         if self.events is not None:

@@ -307,12 +307,13 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
             f"--padding and --bn-eps if the file really is a non-TF timm model)")
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec, src_path)
-    classes = _with_file_classes(spec, converted).num_classes
-    if num_classes is not None and classes != num_classes:
-        raise WeightsError(f"{src_path}: its classifier has {classes} classes, the spec {num_classes}; convert with a "
-                           f"spec of {classes} classes and fine-tune for {num_classes} (effnet train --pretrained), "
-                           "or give the checkpoint trained for them. Nothing was written")
-    spec = replace(_with_file_classes(spec, converted), padding=padding or info.padding,
+    spec = _with_file_classes(spec, converted)
+    if num_classes is not None and spec.num_classes != num_classes:
+        raise WeightsError(f"{src_path}: its classifier has {spec.num_classes} classes, the spec file states "
+                           f"{num_classes}; convert with a spec of {spec.num_classes} classes and fine-tune for "
+                           f"{num_classes} (effnet train --pretrained), or give the checkpoint trained for them. "
+                           "Nothing was written")
+    spec = replace(spec, padding=padding or info.padding,
                    bn_eps=info.eps_for(spec) if bn_eps is None else bn_eps)
     pre = {**info.preprocessing(state, spec, src_path), **(preprocessing or {})}
     extra = {"source": source, "source_file": src_path.name}
