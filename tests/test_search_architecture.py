@@ -382,4 +382,5 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path, capfd):
     assert all(t.state == TrialState.PRUNED and t.user_attrs["fail_reason"] in ("surplus", "duplicate")
                for t in others)
     out = capfd.readouterr().out
-    assert out.count("[4/4]") == 1 and out.count("study 't'") == 1  # the header once, from the parent
+    # the header once, from the parent; both workers may report 4 of 4 when their last trials end together
+    assert 1 <= out.count("[4/4]") <= 2 and "[5/4]" not in out and out.count("study 't'") == 1

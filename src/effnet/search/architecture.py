@@ -167,7 +167,7 @@ def survey(study: optuna.Study, grace_s: float) -> Standing:
         trials = storage.get_all_trials(study._study_id, deepcopy=False)
     walls, pids = [], set()
     for t in trials:
-        if finished(t):
+        if finished(t) or (t.state == TrialState.RUNNING and "reward" in t.user_attrs):  # (scored, returning)
             out.done += 1
             wall = t.user_attrs.get("trial_wall_s")
             if wall is not None:
@@ -238,9 +238,7 @@ def run_worker(study: optuna.Study, config: ArchitectureSearch, evaluate, budget
                                         errors=summary.errors)
         trial.set_user_attr("reward", value)
         summary.trained.append(trial.number)
-        standing = survey(study, grace_s)
-        standing.done += 1  # this trial, still RUNNING until the objective returns
-        standing.mean_s = ((standing.mean_s or 0.0) * standing.timed + wall) / (standing.timed + 1)
+        standing = survey(study, grace_s)  # counts this trial (scored) and any other worker's scored one
         log(progress_line(standing, budget, trial.number, value, attrs, wall))
         return value
 
