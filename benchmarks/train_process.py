@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from effnet.allocator import ENV as KEEP_ENV  # noqa: E402
 from effnet.allocator import keep_freed_memory  # noqa: E402
-from effnet.report import format_table  # noqa: E402
+from effnet.report import format_duration, format_table  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 # what limits the kernels' ISA (an AVX2 stand-in on an AVX-512 CPU): recorded with the results when set
@@ -113,7 +113,7 @@ class Progress:
     def step(self) -> str:
         self.done += 1
         left = (time.monotonic() - self.start) / self.done * (self.total - self.done)
-        return f"[{self.done}/{self.total}, about {left / 60:.0f} min left]"
+        return f"[{self.done}/{self.total}, ETA {format_duration(left)}]"
 
 
 def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, threads: int, seconds: float,

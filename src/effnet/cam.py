@@ -190,7 +190,8 @@ def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen:
 
         return hook
 
-    names = list(dict.fromkeys([*layer_names(model), layer]))
+    candidates = layer_names(model)
+    names = list(dict.fromkeys([*candidates, layer]))
     hooks = [modules[name].register_forward_hook(record(name)) for name in names]
     try:
         with torch.no_grad():
@@ -203,7 +204,7 @@ def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen:
         return shape is not None and len(shape) == 4 and shape[2] * shape[3] >= 2
 
     shape = shapes.get(layer)
-    usable = [name for name in layer_names(model) if is_map(shapes.get(name))]
+    usable = [name for name in candidates if is_map(shapes.get(name))]
     if not is_map(shape) and usable and not chosen:
         return usable[-1]
     if not is_map(shape) and not usable:

@@ -33,6 +33,7 @@ CONSTRAINT_TOLERANCE = 0.1
 MAX_CHANNELS = 65_536
 MAX_REPEATS = 1_000
 MAX_RESOLUTION = 16_384
+MIN_RESOLUTION = 8  # the smallest input a scaled spec gets: `round_resolution` raises smaller ones to it
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def round_repeats(repeats: int, depth: float = 1.0) -> int:
 
 
 def round_resolution(resolution: int, multiplier: float = 1.0) -> int:
-    """Scale an input size by `multiplier`, rounding to the nearest pixel."""
-    return max(8, int(round(_check_scaled("resolution", resolution, "resolution", multiplier, MAX_RESOLUTION))))
+    """Scale an input size by `multiplier`, rounding to the nearest pixel (at least `MIN_RESOLUTION`)."""
+    scaled = _check_scaled("resolution", resolution, "resolution", multiplier, MAX_RESOLUTION)
+    return max(MIN_RESOLUTION, int(round(scaled)))
 
 
 def compound(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15) -> Multipliers:

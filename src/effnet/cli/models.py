@@ -27,7 +27,7 @@ from effnet.families.efficientnet_v2 import PUBLISHED
 from effnet.profile import ModelProfile, profile, profile_stages
 from effnet.registry import get_spec, list_models
 from effnet.report import format_table
-from effnet.scaling import STRATEGIES, Multipliers, compound, scale, strategy_multipliers
+from effnet.scaling import MIN_RESOLUTION, STRATEGIES, Multipliers, compound, scale, strategy_multipliers
 from effnet.spec import NetSpec, save_spec
 
 
@@ -317,10 +317,11 @@ def run_scale(args: argparse.Namespace) -> int:
     base = get_spec(args.base)
     m, phi, s = _multipliers(args, base)
     wanted = base.resolution * m.resolution
-    if round(wanted) < 8:  # `scale` would raise it to 8 px without a word
+    if round(wanted) < MIN_RESOLUTION:  # `scale` would raise it to MIN_RESOLUTION without a word
+        least = math.ceil((MIN_RESOLUTION - 0.5) / base.resolution * 1e4) / 1e4  # rounds to MIN_RESOLUTION px
         raise EffnetError(f"resolution multiplier {m.resolution:.4g}: {base.name}'s {base.resolution} px would become "
-                          f"{wanted:.3g} px, below the smallest input effnet builds (8 px); use a multiplier of at "
-                          f"least {math.ceil(7.5 / base.resolution * 1e4) / 1e4:g}")
+                          f"{wanted:.3g} px, below the smallest input effnet builds ({MIN_RESOLUTION} px); use a "
+                          f"multiplier of at least {least:g}")
     strategy = None if s is None else args.strategy or "compound"
     scaled = scale(base, m.depth, m.width, m.resolution, name=args.name or _scaled_name(base.name, m, phi, strategy, s))
     base_p, scaled_p = profile(base), profile(scaled)
