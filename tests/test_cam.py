@@ -116,6 +116,20 @@ def test_maps_have_the_input_size_and_unit_range(method):
         assert result.layer == (layer or "head")
 
 
+def test_scorecam_reports_every_forward_pass_against_a_total_it_reaches():
+    model = ConvNet(tiny_spec()).eval()
+    x = torch.randn(5, 3, 32, 32)
+    calls = []
+    result = compute(model, x, method="scorecam", layer="stages.1", batch_size=2, progress=lambda *c: calls.append(c))
+    channels = dict(model.named_modules())["stages.1"](  # the layer's channels, from its own output
+        dict(model.named_modules())["stages.0"](model.stem(x[:1]))).shape[1]
+    total = sum(2 + -(-n * channels // 32) for n in (2, 2, 1))
+    assert [done for done, _ in calls] == list(range(1, total + 1)) and {t for _, t in calls} == {total}
+    assert result.maps.shape == (5, 32, 32)
+    compute(model, x, method="gradcam", progress=lambda *c: calls.append(("gradcam", c)))
+    assert not any(call[0] == "gradcam" for call in calls)  # one pass: nothing to report
+
+
 def test_default_target_is_the_prediction_and_a_chosen_class_is_kept():
     model = ConvNet(tiny_spec()).eval()
     x = torch.randn(4, 3, 32, 32)

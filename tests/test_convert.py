@@ -111,6 +111,18 @@ def test_convert_cli_from_timm_on_a_tf_file_is_one_line(tmp_path, capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--from timm-tf" in err
 
 
+def test_timm_tf_warns_on_a_file_named_like_timms_own_weights(tmp_path, capsys):
+    import timm
+
+    src = tmp_path / "efficientnet_b0_ra-3dd342df.pth"
+    torch.save(timm.create_model("efficientnet_b0").state_dict(), src)
+    out = tmp_path / "x.safetensors"
+    code = main(["convert", str(src), "--from", "timm-tf", "--model", "efficientnet_b0", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0 and out.is_file()  # the names fit: it converts, and says what to check
+    assert "effnet convert: warning:" in err and "--from timm" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("source, timm_name, effnet_name", [
     ("timm", "efficientnet_b0", "efficientnet_b0"),
     ("timm", "efficientnet_lite0", "efficientnet_lite0"),
@@ -347,6 +359,10 @@ def test_convert_cli_holds_a_spec_file_to_its_classes(tmp_path, capsys):
     assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its classifier has 1000 classes, the spec file states 10" in err[0] and not out.exists()
+    other_suffix = tmp_path / "b0_10.spec"  # read as a spec because the file exists: held to its classes too
+    other_suffix.write_text(spec_file.read_text())
+    assert main(["convert", str(src), "--from", "torchvision", "--model", str(other_suffix), "-o", str(out)]) == 2
+    assert "the spec file states 10" in capsys.readouterr().err and not out.exists()
     effnet.save_spec(replace(get_spec("efficientnet_b0"), name="b0_1000"), spec_file)
     assert main(["convert", str(src), "--from", "torchvision", "--model", str(spec_file), "-o", str(out)]) == 0
     assert f"create_model('{spec_file}', pretrained='{out}')" in capsys.readouterr().out

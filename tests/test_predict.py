@@ -112,6 +112,12 @@ def test_predict_cli_refuses_a_path_that_does_not_exist(photo_dir, tmp_path, cap
     assert "missing.png: no such file or directory; check the path" in lines[0]
 
 
+def test_classify_refuses_a_missing_path_before_reading_any_image(photo_dir, tmp_path):
+    model = effnet.create_model("efficientnet_lite0").eval()
+    with pytest.raises(ImageError, match="missing.png: no such file or directory"):
+        classify(model, effnet.get_config("efficientnet_lite0"), [photo_dir, tmp_path / "missing.png"])
+
+
 def test_predict_cli_needs_weights(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "efficientnet_lite0", "x.jpg"])

@@ -24,8 +24,9 @@ unless the layer holds no positive evidence at all (then it is all zeros).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,11 +177,12 @@ class Maps:
         return [(i % width, i // width) for i in flat]
 
 
-def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen: bool = True) -> str:
-    """The layer to map: a map weighs the channels of a feature map N×C×H×W of more than one position, so a layer
-    whose output is anything else (the classifier's logits, the pooled features, a map shrunk to 1×1 at a small
-    input) is refused before any map is computed, naming the layers that do have such a map at this input size;
-    the default layer (not `chosen`) gives way to the deepest layer that has one."""
+def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *,
+                       chosen: bool = True) -> tuple[str, int]:
+    """The layer to map, and its channels: a map weighs the channels of a feature map N×C×H×W of more than one
+    position, so a layer whose output is anything else (the classifier's logits, the pooled features, a map shrunk
+    to 1×1 at a small input) is refused before any map is computed, naming the layers that do have such a map at
+    this input size; the default layer (not `chosen`) gives way to the deepest layer that has one."""
     modules = dict(model.named_modules())
     shapes: dict[str, tuple[int, ...] | None] = {}
 
@@ -206,7 +208,7 @@ def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen:
     shape = shapes.get(layer)
     usable = [name for name in candidates if is_map(shapes.get(name))]
     if not is_map(shape) and usable and not chosen:
-        return usable[-1]
+        return usable[-1], shapes[usable[-1]][1]
     if not is_map(shape) and not usable:
         raise CamError(f"layer: no layer of the model has a map larger than 1×1 at this input size "
                        f"({tuple(x.shape[-2:])}); use a larger input")
@@ -214,14 +216,21 @@ def _check_feature_map(model: nn.Module, layer: str, x: torch.Tensor, *, chosen:
         got = "no tensor" if shape is None else f"shape {shape}"
         raise CamError(f"layer: {layer!r} outputs {got}, expected a feature map N×C×H×W larger than 1×1; at this "
                        f"input size use one of {usable}")
-    return layer
+    return layer, shape[1]
+
+
+SCORECAM_CHUNK = 32
+"""Masked inputs per forward pass of Score-CAM (torchcam's batch size)."""
 
 
 def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] | None = None,
-            method: str = "gradcam", *, layer: str | None = None, batch_size: int = 16) -> Maps:
+            method: str = "gradcam", *, layer: str | None = None, batch_size: int = 16,
+            progress: Callable[[int, int], None] | None = None) -> Maps:
     """Maps of a normalised N×3×H×W batch `inputs` for `target` (None: each image's predicted class; an int:
     that class for every image; a sequence: one class per image) on `layer` (default: `default_layer`, or the
-    deepest layer whose map is larger than 1×1 where the input is too small for it)."""
+    deepest layer whose map is larger than 1×1 where the input is too small for it).  `progress(done, total)` is
+    called after every forward pass of a gradient-free method (Score-CAM: two per chunk of images, then one per
+    32 of its images × the layer's channels), the long ones."""
     _check_method(method)
     chosen = layer is not None
     layer = _check_layer(model, layer)
@@ -236,16 +245,41 @@ def compute(model: nn.Module, inputs: torch.Tensor, target: int | Sequence[int] 
     training = model.training
     model.eval()
     try:
-        layer = _check_feature_map(model, layer, inputs[:1], chosen=chosen)
-        for start in range(0, len(inputs), batch_size):
-            chunk_target = target[start:start + batch_size] if isinstance(target, list) else target
-            m, lg, t = _compute_batch(model, inputs[start:start + batch_size], chunk_target, method, layer)
-            maps.append(m)
-            logits.append(lg)
-            targets += t
+        layer, channels = _check_feature_map(model, layer, inputs[:1], chosen=chosen)
+        counted = _count_passes(model, inputs, batch_size, channels, progress) \
+            if progress is not None and method in GRADIENT_FREE else contextlib.nullcontext()
+        with counted:
+            for start in range(0, len(inputs), batch_size):
+                chunk_target = target[start:start + batch_size] if isinstance(target, list) else target
+                m, lg, t = _compute_batch(model, inputs[start:start + batch_size], chunk_target, method, layer)
+                maps.append(m)
+                logits.append(lg)
+                targets += t
     finally:
         model.train(training)
     return Maps(torch.cat(maps), torch.cat(logits), tuple(targets), layer, method)
+
+
+@contextlib.contextmanager
+def _count_passes(model: nn.Module, inputs: torch.Tensor, batch_size: int, channels: int,
+                  progress: Callable[[int, int], None]):
+    """Calls `progress(done, total)` after each forward pass of `model` while in the block, `total` being the
+    passes of a Score-CAM over `inputs` in chunks of `batch_size`: the predictions and the baseline scores, then
+    the masked inputs, SCORECAM_CHUNK at a time."""
+    sizes = [min(batch_size, len(inputs) - start) for start in range(0, len(inputs), batch_size)]
+    total = sum(2 + math.ceil(n * channels / SCORECAM_CHUNK) for n in sizes)
+    done = 0
+
+    def count(_module, _inputs, _out) -> None:
+        nonlocal done
+        done = min(done + 1, total)
+        progress(done, total)
+
+    hook = model.register_forward_hook(count)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def _compute_batch(model: nn.Module, x: torch.Tensor, target: int | list[int] | None, method: str,
@@ -253,7 +287,8 @@ def _compute_batch(model: nn.Module, x: torch.Tensor, target: int | list[int] | 
     methods = _torchcam_methods()
     device = next(model.parameters()).device
     x = x.to(device)
-    extractor = getattr(methods, METHODS[method])(model, target_layer=layer, input_shape=tuple(x.shape[1:]))
+    chunk = {"batch_size": SCORECAM_CHUNK} if method == "scorecam" else {}
+    extractor = getattr(methods, METHODS[method])(model, target_layer=layer, input_shape=tuple(x.shape[1:]), **chunk)
     with extractor:
         if method in GRADIENT_FREE:
             with torch.no_grad():

@@ -61,10 +61,17 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipp
     """Files as given, and the files of directories (sorted, non-recursive, hidden files left out).
 
     Inside a directory every regular file is tried, so a corrupt `.jpg` or a stray `.txt` is reported by name
-    rather than ignored; a path that does not exist, or a directory with no files, is reported the same way.
+    rather than ignored, and a directory with no files is reported the same way.  A path the caller named that
+    does not exist is a mistyped path, not an input to pass over: `ImageError` before anything is read.
     """
+    inputs = [Path(item) for item in inputs]
+    missing = [item for item in inputs if not item.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ImageError(missing[0], f"no such file or directory{more}; check the path (inputs that exist but are "
+                                     "not images are skipped)")
     files, skipped = [], []
-    for item in map(Path, inputs):
+    for item in inputs:
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
             if not found:
@@ -74,7 +81,7 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipp
         elif item.is_file():
             files.append(item)
         else:
-            skipped.append(Skipped(str(item), "no such file or directory"))
+            skipped.append(Skipped(str(item), "not a regular file or directory"))
     return files, skipped
 
 

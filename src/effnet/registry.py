@@ -81,8 +81,10 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in _MODELS if pattern is None or pattern in n]
 
 
-def _is_spec_path(name: str) -> bool:
-    return name.endswith(".json") or Path(name).is_file()  # an existing file that is not JSON gets a clear error
+def is_spec_path(name: str) -> bool:
+    """Whether `get_spec(name)` reads a spec file: `name` is not a registered model's and is a .json path or a file
+    that exists (one that is not JSON gets a clear error there)."""
+    return name not in _MODELS and (name.endswith(".json") or Path(name).is_file())
 
 
 def get_spec(name_or_path: str | NetSpec) -> NetSpec:
@@ -91,7 +93,7 @@ def get_spec(name_or_path: str | NetSpec) -> NetSpec:
         return name_or_path
     if name_or_path in _MODELS:
         return _MODELS[name_or_path].make_spec()
-    if _is_spec_path(name_or_path):
+    if is_spec_path(name_or_path):
         return load_spec(name_or_path)
     raise SpecError(_unknown_model_message(name_or_path))
 

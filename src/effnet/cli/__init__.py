@@ -45,6 +45,23 @@ class _Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(action, f"got an empty value {arg_string!r}; give a value{leave_out}")
         return super()._get_value(action, arg_string)
 
+    _REPEATABLE = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction, argparse._ExtendAction)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given: dict[argparse.Action, str] = {}  # option → its value as written, for this parse
+        return super().parse_known_args(args, namespace)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]):
+        """An option given twice is refused: argparse would keep the last value and drop the first without a word
+        (`--epochs 1 ... --epochs 2`; `--ema ... --no-ema`)."""
+        if action.option_strings and not isinstance(action, self._REPEATABLE):
+            written = " ".join(arg_strings)
+            if action in self._given:
+                values = f" ({self._given[action]}, then {written})" if written else ""
+                raise argparse.ArgumentError(action, f"given twice{values}; give it once")
+            self._given[action] = written
+        return super()._get_values(action, arg_strings)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(

@@ -43,6 +43,12 @@ def check_settings(given: Mapping[str, Any], settings: Mapping[str, Any], name: 
     if given.get("bn_momentum") is not None and settings["freeze_backbone"]:
         raise EffnetError(f"{name('bn_momentum')} sets how BatchNorm's running statistics follow the batches, but "
                           f"{name('freeze_backbone')} keeps every one of them fixed; drop one")
+    tuning = [f for f, off in (("freeze_backbone", False), ("backbone_lr_scale", 1.0)) if settings.get(f, off) != off]
+    if tuning and not settings.get("pretrained"):
+        names = [name(f) for f in tuning]
+        raise EffnetError(f"{flags_apply_only(names)} to fine-tuning pretrained weights, and without "
+                          f"{name('pretrained')} the backbone starts from random weights; add --pretrained [FILE] "
+                          f"or drop {it_or_them(names)}")
     if "strict" in given and not data_is_a_folder:
         raise EffnetError(f"{name('strict')} applies only to an image folder (it stops at an unreadable image); "
                           f"{settings['data']} has no image files; drop it")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from effnet.cli._args import positive_int
@@ -12,7 +11,7 @@ from effnet.cli._load import load_model
 from effnet.data.calibration import calibration_images
 from effnet.data.photos import PhotosUnavailable, photos
 from effnet.errors import EffnetError
-from effnet.predict import classify, classify_images
+from effnet.predict import classify, classify_images, collect_images
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
 from effnet.runtime import ENGINES, PRECISIONS, runtime_module
@@ -45,11 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    missing = [path for path in args.images if not os.path.exists(path)]
-    if missing:  # a path typed on the command line, not an unreadable file found in a folder: refuse, not skip
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise EffnetError(f"{missing[0]}: no such file or directory{more}; check the path (inputs that exist but "
-                          "are not images are skipped)")
+    collect_images(args.images)  # a mistyped path is refused before the model loads
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     classes = model.spec.num_classes
     if args.top is not None and args.top > classes:

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from effnet.cli._args import fraction, positive_float
-from effnet.registry import get_spec
+from effnet.registry import get_spec, is_spec_path
 from effnet.weights import SOURCES, WeightsError, convert_file
 
 
@@ -50,7 +50,7 @@ def run_convert(args: argparse.Namespace) -> int:
                            "std of pixels scaled to [0, 1]: divide 0-255 values by 255)")
     overrides = {k: v for k, v in (("mean", args.mean), ("std", args.std), ("interpolation", args.interpolation),
                                    ("crop_fraction", args.crop_fraction)) if v is not None}
-    spec_file = args.model.endswith(".json")  # a spec file states its classes; a model name takes the checkpoint's
+    spec_file = is_spec_path(args.model)  # a spec file states its classes; a model name takes the checkpoint's
     base = get_spec(args.model)
     spec = convert_file(args.src, args.source, base, out, padding=args.padding, bn_eps=args.bn_eps,
                         preprocessing=overrides, num_classes=base.num_classes if spec_file else None)

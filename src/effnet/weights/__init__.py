@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 from functools import lru_cache
@@ -305,6 +306,10 @@ def convert_file(src: str | Path, source: str, spec: NetSpec, out: str | Path, *
             f"{src_path}: looks like a timm tf_efficientnet_* checkpoint (ported TF weights: TF-SAME padding, BN eps "
             f"1e-3), but --from timm assumes symmetric padding and eps 1e-5; use --from timm-tf (or pass both "
             f"--padding and --bn-eps if the file really is a non-TF timm model)")
+    if source == "timm-tf" and src_path.name.startswith(("efficientnet_", "efficientnetv2_")):
+        warnings.warn(f"{src_path}: named like a timm efficientnet_* checkpoint (trained in PyTorch: symmetric "
+                      "padding, BN eps 1e-5), but --from timm-tf converts it for TF-SAME padding and eps 1e-3 "
+                      "(timm's tf_efficientnet_*); if it is not a tf_ model, convert with --from timm", stacklevel=2)
     state = info.read(src_path) if info.read else load_file(src_path)[0]
     converted = convert_state(state, source, spec, src_path)
     spec = _with_file_classes(spec, converted)
