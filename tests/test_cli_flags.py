@@ -59,3 +59,17 @@ def test_combinations_that_mean_something_are_accepted(argv, capsys):
     from effnet.cli import main
 
     assert main(argv) == 0, capsys.readouterr().err
+
+
+def test_an_option_given_twice_keeps_the_last_value_and_says_so(capsys):
+    """An override added to a common command line works, as argparse has it, but never silently."""
+    parser = build_parser()
+    args = parser.parse_args(["scale", "efficientnet_b0", "--phi", "1", "--phi=2", "-o", "a.json",
+                              "--output", "b.json"])
+    assert args.phi == 2 and args.output == "b.json"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["effnet scale: warning: --phi given twice (1, then 2); the last one counts",
+                   "effnet scale: warning: --output given twice (a.json, then b.json); the last one counts"]
+    parser.parse_args(["train", "fashion-mnist", "--no-test", "--no-test", "--epochs", "2", "--epochs", "2",
+                       "--seed", "1"])
+    assert capsys.readouterr().err == ""  # the same value again changes nothing: nothing to say

@@ -52,13 +52,13 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]):
-        """An option given twice is refused: argparse would keep the last value and drop the first without a word
-        (`--epochs 1 ... --epochs 2`; `--ema ... --no-ema`)."""
+        """An option given twice with different values: the last one counts, as argparse has it (so a script can
+        add an override to a common command line), but never silently: a warning names both values."""
         if action.option_strings and not isinstance(action, self._REPEATABLE):
             written = " ".join(arg_strings)
-            if action in self._given:
-                values = f" ({self._given[action]}, then {written})" if written else ""
-                raise argparse.ArgumentError(action, f"given twice{values}; give it once")
+            if action in self._given and self._given[action] != written:
+                print(f"{self.prog}: warning: {action.option_strings[-1]} given twice ({self._given[action]}, then "
+                      f"{written}); the last one counts", file=sys.stderr)
             self._given[action] = written
         return super()._get_values(action, arg_strings)
 
