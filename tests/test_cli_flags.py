@@ -73,3 +73,15 @@ def test_an_option_given_twice_keeps_the_last_value_and_says_so(capsys):
     parser.parse_args(["train", "fashion-mnist", "--no-test", "--no-test", "--epochs", "2", "--epochs", "2",
                        "--seed", "1"])
     assert capsys.readouterr().err == ""  # the same value again changes nothing: nothing to say
+
+
+@pytest.mark.parametrize(("flags", "says"), [(["--freeze-backbone"], "kept fixed: only the classifier trains"),
+                                             (["--backbone-lr-scale", "0.1"], "at a scaled lr")])
+def test_fine_tuning_flags_without_pretrained_weights_run_and_say_so(flags, says, capsys):
+    """A random-feature baseline is a real experiment (kept), but more often a forgotten --pretrained (said)."""
+    from effnet.cli import main
+
+    assert main(["train", "fashion-mnist", *flags, "--recipe"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"effnet train: warning: {flags[0]} without --pretrained")
+    assert says in err[0]

@@ -8,6 +8,7 @@ ones over the defaults) and how to name a setting the way its user wrote it (`na
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,11 +45,11 @@ def check_settings(given: Mapping[str, Any], settings: Mapping[str, Any], name: 
         raise EffnetError(f"{name('bn_momentum')} sets how BatchNorm's running statistics follow the batches, but "
                           f"{name('freeze_backbone')} keeps every one of them fixed; drop one")
     tuning = [f for f, off in (("freeze_backbone", False), ("backbone_lr_scale", 1.0)) if settings.get(f, off) != off]
-    if tuning and not settings.get("pretrained"):
+    if tuning and not settings.get("pretrained"):  # a random-feature baseline is a real experiment, but say so
         names = [name(f) for f in tuning]
-        raise EffnetError(f"{flags_apply_only(names)} to fine-tuning pretrained weights, and without "
-                          f"{name('pretrained')} the backbone starts from random weights; add --pretrained [FILE] "
-                          f"or drop {it_or_them(names)}")
+        kept = "kept fixed: only the classifier trains" if settings["freeze_backbone"] else "at a scaled lr"
+        warnings.warn(f"{' and '.join(names)} without {name('pretrained')}: the backbone starts from random weights "
+                      f"({kept}); add --pretrained [FILE] to fine-tune pretrained weights", stacklevel=2)
     if "strict" in given and not data_is_a_folder:
         raise EffnetError(f"{name('strict')} applies only to an image folder (it stops at an unreadable image); "
                           f"{settings['data']} has no image files; drop it")
