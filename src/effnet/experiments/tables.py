@@ -131,10 +131,12 @@ def seeds_of(curves: dict[str, list[tuple[float, Interval, bool]]]) -> str:
 
 def plot_curves(path: Path, curves: dict[str, list[tuple[float, Interval, bool]]], *, title: str, xlabel: str,
                 ylabel: str = "test top-1 (%)", logx: bool = True,
-                annotate: Callable[[str, float, Interval], str | None] | None = None) -> Path:
+                annotate: Callable[[str, float, Interval], str | None] | None = None,
+                integer_x: bool = False) -> Path:
     """One line per curve of (x, interval, hollow?) points with 95% error bars; hollow markers flag points the
     caller marks (e.g. upsampled inputs).  A curve far below the others (a model that failed to train) gets the
-    full range in a left panel and the others a zoomed right panel."""
+    full range in a left panel and the others a zoomed right panel.  `integer_x`: ticks at the points' x values
+    only, written as integers (training lengths), rather than a log axis's decades."""
     import textwrap
 
     import matplotlib
@@ -154,6 +156,10 @@ def plot_curves(path: Path, curves: dict[str, list[tuple[float, Interval, bool]]
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(ScalarFormatter())
             ax.tick_params(axis="x", which="minor", labelsize=7)
+        if integer_x:
+            ticks = sorted({p[0] for points in drawn.values() for p in points})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")

@@ -451,7 +451,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     curves = {m: [(t, tables.summary(rows, "val_top1", part="length", method=m, length=t), False)
                   for t in results["lengths"]] for m in ("baseline", "width")}
     paths.append(tables.plot_curves(out / "convergence.png", curves, xlabel="training length (epochs)",
-                                    ylabel="validation top-1, EMA (%)",
+                                    ylabel="validation top-1, EMA (%)", integer_x=True,
                                     title=f"Validation top-1 against training length ({tables.seeds_of(curves)}, "
                                           f"95% CI; Tc = {results.get('tc') or 'not decided yet'})"))
     for length in compare_lengths(results):
