@@ -65,6 +65,37 @@ def test_train_eval_plot(setup, capsys):
         assert len(read_jsonl(out / "metrics.jsonl")) == 2
 
 
+def test_eval_reports_images_read_for_each_weights(setup, capsys, monkeypatch):
+    """A long evaluation says how far it is: a line per weights, at the end at least, with the images read."""
+    import effnet.cli._args as args_module
+
+    root, data, spec = setup
+    out = root / "run-progress"
+    assert main(_train_args(data, spec, out)) == 0
+    capsys.readouterr()
+    clock = iter(range(0, 10_000, 5))  # every call 5 s later: every batch gets its line
+    monkeypatch.setattr(args_module, "_now", lambda: next(clock))
+    assert main(["eval", str(out), str(data), "--workers", "0", "--batch-size", "4"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    for kind in ("raw", "ema"):
+        ours = [line for line in lines if line.startswith(f"effnet eval: {kind} weights: ")]
+        assert ours and ours[-1].startswith(f"effnet eval: {kind} weights: 9 of 9 images, ")  # 9 val images
+        assert "(0s left)" in ours[-1]
+
+
+def test_a_progress_line_is_printed_at_most_every_few_seconds_and_at_the_end(capsys, monkeypatch):
+    import effnet.cli._args as args_module
+
+    clock = iter([0, 1, 2, 3, 4, 5, 6])  # created at 0, then one call a second
+    monkeypatch.setattr(args_module, "_now", lambda: next(clock))
+    show = args_module.progress_line("work", "items", every_s=2)
+    for done in range(0, 6):  # 0 (starting) is never printed
+        show(done, 5)
+    assert capsys.readouterr().err.splitlines() == ["work: 1 of 5 items, 2s (8s left)",
+                                                    "work: 3 of 5 items, 4s (3s left)",
+                                                    "work: 5 of 5 items, 6s (0s left)"]
+
+
 def test_bad_input_is_one_line_and_exit_2(setup, capsys):
     root, data, spec = setup
     assert main(_train_args(root / "nowhere", spec, root / "x")) == 2

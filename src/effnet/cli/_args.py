@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Callable
 
 
@@ -128,6 +129,32 @@ def check_output_file(path: str, flag: str = "-o/--output", suffixes: tuple[str,
     from effnet.files import checked_output
 
     checked_output(path, EffnetError, suffixes, name=f"{flag} {path}")
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def progress_line(prefix: str, unit: str, every_s: float = 2.0) -> Callable[[int, int], None]:
+    """A `progress(done, total)` for long work that prints `PREFIX: done of total UNIT, elapsed (time left)` on
+    stderr, at most every `every_s` seconds and once at the end."""
+    import sys
+
+    from effnet.report import format_duration
+
+    start = last = _now()
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = _now()
+        if (now - last < every_s and done < total) or done <= 0:
+            return
+        last = now
+        left = (now - start) / done * (total - done)
+        print(f"{prefix}: {done:,} of {total:,} {unit}, {format_duration(now - start)} ({format_duration(left)} "
+              "left)", file=sys.stderr, flush=True)
+
+    return show
 
 
 def flags_apply_only(flags: list[str]) -> str:

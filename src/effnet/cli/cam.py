@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from effnet.cli._args import check_output_file, positive_int
+from effnet.cli._args import check_output_file, positive_int, progress_line
 from effnet.cli._load import load_model
 
 _FORMATS = ("figure", "json")
@@ -68,7 +65,8 @@ def run_cam(args: argparse.Namespace) -> int:
     images = load_images(args.images)
     inputs = preprocess(images, config)
     target = _parse_target(args.target, labels, model.spec.num_classes)
-    result = compute(model, inputs, target, args.method, layer=args.layer, progress=_passes_line(args.method))
+    passes = progress_line(f"effnet cam: {args.method}", "forward passes")  # Score-CAM's: a pass per 32 masks
+    result = compute(model, inputs, target, args.method, layer=args.layer, progress=passes)
     probs = result.logits.softmax(1)
     names = [label_of(i, labels) for i in range(probs.shape[1])]
     records = []
@@ -95,26 +93,6 @@ def run_cam(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.output} ({len(records)} image(s), {args.method} on {result.layer})")
     return 0
-
-
-def _passes_line(method: str, every_s: float = 2.0) -> Callable[[int, int], None]:
-    """A progress line on stderr for a long map (Score-CAM: a forward pass per 32 channel masks), at most every
-    `every_s` seconds and at the end: passes done, of how many, and the time left."""
-    from effnet.report import format_duration
-
-    start = last = time.monotonic()
-
-    def show(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < every_s and done < total:
-            return
-        last = now
-        left = (now - start) / done * (total - done)
-        print(f"effnet cam: {method}: {done} of {total} forward passes, {format_duration(now - start)} "
-              f"({format_duration(left)} left)", file=sys.stderr, flush=True)
-
-    return show
 
 
 def label_of(index: int, labels) -> str:

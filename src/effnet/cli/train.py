@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import fields
 
 from effnet.cli._args import (
@@ -19,6 +20,7 @@ from effnet.cli._args import (
     non_negative_int,
     pixels,
     positive_int,
+    progress_line,
 )
 from effnet.cli._train_settings import check_settings
 from effnet.data import is_fashion_mnist
@@ -360,11 +362,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if split == "val" and fashion_mnist:  # the library reads it as the test split
         raise EffnetError("--split val: fashion-mnist has no validation split of its own (training holds out the "
                           "last images of its train split); give --split test (the default) or --split train")
+    lines: dict[str, Callable[[int, int], None]] = {}  # a line per weights, its clock started by their first call
+
+    def progress(kind: str, done: int, total: int) -> None:
+        if kind not in lines:
+            lines[kind] = progress_line(f"effnet eval: {kind} weights", "images")
+        lines[kind](done, total)
+
     with announce_choices("effnet eval"):  # what --runtime auto chose, one line on stderr
         r = evaluate_checkpoint(args.checkpoint, data_source(args), split=split, batch_size=args.batch_size,
                                 workers=args.workers, resolution=args.resolution, crop_fraction=args.crop_fraction,
                                 subset=args.subset, strict=args.strict, device=args.device, runtime=args.runtime,
-                                precision=args.precision, calibration=args.calibration or EVAL_CALIBRATION)
+                                precision=args.precision, calibration=args.calibration or EVAL_CALIBRATION,
+                                progress=progress)
     print(f"{r['checkpoint']} (step {r['step']}) on {r['data']} at {r['resolution']} px")
     if (args.runtime, args.precision) != ("torch", "fp32"):
         calibrated = f", calibrated on {r['calibration_images']} train-split images" if args.precision == "int8" else ""

@@ -4,7 +4,7 @@ raw and EMA weights of a training checkpoint, with the model's eval preprocessin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,16 +37,24 @@ class EvalMetrics:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, channels_last: bool = False,
-             strict: bool = False) -> EvalMetrics:
-    """Accuracy in percent; loss is plain cross-entropy (no smoothing).  `model` is put in eval mode."""
+             strict: bool = False, progress: Callable[[int], None] | None = None) -> EvalMetrics:
+    """Accuracy in percent; loss is plain cross-entropy (no smoothing).  `model` is put in eval mode.
+    `progress(images)` is called with 0 first, then after each batch with the images read so far (unreadable ones
+    included)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(5, dtype=torch.float64)  # loss, top1, top5, images, skipped
+    read = 0
+    if progress is not None:
+        progress(0)  # starting: a caller's clock starts here
     for images, labels, skipped in loader:
         if skipped and strict:
             raise _unreadable_error(skipped[0])
         sums[4] += len(skipped)
+        read += len(skipped) + (0 if images is None else len(labels))
         if images is None:
+            if progress is not None:
+                progress(read)
             continue
         images, labels = images.to(device), labels.to(device)
         if channels_last:
@@ -59,6 +67,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, channe
         sums[1] += hit[:, 0].sum().item()
         sums[2] += hit.any(dim=1).sum().item()
         sums[3] += len(labels)
+        if progress is not None:
+            progress(read)
     distributed.all_reduce_sum(sums)
     model.train(was_training)
     n = max(sums[3].item(), 1.0)
@@ -95,9 +105,11 @@ def evaluate_checkpoint(
     runtime: str = "torch",
     precision: str = "fp32",
     calibration: int = 64,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """{'raw': EvalMetrics, 'ema': EvalMetrics | None, 'checkpoint', 'images', ...} for a training checkpoint
     (a file, or a run folder: its latest checkpoint).  `device` "auto" is the GPU when there is one, as in training.
+    `progress(weights, images, total)` is called after each batch ("raw" or "ema" weights).
 
     `runtime`/`precision` pick an `effnet.runtime` engine (torch fp32 is eager PyTorch).  int8 is calibrated on
     `calibration` images drawn (fixed seed) from the train split of `data` — never from the images evaluated."""
@@ -149,7 +161,8 @@ def evaluate_checkpoint(
 
             model = runtime_module(model.eval(), runtime, precision, calibration=calibration_batch,
                                    resolution=cfg.resolution, batch=batch_size)
-        results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict)
+        counted = None if progress is None else (lambda done, kind=kind: progress(kind, done, len(source)))
+        results[kind] = evaluate(model, loader, device=dev, channels_last=True, strict=strict, progress=counted)
     return results
 
 
