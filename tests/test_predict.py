@@ -118,6 +118,16 @@ def test_classify_refuses_a_missing_path_before_reading_any_image(photo_dir, tmp
         classify(model, effnet.get_config("efficientnet_lite0"), [photo_dir, tmp_path / "missing.png"])
 
 
+def test_classify_reports_the_files_done_after_each_batch(photo_dir):
+    model = effnet.create_model("efficientnet_lite0").eval()
+    calls = []
+    result = classify(model, effnet.get_config("efficientnet_lite0"), [photo_dir], batch_size=2,
+                      progress=lambda done, total: calls.append((done, total)))
+    files = len(result.predictions) + len(result.skipped)
+    assert calls[-1] == (files, files) and [d for d, _ in calls] == sorted({d for d, _ in calls})
+    assert len(calls) >= files // 2  # one call per full batch of 2, and the end
+
+
 def test_predict_cli_needs_weights(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "efficientnet_lite0", "x.jpg"])

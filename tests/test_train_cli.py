@@ -94,6 +94,12 @@ def test_a_progress_line_is_printed_at_most_every_few_seconds_and_at_the_end(cap
     assert capsys.readouterr().err.splitlines() == ["work: 1 of 5 items, 2s (8s left)",
                                                     "work: 3 of 5 items, 4s (3s left)",
                                                     "work: 5 of 5 items, 6s (0s left)"]
+    quick = iter([0.0, 0.1, 0.2, 0.3])
+    monkeypatch.setattr(args_module, "_now", lambda: next(quick))
+    show = args_module.progress_line("work", "items", every_s=2)
+    for done in (0, 1, 2):
+        show(done, 2)
+    assert capsys.readouterr().err == ""  # done before a line was due: nothing to say, not even the end
 
 
 def test_bad_input_is_one_line_and_exit_2(setup, capsys):

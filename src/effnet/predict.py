@@ -7,7 +7,7 @@ the loader image-folder datasets use too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,14 +93,16 @@ def classify(
     labels: Sequence[str] | None = None,
     top: int = 5,
     batch_size: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Result:
-    """Top-`top` classes for each readable image in `inputs` (files or directories), in batches."""
+    """Top-`top` classes for each readable image in `inputs` (files or directories), in batches.
+    `progress(files, total)` is called after each batch with the files done (unreadable ones included)."""
     files, skipped = collect_images(inputs)
     result = Result(skipped=skipped)
     transform = eval_transform(config)
     model.eval()
     batch: list[tuple[Path, torch.Tensor]] = []
-    for path in files:
+    for done, path in enumerate(files, 1):
         try:
             batch.append((path, transform(load_image(path))))
         except UnreadableImage as exc:
@@ -109,8 +111,12 @@ def classify(
         if len(batch) == batch_size:
             result.predictions += _run(model, batch, labels, top)
             batch = []
+            if progress is not None and done < len(files):
+                progress(done, len(files))
     if batch:
         result.predictions += _run(model, batch, labels, top)
+    if progress is not None and files:
+        progress(len(files), len(files))
     return result
 
 

@@ -137,19 +137,20 @@ def _now() -> float:
 
 def progress_line(prefix: str, unit: str, every_s: float = 2.0) -> Callable[[int, int], None]:
     """A `progress(done, total)` for long work that prints `PREFIX: done of total UNIT, elapsed (time left)` on
-    stderr, at most every `every_s` seconds and once at the end."""
+    stderr, at most every `every_s` seconds, and at the end once a line was printed (quick work stays quiet)."""
     import sys
 
     from effnet.report import format_duration
 
     start = last = _now()
+    printed = False
 
     def show(done: int, total: int) -> None:
-        nonlocal last
+        nonlocal last, printed
         now = _now()
-        if (now - last < every_s and done < total) or done <= 0:
+        if done <= 0 or (now - last < every_s and not (done >= total and printed)):
             return
-        last = now
+        last, printed = now, True
         left = (now - start) / done * (total - done)
         print(f"{prefix}: {done:,} of {total:,} {unit}, {format_duration(now - start)} ({format_duration(left)} "
               "left)", file=sys.stderr, flush=True)

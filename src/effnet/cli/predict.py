@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from effnet.cli._args import positive_int
+from effnet.cli._args import positive_int, progress_line
 from effnet.cli._load import load_model
 from effnet.data.calibration import calibration_images
 from effnet.data.photos import PhotosUnavailable, photos
@@ -56,7 +56,8 @@ def run_predict(args: argparse.Namespace) -> int:
     with announce_choices("effnet predict"):
         model = runtime_module(model, args.runtime, args.precision, calibration=calibration,
                                resolution=config.resolution, **auto)
-    result = classify(model, config, args.images, labels=labels, top=top, batch_size=args.batch_size)
+    result = classify(model, config, args.images, labels=labels, top=top, batch_size=args.batch_size,
+                      progress=progress_line("effnet predict", "images"))
     if args.strict and result.skipped:
         first = result.skipped[0]
         more = f" (and {len(result.skipped) - 1} more)" if len(result.skipped) > 1 else ""
