@@ -194,6 +194,43 @@ def test_comparisons_are_each_compound_against_the_best_method():
                      ({**where, "method": "compound (grid)"}, {**where, "method": "width"})]
 
 
+def _compare_rows(vals: dict[str, float], same_as: dict[str, str] | None = None) -> list[dict]:
+    """Three seeds of each method at 2x, T = 4; a method in `same_as` shares the runs (keys) of the one named."""
+    rows = []
+    for method, val in vals.items():
+        key = (same_as or {}).get(method, method)
+        rows += [{"key": f"{key}{s}", "seed": s, "part": "compare", "method": method, "budget": 2.0, "length": 4,
+                  "val_top1": val + s * 0.1 + (0.05 if s == 1 and method == "width" else 0.0),
+                  "test_top1": val + s * 0.2} for s in range(3)]
+    return rows
+
+
+def _candidates(rows) -> list[dict]:
+    return [{"method": m, "budget": 2.0, "blocks": 16, "width_eff": 1.0, "resolution": 18, "upsampled": False,
+             "ratio": 2.0, "base_macs": 2.6e6} for m in dict.fromkeys(r["method"] for r in rows)]
+
+
+def test_a_compound_that_wins_is_tested_against_the_best_single_dimension():
+    rows = _compare_rows({"width": 84.0, "resolution": 85.0, "compound (paper)": 86.0, "compound (grid)": 84.5})
+    results = {"runs": rows, "early": 4, "budgets": [2.0], "tc": None, "plan": {}}
+    assert [(a["method"], b["method"]) for a, b in tl.comparisons(results)] == [
+        ("compound (grid)", "compound (paper)"), ("resolution", "compound (paper)")]
+    body, cells = tl._budget_table({**results, "candidates": _candidates(rows)}, 4, 2.0)
+    assert cells[4].startswith("(the best; resolution − it: -1.00") and cells[5] == "yes"
+    assert any(line.startswith("- resolution is worse than compound (paper) by 1.00 pp") for line in body)
+
+
+def test_a_compound_that_is_a_single_dimensions_model_is_not_compared_with_it():
+    rows = _compare_rows({"width": 84.0, "resolution": 85.0, "compound (paper)": 83.0, "compound (grid)": 85.0},
+                         same_as={"compound (grid)": "resolution"})
+    results = {"runs": rows, "early": 4, "budgets": [2.0], "tc": None, "plan": {}}
+    pairs = tl.comparisons(results)
+    assert [(a["method"], b["method"]) for a, b in pairs] == [("compound (paper)", "resolution")]  # not grid's zero
+    body, cells = tl._budget_table({**results, "candidates": _candidates(rows)}, 4, 2.0)
+    assert cells[6] == "(the same model as resolution)"
+    assert any("compound (grid) is the same model as resolution" in line for line in body)
+
+
 # -- end to end (--quick) ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

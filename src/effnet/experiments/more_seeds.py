@@ -81,6 +81,10 @@ def summary(more: dict[str, Any] | None) -> str | None:
     """One sentence for a report's header, or None when the check added nothing and found nothing close."""
     if not more or more["target"] <= more["planned_seeds"] or more["planned_seeds"] < 2:
         return None
+    if more["waiting_for"] and more.get("staged"):
+        return (f"More seeds: once every stage of the plan has finished ({more['waiting_for']} runs of the stages "
+                "unlocked so far still missing; finished runs unlock the next stages), every comparison within the "
+                f"noise on validation gets seeds up to {more['target']}.")
     if more["waiting_for"]:
         return (f"More seeds: once the {more['waiting_for']} planned runs still missing have finished, every "
                 f"comparison within the noise on validation gets seeds up to {more['target']}.")

@@ -73,7 +73,7 @@ def _plan(name: str, options: Options, log=print):
         rows = runner.collect(name, runs, options, options.storage)
         decision = more_seeds.decide(comparisons, runs, rows, meta, seeds, options.seeds_within_noise)
         runs = [*runs, *decision.runs]
-        meta = {**meta, "more_seeds": decision.to_meta()}
+        meta = {**meta, "more_seeds": {**decision.to_meta(), "staged": grow is not None}}
     return mod, runs, meta
 
 
