@@ -142,6 +142,63 @@ def test_each_stage_is_planned_once_the_results_it_needs_exist(folder):
     assert [r.key for r in tlp.runs_of(again)] == [r.key for r in tlp.runs_of(groups)]  # nothing more
 
 
+def test_seeds_are_added_right_after_each_comparison_stage_and_the_grids_best_waits_for_them(folder):
+    """A comparison within the noise gets seeds 3 and 4 as a stage of its own right after its comparison stage
+    (before the longer stages); the grid's best is chosen only once its close points have them, on all five; the
+    last stage waits for every added seed."""
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None, compare=tl.comparisons, target=5)
+    a, b = tlp.Coefficients(1.0, 1.2, 1.2), tlp.Coefficients(1.0, 1.1, 1.3)  # close on 3 seeds, b ahead on 5
+    method_val = {"baseline": 80.0, "depth": 70.0, "width": 82.0, "resolution": 86.0, "compound (paper)": 83.0,
+                  "compound (grid)": 84.0, tlp.TC_GRID: 84.0}
+
+    def score(run: Run) -> float:
+        labels, seed = run.label_dict(), run.seed
+        if labels["part"] == "length":  # converged at 4 epochs: Tc = 4
+            return {1: 80.0, 4: 85.0}.get(labels["length"], 85.0) + (0.3, -0.2, 0.1)[seed]
+        if labels["part"] == "grid":
+            point = labels["point"]
+            if point in (tlp.point_label(a), tlp.point_label(b)):
+                return {tlp.point_label(a): (86.0, 86.2, 85.9, 84.0, 84.0),
+                        tlp.point_label(b): (85.9, 86.1, 86.0, 87.0, 87.0)}[point][seed]
+            return 80.0 + 0.01 * seed
+        noise = (0.0, 2.0, -2.0, 0.5, -0.5)[seed] if labels["method"] == "compound (paper)" \
+            and labels["budget"] == 2.0 else 0.01 * seed  # paper's at 2x: within the noise of resolution
+        return method_val[labels["method"]] + (3.0 if labels["method"] == "compound (paper)" and
+                                              labels["budget"] == 2.0 else 0.0) + noise
+
+    rows, groups, state = [], [], None
+    for _ in range(12):
+        rows, groups, state = _finish(planner, rows, score)
+    whats = [g.what for g in groups]
+    added_at_4 = whats.index("compound vs single: more seeds where within the noise")
+    assert whats[added_at_4 - 1] == "compound vs single" and groups[added_at_4].length == 4
+    assert groups[added_at_4 + 1].length == 16  # before the longer stages
+    extra = groups[added_at_4].runs
+    assert {r.seed for r in extra} == {3, 4}
+    assert {(r.label_dict()["method"], r.label_dict()["budget"]) for r in extra} == {
+        ("compound (paper)", 2.0), ("resolution", 2.0)}
+    grid_more = next(g for g in groups if g.what == "grid at Tc: more seeds where within the noise of the best")
+    assert {(r.label_dict()["point"], r.seed) for r in grid_more.runs} == {
+        (tlp.point_label(p), seed) for p in (a, b) for seed in (3, 4)}
+    assert state.best == [b.alpha, b.beta, b.gamma]  # on five seeds; on the planned three it was a
+    assert whats.index(grid_more.what) < whats.index("compound with the Tc grid's (α, β, γ)")
+    assert groups[-1].length == 32
+    again, _ = planner.groups(rows)
+    assert [r.key for r in tlp.runs_of(again)] == [r.key for r in tlp.runs_of(groups)]  # nothing more
+
+
+@pytest.mark.parametrize(("second", "says"), [((86.0, 86.4, 85.8), "no move away from α = 1 shown"),
+                                              ((80.0, 80.1, 79.9), "it **moves away from α = 1**")])
+def test_the_grid_at_tc_claims_a_move_from_alpha_1_only_beyond_the_noise(second, says):
+    best, other = "(1.2, 1.1, 1.15)", "(1, 1.3, 1.1)"
+    rows = [{"key": f"{p}{s}", "seed": s, "part": "grid", "point": p, "length": 16, "val_top1": v, "macs": 5e6}
+            for p, vals in ((best, (86.2, 86.3, 86.1)), (other, second)) for s, v in enumerate(vals)]
+    results = {"runs": rows, "tc": 16, "grid_points": [best, other], "grid_best": [1.2, 1.1, 1.15],
+               "grid_top": [best, other], "grid_top_count": 2, "one_epoch_grid": None, "tc_grid_same_as": None}
+    text = "\n".join(tl._grid_section(results))
+    assert says in text
+
+
 def test_the_estimate_is_made_once_and_drops_3x_beyond_the_early_length_when_over_the_limit(folder):
     planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
     slow = tlp.Rates(1e-3, {}, "test")  # seconds per unit of cost: every run takes far too long

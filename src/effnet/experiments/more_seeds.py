@@ -81,11 +81,12 @@ def summary(more: dict[str, Any] | None) -> str | None:
     """One sentence for a report's header, or None when the check added nothing and found nothing close."""
     if not more or more["target"] <= more["planned_seeds"] or more["planned_seeds"] < 2:
         return None
-    if more["waiting_for"] and more.get("staged"):
-        return (f"More seeds: once every stage of the plan has finished ({more['waiting_for']} runs of the stages "
-                "unlocked so far still missing; finished runs unlock the next stages), every comparison within the "
-                f"noise on validation gets seeds up to {more['target']}.")
-    if more["waiting_for"]:
+    staged = " (decided stage by stage: each comparison stage, once its planned seeds have finished, is followed " \
+             "by a stage of the seeds it adds, before the longer stages)" if more.get("staged") else ""
+    if more.get("staged") and not more["comparisons"]:
+        return (f"More seeds: every comparison within the noise on validation gets seeds up to {more['target']}"
+                f"{staged}; no comparison stage has finished its planned seeds yet.")
+    if more["waiting_for"] and not more.get("staged"):
         return (f"More seeds: once the {more['waiting_for']} planned runs still missing have finished, every "
                 f"comparison within the noise on validation gets seeds up to {more['target']}.")
     measured = [c for c in more["comparisons"] if _measured(c)]
@@ -96,11 +97,11 @@ def summary(more: dict[str, Any] | None) -> str | None:
     if not close:
         which = ("the one comparison of this report with paired runs differs" if len(measured) == 1 else
                  f"all {len(measured)} comparisons of this report with paired runs differ")
-        return f"More seeds: none needed; {which} by more than the noise on validation{unmeasured}."
+        return f"More seeds: none needed; {which} by more than the noise on validation{unmeasured}{staged}."
     return (f"More seeds: {len(close)} of the {len(measured)} comparisons of this report with paired runs were "
             "within the noise on validation (95% interval of the paired difference including zero) after "
             f"{more['planned_seeds']} seeds, so both sides of each get {more['target']} seeds "
-            f"({more['added_runs']} runs added; the test split plays no part in this choice){unmeasured}.")
+            f"({more['added_runs']} runs added; the test split plays no part in this choice){unmeasured}{staged}.")
 
 
 def _measured(comparison: dict[str, Any]) -> bool:

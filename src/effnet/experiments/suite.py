@@ -60,20 +60,22 @@ def _plan(name: str, options: Options, log=print):
     the noise once those have all finished (the same list in every process: see `more_seeds`)."""
     mod = module(name)
     seeds = seeds_of(options)
-    runs, meta = mod.plan(options.out, options.quick, seeds, log=log)
+    staged = getattr(mod, "STAGED_SEEDS", False)  # the module adds seeds stage by stage itself
+    target = {"target": options.seeds_within_noise} if staged else {}
+    runs, meta = mod.plan(options.out, options.quick, seeds, log=log, **target)
     grow = getattr(mod, "grow", None)
     while grow is not None:  # the runs that the finished ones unlock, stage after stage
         rows = runner.collect(name, runs, options, options.storage)
-        grown, meta = grow(options.out, runs, meta, rows, seeds, log=log)
+        grown, meta = grow(options.out, runs, meta, rows, seeds, log=log, **target)
         if len(grown) == len(runs):
             break
         runs = grown
     comparisons = getattr(mod, "comparisons", None)
-    if comparisons is not None:
+    if comparisons is not None and not staged:
         rows = runner.collect(name, runs, options, options.storage)
         decision = more_seeds.decide(comparisons, runs, rows, meta, seeds, options.seeds_within_noise)
         runs = [*runs, *decision.runs]
-        meta = {**meta, "more_seeds": {**decision.to_meta(), "staged": grow is not None}}
+        meta = {**meta, "more_seeds": decision.to_meta()}
     return mod, runs, meta
 
 

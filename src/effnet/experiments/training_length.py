@@ -22,7 +22,7 @@ from effnet.experiments import design, tables
 from effnet.experiments import training_length_plan as tlp
 from effnet.experiments.runner import Run
 from effnet.report import format_duration, format_table
-from effnet.stats import Interval
+from effnet.stats import SEEDS_WITHIN_NOISE, Interval
 
 NAME = "training-length"
 
@@ -36,19 +36,31 @@ def _meta(planner: tlp.Planner, state: tlp.State) -> dict[str, Any]:
             "widest": s.widest, "grid_points": [tlp.point_label(c) for c in planner.points()], "grid_top_count": s.top,
             "one_epoch_grid": tlp.one_epoch_grid(planner.out), "plan": held,
             "recipe": f"{design.recipe_text(train)}, trained for T epochs: steps, warmup_epochs and decay_epochs x T",
+            "more_seeds": {"target": planner.target, "planned_seeds": s.seeds, "waiting_for": int(state.more_waiting),
+                           "added_runs": state.more_added, "comparisons": state.more_checked, "staged": True},
             **state.to_meta()}
 
 
-def plan(out: Path, quick: bool, seeds: int, log=print) -> tuple[list[Run], dict[str, Any]]:
+STAGED_SEEDS = True
+"""The seeds added where a comparison is within the noise are planned stage by stage, right after each comparison
+stage (`tlp.Planner`), not once the whole plan has finished (`suite`'s rule for the other experiments)."""
+
+
+def _planner(out: Path, quick: bool, seeds: int, target: int, log) -> tlp.Planner:
+    return tlp.Planner(out, tlp.Setup(quick, seeds), log=log, compare=comparisons, target=target)
+
+
+def plan(out: Path, quick: bool, seeds: int, log=print, target: int = SEEDS_WITHIN_NOISE
+         ) -> tuple[list[Run], dict[str, Any]]:
     """The runs that need no result yet (stage 1); `grow` adds the others as their results come in."""
-    planner = tlp.Planner(out, tlp.Setup(quick, seeds), log=log)
+    planner = _planner(out, quick, seeds, target, log)
     groups, state = planner.groups([])
     return tlp.runs_of(groups), _meta(planner, state)
 
 
 def grow(out: Path, runs: list[Run], meta: dict[str, Any], rows: list[dict[str, Any]], seeds: int,
-         log=print) -> tuple[list[Run], dict[str, Any]]:
-    planner = tlp.Planner(out, tlp.Setup(meta["quick"], seeds), log=log)
+         log=print, target: int = SEEDS_WITHIN_NOISE) -> tuple[list[Run], dict[str, Any]]:
+    planner = _planner(out, meta["quick"], seeds, target, log)
     groups, state = planner.groups(rows)
     return tlp.runs_of(groups), _meta(planner, state)
 
@@ -59,8 +71,7 @@ def prepare(options, log=print) -> None:
     from effnet.experiments import runner, suite
     from effnet.experiments.records import known_records, machine
 
-    setup = tlp.Setup(options.quick, suite.seeds_of(options))
-    planner = tlp.Planner(options.out, setup, log=log)
+    planner = _planner(options.out, options.quick, suite.seeds_of(options), options.seeds_within_noise, log)
     groups, _ = planner.groups([])
     while True:
         rows = runner.collect(NAME, tlp.runs_of(groups), options, options.storage)
@@ -452,7 +463,11 @@ def _grid_section(results: dict[str, Any]) -> list[str]:
         if tlp.within_noise(diff):
             close.append(f"{point} ({diff.mean:+.2f})")
     alpha = results["grid_best"][0]
-    moved = ("it **moves away from α = 1**" if alpha > 1 else "it stays at α = 1 (no extra depth)")
+    depthless = [p for p in close if p.startswith("(1, ")]  # α = 1 points within the best's noise
+    moved = ("it stays at α = 1 (no extra depth)" if alpha <= 1 else
+             f"its best has α = {alpha:g}, but {', '.join(depthless)} (α = 1) {'is' if len(depthless) == 1 else 'are'}"
+             " within its noise: no move away from α = 1 shown" if depthless else
+             "it **moves away from α = 1** (no α = 1 point within its noise)")
     same = results.get("tc_grid_same_as")
     md.append(f"- At Tc: best **{best_label}**; within its noise: {', '.join(close) or 'none'}. Against one epoch, "
               f"{moved}. {tlp.TC_GRID} uses it"

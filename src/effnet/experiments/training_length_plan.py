@@ -12,13 +12,17 @@ Stages, in queue order (within a stage, seed by seed):
    the noise of the next longer one for both models (at most 16); then the candidates at Tc, and the grid of
    (α, β, γ) at φ = 1 (the same 22 points as the one-epoch search, and the paper's point, which a grid of step 0.1
    does not hold) at Tc, one seed each.
-3. Once every grid point has its seed: the five best and the paper's (1.2, 1.1, 1.15) get the other planned seeds.
-4. Once those have finished: compound scaling with the best of them (the Tc grid's α, β, γ) at 2x, 3x, 8x, at Tc.
+3. Once every grid point has its seed: the five best and the paper's (1.2, 1.1, 1.15) get the other planned seeds;
+   then the points within the noise of the best of them get seeds up to 5.
+4. Once those have finished: compound scaling with the best of them on all their seeds (the Tc grid's α, β, γ) at
+   2x, 3x, 8x, at Tc.
 5. Last, the two models at T = 32: they only tell whether 16 has converged (Tc is capped at 16).
 
-Every decision reads the planned seeds' validation top-1 only, so every process (the parent, its workers, a
-worker on another machine) plans the same runs, and the seeds added where a comparison is within the noise
-(`more_seeds`) move nothing.  The estimate (`estimate`) multiplies each run's training cost (`runner.
+Each comparison stage (compound vs single at a length, the Tc grid's compound against the best) is followed, once
+its planned seeds have finished, by a stage of the seeds its comparisons within the noise add (`more_seeds`, on
+validation): cheap, informative runs before the longer stages.  Every decision reads finished runs only (the
+planned seeds' validation top-1, and the added seeds' once all of them have finished), so every process (the
+parent, its workers, a worker on another machine) plans the same runs.  The estimate (`estimate`) multiplies each run's training cost (`runner.
 training_cost`) by the seconds per unit of cost measured on this machine; it is made once, before the first run,
 and kept in `plan.json` with the decision it implies (dropping the 3x budget beyond T = 4 when it exceeds
 `WALL_LIMIT_H` hours of wall time on 2 cores), so that every process and every rerun plans the same runs.
@@ -33,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import compound_vs_single, design, plan, tables
+from effnet.experiments import compound_vs_single, design, more_seeds, plan, tables
+from effnet.experiments.more_seeds import Comparisons
 from effnet.experiments.runner import Run, training_cost
 from effnet.experiments.strategies import longer_recipe
 from effnet.files import atomic_write_text
@@ -42,6 +47,7 @@ from effnet.search.coefficient_seeds import best_and_close
 from effnet.search.coefficients import trial_spec
 from effnet.search.grid import Coefficients, coefficient_grid
 from effnet.spec import NetSpec
+from effnet.stats import SEEDS_WITHIN_NOISE
 
 LENGTHS = (1, 4, 16, 32)
 QUICK_LENGTHS = (1, 2, 3, 4)
@@ -128,6 +134,9 @@ class State:
     top: list[str] | None = None
     best: list[float] | None = None
     tc_grid_same_as: str | None = None
+    more_checked: list[dict[str, Any]] = field(default_factory=list)  # comparisons checked for more seeds
+    more_added: int = 0
+    more_waiting: bool = False  # a comparison stage whose planned seeds have not all finished
 
     def to_meta(self) -> dict[str, Any]:
         return {"tc": self.tc, "tc_checks": self.tc_checks, "grid_top": self.top, "grid_best": self.best,
@@ -199,8 +208,13 @@ def one_epoch_grid(out: Path) -> dict[str, Any] | None:
 class Planner:
     """The plan of one experiment folder: candidates (solved once, `plan.candidates`), the stages and the runs."""
 
-    def __init__(self, out: Path, setup: Setup, log=print):
+    def __init__(self, out: Path, setup: Setup, log=print, compare: Comparisons | None = None,
+                 target: int = SEEDS_WITHIN_NOISE):
+        """`compare`: the comparisons the report states (pairs of label sets, `training_length.comparisons`),
+        which decide the seeds added after each comparison stage; `target`: the seeds a comparison within the
+        noise gets."""
         self.out, self.setup, self.log = out, setup, log
+        self.compare, self.target = compare, target
         self.base = design.baseline()
         self.methods = compound_vs_single.methods(out)
         self.found = plan.candidates(out, self.base, self.methods, setup.budgets, log=log)
@@ -256,13 +270,15 @@ class Planner:
     def groups(self, rows: Sequence[dict[str, Any]], assume: bool = False) -> tuple[list[Group], State]:
         """The stages that `rows` (finished runs with their labels) unlock; with `assume`, also those they do not
         unlock yet, planned on assumptions (Tc at the cap, the grid ranked as at one epoch) for the estimate."""
-        s, rows = self.setup, _planned(rows, self.setup.seeds)
+        s, every, rows = self.setup, list(rows), _planned(rows, self.setup.seeds)
         state = State()
-        groups = [Group("compound vs single (compound-vs-single's runs where the same)", 1,
-                        self.compare_runs(1, self.found)),
+        one_epoch = Group("compound vs single (compound-vs-single's runs where the same)", 1,
+                          self.compare_runs(1, self.found))
+        early = Group("compound vs single", s.early, self.compare_runs(s.early, self.found))
+        groups = [one_epoch, *self._more_seeds(one_epoch, rows, state),
                   Group("convergence: baseline and widest", 1, self.length_runs(1)),
                   Group("convergence: baseline and widest", s.early, self.length_runs(s.early)),
-                  Group("compound vs single", s.early, self.compare_runs(s.early, self.found)),
+                  early, *self._more_seeds(early, rows, state),
                   Group("convergence: baseline and widest", s.cap, self.length_runs(s.cap))]
         state.tc_checks = length_checks(rows, s.lengths, ("baseline", "width"), s.seeds)
         state.tc = converged_length(state.tc_checks, s.lengths, s.cap)
@@ -271,8 +287,9 @@ class Planner:
             if not assume:
                 return groups, state
             tc, assumed = s.cap, True
+        at_tc = Group("compound vs single at Tc", tc, self.compare_runs(tc, self.found), assumed)
         if tc not in (1, s.early):
-            groups.append(Group("compound vs single at Tc", tc, self.compare_runs(tc, self.found), assumed))
+            groups += [at_tc, *self._more_seeds(at_tc, rows, state)]
         seed0 = self.grid_runs(self.points(), tc, [0])
         groups.append(Group("grid at Tc: every point, one seed", tc, seed0, assumed))
         top = self._top(seed0, rows, tc) if not assumed else None
@@ -284,8 +301,14 @@ class Planner:
             state.top = [point_label(c) for c in top]
         more = self.grid_runs(top, tc, range(1, s.seeds))
         groups.append(Group("grid at Tc: the best points and the paper's, more seeds", tc, more, assumed))
-        best = self._best(top, rows, tc) if not assumed and _finished(self.grid_runs(top, tc, range(s.seeds)),
-                                                                      rows) else None
+        planned_top = self.grid_runs(top, tc, range(s.seeds))
+        close = self._close_points(top, rows, tc) if not assumed and _finished(planned_top, rows) else []
+        added = self.grid_runs(close, tc, range(s.seeds, self.target)) if len(close) > 1 else []
+        if added:
+            groups.append(Group("grid at Tc: more seeds where within the noise of the best", tc, added, assumed))
+            state.more_added += len(added)
+        best = self._best(top, every, tc, range(max(s.seeds, self.target) if added else s.seeds)) \
+            if not assumed and _finished(planned_top + added, every) else None
         if best is None:
             if not assume:
                 return groups, state
@@ -295,9 +318,12 @@ class Planner:
         found, same = self.tc_grid_candidates(best)
         if not assumed:
             state.tc_grid_same_as = same
-        groups.append(Group("compound with the Tc grid's (α, β, γ)", tc,
-                            self.compare_runs(tc, found, with_base=False), assumed))
-        waiting = not _finished(runs_of(groups), rows)
+        tc_grid = Group("compound with the Tc grid's (α, β, γ)", tc, self.compare_runs(tc, found, with_base=False),
+                        assumed)
+        both = Group(tc_grid.what, tc, at_tc.runs + tc_grid.runs if tc not in (1, s.early) else
+                     (early.runs if tc == s.early else one_epoch.runs) + tc_grid.runs, assumed)
+        groups += [tc_grid, *self._more_seeds(both, rows, state, involving=TC_GRID)]
+        waiting = not _finished(runs_of(groups), every)
         if waiting and not assume:
             return groups, state
         groups.append(Group("convergence: baseline and widest (checks the cap)", s.lengths[-1],
@@ -318,10 +344,40 @@ class Planner:
         top = ranked[:self.setup.top]
         return top + ([PAPER_POINT] if PAPER_POINT not in top else [])
 
-    def _best(self, top: Sequence[Coefficients], rows, tc: int) -> Coefficients | None:
+    def _best(self, top: Sequence[Coefficients], rows, tc: int, seeds: Sequence[int]) -> Coefficients | None:
+        """The best of the `top` points on validation over `seeds` (the planned ones, and the added ones where
+        points were within the noise of the best)."""
         per_point = {c: tables.by_seed(rows, "val_top1", part="grid", point=point_label(c), length=tc) for c in top}
-        best, _ = best_and_close(per_point, list(range(self.setup.seeds)))
+        best, _ = best_and_close(per_point, list(seeds))
         return best
+
+    def _close_points(self, top: Sequence[Coefficients], rows, tc: int) -> list[Coefficients]:
+        """The best of the `top` points on the planned seeds and those within its noise (paired, validation)."""
+        per_point = {c: tables.by_seed(rows, "val_top1", part="grid", point=point_label(c), length=tc) for c in top}
+        _, close = best_and_close(per_point, list(range(self.setup.seeds)))
+        return close
+
+    def _more_seeds(self, group: Group, rows, state: State, involving: str | None = None) -> list[Group]:
+        """Right after a comparison stage, once its planned seeds have finished: seeds up to `target` for both
+        sides of every comparison of `group`'s length (`comparisons`) that is within the noise on validation,
+        as a stage of its own (so that a stage's added seeds come before the longer, costlier stages).
+        `involving`: only the comparisons with that method (the Tc grid's, compared once it has trained)."""
+        if self.compare is None or group.assumed:
+            return []
+        s, length = self.setup, group.length
+        meta = {"early": s.early, "budgets": list(s.budgets), "plan": self.decision,
+                "tc": None if length in (1, s.early) else length}
+
+        def pairs(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+            return [(a, b) for a, b in self.compare(results) if a.get("part") == "compare"
+                    and a.get("length") == length and (involving is None or involving in (a["method"], b["method"]))]
+
+        decision = more_seeds.decide(pairs, group.runs, rows, meta, s.seeds, self.target)
+        state.more_checked += decision.checked
+        state.more_added += len(decision.runs)
+        state.more_waiting = state.more_waiting or bool(decision.waiting)
+        return [Group(f"{group.what}: more seeds where within the noise", length, list(decision.runs))] \
+            if decision.runs else []
 
     def _assumed_top(self) -> list[Coefficients]:
         held = one_epoch_grid(self.out)
