@@ -170,7 +170,7 @@ def test_seeds_are_added_right_after_each_comparison_stage_and_the_grids_best_wa
     for _ in range(12):
         rows, groups, state = _finish(planner, rows, score)
     whats = [g.what for g in groups]
-    added_at_4 = whats.index("compound vs single: more seeds where within the noise")
+    added_at_4 = next(i for i, g in enumerate(groups) if g.length == 4 and g.what.startswith("more seeds where"))
     assert whats[added_at_4 - 1] == "compound vs single" and groups[added_at_4].length == 4
     assert groups[added_at_4 + 1].length == 16  # before the longer stages
     extra = groups[added_at_4].runs

@@ -22,10 +22,12 @@ Each comparison stage (compound vs single at a length, the Tc grid's compound ag
 its planned seeds have finished, by a stage of the seeds its comparisons within the noise add (`more_seeds`, on
 validation): cheap, informative runs before the longer stages.  Every decision reads finished runs only (the
 planned seeds' validation top-1, and the added seeds' once all of them have finished), so every process (the
-parent, its workers, a worker on another machine) plans the same runs.  The estimate (`estimate`) multiplies each run's training cost (`runner.
-training_cost`) by the seconds per unit of cost measured on this machine; it is made once, before the first run,
-and kept in `plan.json` with the decision it implies (dropping the 3x budget beyond T = 4 when it exceeds
-`WALL_LIMIT_H` hours of wall time on 2 cores), so that every process and every rerun plans the same runs.
+parent, its workers, a worker on another machine) plans the same runs.
+
+The estimate (`estimate`) multiplies each run's training cost (`runner.training_cost`) by the seconds per unit of
+cost measured on this machine; it is made once, before the first run, and kept in `plan.json` with the decision it
+implies (dropping the 3x budget beyond T = 4 when it exceeds `WALL_LIMIT_H` hours of wall time on 2 cores), so that
+every process and every rerun plans the same runs.
 """
 
 from __future__ import annotations
@@ -376,7 +378,7 @@ class Planner:
         state.more_checked += decision.checked
         state.more_added += len(decision.runs)
         state.more_waiting = state.more_waiting or bool(decision.waiting)
-        return [Group(f"{group.what}: more seeds where within the noise", length, list(decision.runs))] \
+        return [Group("more seeds where within the noise (the stage above)", length, list(decision.runs))] \
             if decision.runs else []
 
     def _assumed_top(self) -> list[Coefficients]:
