@@ -310,7 +310,11 @@ def test_a_tiny_search_saves_a_spec_that_trains_and_scales(tmp_path, capsys):
     (["--space", "missing.json"], "--space"),
 ])
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys, extra, flag):
-    argv = _argv(tmp_path, 1, tmp_path / "s.journal") + extra
+    argv = _argv(tmp_path, 1, tmp_path / "s.journal")
+    if flag in argv:  # the bad value in place of the good one (an option given twice would also warn)
+        at = argv.index(flag)
+        del argv[at:at + 2]
+    argv += extra
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own checks (a number that does not parse)
