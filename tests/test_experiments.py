@@ -456,3 +456,29 @@ def test_unknown_experiment_and_bad_out(tmp_path):
     assert bad.read_text() == "x"
     done = _effnet("experiments", "no-such", cwd=tmp_path)
     assert done.returncode == 2
+
+
+def test_a_run_that_diverges_is_named_when_the_experiment_ends(tmp_path, monkeypatch, capsys):
+    """A planned run that did not finish (its loss diverged) is named at the end, not passed over by "finished"."""
+    import types
+
+    from effnet.experiments import runner, suite
+    from effnet.train import TrainingDiverged
+
+    runs = [Run.make(tiny_spec(), seed, {"steps": 1}) for seed in (0, 1)]
+    fake = types.SimpleNamespace(plan=lambda out, quick, seeds, log=print: (runs, {}),
+                                 report=lambda results: ("body", "table"), plots=lambda results, out: [])
+    monkeypatch.setattr(suite, "module", lambda name: fake)
+
+    def trained(run, runs_dir, *, threads=None, device="auto"):
+        if run.seed == 1:
+            raise TrainingDiverged("loss is nan at step 1")
+        return {"key": run.key, "val_top1": 91.0, "test_top1": 90.0, "macs": 1e6, "wall_s": 1.0}
+
+    monkeypatch.setattr(runner, "train_run", trained)
+    options = runner.Options(jobs=1, out=tmp_path / "out", runs_dir=tmp_path / "runs", poll_s=0.01,
+                             storage=str(tmp_path / "runs.journal"), seeds=2)
+    suite.run("demo", options, command="effnet experiments demo")
+    out = capsys.readouterr().out
+    assert f"demo: 1 planned run(s) did not finish (a diverged loss or an error, in the log above): " \
+           f"{runs[1].describe()}; what needs them is not decided" in out

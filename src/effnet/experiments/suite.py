@@ -118,6 +118,12 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
         print(f"{name}: --until {format_local_time(options.until)}: {len(rows)} of {total} runs finished, report "
               "written for those; the same command continues", flush=True)
     elif not report_only:
+        finished = {row["key"] for row in rows}
+        missing = [run for run in runner.unique_runs(runs) if run.key not in finished]
+        if missing:  # a diverged loss or an error: the comparisons or stages that need these runs cannot be made
+            print(f"{name}: {len(missing)} planned run(s) did not finish (a diverged loss or an error, in the log "
+                  f"above): {'; '.join(run.describe() for run in missing[:3])}{' ...' if len(missing) > 3 else ''}; "
+                  "what needs them is not decided", flush=True)
         print(f"{name}: finished in {runner.elapsed(start)}", flush=True)
     return results, table
 
