@@ -8,7 +8,8 @@ no part in the decision.
 
 The decision reads only the planned seeds' records, so every process that plans the experiment (the parent, its
 workers, a worker on another machine sharing the storage) adds the same runs, and the decision does not move as
-the added runs finish.
+the added runs finish.  An experiment planned in stages (training-length) calls `decide` on each comparison stage
+as soon as that stage's planned seeds have finished, so that its added seeds come before the longer stages.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ def seeds_of(options: Options) -> int:
 
 def _plan(name: str, options: Options, log=print):
     """The experiment's runs: its planned seeds, and more seeds for the points of the comparisons found within
-    the noise once those have all finished (the same list in every process: see `more_seeds`)."""
+    the noise once those have all finished (the same list in every process: see `more_seeds`); a module with
+    `STAGED_SEEDS` plans those itself, stage by stage."""
     mod = module(name)
     seeds = seeds_of(options)
     staged = getattr(mod, "STAGED_SEEDS", False)  # the module adds seeds stage by stage itself
