@@ -116,7 +116,8 @@ def run(name: str, options: Options, *, command: str, report_only: bool = False,
     markdown, table = write_report(mod, results, options.out)
     if stopped:
         total = len(runner.unique_runs(runs))
-        print(f"{name}: --until {format_local_time(options.until)}: {len(rows)} of {total} runs finished, report "
+        finished = len({row["key"] for row in rows})  # a run serving several comparisons has a row in each
+        print(f"{name}: --until {format_local_time(options.until)}: {finished} of {total} runs finished, report "
               "written for those; the same command continues", flush=True)
     elif not report_only:
         finished = {row["key"] for row in rows}
