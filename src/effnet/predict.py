@@ -57,19 +57,25 @@ def model_config(model_or_spec, weights: str | Path | None = None) -> ModelConfi
     return preprocessing_config(weights, config) or config
 
 
+def refuse_missing(inputs: Iterable[str | Path]) -> None:
+    """`ImageError` for the first of `inputs` that does not exist: a mistyped path, not an input to pass over (the
+    check `collect_images` makes, for a caller that wants it before any other work)."""
+    missing = [item for item in map(Path, inputs) if not item.exists()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ImageError(missing[0], f"no such file or directory{more}; check the path (inputs that exist but are "
+                                     "not images are skipped)")
+
+
 def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
     """Files as given, and the files of directories (sorted, non-recursive, hidden files left out).
 
     Inside a directory every regular file is tried, so a corrupt `.jpg` or a stray `.txt` is reported by name
     rather than ignored, and a directory with no files is reported the same way.  A path the caller named that
-    does not exist is a mistyped path, not an input to pass over: `ImageError` before anything is read.
+    does not exist is refused (`refuse_missing`).
     """
     inputs = [Path(item) for item in inputs]
-    missing = [item for item in inputs if not item.exists()]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ImageError(missing[0], f"no such file or directory{more}; check the path (inputs that exist but are "
-                                     "not images are skipped)")
+    refuse_missing(inputs)
     files, skipped = [], []
     for item in inputs:
         if item.is_dir():
@@ -153,5 +159,5 @@ def _run(model: nn.Module, batch: list[tuple[str | Path, torch.Tensor]], labels:
 
 __all__ = [
     "IMAGE_SUFFIXES", "Guess", "ImageError", "Prediction", "Result", "Skipped", "classify", "classify_images",
-    "collect_images", "load_image", "model_config",
+    "collect_images", "load_image", "model_config", "refuse_missing",
 ]

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from effnet.cli._args import UNTIL_HELP, deadline, device, flags_apply_only, positive_int
+from effnet.cli._args import UNTIL_HELP, deadline, device, flags_apply_only, it_or_them, positive_int
 from effnet.errors import EffnetError
 from effnet.report import format_table
 from effnet.stats import SEEDS_WITHIN_NOISE
@@ -123,7 +123,7 @@ def _check_report_only(args: argparse.Namespace, out: Path) -> None:
                 if v is not None]  # (--seeds-within-noise stays: the report's plan reads it)
     if training:
         raise EffnetError(f"{flags_apply_only(training)} to training; --report-only trains nothing: drop "
-                          f"{'it' if len(training) == 1 else 'them'}")
+                          f"{it_or_them(training)}")
     storage = args.storage or str(out / "runs.journal")
     if out.exists() and not out.is_dir():
         return  # the output check names it

@@ -11,7 +11,7 @@ from effnet.cli._load import load_model
 from effnet.data.calibration import calibration_images
 from effnet.data.photos import PhotosUnavailable, photos
 from effnet.errors import EffnetError
-from effnet.predict import classify, classify_images, collect_images
+from effnet.predict import classify, classify_images, refuse_missing
 from effnet.registry import create_model, get_config
 from effnet.report import format_table
 from effnet.runtime import ENGINES, PRECISIONS, runtime_module
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    collect_images(args.images)  # a mistyped path is refused before the model loads
+    refuse_missing(args.images)  # before the model loads
     model, config, labels = load_model(args.model, pretrained=args.pretrained, weights=args.weights)
     classes = model.spec.num_classes
     if args.top is not None and args.top > classes:

@@ -141,6 +141,11 @@ def _best(rows, length: int, budget: float, *, among=None) -> tuple[str | None, 
                                      budget=budget, length=length)
 
 
+def _best_single(rows, length: int, budget: float) -> str | None:
+    """The best single dimension (depth, width or resolution alone) on validation at (length, budget)."""
+    return _best(rows, length, budget, among=lambda m: not _is_compound(m))[0]
+
+
 def _same_model(rows, length: int, budget: float, a: str, b: str) -> bool:
     """Whether methods `a` and `b` are one model at (length, budget): a compound whose coefficients land on a
     single dimension's model (the Tc grid's (1, 1, 1.4) is resolution alone) trains the same runs, and their
@@ -169,7 +174,7 @@ def comparisons(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str,
             where = {"part": "compare", "budget": budget, "length": length}
             pairs += [({**where, "method": m}, {**where, "method": best}) for m in _methods_at(rows, length, budget)
                       if _is_compound(m) and m != best and not _same_model(rows, length, budget, m, best)]
-            single, _ = _best(rows, length, budget, among=lambda m: not _is_compound(m) and m != "baseline")
+            single = _best_single(rows, length, budget)
             if _is_compound(best) and single is not None and not _same_model(rows, length, budget, single, best):
                 pairs.append(({**where, "method": single}, {**where, "method": best}))
     if results.get("grid_best") is not None and results.get("grid_top"):
@@ -341,7 +346,7 @@ def _budget_table(results: dict[str, Any], length: int, budget: float) -> tuple[
     md.append(f"- Best on validation: **{best}** (test {tables.pct(tables.summary(rows, method=best, **where))})"
               f"{note}.")
     cells[2], cells[3] = best, tables.pct(tables.summary(rows, method=best, **where))
-    single, _ = _best(rows, length, budget, among=lambda m: not _is_compound(m) and m != "baseline")
+    single = _best_single(rows, length, budget)
     for i, name in ((4, "compound (paper)"), (6, "compound (grid)"), (7, tlp.TC_GRID)):
         if name not in names:
             continue

@@ -322,8 +322,8 @@ class Planner:
             state.tc_grid_same_as = same
         tc_grid = Group("compound with the Tc grid's (α, β, γ)", tc, self.compare_runs(tc, found, with_base=False),
                         assumed)
-        both = Group(tc_grid.what, tc, at_tc.runs + tc_grid.runs if tc not in (1, s.early) else
-                     (early.runs if tc == s.early else one_epoch.runs) + tc_grid.runs, assumed)
+        compared_at_tc = {1: one_epoch, s.early: early}.get(tc, at_tc)  # the stage the Tc grid's compound joins
+        both = Group(tc_grid.what, tc, compared_at_tc.runs + tc_grid.runs, assumed)
         groups += [tc_grid, *self._more_seeds(both, rows, state, involving=TC_GRID)]
         waiting = not _finished(runs_of(groups), every)
         if waiting and not assume:
