@@ -213,6 +213,74 @@ def test_the_estimate_is_made_once_and_drops_3x_beyond_the_early_length_when_ove
     assert replanned.budgets_at(4) == (2.0, 3.0, 8.0) and replanned.budgets_at(16) == (2.0, 8.0)
 
 
+def test_still_over_the_limit_defers_the_largest_budget_at_tc_and_the_32_epoch_check(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    machine = {"cpu": "test", "isa": [], "cores": 2}
+    decision = tlp.decide(folder, planner, [], set(), tlp.Rates(1e-3, {}, "test"), machine)
+    assert decision["defer_budget"] == 8.0 and decision["defer_check"] == 32 and decision["defer_after"] == 4
+    assert decision["wall_h_within"] + decision["wall_h_beyond"] == pytest.approx(decision["wall_h_after_drop"],
+                                                                                 abs=0.15)
+    rows = decision["estimate_deferred"]
+    beyond = [i for i, r in enumerate(rows) if r["beyond"]]
+    assert beyond == [len(rows) - 2, len(rows) - 1] and rows[-1]["length"] == 32  # last, 8x at Tc then T = 32
+    assert tlp.BEYOND in rows[-2]["what"] and rows[-2]["to_train"] > 0
+
+    just_over = tlp.Rates(1e-3 * tlp.WALL_LIMIT_H / ((decision["wall_h"] + decision["wall_h_after_drop"]) / 2), {},
+                          "test")  # over the limit with every budget, under it once 3x is dropped
+    other = folder.parent / "other"
+    shutil.copytree(folder, other, ignore=shutil.ignore_patterns(tlp.PLAN_FILE))
+    dropped = tlp.decide(other, tlp.Planner(other, tlp.Setup(False, 3), log=lambda m: None), [], set(), just_over,
+                         machine)
+    assert dropped["drop_budget"] == 3.0 and "defer_budget" not in dropped
+
+
+def test_a_deferred_budget_trains_after_the_tc_grids_compound_and_before_the_32_epoch_check(folder):
+    (folder / tlp.PLAN_FILE).write_text(json.dumps({"drop_budget": 3.0, "defer_budget": 8.0, "defer_check": True}))
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None, compare=tl.comparisons, target=5)
+
+    def score(run: Run) -> float:  # every length better than the one before: Tc = 16 (the cap); the paper's
+        # point is the Tc grid's best (it has an 8x model)
+        labels = run.label_dict()
+        return 70.0 + labels.get("length", 1) + run.seed * 0.1 + (5.0 if labels["part"] == "grid"
+                                                                    and labels["point"] == "(1.2, 1.1, 1.15)" else 0.0)
+
+    rows, groups = [], []
+    for _ in range(12):
+        rows, groups, state = _finish(planner, rows, score)
+    assert state.tc == 16
+    whats = [g.what for g in groups]
+
+    def budgets(what: str) -> set[float]:
+        return {r.label_dict()["budget"] for r in groups[whats.index(what)].runs}
+
+    assert budgets("compound vs single at Tc") == {1.0, 2.0}
+    assert budgets("compound with the Tc grid's (α, β, γ)") == {2.0}
+    deferred = next(i for i, g in enumerate(groups) if g.beyond and g.length == 16)
+    assert deferred > whats.index("compound with the Tc grid's (α, β, γ)")
+    assert {r.label_dict()["budget"] for r in groups[deferred].runs} == {1.0, 8.0}
+    assert tlp.TC_GRID in {r.label_dict()["method"] for r in groups[deferred].runs}
+    assert groups[-1].length == 32 and groups[-1].beyond and deferred < len(groups) - 1
+    assert all(not g.beyond for g in groups[:deferred])
+
+
+def test_a_plan_made_before_deferring_gets_its_deferral_from_the_runs_finished_when_it_was_made(folder):
+    planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    machine = {"cpu": "test", "isa": [], "cores": 2}
+    made = tlp.decide(folder, planner, [], set(), tlp.Rates(1e-3, {}, "test"), machine)
+    old = {k: v for k, v in made.items() if not k.startswith(("defer", "estimate_deferred", "wall_h_within",
+                                                               "wall_h_beyond"))}
+    (folder / tlp.PLAN_FILE).write_text(json.dumps(old))
+    later = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
+    runs = tlp.runs_of(later.groups([])[0])
+    after = [{**row, "finished": "9999-01-01 00:00 UTC"} for row in _rows(runs, lambda r: 80.0)]
+    again = tlp.decide(folder, later, after, {r["key"] for r in after}, tlp.Rates(1e-3, {}, "test"), machine,
+                       finished_at={r["key"]: r["finished"] for r in after})
+    assert again["made"] == old["made"] and again["defer_budget"] == 8.0  # the runs finished since do not count
+    assert again["wall_h_within"] + again["wall_h_beyond"] == pytest.approx(old["wall_h_after_drop"], abs=0.15)
+    assert json.loads((folder / tlp.PLAN_FILE).read_text()) == again
+    assert later.deferred_at(16) == 8.0 and later.deferred_at(4) is None
+
+
 def test_a_fast_machine_keeps_every_budget(folder):
     planner = tlp.Planner(folder, tlp.Setup(False, 3), log=lambda m: None)
     decision = tlp.decide(folder, planner, [], set(), tlp.Rates(1e-12, {}, "test"), {"cpu": "x", "isa": [],

@@ -8,6 +8,9 @@ epoch, a budget at which extra depth (and the paper's α = 1.2) trains worst.  T
 3. The α, β, γ grid at Tc: the 22 points at φ = 1 with one seed, then more seeds for the five best and the
    paper's (1.2, 1.1, 1.15); compound scaling with the best of them at 2x, 3x, 8x, trained at Tc.
 
+Over the plan's wall-time limit the 3x budget is dropped beyond T = 4, then the 8x budget at Tc and the T = 32
+check are deferred to the end of the queue (`training_length_plan`).
+
 The stages, their order and the plan's estimate are `training_length_plan`'s; this module declares the runs (through
 it) and writes the tables and figures from results.json.
 """
@@ -86,7 +89,8 @@ def prepare(options, log=print) -> None:
     here = machine()
     rates = tlp.measured_rates(records, everything, here["cpu"],
                                measure=lambda: tlp.step_rate(options.quick, threads=1))
-    decision = tlp.decide(options.out, planner, rows, done, rates, here)
+    decision = tlp.decide(options.out, planner, rows, done, rates, here,
+                          finished_at={k: r.get("finished") or "" for k, r in records.items()})
     assumed, _ = planner.groups(rows, assume=True)
     for line in _decision_lines(decision):
         log(f"{NAME}: {line}")
@@ -107,7 +111,16 @@ def _decision_lines(decision: dict[str, Any]) -> list[str]:
         out.append(f"over the limit: the {decision['drop_budget']:g}x budget is dropped beyond the early length, "
                    f"{after:.1f} h left" + (f", still over the limit by {after - decision['wall_limit_h']:.1f} h"
                                             if after > decision["wall_limit_h"] else ""))
+    if decision.get("defer_budget"):
+        out.append(f"still over: {_deferred_text(decision)}; {decision['wall_h_within']:.1f} h within the limit, "
+                   f"{decision['wall_h_beyond']:.1f} h beyond it (estimated {decision['defer_made']})")
     return out
+
+
+def _deferred_text(decision: dict[str, Any]) -> str:
+    return (f"the {decision['defer_budget']:g}x budget beyond T = {decision['defer_after']}"
+            + (f" and the T = {decision['defer_check']} check" if decision.get("defer_check") else "")
+            + " are deferred (trained after every other stage)")
 
 
 # -- the comparisons (more seeds where within the noise, and the report's verdicts) ------------------------------
@@ -229,6 +242,14 @@ def _plan_section(results: dict[str, Any]) -> list[str]:
                   + (f", still over the limit by {after - held['wall_limit_h']:.1f} h." if after > held["wall_limit_h"]
                      else "."))
         rows = held["estimate_after_drop"]
+        if held.get("defer_budget"):
+            md.append(f"Still over it, so {_deferred_text(held)}: the stages within the limit answer every question "
+                      f"of this experiment at the smaller budget first. Estimated {held['defer_made']} (rates: "
+                      f"{held['defer_rate_source']}) from the runs finished when the plan was made: "
+                      f"{held['wall_h_within']:.1f} h within the limit"
+                      + (" (still over it)" if held["wall_h_within"] > held["wall_limit_h"] else "")
+                      + f", {held['wall_h_beyond']:.1f} h beyond it, in this order:")
+            rows = held["estimate_deferred"]
     else:
         md.append(f"Within the limit of {held['wall_limit_h']:g} h: every budget is kept.")
         rows = held["estimate"]
@@ -340,7 +361,9 @@ def _budget_table(results: dict[str, Any], length: int, budget: float) -> tuple[
     best, note = _best(rows, length, budget)
     cells = [f"{budget:g}x", length, "-", "-", "-", "-", "-", "-"]
     if best is None:
-        md += ["- No finished runs at this budget yet.", ""]
+        deferred = length > results["early"] and (results.get("plan") or {}).get("defer_budget") == budget
+        md += ["- No finished runs at this budget yet" + (f" ({tlp.BEYOND}: trained after every other stage, see "
+                                                          "Plan)." if deferred else "."), ""]
         return md, tuple(cells)
     where = {"part": "compare", "budget": budget, "length": length}
     md.append(f"- Best on validation: **{best}** (test {tables.pct(tables.summary(rows, method=best, **where))})"

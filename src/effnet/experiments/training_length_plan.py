@@ -18,6 +18,11 @@ Stages, in queue order (within a stage, seed by seed):
    2x, 3x, 8x, at Tc.
 5. Last, the two models at T = 32: they only tell whether 16 has converged (Tc is capped at 16).
 
+When the plan is over `WALL_LIMIT_H` hours of wall time on 2 cores, the 3x budget is dropped beyond the early length;
+when it is still over, the largest budget beyond the early length (compound vs single and the Tc grid's compound at
+8x, at Tc) and the T = 32 check are **deferred**: planned after every other stage, marked beyond the limit, so the
+runs within the limit answer every question of the experiment at the smaller budget first.
+
 Each comparison stage (compound vs single at a length, the Tc grid's compound against the best) is followed, once
 its planned seeds have finished, by a stage of the seeds its comparisons within the noise add (`more_seeds`, on
 validation): cheap, informative runs before the longer stages.  Every decision reads finished runs only (the
@@ -26,8 +31,8 @@ parent, its workers, a worker on another machine) plans the same runs.
 
 The estimate (`estimate`) multiplies each run's training cost (`runner.training_cost`) by the seconds per unit of
 cost measured on this machine; it is made once, before the first run, and kept in `plan.json` with the decision it
-implies (dropping the 3x budget beyond T = 4 when it exceeds `WALL_LIMIT_H` hours of wall time on 2 cores), so that
-every process and every rerun plans the same runs.
+implies (dropping the 3x budget beyond T = 4 when it exceeds `WALL_LIMIT_H` hours of wall time on 2 cores, then
+deferring as above), so that every process and every rerun plans the same runs.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ PLAN_FILE = "plan.json"
 WALL_LIMIT_H = 40.0
 CORES = 2
 DROPPED_BUDGET = 3.0
+BEYOND = "beyond the limit"  # the mark of a deferred stage
 ONE_EPOCH_GRID = Path("coefficients") / "search.json"  # beside this experiment's folder
 
 
@@ -125,6 +131,7 @@ class Group:
     length: int
     runs: list[Run]
     assumed: bool = False  # planned on an assumption, for the estimate only (the results do not say it yet)
+    beyond: bool = False  # deferred past the plan's wall-time limit (trained after every stage within it)
 
 
 @dataclass
@@ -235,12 +242,21 @@ class Planner:
                      budget=wide["budget"], length=length))]
 
     def budgets_at(self, length: int) -> tuple[float, ...]:
+        """The budgets trained at `length`: all but the dropped one beyond the early length (a deferred one
+        included)."""
         drop = self.decision.get("drop_budget") if length > self.setup.early else None
         return tuple(b for b in self.setup.budgets if b != drop)
 
+    def deferred_at(self, length: int) -> float | None:
+        """The budget deferred past the limit at `length` (only beyond the early length), or None."""
+        return self.decision.get("defer_budget") if length > self.setup.early else None
+
     def compare_runs(self, length: int, found: Sequence[dict[str, Any]], with_base: bool = True,
-                     seeds: Sequence[int] | None = None) -> list[Run]:
-        train, budgets = recipe_at(self.setup.quick, length), self.budgets_at(length)
+                     seeds: Sequence[int] | None = None, budgets: Sequence[float] | None = None) -> list[Run]:
+        """Compound vs single's runs of `found` at `length` (the baseline's too with `with_base`), at `budgets`
+        (default: every budget trained at `length`)."""
+        train = recipe_at(self.setup.quick, length)
+        budgets = self.budgets_at(length) if budgets is None else budgets
         runs = []
         for seed in range(self.setup.seeds) if seeds is None else seeds:
             if with_base:
@@ -289,7 +305,9 @@ class Planner:
             if not assume:
                 return groups, state
             tc, assumed = s.cap, True
-        at_tc = Group("compound vs single at Tc", tc, self.compare_runs(tc, self.found), assumed)
+        later = self.deferred_at(tc)
+        now = tuple(b for b in self.budgets_at(tc) if b != later)
+        at_tc = Group("compound vs single at Tc", tc, self.compare_runs(tc, self.found, budgets=now), assumed)
         if tc not in (1, s.early):
             groups += [at_tc, *self._more_seeds(at_tc, rows, state)]
         seed0 = self.grid_runs(self.points(), tc, [0])
@@ -320,16 +338,21 @@ class Planner:
         found, same = self.tc_grid_candidates(best)
         if not assumed:
             state.tc_grid_same_as = same
-        tc_grid = Group("compound with the Tc grid's (α, β, γ)", tc, self.compare_runs(tc, found, with_base=False),
-                        assumed)
+        tc_grid = Group("compound with the Tc grid's (α, β, γ)", tc,
+                        self.compare_runs(tc, found, with_base=False, budgets=now), assumed)
         compared_at_tc = {1: one_epoch, s.early: early}.get(tc, at_tc)  # the stage the Tc grid's compound joins
         both = Group(tc_grid.what, tc, compared_at_tc.runs + tc_grid.runs, assumed)
         groups += [tc_grid, *self._more_seeds(both, rows, state, involving=TC_GRID)]
+        if later is not None:
+            deferred = Group(f"compound vs single at Tc, {later:g}x, and the Tc grid's compound ({BEYOND})", tc,
+                             self.compare_runs(tc, [*self.found, *found], budgets=(later,)), assumed, beyond=True)
+            groups += [deferred, *self._more_seeds(deferred, rows, state)]
         waiting = not _finished(runs_of(groups), every)
         if waiting and not assume:
             return groups, state
-        groups.append(Group("convergence: baseline and widest (checks the cap)", s.lengths[-1],
-                            self.length_runs(s.lengths[-1]), assumed or waiting))
+        check = bool(self.decision.get("defer_check"))
+        groups.append(Group("convergence: baseline and widest (checks the cap)" + (f" ({BEYOND})" if check else ""),
+                            s.lengths[-1], self.length_runs(s.lengths[-1]), assumed or waiting, beyond=check))
         return groups, state
 
     def points(self) -> list[Coefficients]:
@@ -491,7 +514,7 @@ def estimate(groups: Sequence[Group], done: set[str], rates: Rates) -> list[dict
                 todo.append(run)
         hours = sum(training_cost(r) * rates.of(r) for r in todo) / 3600
         out.append({"what": g.what, "length": g.length, "runs": len({r.key for r in g.runs}), "to_train": len(todo),
-                    "hours": round(hours, 3), "assumed": g.assumed})
+                    "hours": round(hours, 3), "assumed": g.assumed, "beyond": g.beyond})
     return out
 
 
@@ -501,11 +524,23 @@ def wall_hours(rows: Sequence[dict[str, Any]]) -> float:
 
 
 def decide(out: Path, planner: Planner, rows: Sequence[dict[str, Any]], done: set[str], rates: Rates,
-           machine: dict[str, Any]) -> dict[str, Any]:
+           machine: dict[str, Any], finished_at: dict[str, str] | None = None) -> dict[str, Any]:
     """The plan's estimate and what it implies, made once (before the first run) and kept in plan.json: the
-    hours with every budget, and, when their wall time exceeds WALL_LIMIT_H, the 3x budget dropped beyond the
-    early length and the hours left."""
+    hours with every budget; when their wall time exceeds WALL_LIMIT_H, the 3x budget dropped beyond the early
+    length and the hours left; when those still exceed it, the deferred stages (`_defer`).
+
+    A plan.json made before deferring existed, over the limit after the drop, gets its deferral added, estimated
+    from the runs that had finished when that plan was made (`finished_at`: run key -> its record's "finished"
+    time; runs without one count as finished) with the rates of now, and kept."""
     held = read_decision(out)
+    if held and "defer_budget" not in held and held.get("wall_h_after_drop", 0.0) > held["wall_limit_h"]:
+        made, times = held["made"], finished_at or {}
+        then = [r for r in rows if (r.get("finished") or "") < made]
+        planner.decision = held
+        _defer(held, planner, then, {k for k in done if times.get(k, "") < made}, rates)
+        planner.decision = held
+        atomic_write_text(json.dumps(held, indent=2) + "\n", out / PLAN_FILE)
+        return held
     if held:
         return held
     from effnet.experiments.records import now
@@ -520,26 +555,49 @@ def decide(out: Path, planner: Planner, rows: Sequence[dict[str, Any]], done: se
         kept = estimate(planner.groups(rows, assume=True)[0], done, rates)
         decision.update(drop_budget=DROPPED_BUDGET, estimate_after_drop=kept,
                         wall_h_after_drop=round(wall_hours(kept), 1))
+        if wall_hours(kept) > WALL_LIMIT_H:
+            _defer(decision, planner, rows, done, rates)
     planner.decision = decision
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(decision, indent=2) + "\n", out / PLAN_FILE)
     return decision
 
 
+def _defer(decision: dict[str, Any], planner: Planner, rows: Sequence[dict[str, Any]], done: set[str],
+           rates: Rates) -> None:
+    """Still over the limit after the drop: defer the largest budget beyond the early length (`defer_after`) and
+    the check of the cap (`defer_check`: its length) past every other stage; `decision` gets the estimate in the
+    new order and its hours within and beyond the limit."""
+    from effnet.experiments.records import now
+
+    later = max(b for b in planner.setup.budgets if b != decision.get("drop_budget"))
+    check, after = planner.setup.lengths[-1], planner.setup.early
+    planner.decision = {**decision, "defer_budget": later, "defer_check": check}
+    rows_ = estimate(planner.groups(rows, assume=True)[0], done, rates)
+    decision.update(defer_budget=later, defer_after=after, defer_check=check, defer_made=now(),
+                    defer_rate_source=rates.source,
+                    estimate_deferred=rows_, wall_h_within=round(wall_hours([r for r in rows_ if not r["beyond"]]), 1),
+                    wall_h_beyond=round(wall_hours([r for r in rows_ if r["beyond"]]), 1))
+
+
 def plan_lines(rows: Sequence[dict[str, Any]], title: str) -> list[str]:
     """The printed plan: one line per group, in queue order, and the totals."""
-    lines = [title, f"  {'#':>2}  {'what':<68} {'T':>3} {'runs':>5} {'to train':>8} {'time':>7}"]
-    for i, r in enumerate(rows, 1):
-        lines.append(f"  {i:>2}  {r['what'] + (' (assumed)' if r['assumed'] else ''):<68} {r['length']:>3} "
-                     f"{r['runs']:>5} {r['to_train']:>8} {format_duration(r['hours'] * 3600):>7}")
+    whats = [r["what"] + (" (assumed)" if r["assumed"] else "") for r in rows]
+    w = max([len("what"), *map(len, whats)])
+    lines = [title, f"  {'#':>2}  {'what':<{w}} {'T':>3} {'runs':>5} {'to train':>8} {'time':>7}"]
+    for i, (what, r) in enumerate(zip(whats, rows), 1):
+        lines.append(f"  {i:>2}  {what:<{w}} {r['length']:>3} {r['runs']:>5} {r['to_train']:>8} "
+                     f"{format_duration(r['hours'] * 3600):>7}")
     total = sum(r["hours"] for r in rows)
+    beyond = sum(r["hours"] for r in rows if r.get("beyond"))
     lines.append(f"  total: {sum(r['to_train'] for r in rows)} runs to train, {total:.1f} h of training on one "
-                 f"thread each, about {total / CORES:.1f} h of wall time with --jobs {CORES} on {CORES} cores "
-                 "(more seeds where a comparison is within the noise come on top)")
+                 f"thread each, about {total / CORES:.1f} h of wall time with --jobs {CORES} on {CORES} cores"
+                 + (f" ({beyond / CORES:.1f} h of it in the stages {BEYOND})" if beyond else "")
+                 + " (more seeds where a comparison is within the noise come on top)")
     return lines
 
 
-__all__ = ["CORES", "Group", "LENGTHS", "PAPER_POINT", "PLAN_FILE", "Planner", "QUICK_LENGTHS", "Rates", "Setup",
-           "State", "TC_GRID", "WALL_LIMIT_H", "converged_length", "decide", "estimate", "length_checks",
+__all__ = ["BEYOND", "CORES", "Group", "LENGTHS", "PAPER_POINT", "PLAN_FILE", "Planner", "QUICK_LENGTHS", "Rates",
+           "Setup", "State", "TC_GRID", "WALL_LIMIT_H", "converged_length", "decide", "estimate", "length_checks",
            "measured_rates", "one_epoch_grid", "plan_lines", "point_label", "read_decision", "recipe_at", "runs_of",
            "step_rate", "wall_hours", "within_noise"]
