@@ -13,6 +13,7 @@ import pytest
 
 from effnet.experiments import strategies, suite, tables
 from effnet.experiments import training_length as tl
+from effnet.experiments import training_length_grid as tlg
 from effnet.experiments import training_length_plan as tlp
 from effnet.experiments.runner import Run
 from tests.test_experiments import _effnet
@@ -197,6 +198,25 @@ def test_the_grid_at_tc_claims_a_move_from_alpha_1_only_beyond_the_noise(second,
                "grid_top": [best, other], "grid_top_count": 2, "one_epoch_grid": None, "tc_grid_same_as": None}
     text = "\n".join(tl._grid_section(results))
     assert says in text
+
+
+def test_the_tc_grids_search_record_puts_the_chosen_best_first_and_pairs_the_others_with_it():
+    """A one-seed point whose mean is higher than the chosen best's (chosen on the seeds the best points share)
+    stays below it; every row's score is the mean of its seeds and its vs_best the paired difference."""
+    best, lucky, other = "(1, 1.3, 1.1)", "(1.1, 1.1, 1.2)", "(1.2, 1.1, 1.15)"
+    scores = {best: (86.0, 85.0, 85.5), lucky: (87.0,), other: (85.0, 84.0, 84.5)}
+    rows = [{"key": f"{p}{s}", "seed": s, "part": "grid", "point": p, "length": 16, "val_top1": v,
+             "final_val_top1": v - 0.1, "macs": 5e6, "params": 4e5, "resolution": 20, "wall_s": 100.0}
+            for p, vals in scores.items() for s, v in enumerate(vals)]
+    results = {"runs": rows, "tc": 16, "grid_points": [other, lucky, best], "grid_best": [1.0, 1.3, 1.1]}
+    out = tlg.search_rows(results)
+    assert [r.coefficients for r in out] == [tlp.Coefficients(1.0, 1.3, 1.1), tlp.Coefficients(1.1, 1.1, 1.2),
+                                             tlp.Coefficients(1.2, 1.1, 1.15)]
+    assert out[0].vs_best is None and out[0].top1 == pytest.approx(85.5) and out[0].wall_s == 300.0
+    assert out[1].vs_best.n == 1 and out[1].vs_best.mean == pytest.approx(1.0)
+    assert out[2].vs_best.n == 3 and out[2].vs_best.mean == pytest.approx(-1.0)
+    assert out[2].to_dict()["top1_by_seed"] == {"0": 85.0, "1": 84.0, "2": 84.5}
+    assert tlg.search_rows({**results, "tc": None}) == []
 
 
 def test_the_estimate_is_made_once_and_drops_3x_beyond_the_early_length_when_over_the_limit(folder):
@@ -411,6 +431,23 @@ def test_quick_report_numbers_are_those_of_results_json(quick, tmp_path):
     row["val_top1"] = 12.34
     changed, _ = suite.write_report(suite.module(tl.NAME), tampered, tmp_path)
     assert "12.34" in changed and changed != markdown
+
+
+@pytest.mark.slow
+def test_quick_writes_the_tc_grid_as_a_search_record(quick):
+    out, _ = quick
+    results = json.loads((out / "results.json").read_text())
+    record = json.loads((out / tlp.TC_GRID_FOLDER / tlg.SEARCH).read_text())
+    assert (out / tlp.TC_GRID_FOLDER / tlg.PLOT).is_file() and record["length"] == results["tc"]
+    rows = record["rows"]
+    assert [rows[0][k] for k in ("alpha", "beta", "gamma")] == results["grid_best"] and record["best_chosen"]
+    assert record["command"].startswith("effnet scale src/effnet/experiments/baseline.json --phi 1 --alpha ")
+    trained = {r["point"] for r in results["runs"] if r["part"] == "grid" and r["length"] == results["tc"]}
+    assert len(rows) == len(trained)
+    for row in rows:
+        label = tlp.point_label(tlp.Coefficients(row["alpha"], row["beta"], row["gamma"]))
+        val = tables.summary(results["runs"], "val_top1", part="grid", point=label, length=results["tc"])
+        assert row["top1"] == pytest.approx(val.mean)
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import design, tables
+from effnet.experiments import design, tables, training_length_grid
 from effnet.experiments import training_length_plan as tlp
 from effnet.experiments.runner import Run
 from effnet.report import format_duration, format_table
@@ -476,8 +476,11 @@ def _grid_section(results: dict[str, Any]) -> list[str]:
         out_rows.append((point, f"{row['macs'] / 1e6:.2f}", tables.pct(val), val.n,
                          "(best)" if point == best_label else vs))
     out_rows.sort(key=lambda r: -_mean_of(rows, r[0], tc))
+    where = f"{tlp.TC_GRID_FOLDER}/{training_length_grid.SEARCH}"
     md += ["", f"At Tc = {tc} epochs, every point with one seed, then the {results['grid_top_count']} best and the "
-           "paper's (1.2, 1.1, 1.15) with the planned seeds (more where within the noise of the best):", "",
+           "paper's (1.2, 1.1, 1.15) with the planned seeds (more where within the noise of the best); as a search "
+           f"record, in the format of `effnet search coefficients --format json`: [{where}]({where}) "
+           f"(plot: {tlp.TC_GRID_FOLDER}/{training_length_grid.PLOT}):", "",
            tables.markdown_table(["(α, β, γ)", "MMACs", "val top-1", "seeds", "vs the best (val, paired)"], out_rows),
            ""]
     if best_label is None:
@@ -571,7 +574,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         margins[f"{budget:g}x MACs"] = points
     if any(margins.values()):
         paths.append(_plot_margins(out / "margin.png", margins))
-    return paths
+    return paths + training_length_grid.write(results, out)  # with the Tc grid's search.json
 
 
 def _plot_margins(path: Path, margins: dict[str, list[tuple[int, Interval, bool]]]) -> Path:
