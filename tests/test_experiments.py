@@ -458,6 +458,33 @@ def test_unknown_experiment_and_bad_out(tmp_path):
     assert done.returncode == 2
 
 
+@pytest.mark.slow
+def test_a_run_whose_loss_diverges_after_a_validation_is_recorded_with_the_weights_chosen_before(tmp_path, monkeypatch):
+    """The experiments' runs end at a divergence as a result (the weights validation chose before it, tested once),
+    their record says where, and the report's header names them."""
+    from effnet.experiments import runner
+    from effnet.train import loop
+
+    original = loop.Trainer._step
+
+    def nan_after_the_first_epoch(self, *args):
+        if self.step > self.plan.steps_per_epoch and not getattr(self, "nan", False):
+            criterion, self.nan = self.criterion, True
+            self.criterion = lambda logits, y: criterion(logits, y) * math.nan
+        return original(self, *args)
+
+    monkeypatch.setattr(loop.Trainer, "_step", nan_after_the_first_epoch)
+    settings = {"steps": 12, "batch_size": 8, "train_subset": 32, "val_subset": 16, "warmup_epochs": 0.0}
+    with pytest.warns(UserWarning, match="the run ends there, with the weights validation chose at step 4"):
+        record = runner.train_run(Run.make(tiny_spec(resolution=16), 0, settings), tmp_path)
+    assert record["diverged"].startswith("the training loss is nan at step 5 (epoch 2")
+    assert record["selected_step"] == 4 and record["training"]["steps"] == 5 and record["test_top1"] is not None
+    line = suite._diverged_lines({"runs": [record, record]})
+    assert line == [f"- Diverged: 1 run ended where the loss diverged, scored (as every run) with the weights "
+                    f"validation chose, before the divergence: tiny seed 0: {record['diverged']}, weights of step 4."]
+    assert suite._diverged_lines({"runs": [{**record, "diverged": None}]}) == []
+
+
 def test_a_run_that_diverges_is_named_when_the_experiment_ends(tmp_path, monkeypatch, capsys):
     """A planned run that did not finish (its loss diverged) is named at the end, not passed over by "finished"."""
     import types

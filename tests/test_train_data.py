@@ -118,6 +118,32 @@ def test_nan_loss_stops_with_last_good_checkpoint_intact(folder, tmp_path):
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
 
 
+def test_a_diverged_run_can_end_with_the_weights_validation_chose_before_it(folder, tmp_path):
+    """With diverged_as_result the run ends at the divergence as a result: the weights chosen on validation before
+    it, tested once, and where it diverged; without chosen weights (before the first validation) it still raises."""
+    trainer = Trainer(_cfg(folder, tmp_path, steps=40, holdout=12, diverged_as_result=True))
+    per_epoch = trainer.plan.steps_per_epoch
+    criterion = trainer.criterion
+    trainer.criterion = lambda logits, y: criterion(logits, y) * (math.nan if trainer.step > per_epoch else 1.0)
+    with pytest.warns(UserWarning, match=f"the run ends there, with the weights validation chose at step {per_epoch}"):
+        result = trainer.fit()
+    trainer.close()
+    assert result.diverged.startswith(f"the training loss is nan at step {per_epoch + 1} (epoch 2")
+    assert result.steps == per_epoch + 1 and result.selected_step == per_epoch and len(result.history) == 1
+    assert result.best_top1 == result.history[0]["ema_top1"] and result.test_images == 6
+    assert result.test_top1 is not None and math.isfinite(result.test_top1)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["state"] == "diverged"
+    tested = json.loads((tmp_path / "run" / "test.json").read_text())
+    assert (tested["top1"], tested["selected_step"]) == (result.test_top1, per_epoch)
+
+    early = Trainer(_cfg(folder, tmp_path, steps=40, holdout=12, diverged_as_result=True, out_dir=str(tmp_path / "b")))
+    criterion = early.criterion
+    early.criterion = lambda logits, y: criterion(logits, y) * (math.nan if early.step >= 1 else 1.0)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 1 "):
+        early.fit()
+    early.close()
+
+
 @pytest.mark.parametrize("setup, message", [
     ("missing", "data folder not found"),
     ("no_train", "no train/ sub-folder"),

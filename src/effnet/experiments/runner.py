@@ -183,7 +183,9 @@ def starting(folder: Path) -> str:
 def train_run(run: Run, runs_dir: Path, *, threads: int | None = None, device: str = "auto") -> dict[str, Any]:
     """Train `run` in `runs_dir/<key>/` (resuming from its checkpoint if it was interrupted) on `device` (not part
     of the run's identity: a run trained on a GPU is the same run), or read its record if it already finished;
-    returns the record (what results.json holds for it)."""
+    returns the record (what results.json holds for it).  A run whose loss diverges ends there with the weights
+    validation chose before it, and its record says where (`diverged`); one that diverges before its first
+    validation raises `TrainingDiverged` (no weights to score)."""
     from effnet.profile import profile
     from effnet.registry import get_spec
     from effnet.train import TrainConfig, train
@@ -195,7 +197,7 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None, device: s
     settings = dict(run.train)
     config = TrainConfig(model=run.spec, data=run.data, out_dir=str(folder), seed=run.seed, resume=True,
                          checkpoint_every=CHECKPOINT_EVERY, keep_last=1, progress=False, workers=0, threads=threads,
-                         device=device, **settings)
+                         device=device, diverged_as_result=True, **settings)
     result = train(config)
     spec = get_spec(run.spec)
     plan = run_facts(folder)
@@ -216,6 +218,7 @@ def train_run(run: Run, runs_dir: Path, *, threads: int | None = None, device: s
         "train_acc_end": end_of_training_accuracy(folder),
         "wall_s": round(train_wall(folder, result.wall_s), 2), "images_per_s": round(result.images_per_s, 1),
         "history": history, "machine": machine(), "device": device_used(device), "finished": now(),
+        **({"diverged": result.diverged} if result.diverged else {}),
     }
     atomic_write_text(json.dumps(record, indent=2) + "\n", record_path)
     return record

@@ -215,9 +215,21 @@ def render_header(results: dict[str, Any]) -> str:
         "- Validation: the last 5,000 Fashion-MNIST training images (held out; each run chooses its weights "
         "there). Test: the 10,000-image test split, evaluated once per run and only reported.",
         *([f"- {more}"] if more else []),
+        *_diverged_lines(results),
         f"- Training time: {wall / 3600:.2f} h summed over runs; trained on {machines_text(results)}; updated "
         f"{results['updated']}.",
     ])
+
+
+def _diverged_lines(results: dict[str, Any]) -> list[str]:
+    """The runs whose loss diverged: each ended there, scored with the weights validation chose before it."""
+    rows = [r for r in runner.distinct_runs(results["runs"]) if r.get("diverged")]
+    if not rows:
+        return []
+    each = "; ".join(f"{r['model']} seed {r['seed']}: {r['diverged']}, weights of step {r['selected_step']}"
+                     for r in rows)
+    return [f"- Diverged: {len(rows)} run{'s' if len(rows) > 1 else ''} ended where the loss diverged, scored (as "
+            f"every run) with the weights validation chose, before the divergence: {each}."]
 
 
 def _shared_rows(results: dict[str, Any]) -> str:

@@ -108,6 +108,8 @@ class TrainConfig:
     test_subset: int | None = None  # test on a fixed random subset of the test split (a smoke test; reported as such)
     holdout: int | None = None  # validation images carved from the end of the training set (None: HOLDOUT_DEFAULT)
     test: bool = True  # with a holdout, evaluate the data's own val/test split once, at the end, on the chosen weights
+    diverged_as_result: bool = False  # a diverged run ends with the weights validation chose before it (tested, and
+    # returned with TrainResult.diverged) instead of raising TrainingDiverged; it still raises without chosen weights
     log_every: int = 20
     tensorboard: bool = False  # also write TensorBoard event files into out_dir (the `tensorboard` extra)
     progress: bool = True

@@ -45,7 +45,12 @@ from effnet.train.validation import epoch_row, test_with, validate
 
 
 class TrainingDiverged(EffnetError, RuntimeError):
-    """The loss became NaN or infinite; the run stopped without writing the bad state."""
+    """The loss became NaN or infinite; the run stopped without writing the bad state.  `where`: what was not
+    finite, at which step, epoch and learning rate."""
+
+    def __init__(self, message: str, where: str = "") -> None:
+        super().__init__(message)
+        self.where = where or message
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class TrainResult:
     test_top5: float | None = None
     test_images: int = 0
     compile_s: float | None = None  # the first compiled step's time, compiling included (None: eager)
+    diverged: str | None = None  # with `diverged_as_result`: where and how the run diverged (it ended there)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -268,23 +274,32 @@ class Trainer:
     def fit(self) -> TrainResult:
         p = self.plan
         self.run_log.start(p, self.spec_name, self.step)
-        start, images = time.perf_counter(), 0
+        start, images, first_step = time.perf_counter(), 0, self.step
         try:
             while self.step < p.total_steps:
                 images += self._run_epoch()
             wall = time.perf_counter() - start
             distributed.barrier()
             test = self._test()
-        except TrainingDiverged:
+        except TrainingDiverged as diverged:
             self.run_log.end_record("diverged", self.best, self.step)
-            raise
+            if not self.c.diverged_as_result or self.best_weights is None or p.world_size > 1:
+                raise
+            wall = time.perf_counter() - start
+            self.run_log.warn(f"{diverged.where}: the run ends there, with the weights validation chose at step "
+                              f"{self.best_step}, tested once")
+            images = (self.step - first_step) * p.per_rank_batch  # the steps done, the diverging epoch's too
+            return self._result(wall, images, self._test(), diverged=diverged.where)
         except BaseException:
             self.run_log.end_record("interrupted", self.best, self.step)
             raise
         self.run_log.end_record("finished", self.best, self.step)
-        last = self.history[-1] if self.history else {}
         if self.skipped_total:
             self.run_log.warn(f"skipped {self.skipped_total} unreadable image(s) in training (see metrics.jsonl)")
+        return self._result(wall, images, test)
+
+    def _result(self, wall: float, images: int, test: EvalMetrics | None, diverged: str | None = None) -> TrainResult:
+        p, last = self.plan, self.history[-1] if self.history else {}
         return TrainResult(
             top1=last.get("val_top1", float("nan")), top5=last.get("val_top5", float("nan")),
             ema_top1=last.get("ema_top1"), ema_top5=last.get("ema_top5"), val_loss=last.get("val_loss", float("nan")),
@@ -294,7 +309,7 @@ class Trainer:
             run_dir=str(self.run_dir) if self.run_dir else None, history=tuple(self.history),
             selected_step=self.best_step, selected_weights=self._selected_kind(),
             test_top1=test.top1 if test else None, test_top5=test.top5 if test else None,
-            test_images=test.images if test else 0, compile_s=self.compile_s,
+            test_images=test.images if test else 0, compile_s=self.compile_s, diverged=diverged,
         )
 
     def _selected_kind(self) -> str:
@@ -437,11 +452,10 @@ class Trainer:
     def _diverged(self, what: str) -> TrainingDiverged:
         last = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None
         where = f"last good checkpoint: {last}" if last else "no checkpoint was written"
-        return TrainingDiverged(
-            f"{what} at step {self.step} (epoch {self.step // self.plan.steps_per_epoch + 1}, "
-            f"lr {self.schedule(self.step):.3g}); stopped without saving this state; {where}; "
-            "lower the learning rate (--lr) or check the data"
-        )
+        at = (f"{what} at step {self.step} (epoch {self.step // self.plan.steps_per_epoch + 1}, "
+              f"lr {self.schedule(self.step):.3g})")
+        return TrainingDiverged(f"{at}; stopped without saving this state; {where}; lower the learning rate (--lr) or "
+                                "check the data", where=at)
 
     def close(self) -> None:
         if self.run_log is not None:
