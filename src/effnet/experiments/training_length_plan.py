@@ -536,7 +536,6 @@ def decide(out: Path, planner: Planner, rows: Sequence[dict[str, Any]], done: se
     if held and "defer_budget" not in held and held.get("wall_h_after_drop", 0.0) > held["wall_limit_h"]:
         made, times = held["made"], finished_at or {}
         then = [r for r in rows if (r.get("finished") or "") < made]
-        planner.decision = held
         _defer(held, planner, then, {k for k in done if times.get(k, "") < made}, rates)
         planner.decision = held
         atomic_write_text(json.dumps(held, indent=2) + "\n", out / PLAN_FILE)
