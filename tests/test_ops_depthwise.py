@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,6 +142,55 @@ def test_a_failing_build_leaves_no_library_behind(monkeypatch, tmp_path):
         native.load.cache_clear()
         native.entry.cache_clear()
         native._problems.clear()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps (Linux)")
+def test_the_kernels_run_on_torchs_openmp_runtime():
+    """Built with -fopenmp, every kernel library takes the libgomp torch loaded: one runtime, one pool of threads."""
+    for name in ("batchnorm_silu", "squeeze_excite", depthwise.KERNEL):
+        assert native.load(name) is not None, native.build_problem(name)
+    runtimes = native._openmp_runtimes()
+    assert len(runtimes) == 1 and "torch" in next(iter(runtimes)) and not native._serial
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert native._threads(100, 10**9) == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_another_openmp_runtime_keeps_the_kernels_on_one_thread(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(native, "_openmp_runtimes", lambda: {"/a/libgomp.so.1", "/b/libiomp5.so"})
+    native.load.cache_clear()
+    try:
+        assert native.load(depthwise.KERNEL) is not None
+        assert native._serial == {depthwise.KERNEL} and native._threads(100, 10**9) == 1
+    finally:
+        native.load.cache_clear()
+        native.entry.cache_clear()
+        native._serial.clear()
+
+
+def test_a_compiler_without_openmp_builds_the_same_kernels_serial(monkeypatch, tmp_path):
+    cc = tmp_path / "cc-without-openmp"
+    real = native._compiler()
+    cc.write_text(f"#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -fopenmp ] && exit 1; done\nexec {real} \"$@\"\n")
+    cc.chmod(0o755)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(cc))
+    x, g = torch.randn(4, 32, 6, 6), torch.randn(4, 32, 6, 6)
+    expected = ops.weight_grad(x, g, [5, 5], [1, 1], [2, 2], "effnet")
+    native.load.cache_clear()
+    native.entry.cache_clear()
+    try:
+        assert native.load(depthwise.KERNEL) is not None, native.build_problem(depthwise.KERNEL)
+        built = next((tmp_path / "effnet" / "kernels").iterdir())
+        assert b"GOMP_parallel" not in built.read_bytes()
+        assert torch.equal(ops.weight_grad(x, g, [5, 5], [1, 1], [2, 2], "effnet"), expected)
+    finally:
+        native.load.cache_clear()
+        native.entry.cache_clear()
 
 
 def test_layers_route_only_cpu_training_through_the_operator(monkeypatch):

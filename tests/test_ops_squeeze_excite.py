@@ -118,7 +118,7 @@ def test_the_kernel_pools_as_the_backward_pass_pools_and_close_to_float64():
     dgate, again = torch.empty(n, c), torch.empty(n, c)
     grad = _channels_last(torch.randn(x.shape))
     code = se._entry("se_backward_sums_nhwc", 4)(grad.data_ptr(), x.data_ptr(), dgate.data_ptr(), again.data_ptr(),
-                                                  n, h * w, c, 0, c)
+                                                  n, h * w, c, 0, c, 1)
     assert code == 0 and torch.equal(again, pooled)
     assert _rel(dgate.double(), (grad.double() * x.double()).sum((2, 3))) <= 1e-6
 

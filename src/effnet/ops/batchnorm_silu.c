@@ -24,6 +24,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "parallel.h"
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -102,7 +103,7 @@ int bn_shift_nhwc(const float *x, float *shift, long rows, long c) {
 }
 
 /* Pass 1 over chunks [k0, k1): part[k * 2c + q] = sum (x - k), part[k * 2c + c + q] = sum (x - k)^2, k = shift. */
-int bn_stats_nhwc(const float *x, const float *shift, float *part, long rows, long c, long k0, long k1) {
+static int bn_stats_nhwc_range(const float *x, const float *shift, float *part, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 3);
     if (!buf) return -1;
@@ -131,6 +132,10 @@ int bn_stats_nhwc(const float *x, const float *shift, float *part, long rows, lo
     return 0;
 }
 
+EFFNET_PARALLEL(bn_stats_nhwc, 1, (const float *x, const float *shift, float *part, long rows, long c, long k0,
+                long k1, long threads),
+                (x, shift, part, rows, c, a, b))
+
 /* After pass 1: the batch's mean and invstd; scale_offset = (weight * invstd, bias - mean * scale) for pass 2; the
    running statistics updated as torch's BatchNorm does (the unbiased variance into running_var). */
 int bn_stats_finish(const float *part, const float *shift, const float *weight, const float *bias, float *mean,
@@ -152,7 +157,8 @@ int bn_stats_finish(const float *part, const float *shift, const float *weight, 
 }
 
 /* Pass 2 over chunks [k0, k1): out = silu(x * scale + offset), scale_offset = (scale, offset). */
-int bn_silu_apply_nhwc(const float *x, const float *scale_offset, float *out, long rows, long c, long k0, long k1) {
+static int bn_silu_apply_nhwc_range(const float *x, const float *scale_offset, float *out, long rows, long c, long k0,
+                                    long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 2);
     if (!buf) return -1;
@@ -176,13 +182,17 @@ int bn_silu_apply_nhwc(const float *x, const float *scale_offset, float *out, lo
     return 0;
 }
 
+EFFNET_PARALLEL(bn_silu_apply_nhwc, 1, (const float *x, const float *scale_offset, float *out, long rows, long c,
+                long k0, long k1, long threads),
+                (x, scale_offset, out, rows, c, a, b))
+
 /* ---- backward --------------------------------------------------------------------------------------------- */
 
 /* Pass 1 over chunks [k0, k1): dy into gx, part[k * 2c + q] = sum dy, part[k * 2c + c + q] = sum dy * xh.
    params: mean, invstd, weight, bias, each (c,). */
-int bn_silu_grad_sums_nhwc(const float *grad, const float *x, const float *mean, const float *invstd,
-                           const float *weight, const float *bias, float *gx, float *part, long rows, long c,
-                           long k0, long k1) {
+static int bn_silu_grad_sums_nhwc_range(const float *grad, const float *x, const float *mean, const float *invstd,
+                                        const float *weight, const float *bias, float *gx, float *part, long rows,
+                                        long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 6);
     if (!buf) return -1;
@@ -217,6 +227,11 @@ int bn_silu_grad_sums_nhwc(const float *grad, const float *x, const float *mean,
     return 0;
 }
 
+EFFNET_PARALLEL(bn_silu_grad_sums_nhwc, 1, (const float *grad, const float *x, const float *mean, const float *invstd,
+                const float *weight, const float *bias, float *gx, float *part, long rows, long c, long k0, long k1,
+                long threads),
+                (grad, x, mean, invstd, weight, bias, gx, part, rows, c, a, b))
+
 /* After pass 1: grad_weight and grad_bias, and k = (grad_bias / M, grad_weight / M) for pass 2. */
 int bn_silu_grad_finish(const float *part, float *gw, float *gb, float *k, long rows, long c, long chunks) {
     for (long q = 0; q < c; q++) {
@@ -229,8 +244,8 @@ int bn_silu_grad_finish(const float *part, float *gw, float *gb, float *k, long 
 }
 
 /* Pass 2 over chunks [k0, k1): gx = weight * invstd * (dy - k[q] - xh * k[c + q]), in place. */
-int bn_silu_grad_input_nhwc(float *gx, const float *x, const float *mean, const float *invstd,
-                            const float *weight, const float *k, long rows, long c, long k0, long k1) {
+static int bn_silu_grad_input_nhwc_range(float *gx, const float *x, const float *mean, const float *invstd,
+                                         const float *weight, const float *k, long rows, long c, long k0, long k1) {
     long p = block_len(c), rows_per_block = p / c;
     float *buf = malloc(sizeof(float) * (size_t)p * 5);
     if (!buf) return -1;
@@ -254,3 +269,7 @@ int bn_silu_grad_input_nhwc(float *gx, const float *x, const float *mean, const 
     free(buf);
     return 0;
 }
+
+EFFNET_PARALLEL(bn_silu_grad_input_nhwc, 1, (float *gx, const float *x, const float *mean, const float *invstd,
+                const float *weight, const float *k, long rows, long c, long k0, long k1, long threads),
+                (gx, x, mean, invstd, weight, k, rows, c, a, b))

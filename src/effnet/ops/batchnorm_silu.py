@@ -27,7 +27,7 @@ def _entry(function: str, pointers: int, longs: int, doubles: int = 0):
 
 def _kernel():
     """The library's first entry, or None where it cannot be built here."""
-    return _entry("bn_stats_nhwc", 3, 4)
+    return _entry("bn_stats_nhwc", 3, 5)
 
 
 def aten_batch_norm_silu(x, weight, bias, running_mean, running_var, momentum, eps):
@@ -64,15 +64,15 @@ def _forward(x, weight, bias, running_mean, running_var, momentum, eps):
     weight, bias = weight.contiguous(), bias.contiguous()
     part, shift = torch.empty(chunks * 2 * c), torch.empty(c)
     _entry("bn_shift_nhwc", 2, 2)(x.data_ptr(), shift.data_ptr(), rows, c)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_stats_nhwc", 3, 4)(
-        x.data_ptr(), shift.data_ptr(), part.data_ptr(), rows, c, k0, k1), "batch norm statistics", CHUNK * c)
+    native.over_chunks(chunks, lambda k0, k1, threads: _entry("bn_stats_nhwc", 3, 5)(
+        x.data_ptr(), shift.data_ptr(), part.data_ptr(), rows, c, k0, k1, threads), "batch norm statistics", CHUNK * c)
     mean, invstd, scale_offset = torch.empty(c), torch.empty(c), torch.empty(2 * c)
     _entry("bn_stats_finish", 9, 3, 2)(part.data_ptr(), shift.data_ptr(), weight.data_ptr(), bias.data_ptr(),
                                        mean.data_ptr(), invstd.data_ptr(), scale_offset.data_ptr(),
                                        running_mean.data_ptr(), running_var.data_ptr(), rows, c, chunks, eps, momentum)
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_apply_nhwc", 3, 4)(
-        x.data_ptr(), scale_offset.data_ptr(), out.data_ptr(), rows, c, k0, k1), "BN+SiLU", CHUNK * c)
+    native.over_chunks(chunks, lambda k0, k1, threads: _entry("bn_silu_apply_nhwc", 3, 5)(
+        x.data_ptr(), scale_offset.data_ptr(), out.data_ptr(), rows, c, k0, k1, threads), "BN+SiLU", CHUNK * c)
     return out, mean, invstd
 
 
@@ -87,14 +87,14 @@ def _backward(grad, x, weight, bias, mean, invstd, eps):
     gx = torch.empty_like(x, memory_format=torch.channels_last)
     part = torch.empty(chunks * 2 * c)
     weight, bias, mean, invstd = weight.contiguous(), bias.contiguous(), mean.contiguous(), invstd.contiguous()
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_grad_sums_nhwc", 8, 4)(
+    native.over_chunks(chunks, lambda k0, k1, threads: _entry("bn_silu_grad_sums_nhwc", 8, 5)(
         grad.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), bias.data_ptr(),
-        gx.data_ptr(), part.data_ptr(), rows, c, k0, k1), "BN+SiLU backward", CHUNK * c)
+        gx.data_ptr(), part.data_ptr(), rows, c, k0, k1, threads), "BN+SiLU backward", CHUNK * c)
     gw, gb, k = torch.empty(c), torch.empty(c), torch.empty(2 * c)
     _entry("bn_silu_grad_finish", 4, 3)(part.data_ptr(), gw.data_ptr(), gb.data_ptr(), k.data_ptr(), rows, c, chunks)
-    native.over_chunks(chunks, lambda k0, k1: _entry("bn_silu_grad_input_nhwc", 6, 4)(
+    native.over_chunks(chunks, lambda k0, k1, threads: _entry("bn_silu_grad_input_nhwc", 6, 5)(
         gx.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), weight.data_ptr(), k.data_ptr(), rows, c,
-        k0, k1), "BN+SiLU backward", CHUNK * c)
+        k0, k1, threads), "BN+SiLU backward", CHUNK * c)
     return gx, gw, gb
 
 

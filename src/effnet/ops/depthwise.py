@@ -39,7 +39,7 @@ def own_weight_grad_wins(kernel: int, out_h: int, out_w: int) -> bool:
 
 
 def _kernel():
-    return native.entry(KERNEL, "depthwise_weight_grad_nhwc", 3, 12)
+    return native.entry(KERNEL, "depthwise_weight_grad_nhwc", 3, 13)
 
 
 def kernel_available() -> bool:
@@ -50,7 +50,7 @@ def kernel_available() -> bool:
 def _own_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
                      padding: Sequence[int]) -> torch.Tensor:
     """effnet's C kernel on channels-last copies of `x` and `grad` (no copy when they already are); the channels
-    are split over torch's thread count in multiples of 16, each thread calling the kernel with the GIL released."""
+    are split over torch's threads in multiples of 16 by the kernel itself (`native.over_channels`)."""
     kernel_fn = _kernel()
     xn = x.detach().permute(0, 2, 3, 1).contiguous()
     gn = grad.detach().permute(0, 2, 3, 1).contiguous()
@@ -58,9 +58,9 @@ def _own_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: Sequence[int],
     ho, wo = gn.shape[1:3]
     k = kernel[0]
     out = torch.empty(c, 1, k, k, dtype=torch.float32)
-    native.over_channels(c, lambda c0, c1: kernel_fn(
-        xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, ho, wo, k, stride[0], padding[0], padding[1], c0, c1),
-        "depthwise weight-gradient")
+    native.over_channels(c, lambda c0, c1, threads: kernel_fn(
+        xn.data_ptr(), gn.data_ptr(), out.data_ptr(), n, h, w, c, ho, wo, k, stride[0], padding[0], padding[1], c0, c1,
+        threads), "depthwise weight-gradient")
     return out
 
 

@@ -9,11 +9,12 @@
    multiply-adds.  For one output row i and kernel row a, the k accumulators of a block stay in registers over every
    image and output column; each multiply-add then costs one load of x and one of grad_y.
 
-   No OpenMP: a caller that wants several threads calls this on disjoint channel ranges from its own threads (the
-   Python wrapper does, with the GIL released), so no second threading runtime enters the process.  A channel's
-   sums are formed in the same order whatever the split, so the result does not depend on the thread count. */
+   Threads: the exported kernel splits the channels in multiples of 16 between OpenMP's threads (`parallel.h`:
+   torch's own runtime).  A channel's sums are formed in the same order whatever the split, so the result does not
+   depend on the thread count. */
 
 #include <string.h>
+#include "parallel.h"
 
 #define MAX_K 11
 
@@ -68,8 +69,9 @@ static void block_sums(const struct dims *d, const float *x, const float *gy, fl
 
 /* x: (n, h, w, c), gy: (n, ho, wo, c), out: (c, k, k), all contiguous.  Computes channels [c_begin, c_end).
    Returns 0; -1 for a kernel above MAX_K or a stride below 1. */
-int depthwise_weight_grad_nhwc(const float *x, const float *gy, float *out, long n, long h, long w, long c, long ho,
-                               long wo, long k, long s, long pt, long pl, long c_begin, long c_end) {
+static int depthwise_weight_grad_nhwc_range(const float *x, const float *gy, float *out, long n, long h, long w,
+                                            long c, long ho, long wo, long k, long s, long pt, long pl, long c_begin,
+                                            long c_end) {
     if (k > MAX_K || k < 1 || s < 1) return -1;
     struct dims d = {n, h, w, c, ho, wo, k, s, pt, pl, {0}, {0}};
     for (long b = 0; b < k; b++) {
@@ -85,3 +87,7 @@ int depthwise_weight_grad_nhwc(const float *x, const float *gy, float *out, long
     for (; c0 < c_end; c0 += 1) block_sums(&d, x, gy, out, c0, 1);
     return 0;
 }
+
+EFFNET_PARALLEL(depthwise_weight_grad_nhwc, 16, (const float *x, const float *gy, float *out, long n, long h, long w,
+                long c, long ho, long wo, long k, long s, long pt, long pl, long k0, long k1, long threads),
+                (x, gy, out, n, h, w, c, ho, wo, k, s, pt, pl, a, b))

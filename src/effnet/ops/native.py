@@ -7,6 +7,12 @@ cache folder under a name that hashes the source, the compiler and the CPU's fea
 changed kernel) builds its own copy, and a build is written under a temporary name and renamed into place, so two
 processes building at once each load a whole library.  Without a working compiler the caller falls back to ATen's
 kernel; `build_problem()` says why.
+
+Threads: a kernel that splits its work (`over_chunks`, `over_channels`) is called once with the number of threads
+to use, and splits it itself on OpenMP's threads (`parallel.h`).  Built with `-fopenmp`, the library runs on the
+process's libgomp, torch's own, so the kernels share the threads of torch's operators instead of a second pool
+competing with them for the cores (a Python thread pool did that, and made two threads slower than one on a
+2-core machine); a compiler without OpenMP builds the same kernels serial.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -31,7 +36,9 @@ from effnet.files import cache_dir
 
 SOURCE_DIR = Path(__file__).parent
 MARCH_ENV = "EFFNET_MARCH"  # e.g. "haswell": build for another ISA than this CPU's (to measure AVX2 on an AVX-512 CPU)
-FLAGS = ("-O3", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99")  # contract: fused multiply-adds
+FLAGS = ("-O3", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99", "-fopenmp")  # contract: fused multiply-adds
+SERIAL = "-fopenmp"  # the flag dropped when the compiler has no OpenMP: the same kernels, serial
+HEADERS = ("parallel.h",)  # included by the kernels: part of every build's identity
 _problems: dict[str, str] = {}
 
 
@@ -46,7 +53,7 @@ def _compiler_version(compiler: str) -> str:
 
 def _library_path(name: str, compiler: str) -> Path:
     """Where the build of `name` for this source, compiler, CPU and flags is kept."""
-    source = (SOURCE_DIR / f"{name}.c").read_bytes()
+    source = b"".join((SOURCE_DIR / f).read_bytes() for f in (f"{name}.c", *HEADERS))
     cpu = " ".join(cpu_flag_list()) or platform.machine() + platform.processor()
     key = hashlib.sha256(source + _compiler_version(compiler).encode() + cpu.encode()
                          + " ".join(_flags()).encode()).hexdigest()
@@ -64,6 +71,8 @@ def _build(name: str, compiler: str, target: Path) -> None:
     try:
         command = [compiler, *_flags(), "-o", tmp, str(SOURCE_DIR / f"{name}.c"), "-lm"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:  # no OpenMP here (e.g. clang without libomp): the same kernels, serial
+            done = subprocess.run([c for c in command if c != SERIAL], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             raise OSError(f"{compiler} failed: {last}")
@@ -84,7 +93,10 @@ def load(name: str) -> ctypes.CDLL | None:
         target = _library_path(name, compiler)
         if not target.exists():
             _build(name, compiler, target)
-        return ctypes.CDLL(str(target))
+        lib = ctypes.CDLL(str(target))
+        if len(_openmp_runtimes()) > 1:  # not torch's runtime: a second pool of threads would fight torch's
+            _serial.add(name)
+        return lib
     except (OSError, subprocess.SubprocessError) as e:
         _problems[name] = f"building {name}.c: {e}"
         return None
@@ -104,46 +116,49 @@ def entry(name: str, function: str, pointers: int, longs: int, doubles: int = 0)
     return f
 
 
-@cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effnet-kernel")
-
-
 GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
+_serial: set[str] = set()  # libraries whose OpenMP runtime is not torch's: their kernels run on one thread
 
 
-def _thread_edges(units: int, elements: int) -> list[int]:
-    """`units` cut into contiguous ranges, one per thread: torch's thread count, at most one thread per unit and
-    per `GRAIN` of the `elements` they hold together."""
-    threads = max(1, min(torch.get_num_threads(), units, elements // GRAIN))
-    return [units * t // threads for t in range(threads + 1)]
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtimes mapped into this process (Linux; empty elsewhere): one, torch's, unless a kernel library
+    brought its own."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return {line.split()[-1] for line in maps
+                    if any(f"/{lib}" in line for lib in ("libgomp", "libiomp", "libomp"))}
+    except OSError:
+        return set()
 
 
-def _run(edges: list[int], call: Callable[[int, int], int], failure: str) -> None:
-    """`call(edges[t], edges[t + 1])` for every range, on the pool's threads when there is more than one."""
-    threads = len(edges) - 1
-    codes = [call(edges[0], edges[1])] if threads == 1 else list(
-        _pool(threads).map(lambda t: call(edges[t], edges[t + 1]), range(threads)))
-    if any(codes):
+def _threads(units: int, elements: int) -> int:
+    """Threads for `units` of work holding `elements` together: torch's thread count, at most one thread per unit
+    and per `GRAIN` elements; one where a kernel library runs another OpenMP runtime than torch's."""
+    if _serial:
+        return 1
+    return max(1, min(torch.get_num_threads(), units, elements // GRAIN))
+
+
+def _run(call: Callable[[int, int, int], int], end: int, threads: int, failure: str) -> None:
+    if call(0, end, threads):
         raise RuntimeError(failure)
 
 
-def over_channels(channels: int, call: Callable[[int, int], int], what: str, channel_elements: int = GRAIN) -> None:
-    """Run `call(c_begin, c_end)` (a kernel entry that returns 0 on success) over the channel range split between
-    torch's threads in multiples of 16 channels, each thread getting at least `GRAIN` elements (a channel holds
-    `channel_elements`); ctypes releases the GIL, so the threads run in parallel.  A kernel's sums per channel
-    never depend on the split, so neither does its result."""
-    blocks = math.ceil(channels / 16)
-    edges = [min(channels, 16 * e) for e in _thread_edges(blocks, channels * channel_elements)]
-    _run(edges, call, f"effnet's {what} kernel failed ({channels} channels)")
+def over_chunks(chunks: int, call: Callable[[int, int, int], int], what: str, chunk_elements: int = GRAIN) -> None:
+    """Run `call(0, chunks, threads)` (a kernel entry that returns 0 on success and splits the chunks [0, chunks)
+    into `threads` contiguous ranges itself, `parallel.h`), each thread getting at least `GRAIN` elements (a chunk
+    holds `chunk_elements`).  A kernel writes each chunk's sums to the chunk's own slot, so its result never depends
+    on the split."""
+    _run(call, chunks, _threads(chunks, chunks * chunk_elements), f"effnet's {what} kernel failed ({chunks} chunks)")
 
 
-def over_chunks(chunks: int, call: Callable[[int, int], int], what: str, chunk_elements: int = GRAIN) -> None:
-    """Run `call(k_begin, k_end)` (a kernel entry that returns 0 on success) over the chunks [0, chunks) split
-    into contiguous ranges between torch's threads, each thread getting at least `GRAIN` elements (a chunk holds
-    `chunk_elements`).  A kernel writes each chunk's sums to the chunk's own slot, so its result never depends on
-    the split."""
-    _run(_thread_edges(chunks, chunks * chunk_elements), call, f"effnet's {what} kernel failed ({chunks} chunks)")
+def over_channels(channels: int, call: Callable[[int, int, int], int], what: str,
+                  channel_elements: int = GRAIN) -> None:
+    """Run `call(0, channels, threads)` (a kernel entry that returns 0 on success and splits the channels itself in
+    multiples of 16, `parallel.h`), each thread getting at least `GRAIN` elements (a channel holds
+    `channel_elements`).  A kernel's sums per channel never depend on the split, so neither does its result."""
+    threads = _threads(math.ceil(channels / 16), channels * channel_elements)
+    _run(call, channels, threads, f"effnet's {what} kernel failed ({channels} channels)")
 
 
 def build_problem(name: str) -> str | None:

@@ -56,7 +56,7 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
 
 
 def _entry(function: str, pointers: int):
-    return native.entry(KERNEL, function, pointers, 5)
+    return native.entry(KERNEL, function, pointers, 6)
 
 
 def kernel_available() -> bool:
@@ -98,8 +98,8 @@ def _own_pool(x: torch.Tensor) -> torch.Tensor:
     kernel_fn = _entry("se_pool_nhwc", 2)
     n, c, h, w = x.shape
     pooled = torch.empty(n, c)
-    native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), pooled.data_ptr(), n, h * w, c, c0, c1),
-                         "squeeze-excite pooling", n * h * w)
+    native.over_channels(c, lambda c0, c1, threads: kernel_fn(x.data_ptr(), pooled.data_ptr(), n, h * w, c, c0, c1,
+                                                              threads), "squeeze-excite pooling", n * h * w)
     return pooled
 
 
@@ -108,8 +108,9 @@ def _own_scale(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     gate = gate.to(torch.float32).contiguous()  # float32 also where autocast ran the MLP in a lower precision
     out = torch.empty_like(x, memory_format=torch.channels_last)
-    native.over_channels(c, lambda c0, c1: kernel_fn(x.data_ptr(), gate.data_ptr(), out.data_ptr(), n, h * w, c,
-                                                     c0, c1), "squeeze-excite scaling", n * h * w)
+    native.over_channels(c, lambda c0, c1, threads: kernel_fn(x.data_ptr(), gate.data_ptr(), out.data_ptr(), n,
+                                                              h * w, c, c0, c1, threads),
+                         "squeeze-excite scaling", n * h * w)
     return out
 
 
@@ -145,15 +146,17 @@ def _backward(grad, x, reduce_weight, reduce_bias, expand_weight, expand_bias, a
     n, c, h, w = x.shape
     dgate, pooled = torch.empty(n, c), torch.empty(n, c)
     sums = _entry("se_backward_sums_nhwc", 4)
-    native.over_channels(c, lambda c0, c1: sums(grad.data_ptr(), x.data_ptr(), dgate.data_ptr(), pooled.data_ptr(),
-                                                n, h * w, c, c0, c1), "squeeze-excite backward", n * h * w)
+    native.over_channels(c, lambda c0, c1, threads: sums(grad.data_ptr(), x.data_ptr(), dgate.data_ptr(),
+                                                         pooled.data_ptr(), n, h * w, c, c0, c1, threads),
+                         "squeeze-excite backward", n * h * w)
     gate, dpooled, *dparams = _mlp_backward(dgate, pooled, reduce_weight, reduce_bias, expand_weight, expand_bias,
                                             activation)
     gate, dmean = gate.to(torch.float32).contiguous(), (dpooled / (h * w)).to(torch.float32).contiguous()
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     grad_x = _entry("se_grad_x_nhwc", 4)
-    native.over_channels(c, lambda c0, c1: grad_x(grad.data_ptr(), gate.data_ptr(), dmean.data_ptr(), dx.data_ptr(),
-                                                  n, h * w, c, c0, c1), "squeeze-excite backward", n * h * w)
+    native.over_channels(c, lambda c0, c1, threads: grad_x(grad.data_ptr(), gate.data_ptr(), dmean.data_ptr(),
+                                                           dx.data_ptr(), n, h * w, c, c0, c1, threads),
+                         "squeeze-excite backward", n * h * w)
     params = (reduce_weight, reduce_bias, expand_weight, expand_bias)
     return (dx, *(t.to(p.dtype).contiguous() for t, p in zip(dparams, params)))
 

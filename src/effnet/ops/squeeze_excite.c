@@ -21,6 +21,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include "parallel.h"
 
 #define CHUNK 64
 #define W 8      /* floats in a vector (add_double takes 8) */
@@ -192,7 +193,7 @@ static void sum_rows2(const float *g, const float *x, long c, long hw, long nc, 
 }
 
 /* pooled[i, q] = mean over the hw rows of image i of x[i, :, q].  Returns 0, or -1 if out of memory. */
-int se_pool_nhwc(const float *x, float *pooled, long n, long hw, long c, long c0, long c1) {
+static int se_pool_nhwc_range(const float *x, float *pooled, long n, long hw, long c, long c0, long c1) {
     long nc = c1 - c0;
     if (nc <= 0) return 0;
     double *tot = malloc(sizeof(double) * (size_t)nc);
@@ -209,8 +210,13 @@ int se_pool_nhwc(const float *x, float *pooled, long n, long hw, long c, long c0
     return 0;
 }
 
+EFFNET_PARALLEL(se_pool_nhwc, 16, (const float *x, float *pooled, long n, long hw, long c, long k0, long k1,
+                long threads),
+                (x, pooled, n, hw, c, a, b))
+
 /* out[i, r, q] = x[i, r, q] * gate[i, q] */
-int se_scale_nhwc(const float *x, const float *gate, float *out, long n, long hw, long c, long c0, long c1) {
+static int se_scale_nhwc_range(const float *x, const float *gate, float *out, long n, long hw, long c, long c0,
+                               long c1) {
     long nc = c1 - c0;
     for (long i = 0; i < n; i++) {
         const float *s = gate + i * c + c0;
@@ -223,10 +229,14 @@ int se_scale_nhwc(const float *x, const float *gate, float *out, long n, long hw
     return 0;
 }
 
+EFFNET_PARALLEL(se_scale_nhwc, 16, (const float *x, const float *gate, float *out, long n, long hw, long c, long k0,
+                long k1, long threads),
+                (x, gate, out, n, hw, c, a, b))
+
 /* dgate[i, q] = sum over the hw rows of image i of grad * x, and pooled[i, q] = their mean of x (the value
    se_pool_nhwc gives).  Returns 0, or -1 if out of memory. */
-int se_backward_sums_nhwc(const float *grad, const float *x, float *dgate, float *pooled, long n, long hw, long c,
-                          long c0, long c1) {
+static int se_backward_sums_nhwc_range(const float *grad, const float *x, float *dgate, float *pooled, long n, long hw,
+                                       long c, long c0, long c1) {
     long nc = c1 - c0;
     if (nc <= 0) return 0;
     double *tot = malloc(sizeof(double) * (size_t)nc * 2);
@@ -248,9 +258,13 @@ int se_backward_sums_nhwc(const float *grad, const float *x, float *dgate, float
     return 0;
 }
 
+EFFNET_PARALLEL(se_backward_sums_nhwc, 16, (const float *grad, const float *x, float *dgate, float *pooled, long n,
+                long hw, long c, long k0, long k1, long threads),
+                (grad, x, dgate, pooled, n, hw, c, a, b))
+
 /* dx[i, r, q] = grad[i, r, q] * gate[i, q] + dmean[i, q] */
-int se_grad_x_nhwc(const float *grad, const float *gate, const float *dmean, float *dx, long n, long hw, long c,
-                   long c0, long c1) {
+static int se_grad_x_nhwc_range(const float *grad, const float *gate, const float *dmean, float *dx, long n, long hw,
+                                long c, long c0, long c1) {
     long nc = c1 - c0;
     for (long i = 0; i < n; i++) {
         const float *s = gate + i * c + c0, *d = dmean + i * c + c0;
@@ -262,3 +276,7 @@ int se_grad_x_nhwc(const float *grad, const float *gate, const float *dmean, flo
     }
     return 0;
 }
+
+EFFNET_PARALLEL(se_grad_x_nhwc, 16, (const float *grad, const float *gate, const float *dmean, float *dx, long n,
+                long hw, long c, long k0, long k1, long threads),
+                (grad, gate, dmean, dx, n, hw, c, a, b))
