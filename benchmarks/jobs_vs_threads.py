@@ -74,8 +74,10 @@ def table(data: dict) -> str:
              "1" if name == "1x1" else (f"{m['vs 1x1'][name]['median']:.2f} ({m['vs 1x1'][name]['min']:.2f}-"
                                         f"{m['vs 1x1'][name]['max']:.2f})" if m["vs 1x1"][name] else "-")]
             for m in data["models"] for name, lay in m["layouts"].items()]
-    head = (f"{data['command']}; {data['date']}; {data['cpu']}; {data['rounds']} rounds; load average "
-            f"{data['load_average_before'][0]:.1f} before, {data['load_average_after'][0]:.1f} after\n")
+    head = (f"{data['command']}; {data['date']}; {data['cpu']}; {data['rounds']} rounds; "
+            f"OMP_WAIT_POLICY={data.get('omp_wait_policy')}; load average {data['load_average_before'][0]:.1f} "
+            f"before, {data['load_average_after'][0]:.1f} after" + (f"; {data['source']}" if data.get("source") else "")
+            + "\n")
     return head + format_table(["model", "layout", "processes x threads", "images/s (summed)",
                                 "x 1x1 (paired, range)"], rows)
 
@@ -106,6 +108,7 @@ def main() -> int:
         data = {"kind": "jobs_vs_threads", "command": "benchmarks/jobs_vs_threads.py " + " ".join(sys.argv[1:]),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
                 "cores": args.cores, "rounds": args.rounds, "load_average_before": list(os.getloadavg()),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "models": []}
         for tag in wanted:
             print(f"{tag}:", flush=True)
