@@ -14,7 +14,6 @@ every round.  Writes benchmarks/results/jobs_vs_threads.json and .txt (--out for
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_process import RESULTS, run_arm  # noqa: E402  (OMP_WAIT_POLICY=PASSIVE is set there)
+from train_process import RESULTS, Progress, run_arm, save  # noqa: E402  (OMP_WAIT_POLICY=PASSIVE set there)
 
 from effnet.report import format_table  # noqa: E402
 
@@ -45,14 +44,15 @@ def images_per_s(model: str, res: int | None, batch: int, processes: int, thread
     return {"images_per_s": sum(batch / (o["ms"] / 1e3) for o in outs), "ms": [o["ms"] for o in outs]}
 
 
-def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, cores: int, seconds: float) -> dict:
+def measure(tag: str, model: str, res: int | None, batch: int, rounds: int, cores: int, seconds: float,
+            progress: Progress) -> dict:
     names = list(layouts(cores))
     runs: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             out = images_per_s(model, res, batch, *layouts(cores)[name], seconds)
             runs[name].append(out)
-            print(f"  {tag} round {r + 1} {name}: "
+            print(f"  {progress.step()} {tag} round {r + 1} {name}: "
                   + (f"{out['images_per_s']:.0f} images/s" if "images_per_s" in out else out["error"]), flush=True)
 
     def paired(name: str) -> dict | None:
@@ -110,15 +110,12 @@ def main() -> int:
                 "cores": args.cores, "rounds": args.rounds, "load_average_before": list(os.getloadavg()),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "models": []}
+        progress = Progress(args.rounds * len(layouts(args.cores)) * len(wanted))
         for tag in wanted:
             print(f"{tag}:", flush=True)
-            data["models"].append(measure(tag, *models[tag], args.rounds, args.cores, args.seconds))
+            data["models"].append(measure(tag, *models[tag], args.rounds, args.cores, args.seconds, progress))
     data["load_average_after"] = list(os.getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "jobs_vs_threads.json").write_text(json.dumps(data, indent=1) + "\n")
-    text = table(data)
-    (args.out / "jobs_vs_threads.txt").write_text(text + "\n")
-    print(text)
+    save(args.out, "jobs_vs_threads", data, table(data))
     return 0
 
 

@@ -211,12 +211,16 @@ def main() -> int:
             print(f"{tag}:", flush=True)
             data["models"].append(measure(tag, model, res, batch, args.rounds, args.threads, args.seconds, progress))
     data["load_average_after"] = list(os.getloadavg())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_process.json").write_text(json.dumps(data, indent=1) + "\n")
-    text = table(data)
-    (args.out / "train_process.txt").write_text(text + "\n")
-    print(text)
+    save(args.out, "train_process", data, table(data))
     return 0
+
+
+def save(out: Path, name: str, data: dict, text: str) -> None:
+    """`name`.json (the data) and `name`.txt (the table) under `out`, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    (out / f"{name}.txt").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
