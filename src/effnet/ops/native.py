@@ -94,7 +94,7 @@ def load(name: str) -> ctypes.CDLL | None:
         if not target.exists():
             _build(name, compiler, target)
         lib = ctypes.CDLL(str(target))
-        if len(_openmp_runtimes()) > 1:  # not torch's runtime: a second pool of threads would fight torch's
+        if not _same_openmp_as_torch(lib):  # a second pool of threads would fight torch's for the cores
             _serial.add(name)
         return lib
     except (OSError, subprocess.SubprocessError) as e:
@@ -120,15 +120,19 @@ GRAIN = 65536  # elements a thread should get at least: below that, handing work
 _serial: set[str] = set()  # libraries whose OpenMP runtime is not torch's: their kernels run on one thread
 
 
-def _openmp_runtimes() -> set[str]:
-    """The OpenMP runtimes mapped into this process (Linux; empty elsewhere): one, torch's, unless a kernel library
-    brought its own."""
+def _same_openmp_as_torch(lib: ctypes.CDLL) -> bool:
+    """Whether `lib` runs its parallel regions on torch's OpenMP runtime (its GOMP_parallel is the one torch's
+    libtorch_cpu resolves: the same libgomp, loaded once), or has no OpenMP at all (built serial).  Another copy
+    of libgomp in the process (scikit-learn ships its own, under another name) does not matter."""
     try:
-        with open("/proc/self/maps") as maps:
-            return {line.split()[-1] for line in maps
-                    if any(f"/{lib}" in line for lib in ("libgomp", "libiomp", "libomp"))}
-    except OSError:
-        return set()
+        ours = ctypes.cast(lib.GOMP_parallel, ctypes.c_void_p).value
+    except AttributeError:
+        return True  # built without OpenMP: its kernels run their ranges one after another
+    try:
+        torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        return ours == ctypes.cast(torch_cpu.GOMP_parallel, ctypes.c_void_p).value
+    except (OSError, AttributeError):  # another layout, or torch without libgomp: keep to one thread
+        return False
 
 
 def _threads(units: int, elements: int) -> int:
