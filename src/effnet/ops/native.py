@@ -37,7 +37,7 @@ from effnet.files import cache_dir
 SOURCE_DIR = Path(__file__).parent
 MARCH_ENV = "EFFNET_MARCH"  # e.g. "haswell": build for another ISA than this CPU's (to measure AVX2 on an AVX-512 CPU)
 FLAGS = ("-O3", "-ffp-contract=fast", "-shared", "-fPIC", "-std=c99", "-fopenmp")  # contract: fused multiply-adds
-SERIAL = "-fopenmp"  # the flag dropped when the compiler has no OpenMP: the same kernels, serial
+OPENMP_FLAG = "-fopenmp"  # dropped when the compiler has no OpenMP: the same kernels, serial
 HEADERS = ("parallel.h",)  # included by the kernels: part of every build's identity
 _problems: dict[str, str] = {}
 
@@ -72,7 +72,7 @@ def _build(name: str, compiler: str, target: Path) -> None:
         command = [compiler, *_flags(), "-o", tmp, str(SOURCE_DIR / f"{name}.c"), "-lm"]
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:  # no OpenMP here (e.g. clang without libomp): the same kernels, serial
-            done = subprocess.run([c for c in command if c != SERIAL], capture_output=True, text=True, timeout=300)
+            done = subprocess.run([c for c in command if c != OPENMP_FLAG], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
             raise OSError(f"{compiler} failed: {last}")
@@ -117,7 +117,7 @@ def entry(name: str, function: str, pointers: int, longs: int, doubles: int = 0)
 
 
 GRAIN = 65536  # elements a thread should get at least: below that, handing work to a thread costs more than it saves
-_serial: set[str] = set()  # libraries whose OpenMP runtime is not torch's: their kernels run on one thread
+_serial: set[str] = set()  # libraries whose OpenMP runtime is not torch's: then every kernel runs on one thread
 
 
 def _same_openmp_as_torch(lib: ctypes.CDLL) -> bool:
