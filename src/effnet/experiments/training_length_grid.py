@@ -15,12 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from effnet.experiments import design, tables
+from effnet.experiments import design
 from effnet.experiments import training_length_plan as tlp
 from effnet.files import atomic_write_text
 from effnet.search import report as grid_report
 from effnet.search.grid import Coefficients
-from effnet.stats import interval, paired_difference
 
 SEARCH = "search.json"
 PLOT = "grid.png"
@@ -32,38 +31,21 @@ def _coefficients(label: str) -> Coefficients:
 
 
 def search_rows(results: dict[str, Any]) -> list[grid_report.SearchRow]:
-    """One row per grid point trained at Tc (none before Tc is decided), the experiment's best first once chosen."""
+    """One row per grid point trained at Tc (none before Tc is decided), the experiment's best first once chosen
+    (`grid_report.combine` over the seeds' runs)."""
     tc = results.get("tc")
     if tc is None:
         return []
-    runs = results["runs"]
-    rows = []
+    by_seed: dict[int, list[grid_report.SearchRow]] = {}
     for trial, point in enumerate(results["grid_points"]):
-        where = {"part": "grid", "point": point, "length": tc}
-        scores = tables.by_seed(runs, "val_top1", **where)
-        if not scores:
-            continue
-        first = tables.first(runs, **where)
-        score = interval(list(scores.values()))
-        emas = list(tables.by_seed(runs, "final_val_top1", **where).values())
-        wall = sum(r.get("wall_s") or 0.0 for r in {r["key"]: r for r in runs
-                                                   if all(r.get(k) == v for k, v in where.items())}.values())
-        rows.append(grid_report.SearchRow(
-            trial, _coefficients(point), score.mean, sum(emas) / len(emas) if emas else None, int(first["macs"]),
-            int(first["params"]), int(first["resolution"]), round(wall, 1), tuple(sorted(scores.items())),
-            None if score.n < 2 else score.half_width))
-    if not rows:
-        return rows
-    best = next((r for r in rows if results.get("grid_best")
-                 and r.coefficients == Coefficients(*results["grid_best"])), None)
-    rows.sort(key=lambda r: (r is not best, -r.top1, r.macs, r.trial))
-    if best is None:
-        return rows
-    return [r if r is best else _versus(r, best) for r in rows]
-
-
-def _versus(row: grid_report.SearchRow, best: grid_report.SearchRow) -> grid_report.SearchRow:
-    return replace(row, vs_best=paired_difference(dict(row.by_seed), dict(best.by_seed)))
+        for r in {r["key"]: r for r in results["runs"] if r.get("part") == "grid" and r.get("point") == point
+                  and r.get("length") == tc and r.get("val_top1") is not None}.values():
+            by_seed.setdefault(r["seed"], []).append(grid_report.SearchRow(
+                trial, _coefficients(point), float(r["val_top1"]), r.get("final_val_top1"), int(r["macs"]),
+                int(r["params"]), int(r["resolution"]), float(r.get("wall_s") or 0.0)))
+    if not results.get("grid_best"):  # no best chosen yet: no row is compared with one
+        return [replace(r, vs_best=None) for r in grid_report.combine(by_seed)]
+    return grid_report.combine(by_seed, best=Coefficients(*results["grid_best"]))
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:

@@ -59,9 +59,10 @@ def search_rows(study: optuna.Study) -> list[SearchRow]:
     return sorted(rows, key=lambda r: (-r.top1, r.macs, r.trial))
 
 
-def combine(rows_by_seed: dict[int, list[SearchRow]]) -> list[SearchRow]:
+def combine(rows_by_seed: dict[int, list[SearchRow]], best: Coefficients | None = None) -> list[SearchRow]:
     """The rows of several seeds' studies as one row per grid point: mean score and 95% interval over its seeds,
-    and its paired difference with the best point (the highest mean) over the seeds both have; best first."""
+    and its paired difference with the best point over the seeds both have; best first.  The best is `best` when
+    given (a point chosen by another rule, e.g. on the seeds the best points share), else the highest mean."""
     points: dict[Coefficients, dict[int, SearchRow]] = {}
     for seed, rows in sorted(rows_by_seed.items()):
         for r in rows:
@@ -75,11 +76,11 @@ def combine(rows_by_seed: dict[int, list[SearchRow]]) -> list[SearchRow]:
                               wall_s=sum(r.wall_s for r in by_seed.values()),
                               by_seed=tuple((s, r.top1) for s, r in by_seed.items()),
                               half_width=None if score.n < 2 else score.half_width))
-    merged.sort(key=lambda r: (-r.top1, r.macs, r.trial))
+    merged.sort(key=lambda r: (r.coefficients != best, -r.top1, r.macs, r.trial))
     if not merged:
         return merged
-    best = dict(merged[0].by_seed)
-    return [replace(r, vs_best=None if r is merged[0] else paired_difference(dict(r.by_seed), best)) for r in merged]
+    top = dict(merged[0].by_seed)
+    return [replace(r, vs_best=None if r is merged[0] else paired_difference(dict(r.by_seed), top)) for r in merged]
 
 
 def table_rows(rows: list[SearchRow], base_macs: int | None = None) -> list[tuple]:
